@@ -1,0 +1,402 @@
+//! Checks that need the whole file: duplicates, the support matrix, and accounts that get
+//! opposing actions. The [`Plan`] is what `validate`, `--dry-run` and the confirmation prompt show.
+//!
+//! Memory grows only with the number of distinct accounts, and each costs a 64-bit hash and eight
+//! bytes of flags, never the row itself, so a million-row file checks in bounded memory.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+
+use serde::Serialize;
+
+use super::{InputFormat, Job, RowError};
+use crate::graph::model::{Action, Provider, documented_providers, is_documented};
+
+/// How many errors, duplicates and warnings a plan keeps to show; the rest are only counted.
+pub const SHOWN: usize = 50;
+
+/// Whether actions outside Microsoft's documented matrix may be sent (`--allow-unlisted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unlisted {
+    #[default]
+    Refuse,
+    Allow,
+}
+
+/// What to do with a row that passed its own checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it.
+    Send,
+    /// The same identity account, account, action and provider came earlier; it runs once.
+    Duplicate,
+}
+
+/// The identity of the account a row acts on, used for duplicates and for keeping one account's
+/// rows in file order. Ids are compared ignoring ASCII case, as Graph does for GUIDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AccountKey(pub u64);
+
+impl AccountKey {
+    pub fn of(job: &Job) -> AccountKey {
+        let mut hasher = DefaultHasher::new();
+        for byte in job.identity_account_id.bytes() {
+            hasher.write_u8(byte.to_ascii_lowercase());
+        }
+        hasher.write_u8(0xff);
+        for byte in job.account_id.bytes() {
+            hasher.write_u8(byte.to_ascii_lowercase());
+        }
+        AccountKey(hasher.finish())
+    }
+}
+
+/// The key is already a hash, so the map need not hash it again.
+#[derive(Default)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Per-account state: 8 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct AccountSeen {
+    /// Bit `action * 3 + provider` is set once that pair was seen for the account.
+    pairs: u32,
+    /// Line of the first disable or enable for the account (0: none yet), with the top bit set
+    /// when it was an enable.
+    first_toggle: u32,
+}
+
+const ENABLE_BIT: u32 = 1 << 31;
+
+/// The summary of a checked input.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub input: String,
+    pub format: Option<InputFormat>,
+    /// Data rows read (blank rows aside).
+    pub rows: u64,
+    /// Rows that will be sent: valid and not duplicates.
+    pub actions: u64,
+    /// Distinct (identity account, account) pairs among the rows to send.
+    pub accounts: u64,
+    /// Rows to send, by action then provider, in Graph's spelling.
+    pub matrix: Vec<MatrixCell>,
+    pub duplicates: Counted<u64>,
+    pub warnings: Counted<Note>,
+    pub errors: Counted<Note>,
+    /// Carry-through columns, in order.
+    pub carry_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MatrixCell {
+    pub action: Action,
+    pub identity_provider: Provider,
+    pub rows: u64,
+}
+
+/// A message tied to a line of the input.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Note {
+    pub line: u64,
+    pub message: String,
+}
+
+/// The first [`SHOWN`] items and how many there were in all.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counted<T> {
+    pub count: u64,
+    pub shown: Vec<T>,
+}
+
+impl<T> Default for Counted<T> {
+    fn default() -> Self {
+        Counted {
+            count: 0,
+            shown: Vec::new(),
+        }
+    }
+}
+
+impl<T> Counted<T> {
+    fn push(&mut self, item: T) {
+        self.count += 1;
+        if self.shown.len() < SHOWN {
+            self.shown.push(item);
+        }
+    }
+}
+
+impl Plan {
+    /// True when nothing stands in the way of sending.
+    pub fn is_clean(&self) -> bool {
+        self.errors.count == 0
+    }
+}
+
+/// Walks the rows of one input, deciding each one and building the [`Plan`].
+pub struct Checker {
+    unlisted: Unlisted,
+    accounts: HashMap<AccountKey, AccountSeen, BuildHasherDefault<PassThroughHasher>>,
+    counts: [[u64; 3]; 6],
+    unlisted_seen: [[u64; 3]; 6],
+    plan: Plan,
+}
+
+impl Checker {
+    pub fn new(input: &str, format: Option<InputFormat>, unlisted: Unlisted) -> Checker {
+        Checker {
+            unlisted,
+            accounts: HashMap::default(),
+            counts: [[0; 3]; 6],
+            unlisted_seen: [[0; 3]; 6],
+            plan: Plan {
+                input: input.to_owned(),
+                format,
+                ..Plan::default()
+            },
+        }
+    }
+
+    /// Records a row that failed its own checks.
+    pub fn reject(&mut self, error: RowError) {
+        self.plan.rows += 1;
+        self.plan.errors.push(Note {
+            line: error.line,
+            message: error.reason,
+        });
+    }
+
+    /// Decides a well-formed row. `Err` is a row error (already recorded in the plan).
+    pub fn check(&mut self, job: &Job) -> Result<Verdict, RowError> {
+        self.plan.rows += 1;
+        let (action, provider) = (job.action, job.provider);
+        if !is_documented(action, provider) {
+            match self.unlisted {
+                Unlisted::Refuse => {
+                    let error = RowError {
+                        line: job.row,
+                        reason: unlisted_reason(action, provider),
+                    };
+                    self.plan.errors.push(Note {
+                        line: error.line,
+                        message: error.reason.clone(),
+                    });
+                    return Err(error);
+                }
+                Unlisted::Allow => {
+                    self.unlisted_seen[action.index()][provider.index()] += 1;
+                }
+            }
+        }
+
+        let pair_bit = 1u32 << (action.index() * 3 + provider.index());
+        let line = u32::try_from(job.row).unwrap_or(u32::MAX);
+        let seen = self.accounts.entry(AccountKey::of(job)).or_default();
+        if seen.pairs & pair_bit != 0 {
+            self.plan.duplicates.push(job.row);
+            return Ok(Verdict::Duplicate);
+        }
+        seen.pairs |= pair_bit;
+
+        if matches!(action, Action::Disable | Action::Enable) {
+            let this_is_enable = action == Action::Enable;
+            if seen.first_toggle == 0 {
+                seen.first_toggle = line | if this_is_enable { ENABLE_BIT } else { 0 };
+            } else if (seen.first_toggle & ENABLE_BIT != 0) != this_is_enable {
+                let first_line = seen.first_toggle & !ENABLE_BIT;
+                let first_action = action.opposite().unwrap_or(action);
+                self.plan.warnings.push(Note {
+                    line: job.row,
+                    message: format!(
+                        "account {:?} ({}) gets {action} here and {first_action} on line {first_line}; they will run in file order",
+                        job.identity_account_id, job.account_id
+                    ),
+                });
+            }
+        }
+
+        self.counts[action.index()][provider.index()] += 1;
+        self.plan.actions += 1;
+        Ok(Verdict::Send)
+    }
+
+    /// Closes the walk and returns the plan.
+    pub fn finish(mut self, carry_columns: &[String]) -> Plan {
+        self.plan.accounts = self.accounts.len() as u64;
+        self.plan.carry_columns = carry_columns.to_vec();
+        for action in Action::ALL {
+            for provider in Provider::ALL {
+                let rows = self.counts[action.index()][provider.index()];
+                if rows > 0 {
+                    self.plan.matrix.push(MatrixCell {
+                        action,
+                        identity_provider: provider,
+                        rows,
+                    });
+                }
+                let unlisted = self.unlisted_seen[action.index()][provider.index()];
+                if unlisted > 0 {
+                    self.plan.warnings.push(Note {
+                        line: 0,
+                        message: format!(
+                            "{unlisted} row(s) send {action} to {provider}, which Microsoft does not document; sent anyway because of --allow-unlisted"
+                        ),
+                    });
+                }
+            }
+        }
+        self.plan
+    }
+
+    /// The plan so far (counts are final only after [`Checker::finish`]).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+fn unlisted_reason(action: Action, provider: Provider) -> String {
+    let documented = documented_providers(action);
+    let documented = if documented.is_empty() {
+        "no provider yet".to_owned()
+    } else {
+        documented
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if provider == Provider::EntraId {
+        format!(
+            "{action} for entraID is not offered: Microsoft lists entraID actions as not in the current scope (documented for {action}: {documented}); pass --allow-unlisted to send it anyway"
+        )
+    } else {
+        format!(
+            "{action} is not documented for {provider} (documented for {action}: {documented}); pass --allow-unlisted if Microsoft now supports it"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(line: u64, id: &str, action: Action, provider: Provider) -> Job {
+        Job {
+            row: line,
+            identity_account_id: id.to_owned(),
+            account_id: format!("acct-{id}"),
+            action,
+            provider,
+            carry: vec![],
+        }
+    }
+
+    #[test]
+    fn duplicates_run_once_and_ids_compare_ignoring_case() {
+        let mut checker = Checker::new("f", None, Unlisted::Refuse);
+        let a = job(2, "abc", Action::Disable, Provider::Okta);
+        let mut b = job(3, "ABC", Action::Disable, Provider::Okta);
+        b.account_id = "ACCT-ABC".into();
+        assert_eq!(checker.check(&a), Ok(Verdict::Send));
+        assert_eq!(checker.check(&b), Ok(Verdict::Duplicate));
+        let other_action = job(4, "abc", Action::RevokeAllSessions, Provider::Okta);
+        assert_eq!(checker.check(&other_action), Ok(Verdict::Send));
+        let plan = checker.finish(&[]);
+        assert_eq!((plan.rows, plan.actions, plan.accounts), (3, 2, 1));
+        assert_eq!(plan.duplicates.shown, vec![3]);
+    }
+
+    #[test]
+    fn unlisted_pairs_are_errors_unless_allowed() {
+        let mut refuse = Checker::new("f", None, Unlisted::Refuse);
+        let bad = job(5, "x", Action::RevokeAllSessions, Provider::ActiveDirectory);
+        let err = refuse.check(&bad).unwrap_err();
+        assert!(
+            err.reason
+                .contains("documented for revokeAllSessions: okta"),
+            "{}",
+            err.reason
+        );
+        let entra = job(6, "y", Action::Disable, Provider::EntraId);
+        assert!(refuse.check(&entra).unwrap_err().reason.contains("entraID"));
+        assert_eq!(refuse.finish(&[]).errors.count, 2);
+
+        let mut allow = Checker::new("f", None, Unlisted::Allow);
+        assert_eq!(allow.check(&bad), Ok(Verdict::Send));
+        let plan = allow.finish(&[]);
+        assert!(plan.is_clean());
+        assert_eq!(plan.warnings.count, 1);
+        assert!(plan.warnings.shown[0].message.contains("--allow-unlisted"));
+    }
+
+    #[test]
+    fn opposing_actions_warn_naming_both_lines() {
+        let mut checker = Checker::new("f", None, Unlisted::Refuse);
+        checker
+            .check(&job(3, "a", Action::Disable, Provider::Okta))
+            .unwrap();
+        checker
+            .check(&job(9, "a", Action::Enable, Provider::Okta))
+            .unwrap();
+        let plan = checker.finish(&[]);
+        assert_eq!(plan.warnings.count, 1);
+        let note = &plan.warnings.shown[0];
+        assert_eq!(note.line, 9);
+        assert!(
+            note.message.contains("enable here and disable on line 3"),
+            "{}",
+            note.message
+        );
+    }
+
+    #[test]
+    fn matrix_counts_rows_by_action_and_provider() {
+        let mut checker = Checker::new("f", None, Unlisted::Refuse);
+        checker
+            .check(&job(2, "a", Action::Disable, Provider::Okta))
+            .unwrap();
+        checker
+            .check(&job(3, "b", Action::Disable, Provider::Okta))
+            .unwrap();
+        checker
+            .check(&job(
+                4,
+                "c",
+                Action::ForcePasswordReset,
+                Provider::ActiveDirectory,
+            ))
+            .unwrap();
+        let plan = checker.finish(&[]);
+        assert_eq!(
+            plan.matrix,
+            vec![
+                MatrixCell {
+                    action: Action::Disable,
+                    identity_provider: Provider::Okta,
+                    rows: 2
+                },
+                MatrixCell {
+                    action: Action::ForcePasswordReset,
+                    identity_provider: Provider::ActiveDirectory,
+                    rows: 1
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! Rendering a checked input's [`Plan`] for people (text) and for scripts (one JSON object).
+
+use std::fmt::Write as _;
+
+use crate::input::plan::{Note, Plan};
+
+/// The plan as text. Row errors are not included: they go to stderr as `FILE:LINE: reason`.
+pub fn render_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let format = plan
+        .format
+        .map(|f| format!(" ({})", format!("{f:?}").to_lowercase()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{}{format}: {} rows; {} actions on {} accounts",
+        plan.input, plan.rows, plan.actions, plan.accounts
+    );
+    if !plan.matrix.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "  {:<26} {:<17} {:>8}", "action", "provider", "rows");
+        for cell in &plan.matrix {
+            let _ = writeln!(
+                out,
+                "  {:<26} {:<17} {:>8}",
+                cell.action.as_str(),
+                cell.identity_provider.as_str(),
+                cell.rows
+            );
+        }
+    }
+    if plan.duplicates.count > 0 {
+        let _ = writeln!(
+            out,
+            "\nDuplicates: {} row(s) repeat an earlier row (same identity account, account, action and provider); each runs once:",
+            plan.duplicates.count
+        );
+        for line in &plan.duplicates.shown {
+            let _ = writeln!(out, "  {}:{line}", plan.input);
+        }
+        more(&mut out, plan.duplicates.count, plan.duplicates.shown.len());
+    }
+    if plan.warnings.count > 0 {
+        let _ = writeln!(out, "\nWarnings: {}", plan.warnings.count);
+        for note in &plan.warnings.shown {
+            let _ = writeln!(out, "  {}", located(&plan.input, note));
+        }
+        more(&mut out, plan.warnings.count, plan.warnings.shown.len());
+    }
+    if !plan.carry_columns.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nCarried through to the results: {}",
+            plan.carry_columns.join(", ")
+        );
+    }
+    let _ = writeln!(out);
+    if plan.is_clean() {
+        let _ = writeln!(
+            out,
+            "OK: every row is valid; {} actions would be sent.",
+            plan.actions
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} row error(s): nothing will be sent until they are fixed.",
+            plan.errors.count
+        );
+    }
+    out
+}
+
+/// Row errors as `FILE:LINE: reason`, the first [`crate::input::plan::SHOWN`] of them, then a count.
+pub fn render_errors(plan: &Plan) -> String {
+    let mut out = String::new();
+    for note in &plan.errors.shown {
+        let _ = writeln!(out, "{}", located(&plan.input, note));
+    }
+    more(&mut out, plan.errors.count, plan.errors.shown.len());
+    out
+}
+
+pub fn render_json(plan: &Plan) -> String {
+    let mut value = serde_json::to_value(plan).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("ok".to_owned(), plan.is_clean().into());
+    }
+    value.to_string()
+}
+
+fn located(input: &str, note: &Note) -> String {
+    if note.line == 0 {
+        format!("{input}: {}", note.message)
+    } else {
+        format!("{input}:{}: {}", note.line, note.message)
+    }
+}
+
+fn more(out: &mut String, count: u64, shown: usize) {
+    if count > shown as u64 {
+        let _ = writeln!(out, "  ... and {} more", count - shown as u64);
+    }
+}
