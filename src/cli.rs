@@ -1,12 +1,17 @@
 //! The command line: clap definitions and their conversion into typed settings. No I/O.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::graph::client::ApiVersion;
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource};
+use crate::mock::MockArgs;
+use crate::units::{Rate, parse_duration, parse_rate};
 
 /// Run Microsoft Defender for Identity response actions (disable, enable, forcePasswordReset,
 /// revokeAllSessions, ...) on every account in a spreadsheet, through Microsoft Graph.
@@ -31,6 +36,27 @@ pub enum Command {
     ///   graph-remediate validate accounts.jsonl --format json
     #[command(verbatim_doc_comment)]
     Validate(ValidateArgs),
+
+    /// Act on every row: check the whole input first, then call invokeAction for each row
+    /// within Graph's limits, and record every outcome in the results file.
+    ///
+    /// Exit codes: 0 every row succeeded or was skipped; 2 usage or input errors, nothing sent;
+    /// 3 some rows failed; 4 stopped early (403, credentials); 130 interrupted.
+    ///
+    /// Examples:
+    ///   graph-remediate run samples/accounts.csv --mock
+    ///   GRAPH_ACCESS_TOKEN=... graph-remediate run accounts.csv --rate 5/s -o results.csv
+    #[command(verbatim_doc_comment)]
+    Run(Box<RunArgs>),
+
+    /// Serve a local imitation of Graph's invokeAction and token endpoints, for rehearsals,
+    /// tests and benchmarks. Runs until Ctrl-C.
+    ///
+    /// Example:
+    ///   graph-remediate mock --listen 127.0.0.1:8080 --rate 50/s --burst 50
+    ///   GRAPH_ACCESS_TOKEN=x graph-remediate run accounts.csv --graph-url http://127.0.0.1:8080
+    #[command(verbatim_doc_comment)]
+    Mock(MockArgs),
 }
 
 /// Logging flags, shared by every subcommand.
@@ -115,6 +141,96 @@ pub struct ValidateArgs {
     pub format: PlanFormat,
 }
 
+/// `run`'s flags (SPEC section 2).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// Results file: `.jsonl` (default) or `.csv`. Default: <input stem>.results.jsonl beside the input.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Requests per second or minute, shared by all workers: N/s or N/min.
+    #[arg(long, default_value = "2/s", value_parser = parse_rate)]
+    pub rate: Rate,
+
+    /// Requests that may leave back to back before pacing applies.
+    #[arg(long, default_value_t = NonZeroU32::MIN)]
+    pub burst: NonZeroU32,
+
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+
+    /// Retries of one row after its first attempt (429, 503, 504, timeouts, connection errors).
+    #[arg(long, default_value_t = 10)]
+    pub max_retries: u32,
+
+    /// The most one row may spend waiting between attempts before it is marked failed.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub max_retry_wait: Duration,
+
+    /// First backoff ceiling for retries without a Retry-After (doubles each retry, full jitter).
+    /// Hidden: tests shorten it; operators have --max-retries and --max-retry-wait.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, hide = true)]
+    pub backoff_base: Duration,
+
+    /// Time limit for one request.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// National cloud: sets the Graph host (china is refused: the action is not offered there).
+    #[arg(long, value_enum, default_value_t = Cloud::Global)]
+    pub cloud: Cloud,
+
+    /// Graph API version.
+    #[arg(long, value_enum, default_value_t = ApiVersion::Beta)]
+    pub api_version: ApiVersion,
+
+    /// Graph service root instead of the cloud's (e.g. a mock). https, or http to loopback only.
+    #[arg(long, value_name = "URL")]
+    pub graph_url: Option<String>,
+
+    /// Start the built-in mock on loopback and run against it (no credentials needed).
+    #[arg(long, conflicts_with_all = ["graph_url", "access_token_file"])]
+    pub mock: bool,
+
+    /// Read a ready access token from this file (or set GRAPH_ACCESS_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub access_token_file: Option<PathBuf>,
+}
+
+/// The national clouds of SPEC section 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Cloud {
+    /// graph.microsoft.com
+    Global,
+    /// US Government L4 (GCC High): graph.microsoft.us
+    #[value(name = "usgov")]
+    UsGov,
+    /// US Government L5 (DoD): dod-graph.microsoft.us
+    #[value(name = "usgovdod")]
+    UsGovDod,
+    /// China (21Vianet): refused, invokeAction is not offered there
+    China,
+}
+
+impl Cloud {
+    /// The Graph service root, or why there is none.
+    pub fn graph_root(self) -> Result<&'static str, String> {
+        match self {
+            Cloud::Global => Ok("https://graph.microsoft.com"),
+            Cloud::UsGov => Ok("https://graph.microsoft.us"),
+            Cloud::UsGovDod => Ok("https://dod-graph.microsoft.us"),
+            Cloud::China => Err(
+                "--cloud china: Microsoft does not offer the identityAccounts invokeAction in the China cloud (21Vianet); nothing was sent"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanFormat {
     Text,
@@ -162,6 +278,36 @@ mod tests {
     }
 
     #[test]
+    fn run_defaults_match_the_spec() {
+        let cli = Cli::try_parse_from(["graph-remediate", "run", "a.csv"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(args.rate.to_string(), "2/s");
+        assert_eq!(args.burst.get(), 1);
+        assert_eq!(args.concurrency, 8);
+        assert_eq!(args.max_retries, 10);
+        assert_eq!(args.max_retry_wait, Duration::from_secs(900));
+        assert_eq!(args.timeout, Duration::from_secs(60));
+        assert_eq!(args.cloud, Cloud::Global);
+        assert_eq!(args.api_version, ApiVersion::Beta);
+    }
+
+    #[test]
+    fn clouds_map_to_their_graph_hosts_and_china_is_refused() {
+        assert_eq!(
+            Cloud::Global.graph_root(),
+            Ok("https://graph.microsoft.com")
+        );
+        assert_eq!(Cloud::UsGov.graph_root(), Ok("https://graph.microsoft.us"));
+        assert_eq!(
+            Cloud::UsGovDod.graph_root(),
+            Ok("https://dod-graph.microsoft.us")
+        );
+        assert!(Cloud::China.graph_root().unwrap_err().contains("not offer"));
+    }
+
+    #[test]
     fn delimiters_parse_by_name_and_character() {
         assert_eq!(parse_delimiter("tab"), Ok(b'\t'));
         assert_eq!(parse_delimiter(";"), Ok(b';'));
@@ -181,7 +327,9 @@ mod tests {
             "active directory",
         ])
         .unwrap();
-        let Command::Validate(args) = cli.command;
+        let Command::Validate(args) = cli.command else {
+            panic!("validate expected");
+        };
         assert_eq!(args.input.action, Some(Action::ForcePasswordReset));
         assert_eq!(args.input.provider, Some(Provider::ActiveDirectory));
     }

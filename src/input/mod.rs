@@ -42,6 +42,11 @@ impl InputFormat {
 pub enum InputSource {
     File(PathBuf),
     Stdin,
+    /// A copy of standard input in a temporary file, still named `<stdin>` in messages.
+    Spooled {
+        path: PathBuf,
+        name: String,
+    },
 }
 
 impl InputSource {
@@ -58,6 +63,7 @@ impl InputSource {
         match self {
             InputSource::File(path) => path.display().to_string(),
             InputSource::Stdin => "<stdin>".to_owned(),
+            InputSource::Spooled { name, .. } => name.clone(),
         }
     }
 }
@@ -175,12 +181,14 @@ impl RowReader {
         let file = source.display_name();
         let format = match (options.format, source) {
             (Some(format), _) => format,
-            (None, InputSource::File(path)) => InputFormat::from_path(path)
-                .ok_or_else(|| InputError::UnknownFormat { file: file.clone() })?,
+            (None, InputSource::File(path) | InputSource::Spooled { path, .. }) => {
+                InputFormat::from_path(path)
+                    .ok_or_else(|| InputError::UnknownFormat { file: file.clone() })?
+            }
             (None, InputSource::Stdin) => return Err(InputError::UnknownFormat { file }),
         };
         let reader: Box<dyn Read + Send> = match source {
-            InputSource::File(path) => {
+            InputSource::File(path) | InputSource::Spooled { path, .. } => {
                 Box::new(File::open(path).map_err(|source| InputError::Io {
                     file: file.clone(),
                     source,

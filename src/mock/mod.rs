@@ -1,1 +1,293 @@
-//! A local imitation of Graph's invokeAction endpoint and token endpoint (arrives with `run`).
+//! A local imitation of Microsoft Graph's identityAccounts `invokeAction` endpoint and of Entra's
+//! token endpoint, for tests, benches, `graph-remediate mock` and `run --mock` (SPEC section 7).
+//!
+//! It validates bodies and the support matrix as Graph does, demands bearer tokens, limits each
+//! token's rate with 429 + `Retry-After` and keeps every window it told, injects 503/504 faults and
+//! latency, plays scripted scenarios chosen by the identity account id, and can record every
+//! request in memory or as JSONL. This file holds the public API; each submodule owns one part.
+//!
+//! Scenario ids (the `{id}` path segment): `http{NNN}-...` always answers status NNN (400-599) with
+//! Graph's error body; `http{NNN}x{K}-...` answers NNN for the first K requests to that id, then
+//! behaves normally; `nullcorr-...` succeeds with `"correlationId": null`.
+
+mod args;
+mod graph;
+mod log;
+mod reply;
+mod state;
+mod throttle;
+mod token;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::any;
+use axum::serve::ListenerExt;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::graph::model::{Action, ResponseShape};
+use crate::units::Rate;
+
+pub use args::{MockArgs, run_cli, run_cli_with_output};
+pub use log::LoggedRequest;
+
+use state::Shared;
+
+/// How the mock writes `Retry-After`. Every form is rounded up, so a client that obeys it is
+/// never early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RetryAfterFormat {
+    /// Whole seconds, at least 1 (`Retry-After: 2`), as Graph documents.
+    #[default]
+    Seconds,
+    /// Seconds with three decimals (`Retry-After: 0.250`), as Graph's `$batch` has been seen to send.
+    Decimal,
+    /// An HTTP-date at a whole second (`Retry-After: Tue, 14 Nov 2023 22:13:21 GMT`).
+    HttpDate,
+}
+
+/// What the mock does. `Default` is a well-behaved Graph: no limit, no faults, no latency.
+#[derive(Clone)]
+pub struct MockConfig {
+    /// Per-token limit; `None`: unlimited.
+    pub rate: Option<Rate>,
+    /// Requests a token may send back to back (at least 1).
+    pub burst: u32,
+    pub retry_after_format: RetryAfterFormat,
+    /// Fraction (0.0..=1.0) of Graph requests answered 503 or 504, half each, at random.
+    pub fail_rate: f64,
+    /// `Retry-After` on injected 503s (504s never carry one); `None`: no header.
+    pub fault_retry_after: Option<Duration>,
+    /// Added before every Graph response.
+    pub latency: Duration,
+    pub response_shape: ResponseShape,
+    /// JSONL, one line per request to either endpoint.
+    pub request_log: Option<PathBuf>,
+    /// Keep every `LoggedRequest` in memory for [`MockServer::requests`] (off for benches).
+    pub record: bool,
+    pub token_lifetime: Duration,
+    /// When set, the token endpoint requires this client id.
+    pub client_id: Option<String>,
+    /// When set, client-secret grants must present exactly this secret.
+    pub client_secret: Option<String>,
+    /// Bearer tokens accepted forever.
+    pub static_tokens: Vec<String>,
+    /// Accept any non-empty bearer token (issued tokens still expire).
+    pub accept_any_token: bool,
+    /// Seed for reproducible fault injection.
+    pub seed: Option<u64>,
+}
+
+impl Default for MockConfig {
+    fn default() -> MockConfig {
+        MockConfig {
+            rate: None,
+            burst: 1,
+            retry_after_format: RetryAfterFormat::Seconds,
+            fail_rate: 0.0,
+            fault_retry_after: None,
+            latency: Duration::ZERO,
+            response_shape: ResponseShape::Docs,
+            request_log: None,
+            record: false,
+            token_lifetime: Duration::from_secs(3599),
+            client_id: None,
+            client_secret: None,
+            static_tokens: Vec::new(),
+            accept_any_token: false,
+            seed: None,
+        }
+    }
+}
+
+/// Secrets and tokens are redacted.
+impl fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .field("retry_after_format", &self.retry_after_format)
+            .field("fail_rate", &self.fail_rate)
+            .field("fault_retry_after", &self.fault_retry_after)
+            .field("latency", &self.latency)
+            .field("response_shape", &self.response_shape)
+            .field("request_log", &self.request_log)
+            .field("record", &self.record)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "static_tokens",
+                &format_args!("<{} redacted>", self.static_tokens.len()),
+            )
+            .field("accept_any_token", &self.accept_any_token)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+/// Counters since the server started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MockStats {
+    /// Requests to anything but the token endpoint.
+    pub graph_requests: u64,
+    pub token_requests: u64,
+    /// Graph requests that came from a token while a window told to it with a 429 was open.
+    pub inside_told_window: u64,
+    /// Graph responses by HTTP status (token endpoint responses are not included).
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+impl MockStats {
+    /// Graph responses with `status`.
+    pub fn status(&self, status: u16) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+}
+
+/// An account's state as the mock's successful actions left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AccountState {
+    /// Last `enable`d (and not disabled since).
+    Enabled,
+    /// Last `disable`d (and not enabled since).
+    Disabled,
+    /// Only actions that do not enable or disable (forcePasswordReset, revokeAllSessions, ...).
+    Unchanged,
+}
+
+/// A running mock, bound to a loopback port. Dropping it stops the server too; `shutdown` also
+/// waits for in-flight requests and flushes the request log.
+pub struct MockServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown_tx: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl MockServer {
+    /// Starts a mock on `127.0.0.1:0` (a free port).
+    pub async fn start(config: MockConfig) -> std::io::Result<MockServer> {
+        MockServer::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config).await
+    }
+
+    pub async fn bind(addr: SocketAddr, config: MockConfig) -> std::io::Result<MockServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config, addr).await?);
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, Arc::clone(&shared), async move {
+            // A dropped sender (the server was dropped) stops the server as well.
+            let _ = shutdown_rx.await;
+        }));
+        Ok(MockServer {
+            addr,
+            shared,
+            shutdown_tx,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash: both the Graph root and the token authority.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request so far, in the order they were answered; empty unless `record` is set.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.recorded()
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats()
+    }
+
+    /// The state the last successful `disable`/`enable` left the account in, or `Unchanged` if
+    /// only other actions were applied; `None` if no action succeeded for it.
+    pub fn account_state(
+        &self,
+        identity_account_id: &str,
+        account_id: &str,
+    ) -> Option<AccountState> {
+        self.shared
+            .account(identity_account_id, account_id)
+            .map(|(state, _)| state)
+    }
+
+    /// The last action applied successfully to the account.
+    pub fn last_action(&self, identity_account_id: &str, account_id: &str) -> Option<Action> {
+        self.shared
+            .account(identity_account_id, account_id)
+            .map(|(_, action)| action)
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, and flushes the request log.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(());
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "mock server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "mock server task failed"),
+        }
+    }
+}
+
+/// Serves the mock on `listener` until `shutdown` resolves, then flushes the request log. For the
+/// `mock` subcommand; tests and benches use [`MockServer`].
+pub async fn serve_until(
+    listener: TcpListener,
+    config: MockConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(config, addr).await?);
+    serve(listener, shared, shutdown).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(Arc::clone(&shared));
+    // Small request/response pairs: do not let Nagle hold them back.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    shared.close_log().await;
+    served
+}
+
+/// The first path segment is the API version on Graph paths and the tenant on the token path;
+/// the router needs one name for both.
+const ROOT: &str = "root";
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/{root}/security/identities/identityAccounts/{id}/{action}",
+            any(graph::invoke_action),
+        )
+        .route("/{root}/oauth2/v2.0/token", any(token::issue_token))
+        .fallback(graph::not_found)
+        .with_state(shared)
+}

@@ -1,3 +1,6 @@
-//! What the tool writes for people and scripts: the plan, (later) the results file and summary.
+//! What the tool writes for people and scripts: the plan, the results file and the summary.
+//! No network.
 
+pub mod journal;
 pub mod plan;
+pub mod summary;

@@ -1,0 +1,346 @@
+//! One HTTP attempt at invokeAction: build the URL and body, send, and classify what came back.
+//! No retries, sleeps, rate limits or progress: the runner owns those.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::model::{Action, GraphErrorBody, InvokeActionRequest, InvokeActionResult, Provider};
+use crate::runner::retry::AttemptKind;
+
+/// The namespace-qualified action segment Microsoft's metadata and SDKs use (SPEC section 1).
+pub const ACTION_SEGMENT: &str = "microsoft.graph.security.invokeAction";
+
+/// Characters left as they are in a path segment: RFC 3986 unreserved.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The largest response body we read; Graph's are a few hundred bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Graph API version (`--api-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ApiVersion {
+    #[default]
+    #[value(name = "beta")]
+    Beta,
+    #[value(name = "v1.0")]
+    V1,
+}
+
+impl ApiVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::Beta => "beta",
+            ApiVersion::V1 => "v1.0",
+        }
+    }
+}
+
+/// The request ids Graph gives back, for the results and for Microsoft support.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseIds {
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+}
+
+impl ResponseIds {
+    fn from_headers(headers: &HeaderMap) -> ResponseIds {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        ResponseIds {
+            request_id: get("request-id"),
+            client_request_id: get("client-request-id"),
+        }
+    }
+}
+
+/// Graph accepted the action.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub status: u16,
+    pub result: InvokeActionResult,
+    pub ids: ResponseIds,
+}
+
+/// One attempt that did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GraphError {
+    #[error("HTTP {status}{}: {}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(), message.as_deref().unwrap_or("no message"))]
+    Status {
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+        retry_after: Option<String>,
+        ids: ResponseIds,
+    },
+    #[error("no response within {0:?} (--timeout)")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connection(String),
+}
+
+impl GraphError {
+    /// The retry policy's view of this failure.
+    pub fn attempt_kind(&self) -> AttemptKind {
+        match self {
+            GraphError::Status {
+                status,
+                retry_after,
+                ..
+            } => AttemptKind::Status {
+                status: *status,
+                retry_after: retry_after.clone(),
+            },
+            GraphError::Timeout(_) => AttemptKind::Timeout,
+            GraphError::Connection(_) => AttemptKind::Connection,
+        }
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0:?} is not a URL")]
+    BadUrl(String),
+    #[error(
+        "{0} uses plain http to a host that is not this machine; use https (http is allowed only to 127.0.0.1, ::1 or localhost, e.g. a mock)"
+    )]
+    InsecureUrl(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
+/// Checks a service root: https anywhere, plain http only to loopback.
+pub fn check_service_url(url: &str) -> Result<reqwest::Url, ClientError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| ClientError::BadUrl(url.to_owned()))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if is_loopback(&parsed) => Ok(parsed),
+        "http" => Err(ClientError::InsecureUrl(url.to_owned())),
+        _ => Err(ClientError::BadUrl(url.to_owned())),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Sends invokeAction requests to one Graph root and version.
+#[derive(Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    /// `{root}/{version}/security/identities/identityAccounts/`
+    accounts_url: String,
+    timeout: Duration,
+}
+
+impl GraphClient {
+    /// `root` is the service root (`https://graph.microsoft.com`); `connections` sizes the idle
+    /// pool to the number of workers so each keeps its connection between rows.
+    pub fn new(
+        root: &str,
+        version: ApiVersion,
+        timeout: Duration,
+        connections: usize,
+    ) -> Result<GraphClient, ClientError> {
+        let root = check_service_url(root)?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!(
+                env!("CARGO_PKG_NAME"),
+                "/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(30)))
+            .pool_max_idle_per_host(connections)
+            // Shorter than common server keep-alives, so the pool rarely hands out a connection
+            // the server is closing (hyper#2136: an ambiguous failure for a POST).
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        let accounts_url = format!(
+            "{}/{}/security/identities/identityAccounts/",
+            root.as_str().trim_end_matches('/'),
+            version.as_str()
+        );
+        Ok(GraphClient {
+            http,
+            accounts_url,
+            timeout,
+        })
+    }
+
+    /// The full action URL for one identity account, its id percent-encoded.
+    pub fn action_url(&self, identity_account_id: &str) -> String {
+        format!(
+            "{}{}/{ACTION_SEGMENT}",
+            self.accounts_url,
+            utf8_percent_encode(identity_account_id, SEGMENT)
+        )
+    }
+
+    /// Sends one invokeAction. `client_request_id` is the row's GUID, the same on every retry.
+    pub async fn invoke(
+        &self,
+        identity_account_id: &str,
+        account_id: &str,
+        action: Action,
+        provider: Provider,
+        token: &SecretString,
+        client_request_id: &str,
+    ) -> Result<Accepted, GraphError> {
+        let body = InvokeActionRequest {
+            account_id,
+            action,
+            identity_provider: provider,
+        };
+        let response = self
+            .http
+            .post(self.action_url(identity_account_id))
+            .bearer_auth(token.expose_secret())
+            .header("client-request-id", client_request_id)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status().as_u16();
+        let ids = ResponseIds::from_headers(response.headers());
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_body(response).await;
+        if (200..300).contains(&status) {
+            return Ok(Accepted {
+                status,
+                result: InvokeActionResult::parse(&body),
+                ids,
+            });
+        }
+        let error = GraphErrorBody::parse(&body);
+        Err(GraphError::Status {
+            status,
+            code: error.code,
+            message: error.message,
+            retry_after,
+            ids,
+        })
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> GraphError {
+        if error.is_timeout() {
+            return GraphError::Timeout(self.timeout);
+        }
+        // reqwest's own message is generic ("error sending request"); the cause is in the chain.
+        let mut message = error.without_url_ref().to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        GraphError::Connection(message)
+    }
+}
+
+/// The body, up to [`MAX_BODY`]; a body that breaks off is as good as empty to us.
+async fn read_body(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    body
+}
+
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrlRef for reqwest::Error {
+    /// The error without the URL (which holds the account id and adds nothing to the cause).
+    fn without_url_ref(&self) -> String {
+        let text = self.to_string();
+        match self.url() {
+            Some(url) => text
+                .replace(&format!(" for url ({url})"), "")
+                .replace(&format!(" ({url})"), ""),
+            None => text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(root: &str) -> GraphClient {
+        GraphClient::new(root, ApiVersion::Beta, Duration::from_secs(5), 4).unwrap()
+    }
+
+    #[test]
+    fn builds_the_qualified_action_url_with_an_encoded_id() {
+        let client = client("https://graph.microsoft.com/");
+        assert_eq!(
+            client.action_url("6f1c7a52-0d4e"),
+            "https://graph.microsoft.com/beta/security/identities/identityAccounts/6f1c7a52-0d4e/microsoft.graph.security.invokeAction"
+        );
+        assert!(client.action_url("a b:c").contains("/a%20b%3Ac/"));
+        let v1 = GraphClient::new(
+            "https://graph.microsoft.us",
+            ApiVersion::V1,
+            Duration::from_secs(1),
+            1,
+        )
+        .unwrap();
+        assert!(
+            v1.action_url("x")
+                .starts_with("https://graph.microsoft.us/v1.0/security/")
+        );
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_service_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_service_url("http://localhost:1").is_ok());
+        assert!(check_service_url("http://[::1]:1").is_ok());
+        assert!(matches!(
+            check_service_url("http://graph.microsoft.com"),
+            Err(ClientError::InsecureUrl(_))
+        ));
+        assert!(matches!(
+            check_service_url("http://10.0.0.1"),
+            Err(ClientError::InsecureUrl(_))
+        ));
+        assert!(matches!(
+            check_service_url("ftp://x"),
+            Err(ClientError::BadUrl(_))
+        ));
+        assert!(matches!(
+            check_service_url("not a url"),
+            Err(ClientError::BadUrl(_))
+        ));
+    }
+}

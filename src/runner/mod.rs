@@ -1,0 +1,351 @@
+//! The batch: reader -> bounded queue -> dispatcher (one account at a time, in file order) ->
+//! N workers -> one results writer. Each worker takes a row through its attempts: wait for the
+//! throttle gate and the shared limiter, send, decide, and either record the outcome or wait and
+//! try again. Rate limits, retries and stopping are steps of that one loop.
+
+pub mod queue;
+pub mod rate;
+pub mod retry;
+pub mod shutdown;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tracing::{Instrument, error, info_span, warn};
+
+use crate::graph::auth::Tokens;
+use crate::graph::client::{GraphClient, GraphError};
+use crate::input::Job;
+use crate::input::plan::{AccountKey, Verdict};
+use crate::output::journal::{Outcome, RowStatus};
+use crate::units::Rate;
+use rate::{Limiter, ThrottleGate};
+use retry::{AttemptKind, RetryAction, RetryPolicy, decide};
+use shutdown::{Stop, StopReason};
+
+/// How hard the run pushes, and how long it keeps trying one row.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub concurrency: usize,
+    pub rate: Rate,
+    pub burst: NonZeroU32,
+    pub retry: RetryPolicy,
+    /// The most one row may spend waiting between its attempts (`--max-retry-wait`).
+    pub max_retry_wait: Duration,
+}
+
+/// What every worker shares.
+pub struct Shared {
+    pub client: GraphClient,
+    pub tokens: Tokens,
+    pub limiter: Limiter,
+    pub gate: ThrottleGate,
+    pub stop: Arc<Stop>,
+    pub settings: RunSettings,
+}
+
+impl Shared {
+    pub fn new(
+        client: GraphClient,
+        tokens: Tokens,
+        settings: RunSettings,
+        stop: Arc<Stop>,
+    ) -> Shared {
+        Shared {
+            client,
+            tokens,
+            limiter: Limiter::new(settings.rate, settings.burst),
+            gate: ThrottleGate::new(),
+            stop,
+            settings,
+        }
+    }
+}
+
+impl Shared {
+    /// Waits until a request may leave: the throttle gate is open and the limiter grants a cell.
+    async fn clear_to_send(&self) {
+        loop {
+            self.gate.wait_open().await;
+            if self.gate.take_resume() {
+                self.limiter.drain();
+            }
+            self.limiter.until_ready().await;
+            // A 429 may have closed the gate while we waited for the limiter.
+            if self.gate.remaining().is_none() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs every row from `rows` and sends one outcome per row to `outcome_tx`. Returns when every
+/// row has been accounted for.
+pub async fn run_batch(
+    shared: Arc<Shared>,
+    rows: mpsc::Receiver<(Job, Verdict)>,
+    outcome_tx: mpsc::Sender<Outcome>,
+) {
+    let concurrency = shared.settings.concurrency.max(1);
+    let (work_tx, work_rx) = async_channel::bounded::<Job>(concurrency);
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<AccountKey>();
+    let dispatcher = queue::Dispatcher {
+        input: rows,
+        work_tx,
+        done_rx,
+        done_tx: done_tx.clone(),
+        outcome_tx: outcome_tx.clone(),
+        stop: shared.stop.clone(),
+    };
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let shared = shared.clone();
+        let work_rx = work_rx.clone();
+        let done_tx = done_tx.clone();
+        let outcome_tx = outcome_tx.clone();
+        workers.spawn(async move {
+            while let Ok(job) = work_rx.recv().await {
+                let key = AccountKey::of(&job);
+                let outcome = if let Some(reason) = shared.stop.reason() {
+                    Outcome::unsent(job, RowStatus::NotAttempted, reason.not_attempted_reason())
+                } else {
+                    let span = info_span!("row", row = job.row);
+                    process(&shared, job).instrument(span).await
+                };
+                if outcome_tx.send(outcome).await.is_err() {
+                    break;
+                }
+                let _ = done_tx.send(key);
+            }
+        });
+    }
+    drop((work_rx, done_tx, outcome_tx));
+    dispatcher.run().await;
+    while workers.join_next().await.is_some() {}
+}
+
+/// How a row's attempts ended.
+enum Ending {
+    Accepted(crate::graph::client::Accepted),
+    /// Failed with this error; the note says why we stopped trying when that is not the error.
+    Failed(GraphError, Option<String>),
+    /// Never sent: the run stopped first.
+    NotSent(String),
+}
+
+/// Takes one row through its attempts.
+async fn process(shared: &Shared, job: Job) -> Outcome {
+    let client_request_id = uuid::Uuid::new_v4().to_string();
+    // Set when the first attempt leaves, not when a worker picks the row up.
+    let mut started_at: Option<SystemTime> = None;
+    let mut attempts: u32 = 0;
+    let ending = attempt_until_done(
+        shared,
+        &job,
+        &client_request_id,
+        &mut started_at,
+        &mut attempts,
+    )
+    .await;
+    let finished_at = Some(SystemTime::now());
+    match ending {
+        Ending::Accepted(accepted) => Outcome {
+            correlation_id: accepted.result.correlation_id,
+            http_status: Some(accepted.status),
+            attempts,
+            error_code: None,
+            error_message: None,
+            request_id: accepted.ids.request_id,
+            client_request_id: Some(client_request_id),
+            started_at,
+            finished_at,
+            status: RowStatus::Succeeded,
+            job,
+        },
+        Ending::NotSent(reason) => Outcome::unsent(job, RowStatus::NotAttempted, reason),
+        Ending::Failed(error, note) => {
+            error!(row = job.row, account_id = %job.account_id, action = %job.action, attempts, error = %error, "row failed");
+            let mut outcome = failed(job, &error, note.as_deref());
+            outcome.attempts = attempts;
+            outcome.client_request_id = Some(client_request_id);
+            outcome.started_at = started_at;
+            outcome.finished_at = finished_at;
+            outcome
+        }
+    }
+}
+
+async fn attempt_until_done(
+    shared: &Shared,
+    job: &Job,
+    client_request_id: &str,
+    started_at: &mut Option<SystemTime>,
+    attempts: &mut u32,
+) -> Ending {
+    let settings = &shared.settings;
+    let mut waited = Duration::ZERO;
+    let mut last_error: Option<GraphError> = None;
+    let stopped = |last_error: Option<GraphError>| match last_error {
+        None => Ending::NotSent(
+            shared
+                .stop
+                .reason()
+                .map(StopReason::not_attempted_reason)
+                .unwrap_or_default(),
+        ),
+        Some(error) => Ending::Failed(
+            error,
+            Some("the run stopped before the next retry".to_owned()),
+        ),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.stop.stopped() => return stopped(last_error),
+            () = shared.clear_to_send() => {}
+        }
+
+        *attempts += 1;
+        started_at.get_or_insert_with(SystemTime::now);
+        let token = shared.tokens.current().await;
+        let result = shared
+            .client
+            .invoke(
+                &job.identity_account_id,
+                &job.account_id,
+                job.action,
+                job.provider,
+                &token,
+                client_request_id,
+            )
+            .await;
+        let error = match result {
+            Ok(accepted) => return Ending::Accepted(accepted),
+            Err(error) => error,
+        };
+        let kind = error.attempt_kind();
+        let wait = match decide(
+            &kind,
+            *attempts,
+            &settings.retry,
+            SystemTime::now(),
+            fastrand::f64(),
+        ) {
+            RetryAction::Throttled { wait } | RetryAction::Retry { wait } => wait,
+            RetryAction::Succeeded => Duration::ZERO,
+            RetryAction::Fail => {
+                let note = retryable(&kind).then(|| {
+                    format!(
+                        "gave up after {attempts} attempts (--max-retries {})",
+                        settings.retry.max_retries
+                    )
+                });
+                return Ending::Failed(error, note);
+            }
+            RetryAction::StopRun => {
+                let detail = match &error {
+                    GraphError::Status { code, message, .. } => format!(
+                        "{}: {}",
+                        code.as_deref().unwrap_or("Forbidden"),
+                        message.as_deref().unwrap_or("no message")
+                    ),
+                    other => other.to_string(),
+                };
+                error!(row = job.row, %detail, "403 from Graph: stopping the run");
+                shared.stop.stop(StopReason::Forbidden {
+                    row: job.row,
+                    detail,
+                });
+                return Ending::Failed(error, None);
+            }
+        };
+        if waited + wait > settings.max_retry_wait {
+            let note = format!(
+                "gave up: waiting {} more would pass --max-retry-wait {}",
+                humantime::format_duration(round_ms(wait)),
+                humantime::format_duration(settings.max_retry_wait)
+            );
+            return Ending::Failed(error, Some(note));
+        }
+        waited += wait;
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        if matches!(kind, AttemptKind::Status { status: 429, .. }) {
+            if shared.gate.pause_for(wait) {
+                warn!(
+                    row = job.row,
+                    attempt = *attempts,
+                    wait_ms,
+                    "throttled by Graph (429): every worker pauses"
+                );
+            }
+        } else {
+            warn!(row = job.row, attempt = *attempts, wait_ms, error = %error, "retrying");
+            tokio::select! {
+                biased;
+                () = shared.stop.stopped() => return stopped(Some(error)),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        last_error = Some(error);
+    }
+}
+
+fn retryable(kind: &AttemptKind) -> bool {
+    matches!(
+        kind,
+        AttemptKind::Status {
+            status: 429 | 503 | 504,
+            ..
+        } | AttemptKind::Timeout
+            | AttemptKind::Connection
+    )
+}
+
+fn round_ms(duration: Duration) -> Duration {
+    Duration::from_millis(duration.as_millis() as u64)
+}
+
+/// A failed row's record, before the attempt details are filled in. `note` says why we stopped
+/// trying, when that is not the error itself.
+fn failed(job: Job, error: &GraphError, note: Option<&str>) -> Outcome {
+    let (http_status, code, message, request_id) = match error {
+        GraphError::Status {
+            status,
+            code,
+            message,
+            ids,
+            ..
+        } => (
+            Some(*status),
+            code.clone(),
+            message.clone().unwrap_or_else(|| format!("HTTP {status}")),
+            ids.request_id.clone(),
+        ),
+        GraphError::Timeout(_) => (None, Some("timeout".to_owned()), error.to_string(), None),
+        GraphError::Connection(_) => (
+            None,
+            Some("connectionFailed".to_owned()),
+            error.to_string(),
+            None,
+        ),
+    };
+    let hint = match http_status {
+        Some(401) => {
+            " (Graph refused the access token: it may have expired, or be for another tenant or cloud; get a fresh one)"
+        }
+        _ => "",
+    };
+    let message = match note {
+        Some(note) => format!("{note}; last error: {message}{hint}"),
+        None => format!("{message}{hint}"),
+    };
+    Outcome {
+        http_status,
+        error_code: code,
+        error_message: Some(message),
+        request_id,
+        ..Outcome::unsent(job, RowStatus::Failed, "")
+    }
+}

@@ -1,0 +1,125 @@
+//! The dispatcher between the reader and the workers. It keeps one account's rows in file order
+//! and never lets two of them run at once: a row whose account is busy is parked until the earlier
+//! row finishes. Duplicates become `skipped` records here, and once the run stops every remaining
+//! row becomes a `not_attempted` record, so the results hold one record per input row.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::shutdown::Stop;
+use crate::input::Job;
+use crate::input::plan::{AccountKey, Verdict};
+use crate::output::journal::{Outcome, RowStatus};
+
+/// Rows that may wait for a busy account before reading pauses. Bounds memory when a file lists
+/// one account thousands of times.
+const PARK_LIMIT: usize = 4096;
+
+pub(crate) struct Dispatcher {
+    pub(crate) input: mpsc::Receiver<(Job, Verdict)>,
+    pub(crate) work_tx: async_channel::Sender<Job>,
+    pub(crate) done_rx: mpsc::UnboundedReceiver<AccountKey>,
+    /// The workers' side of `done_rx`, for rows the dispatcher settles itself.
+    pub(crate) done_tx: mpsc::UnboundedSender<AccountKey>,
+    pub(crate) outcome_tx: mpsc::Sender<Outcome>,
+    pub(crate) stop: Arc<Stop>,
+}
+
+impl Dispatcher {
+    pub(crate) async fn run(mut self) {
+        // Accounts with a row at a worker, and the rows waiting behind it.
+        let mut busy: HashMap<AccountKey, VecDeque<Job>> = HashMap::new();
+        let mut parked = 0usize;
+        let mut input_open = true;
+        loop {
+            if !input_open && busy.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(key) = self.done_rx.recv() => {
+                    let next = busy.get_mut(&key).and_then(VecDeque::pop_front);
+                    match next {
+                        Some(job) => {
+                            parked -= 1;
+                            self.start(job).await;
+                        }
+                        None => {
+                            busy.remove(&key);
+                        }
+                    }
+                }
+                row = self.input.recv(), if input_open && parked < PARK_LIMIT => {
+                    let Some((job, verdict)) = row else {
+                        input_open = false;
+                        continue;
+                    };
+                    if verdict == Verdict::Duplicate {
+                        let outcome = Outcome::unsent(
+                            job,
+                            RowStatus::Skipped,
+                            "duplicate of an earlier row (same identity account, account, action and provider); it runs once",
+                        );
+                        self.record(outcome).await;
+                        continue;
+                    }
+                    match busy.get_mut(&AccountKey::of(&job)) {
+                        Some(waiting) => {
+                            waiting.push_back(job);
+                            parked += 1;
+                        }
+                        None => {
+                            busy.insert(AccountKey::of(&job), VecDeque::new());
+                            self.start(job).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a row to the workers, or records it as not attempted once the run has stopped.
+    async fn start(&self, job: Job) {
+        if self.stop.is_stopped() {
+            let reason = self
+                .stop
+                .reason()
+                .map(|r| r.not_attempted_reason())
+                .unwrap_or_default();
+            // The worker protocol still needs the account released.
+            let key = AccountKey::of(&job);
+            self.record(Outcome::unsent(job, RowStatus::NotAttempted, reason))
+                .await;
+            self.release_later(key);
+            return;
+        }
+        if let Err(returned) = self.work_tx.send(job).await {
+            // Every worker is gone (they only leave when this sender closes, so this is a bug
+            // path); still account for the row.
+            let job = returned.into_inner();
+            let key = AccountKey::of(&job);
+            self.record(Outcome::unsent(
+                job,
+                RowStatus::NotAttempted,
+                "not started: no worker was left to run it",
+            ))
+            .await;
+            self.release_later(key);
+        }
+    }
+
+    async fn record(&self, outcome: Outcome) {
+        // The writer outlives the dispatcher; if it is gone, the run is failing anyway and the
+        // writer's own error is what gets reported.
+        let _ = self.outcome_tx.send(outcome).await;
+    }
+
+    /// Rows recorded without a worker still free their account, through the same path a worker
+    /// uses, so parked rows behind them are seen to as well.
+    fn release_later(&self, key: AccountKey) {
+        // The receiver lives in this same struct, so the send cannot fail while we run.
+        let _ = self.done_tx.send(key);
+    }
+}

@@ -1,0 +1,116 @@
+//! Stopping a run: why it stopped, and a token every task watches. The first reason wins.
+//! Stopping means "start nothing new"; requests already on the wire are allowed to finish.
+
+use std::sync::OnceLock;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ExitStatus;
+
+/// Why a run stopped before its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// Graph answered 403: the app lacks the permission or the user the role.
+    Forbidden { row: u64, detail: String },
+    /// The input changed between the check and the run.
+    InputChanged { detail: String },
+}
+
+impl StopReason {
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            StopReason::Interrupted => ExitStatus::Interrupted,
+            _ => ExitStatus::StoppedEarly,
+        }
+    }
+
+    /// The text recorded on rows that were not attempted because of this stop.
+    pub fn not_attempted_reason(&self) -> String {
+        match self {
+            StopReason::Interrupted => "not started: the run was interrupted".to_owned(),
+            StopReason::Forbidden { row, .. } => {
+                format!("not started: the run stopped after a 403 on row {row}")
+            }
+            StopReason::InputChanged { .. } => {
+                "not started: the input changed while the run was reading it".to_owned()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Interrupted => f.write_str("interrupted"),
+            StopReason::Forbidden { row, detail } => write!(
+                f,
+                "Graph refused row {row} with 403 ({detail}). The app needs the application permission SecurityIdentitiesActions.ReadWrite.All with admin consent (a delegated user also needs the Security Administrator role); no new rows were started"
+            ),
+            StopReason::InputChanged { detail } => write!(
+                f,
+                "the input changed after it was checked ({detail}); no new rows were started"
+            ),
+        }
+    }
+}
+
+/// Shared by every task of a run.
+#[derive(Debug, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    reason: OnceLock<StopReason>,
+}
+
+impl Stop {
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Asks every task to start nothing new. Only the first reason is kept.
+    pub fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub fn reason(&self) -> Option<&StopReason> {
+        self.reason.get()
+    }
+
+    /// Completes once the run is told to stop.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_reason_wins() {
+        let stop = Stop::new();
+        assert!(!stop.is_stopped());
+        stop.stop(StopReason::Forbidden {
+            row: 4,
+            detail: "accessDenied".into(),
+        });
+        stop.stop(StopReason::Interrupted);
+        assert!(stop.is_stopped());
+        assert_eq!(
+            stop.reason().unwrap().exit_status(),
+            ExitStatus::StoppedEarly
+        );
+        assert!(
+            stop.reason()
+                .unwrap()
+                .to_string()
+                .contains("SecurityIdentitiesActions.ReadWrite.All")
+        );
+    }
+}
