@@ -187,6 +187,8 @@ async fn attempt_until_done(
     let settings = &shared.settings;
     let mut waited = Duration::ZERO;
     let mut last_error: Option<GraphError> = None;
+    let mut refreshed = false;
+    let mut fresh_token: Option<Arc<secrecy::SecretString>> = None;
     let stopped = |last_error: Option<GraphError>| match last_error {
         None => Ending::NotSent(
             shared
@@ -207,9 +209,20 @@ async fn attempt_until_done(
             () = shared.clear_to_send() => {}
         }
 
+        let token = match &fresh_token {
+            Some(token) => token.clone(),
+            None => match shared.tokens.current().await {
+                Ok(token) => token,
+                Err(error) => {
+                    shared.stop.stop(StopReason::Credentials {
+                        detail: error.to_string(),
+                    });
+                    return stopped(last_error);
+                }
+            },
+        };
         *attempts += 1;
         started_at.get_or_insert_with(SystemTime::now);
-        let token = shared.tokens.current().await;
         let result = shared
             .client
             .invoke(
@@ -226,6 +239,27 @@ async fn attempt_until_done(
             Err(error) => error,
         };
         let kind = error.attempt_kind();
+        // A 401 earns one fresh token and one more try (tokens expire mid-run: research/graph.md
+        // section 3, row 11); a second 401 fails the row.
+        if matches!(kind, AttemptKind::Status { status: 401, .. }) && !refreshed {
+            refreshed = true;
+            match shared.tokens.refresh(&token).await {
+                Ok(token) => {
+                    warn!(
+                        row = job.row,
+                        "401 from Graph: retrying once with a fresh token"
+                    );
+                    fresh_token = Some(token);
+                    last_error = Some(error);
+                    continue;
+                }
+                Err(refusal) => {
+                    let note = refusal.to_string();
+                    return Ending::Failed(error, Some(note));
+                }
+            }
+        }
+        fresh_token = None;
         let wait = match decide(
             &kind,
             *attempts,

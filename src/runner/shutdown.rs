@@ -16,6 +16,8 @@ pub enum StopReason {
     Forbidden { row: u64, detail: String },
     /// The input changed between the check and the run.
     InputChanged { detail: String },
+    /// No token could be had (the token endpoint refused the credentials, or is unreachable).
+    Credentials { detail: String },
 }
 
 impl StopReason {
@@ -36,6 +38,9 @@ impl StopReason {
             StopReason::InputChanged { .. } => {
                 "not started: the input changed while the run was reading it".to_owned()
             }
+            StopReason::Credentials { .. } => {
+                "not started: the run stopped because no access token could be had".to_owned()
+            }
         }
     }
 }
@@ -52,6 +57,9 @@ impl std::fmt::Display for StopReason {
                 f,
                 "the input changed after it was checked ({detail}); no new rows were started"
             ),
+            StopReason::Credentials { detail } => {
+                write!(f, "no access token: {detail}; no new rows were started")
+            }
         }
     }
 }
