@@ -46,6 +46,7 @@ pub enum Command {
     /// Examples:
     ///   graph-remediate run samples/accounts.csv --mock
     ///   GRAPH_ACCESS_TOKEN=... graph-remediate run accounts.csv --rate 5/s -o results.csv
+    ///   AZURE_TENANT_ID=... AZURE_CLIENT_ID=... AZURE_CLIENT_SECRET=... graph-remediate run accounts.csv
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
 
@@ -151,6 +152,32 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Continue an earlier run: read its results file, skip rows that already succeeded, run the
+    /// rest, and leave one record per input row.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// With --resume: continue even though the input changed since the results were written.
+    #[arg(long, requires = "resume")]
+    pub accept_changed_input: bool,
+
+    /// Print the plan, the settings and the expected duration; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Do not ask for confirmation before sending (needed when not on a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// After this many failed rows, start nothing new (exit 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_failures: Option<u64>,
+
+    /// Write the opposite action (enable for disable, and back) for every row that succeeded,
+    /// as a ready input file (.csv or .jsonl), to roll a batch back with one command.
+    #[arg(long, value_name = "FILE")]
+    pub undo_file: Option<PathBuf>,
+
     /// Requests per second or minute, shared by all workers: N/s or N/min.
     #[arg(long, default_value = "2/s", value_parser = parse_rate)]
     pub rate: Rate,
@@ -180,7 +207,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// National cloud: sets the Graph host (china is refused: the action is not offered there).
+    /// National cloud: sets the Graph host, the sign-in authority and the token scope (china is
+    /// refused: the action is not offered there).
     #[arg(long, value_enum, default_value_t = Cloud::Global)]
     pub cloud: Cloud,
 
@@ -193,23 +221,71 @@ pub struct RunArgs {
     pub graph_url: Option<String>,
 
     /// Start the built-in mock on loopback and run against it (no credentials needed).
-    #[arg(long, conflicts_with_all = ["graph_url", "access_token_file"])]
+    #[arg(long, conflicts_with_all = ["graph_url", "access_token_file", "client_secret_file", "certificate_key"])]
     pub mock: bool,
 
-    /// Read a ready access token from this file (or set GRAPH_ACCESS_TOKEN).
+    /// Read a ready access token from this file (or set GRAPH_ACCESS_TOKEN). Credentials, first
+    /// match wins: a ready token, a client certificate, a client secret.
     #[arg(long, value_name = "FILE")]
     pub access_token_file: Option<PathBuf>,
+
+    /// Client certificate for app-only sign-in (PEM: the certificate, and its unencrypted RSA
+    /// private key unless --certificate-key gives it).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "AZURE_CLIENT_CERTIFICATE_PATH",
+        hide_env_values = true
+    )]
+    pub certificate: Option<PathBuf>,
+
+    /// The certificate's private key (PEM), when it is not in the --certificate file.
+    #[arg(long, value_name = "PEM", requires = "certificate")]
+    pub certificate_key: Option<PathBuf>,
+
+    /// Read the app's client secret from this file (or set AZURE_CLIENT_SECRET); never on the
+    /// command line.
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// Directory (tenant) id or domain, for a certificate or secret.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "AZURE_TENANT_ID",
+        hide_env_values = true
+    )]
+    pub tenant_id: Option<String>,
+
+    /// Application (client) id of the app registration, for a certificate or secret.
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "AZURE_CLIENT_ID",
+        hide_env_values = true
+    )]
+    pub client_id: Option<String>,
+
+    /// Token authority instead of the cloud's (e.g. a mock): https, or http to loopback only.
+    /// A host name alone (as AZURE_AUTHORITY_HOST often holds) means https.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "AZURE_AUTHORITY_HOST",
+        hide_env_values = true
+    )]
+    pub authority_url: Option<String>,
 }
 
 /// The national clouds of SPEC section 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Cloud {
-    /// graph.microsoft.com
+    /// graph.microsoft.com, login.microsoftonline.com
     Global,
-    /// US Government L4 (GCC High): graph.microsoft.us
+    /// US Government L4 (GCC High): graph.microsoft.us, login.microsoftonline.us
     #[value(name = "usgov")]
     UsGov,
-    /// US Government L5 (DoD): dod-graph.microsoft.us
+    /// US Government L5 (DoD): dod-graph.microsoft.us, login.microsoftonline.us
     #[value(name = "usgovdod")]
     UsGovDod,
     /// China (21Vianet): refused, invokeAction is not offered there
@@ -227,6 +303,16 @@ impl Cloud {
                 "--cloud china: Microsoft does not offer the identityAccounts invokeAction in the China cloud (21Vianet); nothing was sent"
                     .to_owned(),
             ),
+        }
+    }
+
+    /// The Entra authority that issues tokens for this cloud's Graph, or why there is none.
+    /// Tokens from one cloud are not accepted by another (research/graph.md section 4).
+    pub fn authority(self) -> Result<&'static str, String> {
+        match self {
+            Cloud::Global => Ok("https://login.microsoftonline.com"),
+            Cloud::UsGov | Cloud::UsGovDod => Ok("https://login.microsoftonline.us"),
+            Cloud::China => self.graph_root(),
         }
     }
 }
@@ -305,6 +391,23 @@ mod tests {
             Ok("https://dod-graph.microsoft.us")
         );
         assert!(Cloud::China.graph_root().unwrap_err().contains("not offer"));
+    }
+
+    #[test]
+    fn clouds_map_to_their_sign_in_authorities_and_china_is_refused() {
+        assert_eq!(
+            Cloud::Global.authority(),
+            Ok("https://login.microsoftonline.com")
+        );
+        assert_eq!(
+            Cloud::UsGov.authority(),
+            Ok("https://login.microsoftonline.us")
+        );
+        assert_eq!(
+            Cloud::UsGovDod.authority(),
+            Ok("https://login.microsoftonline.us")
+        );
+        assert!(Cloud::China.authority().unwrap_err().contains("not offer"));
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn spawn_run(
             "--access-token-file",
             token.to_str().unwrap(),
         ])
-        .args(["--rate", rate, "--concurrency", "4"])
+        .args(["--rate", rate, "--concurrency", "4", "--yes"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

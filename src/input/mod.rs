@@ -90,6 +90,8 @@ pub struct Job {
     pub provider: Provider,
     /// The carried-through cells, aligned with [`RowReader::carry_columns`].
     pub carry: Vec<String>,
+    /// Attempts an earlier, interrupted run made whose outcome is unknown (set by `--resume`).
+    pub earlier_attempts: u32,
 }
 
 /// A row that cannot be sent, and why.
@@ -331,6 +333,7 @@ pub(crate) fn build_job(
                 action,
                 provider,
                 carry,
+                earlier_attempts: 0,
             })
         }
         _ => Err(RowError {

@@ -39,21 +39,47 @@ pub struct AccountKey(pub u64);
 
 impl AccountKey {
     pub fn of(job: &Job) -> AccountKey {
+        AccountKey::new(&job.identity_account_id, &job.account_id)
+    }
+
+    pub fn new(identity_account_id: &str, account_id: &str) -> AccountKey {
         let mut hasher = DefaultHasher::new();
-        for byte in job.identity_account_id.bytes() {
+        for byte in identity_account_id.bytes() {
             hasher.write_u8(byte.to_ascii_lowercase());
         }
         hasher.write_u8(0xff);
-        for byte in job.account_id.bytes() {
+        for byte in account_id.bytes() {
             hasher.write_u8(byte.to_ascii_lowercase());
         }
         AccountKey(hasher.finish())
     }
 }
 
+/// The identity of a row's action (identity account, account, action, provider): what duplicates
+/// and `--resume` match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RowKey(pub u64);
+
+impl RowKey {
+    pub fn of(job: &Job) -> RowKey {
+        RowKey::new(AccountKey::of(job), job.action, job.provider)
+    }
+
+    pub fn new(account: AccountKey, action: Action, provider: Provider) -> RowKey {
+        let mut hasher = DefaultHasher::new();
+        hasher.write_u64(account.0);
+        hasher.write_u8(action as u8);
+        hasher.write_u8(provider as u8);
+        RowKey(hasher.finish())
+    }
+}
+
+/// Maps keyed by [`AccountKey`] or [`RowKey`]: the key is already a hash.
+pub type KeyMap<K, V> = HashMap<K, V, BuildHasherDefault<PassThroughHasher>>;
+
 /// The key is already a hash, so the map need not hash it again.
 #[derive(Default)]
-struct PassThroughHasher(u64);
+pub struct PassThroughHasher(u64);
 
 impl Hasher for PassThroughHasher {
     fn finish(&self) -> u64 {
@@ -100,6 +126,13 @@ pub struct Plan {
     pub errors: Counted<Note>,
     /// Carry-through columns, in order.
     pub carry_columns: Vec<String>,
+    /// Rows to send that an earlier run already did (`--resume`); they are skipped.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub already_succeeded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -152,7 +185,7 @@ impl Plan {
 /// Walks the rows of one input, deciding each one and building the [`Plan`].
 pub struct Checker {
     unlisted: Unlisted,
-    accounts: HashMap<AccountKey, AccountSeen, BuildHasherDefault<PassThroughHasher>>,
+    accounts: KeyMap<AccountKey, AccountSeen>,
     counts: [[u64; 3]; 6],
     unlisted_seen: [[u64; 3]; 6],
     plan: Plan,
@@ -304,6 +337,7 @@ mod tests {
             action,
             provider,
             carry: vec![],
+            earlier_attempts: 0,
         }
     }
 

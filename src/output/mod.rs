@@ -2,5 +2,7 @@
 //! No network.
 
 pub mod journal;
+pub mod lock;
 pub mod plan;
+pub mod resume;
 pub mod summary;

@@ -15,8 +15,6 @@ pub struct Tally {
     pub failed: u64,
     pub skipped: u64,
     pub not_attempted: u64,
-    /// Requests sent, retries included.
-    pub attempts: u64,
     pub error_codes: HashMap<String, u64>,
 }
 
@@ -28,7 +26,6 @@ impl Tally {
             RowStatus::Skipped => self.skipped += 1,
             RowStatus::NotAttempted => self.not_attempted += 1,
         }
-        self.attempts += u64::from(outcome.attempts);
         if outcome.status == RowStatus::Failed {
             let code = outcome
                 .error_code
@@ -59,6 +56,8 @@ impl Tally {
 /// What the summary says beyond the tally.
 pub struct RunFacts<'a> {
     pub elapsed: Duration,
+    /// Requests this run sent, retries included.
+    pub requests: u64,
     pub throttled: u64,
     pub paused: Duration,
     pub results: &'a Path,
@@ -86,7 +85,7 @@ pub fn render(tally: &Tally, facts: &RunFacts<'_>) -> String {
     let _ = writeln!(
         out,
         "{} requests in {:.1}s ({rate:.1} rows/s); throttled {} time(s), paused {:.1}s",
-        tally.attempts,
+        facts.requests,
         seconds,
         facts.throttled,
         facts.paused.as_secs_f64()
@@ -117,6 +116,7 @@ mod tests {
             action: Action::Disable,
             provider: Provider::Okta,
             carry: vec![],
+            earlier_attempts: 0,
         };
         let mut outcome = Outcome::unsent(job, status, "x");
         outcome.error_code = code.map(str::to_owned);

@@ -10,6 +10,7 @@ pub mod shutdown;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -18,8 +19,9 @@ use tracing::{Instrument, error, info_span, warn};
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
 use crate::input::Job;
+use crate::input::plan::RowKey;
 use crate::input::plan::{AccountKey, Verdict};
-use crate::output::journal::{Outcome, RowStatus};
+use crate::output::journal::{Entry, Outcome, RowStatus};
 use crate::units::Rate;
 use rate::{Limiter, ThrottleGate};
 use retry::{AttemptKind, RetryAction, RetryPolicy, decide};
@@ -34,6 +36,8 @@ pub struct RunSettings {
     pub retry: RetryPolicy,
     /// The most one row may spend waiting between its attempts (`--max-retry-wait`).
     pub max_retry_wait: Duration,
+    /// After this many failed rows, start nothing new (`--max-failures`).
+    pub max_failures: Option<u64>,
 }
 
 /// What every worker shares.
@@ -44,6 +48,8 @@ pub struct Shared {
     pub gate: ThrottleGate,
     pub stop: Arc<Stop>,
     pub settings: RunSettings,
+    failures: AtomicU64,
+    requests: AtomicU64,
 }
 
 impl Shared {
@@ -60,6 +66,23 @@ impl Shared {
             gate: ThrottleGate::new(),
             stop,
             settings,
+            failures: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests sent so far by this run, retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed row and stops the run once `--max-failures` is reached.
+    fn count_failure(&self) {
+        let failed = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(limit) = self.settings.max_failures
+            && failed >= limit
+        {
+            self.stop.stop(StopReason::TooManyFailures { limit });
         }
     }
 }
@@ -86,7 +109,7 @@ impl Shared {
 pub async fn run_batch(
     shared: Arc<Shared>,
     rows: mpsc::Receiver<(Job, Verdict)>,
-    outcome_tx: mpsc::Sender<Outcome>,
+    entry_tx: mpsc::Sender<Entry>,
 ) {
     let concurrency = shared.settings.concurrency.max(1);
     let (work_tx, work_rx) = async_channel::bounded::<Job>(concurrency);
@@ -96,7 +119,7 @@ pub async fn run_batch(
         work_tx,
         done_rx,
         done_tx: done_tx.clone(),
-        outcome_tx: outcome_tx.clone(),
+        entry_tx: entry_tx.clone(),
         stop: shared.stop.clone(),
     };
     let mut workers = tokio::task::JoinSet::new();
@@ -104,7 +127,7 @@ pub async fn run_batch(
         let shared = shared.clone();
         let work_rx = work_rx.clone();
         let done_tx = done_tx.clone();
-        let outcome_tx = outcome_tx.clone();
+        let entry_tx = entry_tx.clone();
         workers.spawn(async move {
             while let Ok(job) = work_rx.recv().await {
                 let key = AccountKey::of(&job);
@@ -112,16 +135,23 @@ pub async fn run_batch(
                     Outcome::unsent(job, RowStatus::NotAttempted, reason.not_attempted_reason())
                 } else {
                     let span = info_span!("row", row = job.row);
-                    process(&shared, job).instrument(span).await
+                    process(&shared, job, &entry_tx).instrument(span).await
                 };
-                if outcome_tx.send(outcome).await.is_err() {
+                if outcome.status == RowStatus::Failed {
+                    shared.count_failure();
+                }
+                if entry_tx
+                    .send(Entry::Outcome(Box::new(outcome)))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 let _ = done_tx.send(key);
             }
         });
     }
-    drop((work_rx, done_tx, outcome_tx));
+    drop((work_rx, done_tx, entry_tx));
     dispatcher.run().await;
     while workers.join_next().await.is_some() {}
 }
@@ -136,7 +166,7 @@ enum Ending {
 }
 
 /// Takes one row through its attempts.
-async fn process(shared: &Shared, job: Job) -> Outcome {
+async fn process(shared: &Shared, job: Job, entry_tx: &mpsc::Sender<Entry>) -> Outcome {
     let client_request_id = uuid::Uuid::new_v4().to_string();
     // Set when the first attempt leaves, not when a worker picks the row up.
     let mut started_at: Option<SystemTime> = None;
@@ -147,8 +177,11 @@ async fn process(shared: &Shared, job: Job) -> Outcome {
         &client_request_id,
         &mut started_at,
         &mut attempts,
+        entry_tx,
     )
     .await;
+    // Requests an interrupted earlier run sent for this row count too (`--resume`).
+    let attempts = attempts + job.earlier_attempts;
     let finished_at = Some(SystemTime::now());
     match ending {
         Ending::Accepted(accepted) => Outcome {
@@ -183,6 +216,7 @@ async fn attempt_until_done(
     client_request_id: &str,
     started_at: &mut Option<SystemTime>,
     attempts: &mut u32,
+    entry_tx: &mpsc::Sender<Entry>,
 ) -> Ending {
     let settings = &shared.settings;
     let mut waited = Duration::ZERO;
@@ -222,7 +256,16 @@ async fn attempt_until_done(
             },
         };
         *attempts += 1;
-        started_at.get_or_insert_with(SystemTime::now);
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+        if started_at.is_none() {
+            *started_at = Some(SystemTime::now());
+            // Noted before the request leaves, so a crash cannot hide that it was sent.
+            let started = Entry::Started {
+                key: RowKey::of(job),
+                client_request_id: client_request_id.to_owned(),
+            };
+            let _ = entry_tx.send(started).await;
+        }
         let result = shared
             .client
             .invoke(

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::shutdown::Stop;
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
-use crate::output::journal::{Outcome, RowStatus};
+use crate::output::journal::{Entry, Outcome, RowStatus};
 
 /// Rows that may wait for a busy account before reading pauses. Bounds memory when a file lists
 /// one account thousands of times.
@@ -23,7 +23,7 @@ pub(crate) struct Dispatcher {
     pub(crate) done_rx: mpsc::UnboundedReceiver<AccountKey>,
     /// The workers' side of `done_rx`, for rows the dispatcher settles itself.
     pub(crate) done_tx: mpsc::UnboundedSender<AccountKey>,
-    pub(crate) outcome_tx: mpsc::Sender<Outcome>,
+    pub(crate) entry_tx: mpsc::Sender<Entry>,
     pub(crate) stop: Arc<Stop>,
 }
 
@@ -113,7 +113,7 @@ impl Dispatcher {
     async fn record(&self, outcome: Outcome) {
         // The writer outlives the dispatcher; if it is gone, the run is failing anyway and the
         // writer's own error is what gets reported.
-        let _ = self.outcome_tx.send(outcome).await;
+        let _ = self.entry_tx.send(Entry::Outcome(Box::new(outcome))).await;
     }
 
     /// Rows recorded without a worker still free their account, through the same path a worker

@@ -18,6 +18,8 @@ pub enum StopReason {
     InputChanged { detail: String },
     /// No token could be had (the token endpoint refused the credentials, or is unreachable).
     Credentials { detail: String },
+    /// `--max-failures` rows failed.
+    TooManyFailures { limit: u64 },
 }
 
 impl StopReason {
@@ -41,6 +43,9 @@ impl StopReason {
             StopReason::Credentials { .. } => {
                 "not started: the run stopped because no access token could be had".to_owned()
             }
+            StopReason::TooManyFailures { limit } => {
+                format!("not started: the run stopped after {limit} failed rows (--max-failures)")
+            }
         }
     }
 }
@@ -60,6 +65,10 @@ impl std::fmt::Display for StopReason {
             StopReason::Credentials { detail } => {
                 write!(f, "no access token: {detail}; no new rows were started")
             }
+            StopReason::TooManyFailures { limit } => write!(
+                f,
+                "{limit} rows failed (--max-failures {limit}); no new rows were started. Look at the errors in the results before resuming"
+            ),
         }
     }
 }

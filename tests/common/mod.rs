@@ -38,9 +38,10 @@ pub fn token_file(dir: &Path, token: &str) -> PathBuf {
     path
 }
 
-/// Runs `graph-remediate run ...` in process, as `main` would, with no interruption.
+/// Runs `graph-remediate run ... --yes` in process, as `main` would, with no interruption.
+/// (`--yes`: tests have no terminal to confirm on.)
 pub async fn run(args: &[&str]) -> ExitStatus {
-    let mut argv = vec!["graph-remediate", "run"];
+    let mut argv = vec!["graph-remediate", "run", "--yes"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("arguments parse");
     let Command::Run(run_args) = cli.command else {

@@ -1,0 +1,330 @@
+//! Reading an earlier run's results for `--resume`: which rows already succeeded (by identity
+//! account, account, action and provider), which were in flight when the run died, and where the
+//! last complete record ends (a torn last line from `kill -9` is cut off there).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use super::journal::{FIELDS, InflightLog, Outcome, ResultsFormat, RowStatus};
+use crate::graph::model::{Action, Provider};
+use crate::input::Job;
+use crate::input::plan::{AccountKey, KeyMap, RowKey};
+
+/// Why an earlier results file cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error("cannot read the results file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path}:{line}: not a results record ({reason}); is this a graph-remediate results file? Move it away or choose another with -o"
+    )]
+    NotARecord {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+}
+
+/// What an earlier run left.
+#[derive(Debug, Default)]
+pub struct Prior {
+    /// Rows that succeeded, and where their latest succeeded record starts.
+    pub succeeded: KeyMap<RowKey, u64>,
+    /// Requests that left but whose answer was never recorded, by row.
+    pub unknown_attempts: KeyMap<RowKey, u32>,
+    /// Complete records read.
+    pub records: u64,
+    /// The byte length up to the end of the last complete record.
+    pub complete_len: u64,
+    /// The file ended in a partial record (now to be cut off).
+    pub torn: bool,
+}
+
+/// The fields a resume needs from a record.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyFields {
+    identity_account_id: String,
+    account_id: String,
+    action: String,
+    identity_provider: String,
+    status: RowStatus,
+    client_request_id: Option<String>,
+}
+
+/// What a carried-over succeeded record keeps.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeptFields {
+    correlation_id: Option<String>,
+    http_status: Option<u16>,
+    attempts: u32,
+    request_id: Option<String>,
+    client_request_id: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+/// Reads the results file at `path` (and its in-flight log, if a run died).
+pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
+    let io_error = |source| ResumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io_error)?;
+    let mut prior = Prior::default();
+    let mut finished_requests: HashMap<String, ()> = HashMap::new();
+    let mut on_record = |offset: u64, fields: KeyFields, prior: &mut Prior| -> Result<(), String> {
+        let key = key_of(&fields)?;
+        if fields.status == RowStatus::Succeeded {
+            prior.succeeded.insert(key, offset);
+        }
+        if let Some(id) = fields.client_request_id {
+            finished_requests.insert(id, ());
+        }
+        prior.records += 1;
+        Ok(())
+    };
+    match ResultsFormat::from_path(path) {
+        ResultsFormat::Jsonl => scan_jsonl(path, file, &mut prior, &mut on_record)?,
+        ResultsFormat::Csv => scan_csv(path, file, &mut prior, &mut on_record)?,
+    }
+
+    // Requests noted as leaving whose answer never made it into a record.
+    if let Ok(inflight) = File::open(InflightLog::path_for(path)) {
+        for line in BufReader::new(inflight).lines() {
+            let line = line.map_err(io_error)?;
+            let Some((key, id)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(key) = u64::from_str_radix(key, 16) else {
+                continue;
+            };
+            if !finished_requests.contains_key(id) {
+                *prior.unknown_attempts.entry(RowKey(key)).or_default() += 1;
+            }
+        }
+    }
+    Ok(prior)
+}
+
+fn key_of(fields: &KeyFields) -> Result<RowKey, String> {
+    let action = Action::parse(&fields.action).ok_or("unknown action")?;
+    let provider = Provider::parse(&fields.identity_provider).ok_or("unknown identity provider")?;
+    let account = AccountKey::new(&fields.identity_account_id, &fields.account_id);
+    Ok(RowKey::new(account, action, provider))
+}
+
+fn scan_jsonl(
+    path: &Path,
+    file: File,
+    prior: &mut Prior,
+    on_record: &mut impl FnMut(u64, KeyFields, &mut Prior) -> Result<(), String>,
+) -> Result<(), ResumeError> {
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| ResumeError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if !line.ends_with(b"\n") {
+            // Written up to the moment the process died: cut off.
+            prior.torn = true;
+            break;
+        }
+        let parsed = serde_json::from_slice::<KeyFields>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|fields| on_record(offset, fields, prior));
+        if let Err(reason) = parsed {
+            return Err(ResumeError::NotARecord {
+                path: path.to_path_buf(),
+                line: number,
+                reason,
+            });
+        }
+        offset += read as u64;
+        prior.complete_len = offset;
+    }
+    Ok(())
+}
+
+fn scan_csv(
+    path: &Path,
+    file: File,
+    prior: &mut Prior,
+    on_record: &mut impl FnMut(u64, KeyFields, &mut Prior) -> Result<(), String>,
+) -> Result<(), ResumeError> {
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let not_a_record = |line: u64, reason: String| ResumeError::NotARecord {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    };
+    let headers = reader
+        .headers()
+        .map_err(|e| not_a_record(1, e.to_string()))?
+        .clone();
+    let index = |name: &str| headers.iter().position(|h| h == name);
+    let columns: Vec<Option<usize>> = FIELDS.iter().map(|f| index(f)).collect();
+    if columns.iter().any(Option::is_none) {
+        return Err(not_a_record(
+            1,
+            "the header lacks the results fields".to_owned(),
+        ));
+    }
+    prior.complete_len = reader.position().byte();
+    let mut record = csv::StringRecord::new();
+    loop {
+        let start = reader.position().clone();
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(not_a_record(start.line(), e.to_string())),
+        }
+        let end = reader.position().byte();
+        // A record cut short by a crash: no line end yet, or fewer fields than the header.
+        let complete =
+            record.len() == headers.len() && (end < file_len || ends_with_newline(path, end));
+        if !complete {
+            prior.torn = true;
+            break;
+        }
+        let cell = |field: &str| {
+            let i = FIELDS
+                .iter()
+                .position(|f| *f == field)
+                .and_then(|i| columns[i]);
+            unneutralise(i.and_then(|i| record.get(i)).unwrap_or_default()).to_owned()
+        };
+        let status = match cell("status").as_str() {
+            "succeeded" => RowStatus::Succeeded,
+            "failed" => RowStatus::Failed,
+            "skipped" => RowStatus::Skipped,
+            "not_attempted" => RowStatus::NotAttempted,
+            other => {
+                return Err(not_a_record(
+                    start.line(),
+                    format!("unknown status {other:?}"),
+                ));
+            }
+        };
+        let fields = KeyFields {
+            identity_account_id: cell("identityAccountId"),
+            account_id: cell("accountId"),
+            action: cell("action"),
+            identity_provider: cell("identityProvider"),
+            status,
+            client_request_id: Some(cell("clientRequestId")).filter(|s| !s.is_empty()),
+        };
+        on_record(start.byte(), fields, prior)
+            .map_err(|reason| not_a_record(start.line(), reason))?;
+        prior.complete_len = end;
+    }
+    Ok(())
+}
+
+fn ends_with_newline(path: &Path, end: u64) -> bool {
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    end > 0
+        && file.seek(SeekFrom::Start(end - 1)).is_ok()
+        && file.read_exact(&mut last).is_ok()
+        && last[0] == b'\n'
+}
+
+/// Undoes the `'` the CSV writer puts before formula-like cells.
+fn unneutralise(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
+}
+
+/// Re-reads the succeeded record at `offset`, to carry it over to this run's results for `job`
+/// (which may sit on another line now, if the input changed and the user accepted that).
+pub fn carried_over(path: &Path, offset: u64, job: Job) -> Result<Outcome, ResumeError> {
+    let io_error = |source| ResumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_error)?;
+    file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
+    let kept: KeptFields = match ResultsFormat::from_path(path) {
+        ResultsFormat::Jsonl => {
+            let mut line = Vec::new();
+            BufReader::new(file)
+                .read_until(b'\n', &mut line)
+                .map_err(io_error)?;
+            serde_json::from_slice(&line).map_err(|e| ResumeError::NotARecord {
+                path: path.to_path_buf(),
+                line: 0,
+                reason: e.to_string(),
+            })?
+        }
+        ResultsFormat::Csv => {
+            let mut record = csv::StringRecord::new();
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(file);
+            reader
+                .read_record(&mut record)
+                .map_err(|e| ResumeError::NotARecord {
+                    path: path.to_path_buf(),
+                    line: 0,
+                    reason: e.to_string(),
+                })?;
+            let text = |i: usize| {
+                Some(unneutralise(record.get(i).unwrap_or_default()).to_owned())
+                    .filter(|s| !s.is_empty())
+            };
+            KeptFields {
+                correlation_id: text(0),
+                http_status: text(7).and_then(|s| s.parse().ok()),
+                attempts: text(8).and_then(|s| s.parse().ok()).unwrap_or(1),
+                request_id: text(11),
+                client_request_id: text(12),
+                started_at: text(13),
+                finished_at: text(14),
+            }
+        }
+    };
+    let time = |text: Option<String>| -> Option<SystemTime> {
+        humantime::parse_rfc3339(text.as_deref()?).ok()
+    };
+    Ok(Outcome {
+        correlation_id: kept.correlation_id,
+        http_status: kept.http_status,
+        attempts: kept.attempts,
+        error_code: None,
+        error_message: None,
+        request_id: kept.request_id,
+        client_request_id: kept.client_request_id,
+        started_at: time(kept.started_at),
+        finished_at: time(kept.finished_at),
+        status: RowStatus::Succeeded,
+        job,
+    })
+}
