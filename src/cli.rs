@@ -1,10 +1,12 @@
 //! The command line: clap definitions and their conversion into typed settings. No I/O.
 
+use std::ffi::OsString;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
 
 use crate::graph::client::ApiVersion;
 use crate::graph::model::{Action, Provider};
@@ -16,7 +18,12 @@ use crate::units::{Rate, parse_duration, parse_rate};
 /// Run Microsoft Defender for Identity response actions (disable, enable, forcePasswordReset,
 /// revokeAllSessions, ...) on every account in a spreadsheet, through Microsoft Graph.
 #[derive(Debug, Parser)]
-#[command(name = "graph-remediate", version, propagate_version = true)]
+#[command(
+    name = "graph-remediate",
+    version,
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -25,15 +32,40 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
+impl Cli {
+    /// Parses the process's own command line (exiting on `--help` or a usage error, as clap
+    /// does), and keeps it for `run`, whose summary prints the exact command to resume with.
+    pub fn parse_env() -> Cli {
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        let mut cli = Cli::parse_from(&argv);
+        if let Command::Run(args) = &mut cli.command {
+            args.argv = argv;
+        }
+        cli
+    }
+}
+
+/// The worked example under the top-level help: the three steps from spreadsheet to results.
+const EXAMPLES: &str = "\
+From spreadsheet to results:
+  graph-remediate validate accounts.csv          1. check every row; nothing is sent
+  graph-remediate run accounts.csv --mock        2. rehearse against the built-in mock
+  graph-remediate run accounts.csv               3. act on every row (credentials: run --help)
+  graph-remediate run accounts.csv --resume      after a failure or Ctrl-C: run the rest
+
+`graph-remediate help run` (or run --help) shows every flag and more examples.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Parse and check every row, print the plan, send nothing.
     ///
-    /// Exit code 0 when every row is good, 2 otherwise.
+    /// Reports every bad row as FILE:LINE: reason. Exit code 0 when every row is good, 2
+    /// otherwise.
     ///
-    /// Example:
+    /// Examples:
     ///   graph-remediate validate samples/accounts.csv
-    ///   graph-remediate validate accounts.jsonl --format json
+    ///   graph-remediate validate export.csv --action disable --provider okta
+    ///   graph-remediate validate accounts.jsonl --format json | jq .errors
     #[command(verbatim_doc_comment)]
     Validate(ValidateArgs),
 
@@ -41,27 +73,56 @@ pub enum Command {
     /// within Graph's limits, and record every outcome in the results file.
     ///
     /// Exit codes: 0 every row succeeded or was skipped; 2 usage or input errors, nothing sent;
-    /// 3 some rows failed; 4 stopped early (403, credentials); 130 interrupted.
+    /// 3 some rows failed; 4 stopped early (403, --max-failures, credentials); 130 interrupted.
     ///
     /// Examples:
+    ///   # rehearse against the built-in mock: no credentials, nothing leaves the machine
     ///   graph-remediate run samples/accounts.csv --mock
+    ///   # see the plan, the settings and the expected duration; send nothing
+    ///   graph-remediate run accounts.csv --dry-run
+    ///   # a token you already have, results as CSV
     ///   GRAPH_ACCESS_TOKEN=... graph-remediate run accounts.csv --rate 5/s -o results.csv
+    ///   # an app registration's secret; the same command with --resume continues after a failure
     ///   AZURE_TENANT_ID=... AZURE_CLIENT_ID=... AZURE_CLIENT_SECRET=... graph-remediate run accounts.csv
+    ///   graph-remediate run accounts.csv --resume
+    ///   # unattended: no question, JSON logs, a summary for the job's monitoring
+    ///   graph-remediate run accounts.csv --certificate app.pem --yes --log-format json \
+    ///       --summary-json summary.json
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
 
     /// Serve a local imitation of Graph's invokeAction and token endpoints, for rehearsals,
     /// tests and benchmarks. Runs until Ctrl-C.
     ///
-    /// Example:
-    ///   graph-remediate mock --listen 127.0.0.1:8080 --rate 50/s --burst 50
-    ///   GRAPH_ACCESS_TOKEN=x graph-remediate run accounts.csv --graph-url http://127.0.0.1:8080
+    /// Example (two terminals): a mock that throttles past 20 requests a second, and a run
+    /// that pushes 40 a second against it, to watch the shared pause at work:
+    ///   graph-remediate mock --listen 127.0.0.1:8080 --rate 20/s --burst 5 --accept-any-token
+    ///   GRAPH_ACCESS_TOKEN=x graph-remediate run accounts.csv --graph-url http://127.0.0.1:8080 \
+    ///       --rate 40/s -o /tmp/results.jsonl
     #[command(verbatim_doc_comment)]
     Mock(MockArgs),
+
+    /// Print a shell completion script on stdout (bash, zsh, fish or powershell).
+    ///
+    /// Examples:
+    ///   graph-remediate completions bash > ~/.local/share/bash-completion/completions/graph-remediate
+    ///   graph-remediate completions zsh > ~/.zfunc/_graph-remediate   # with fpath+=~/.zfunc
+    ///   graph-remediate completions fish > ~/.config/fish/completions/graph-remediate.fish
+    ///   graph-remediate completions powershell >> $PROFILE
+    #[command(verbatim_doc_comment)]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: Shell,
 }
 
 /// Logging flags, shared by every subcommand.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Logging")]
 pub struct LogArgs {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -172,6 +233,20 @@ pub struct RunArgs {
     /// After this many failed rows, start nothing new (exit 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_failures: Option<u64>,
+
+    /// Write the end-of-run summary to FILE as one JSON object too (counts, top errors, timings,
+    /// 429s, the resume command), for scheduled jobs and their monitoring.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// No progress bar (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// The command line the run was started with, for the summary's `--resume` command; empty
+    /// when `run` is called in process. Not a flag.
+    #[arg(skip)]
+    pub argv: Vec<OsString>,
 
     /// Write the opposite action (enable for disable, and back) for every row that succeeded,
     /// as a ready input file (.csv or .jsonl), to roll a batch back with one command.

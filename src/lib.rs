@@ -16,14 +16,14 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, anyhow};
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::cli::{Command, PlanFormat, RunArgs, ValidateArgs};
+use crate::cli::{Command, CompletionsArgs, LogFormat, PlanFormat, RunArgs, ValidateArgs};
 use crate::graph::auth::{CredentialSources, TokenEndpoint, Tokens};
 use crate::graph::client::GraphClient;
 use crate::input::plan::{Checker, KeyMap, Plan, RowKey, Unlisted, Verdict};
@@ -33,8 +33,9 @@ use crate::output::journal::{
     Entry, InflightLog, Journal, JournalStart, SYNC_INTERVAL, Sinks, UndoFile, write_entries,
 };
 use crate::output::lock::{self, RunLock, RunState};
+use crate::output::progress::{Progress, ProgressMode, RowCounts, Snapshot};
 use crate::output::resume::{self, Prior};
-use crate::output::summary::{RunFacts, render};
+use crate::output::summary::{RunFacts, Summary, resume_command};
 use crate::runner::retry::RetryPolicy;
 use crate::runner::shutdown::{Stop, StopReason};
 use crate::runner::{RunSettings, Shared, run_batch};
@@ -98,7 +99,27 @@ pub async fn execute(
             mock::run_cli(args, shutdown).await?;
             Ok(ExitStatus::Success)
         }
+        Command::Completions(args) => completions(&args),
     }
+}
+
+/// `completions`: the shell's completion script on stdout.
+pub fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitStatus> {
+    use clap::CommandFactory;
+    // Generated in memory: clap_complete panics when its writer fails, and `| head` must not.
+    let mut script = Vec::new();
+    clap_complete::generate(
+        args.shell,
+        &mut cli::Cli::command(),
+        "graph-remediate",
+        &mut script,
+    );
+    std::io::stdout()
+        .lock()
+        .write_all(&script)
+        .or_else(ignore_broken_pipe)
+        .context("cannot write the completion script")?;
+    Ok(ExitStatus::Success)
 }
 
 /// `validate`: check every row, print the plan, send nothing.
@@ -237,11 +258,25 @@ pub async fn run(
         .context("the input check stopped unexpectedly")??
     };
     if !plan.is_clean() {
-        eprint!("{}", output::plan::render_errors(&plan));
-        eprintln!(
-            "graph-remediate: {} row error(s) in {}; nothing was sent. Fix them and run again (`graph-remediate validate` shows the plan).",
+        let message = format!(
+            "{} row error(s) in {}; nothing was sent. Fix them and run again (`graph-remediate validate` shows the plan).",
             plan.errors.count, plan.input
         );
+        match logging::format() {
+            LogFormat::Text => {
+                eprint!("{}", output::plan::render_errors(&plan));
+                eprintln!("graph-remediate: {message}");
+            }
+            // A scheduled job's log collector gets the rows' errors as JSON lines too.
+            LogFormat::Json => {
+                for note in &plan.errors.shown {
+                    let fields = serde_json::json!({"input": plan.input, "line": note.line, "error": note.message});
+                    eprintln!("{}", logging::json_line("ERROR", "bad input row", &fields));
+                }
+                let fields = serde_json::json!({"input": plan.input, "errors": plan.errors.count});
+                eprintln!("{}", logging::json_line("ERROR", &message, &fields));
+            }
+        }
         return Ok(ExitStatus::InputError);
     }
     if let Some(prior) = &prior {
@@ -264,9 +299,10 @@ pub async fn run(
             let mock = MockServer::start(mock_profile(args.rate, &secret))
                 .await
                 .context("cannot start the built-in mock")?;
-            eprintln!(
-                "graph-remediate: --mock: running against the built-in mock at {} (nothing is sent to Microsoft)",
-                mock.base_url()
+            // A log line, so that `--log-format json` output stays JSON throughout.
+            info!(
+                mock = %mock.base_url(),
+                "--mock: running against the built-in mock (nothing is sent to Microsoft)"
             );
             let endpoint = TokenEndpoint::new(&mock.base_url(), &mock.base_url())?;
             let tokens = Tokens::for_mock(
@@ -335,6 +371,7 @@ pub async fn run(
         "starting the run"
     );
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let stop = Arc::new(Stop::new());
     let on_signal = {
         let stop = stop.clone();
@@ -345,7 +382,12 @@ pub async fn run(
     };
 
     let (entry_tx, entry_rx) = mpsc::channel(1024);
-    let writer = tokio::task::spawn_blocking(move || write_entries(sinks, entry_rx));
+    // Finished rows by status, for the progress bar; the writer counts them as they pass.
+    let counts = Arc::new(RowCounts::default());
+    let writer = {
+        let counts = counts.clone();
+        tokio::task::spawn_blocking(move || write_entries(sinks, entry_rx, &counts))
+    };
     let ticker = {
         let entry_tx = entry_tx.clone();
         tokio::spawn(async move {
@@ -357,7 +399,7 @@ pub async fn run(
             }
         })
     };
-    let (row_tx, row_rx) = mpsc::channel(1024);
+    let (row_tx, row_rx) = mpsc::channel(8);
     let reader = {
         let feed = Feed {
             source,
@@ -366,6 +408,7 @@ pub async fn run(
             carry_columns: plan.carry_columns.clone(),
             prior: prior.clone(),
             results: output.clone(),
+            accounts: usize::try_from(plan.accounts).unwrap_or(0),
         };
         let (stop, entry_tx) = (stop.clone(), entry_tx.clone());
         tokio::task::spawn_blocking(move || feed.run(&row_tx, &entry_tx, &stop))
@@ -383,6 +426,21 @@ pub async fn run(
         max_failures: args.max_failures,
     };
     let shared = Arc::new(Shared::new(client, tokens, settings, stop.clone()));
+    let progress = {
+        let (shared, counts) = (shared.clone(), counts.clone());
+        let mode = if args.no_progress {
+            ProgressMode::Off
+        } else {
+            ProgressMode::Auto
+        };
+        Progress::start(plan.rows, mode, move || Snapshot {
+            done: counts.done(),
+            succeeded: counts.succeeded(),
+            failed: counts.failed(),
+            retrying: shared.retrying(),
+            throttled_for: shared.gate.remaining(),
+        })
+    };
     run_batch(shared.clone(), row_rx, entry_tx).await;
     reader
         .await
@@ -393,6 +451,9 @@ pub async fn run(
         .await
         .context("the results writer stopped unexpectedly")?
         .with_context(|| format!("cannot write the results file {}", output.display()))?;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
     on_signal.abort();
     // Every row has its record now: leave one per input row, and nothing in flight.
     sinks
@@ -405,47 +466,93 @@ pub async fn run(
             .remove()
             .with_context(|| format!("cannot remove {}", path.display()))?;
     }
-    if let Some(undo) = sinks.undo {
-        let rows = undo.finish().context("cannot write the undo file")?;
-        if let Some(path) = &args.undo_file {
-            eprintln!(
-                "undo: {rows} row(s) in {} (run it to reverse this batch's disable/enable actions)",
-                path.display()
-            );
-        }
-    }
+    // Reported in the summary, with the command that reverses the batch.
+    let undo_rows = match sinks.undo {
+        Some(undo) => Some(undo.finish().context("cannot write the undo file")?),
+        None => None,
+    };
     if let Some(mock) = mock {
         mock.shutdown().await;
     }
 
-    let facts = RunFacts {
-        elapsed: started.elapsed(),
-        requests: shared.requests(),
-        throttled: shared.gate.pauses(),
-        paused: shared.gate.paused_total(),
-        results: &output,
-    };
-    eprint!("{}", render(&tally, &facts));
     let status = match stop.reason() {
         Some(reason) => {
             if *reason != StopReason::Interrupted {
                 error!("stopped early: {reason}");
-                eprintln!("graph-remediate: stopped early: {reason}");
             }
             reason.exit_status()
         }
         None if tally.failed > 0 => ExitStatus::RowsFailed,
         None => ExitStatus::Success,
     };
+    let elapsed = started.elapsed();
     info!(
         succeeded = tally.succeeded,
         failed = tally.failed,
         skipped = tally.skipped,
-        not_attempted = tally.not_attempted,
-        exit_code = status.code(),
+        notAttempted = tally.not_attempted,
+        elapsedSeconds = elapsed.as_secs_f64(),
+        exitCode = status.code(),
         "run finished"
     );
+    let resume = resume_command(&invoked_as(&args, &output));
+    let facts = RunFacts {
+        started_at,
+        finished_at: SystemTime::now(),
+        elapsed,
+        requests: shared.requests(),
+        responses_429: shared.responses_429(),
+        pauses: shared.gate.pauses(),
+        paused: shared.gate.paused_total(),
+        rate: args.rate,
+        already_succeeded: plan.already_succeeded,
+        results: &output,
+        stop: stop.reason(),
+        exit: status,
+        resume_command: &resume,
+        undo: args.undo_file.as_deref().zip(undo_rows),
+    };
+    let summary = Summary::new(&tally, &facts);
+    match logging::format() {
+        LogFormat::Text => eprint!("{}", summary.render_text()),
+        // One more JSON line among the logs, so that every line on stderr parses.
+        LogFormat::Json => {
+            eprintln!("{}", logging::json_line("INFO", "run summary", &summary));
+        }
+    }
+    if let Some(path) = &args.summary_json {
+        write_summary_json(path, &summary.to_json())
+            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+    }
     Ok(status)
+}
+
+/// The command line this run was started with; in process (tests, benches), where there is
+/// none, the shortest command that names the same input and results.
+fn invoked_as(args: &RunArgs, output: &Path) -> Vec<std::ffi::OsString> {
+    if !args.argv.is_empty() {
+        return args.argv.clone();
+    }
+    vec![
+        "graph-remediate".into(),
+        "run".into(),
+        args.input.input.clone().into_os_string(),
+        "-o".into(),
+        output.as_os_str().to_owned(),
+    ]
+}
+
+/// `--summary-json`: the summary as one JSON line, replacing the file, readable by the owner
+/// only like the results it describes.
+fn write_summary_json(path: &Path, json: &str) -> std::io::Result<()> {
+    let mut file = output::journal::private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(json.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// The second read of the input, feeding the dispatcher.
@@ -456,6 +563,8 @@ struct Feed {
     carry_columns: Vec<String>,
     prior: Option<Arc<Prior>>,
     results: PathBuf,
+    /// Distinct accounts, from the first pass: sizes the second pass's checker.
+    accounts: usize,
 }
 
 impl Feed {
@@ -465,13 +574,19 @@ impl Feed {
     /// had sent without recording an answer keeps count of that attempt.
     fn run(
         self,
-        row_tx: &mpsc::Sender<(Job, Verdict)>,
+        row_tx: &mpsc::Sender<Vec<(Job, Verdict)>>,
         entry_tx: &mpsc::Sender<Entry>,
         stop: &Stop,
     ) -> anyhow::Result<()> {
         let mut rows =
             RowReader::open(&self.source, &self.options)?.with_carry_columns(self.carry_columns);
-        let mut checker = Checker::new(rows.file(), Some(rows.format()), self.unlisted);
+        let mut checker = Checker::with_capacity(
+            rows.file(),
+            Some(rows.format()),
+            self.unlisted,
+            self.accounts,
+        );
+        let mut chunk = Vec::with_capacity(ROW_CHUNK);
         for row in rows.by_ref() {
             let verdict = row?.and_then(|job| checker.check(&job).map(|verdict| (job, verdict)));
             let (mut job, verdict) = match verdict {
@@ -497,13 +612,24 @@ impl Feed {
                 }
                 job.earlier_attempts = prior.unknown_attempts.get(&key).copied().unwrap_or(0);
             }
-            if row_tx.blocking_send((job, verdict)).is_err() {
-                break;
+            chunk.push((job, verdict));
+            if chunk.len() == ROW_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(ROW_CHUNK));
+                if row_tx.blocking_send(full).is_err() {
+                    return Ok(());
+                }
             }
+        }
+        if !chunk.is_empty() {
+            let _ = row_tx.blocking_send(chunk);
         }
         Ok(())
     }
 }
+
+/// Rows the reader hands the dispatcher at a time: one wake-up per chunk instead of per row
+/// (the profile showed the reader and the dispatcher waking each other for every row).
+const ROW_CHUNK: usize = 256;
 
 /// Refuses to resume onto results written for another input, unless the user says so.
 fn check_resumable(

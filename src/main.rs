@@ -3,12 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use graph_remediate::cli::Cli;
+use graph_remediate::output::progress::eprint_above;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_env();
     graph_remediate::logging::init(&cli.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -18,7 +17,7 @@ fn main() -> ExitCode {
     match result {
         Ok(status) => ExitCode::from(status.code()),
         Err(error) => {
-            eprintln!("graph-remediate: {error:#}");
+            graph_remediate::logging::report_fatal(&error);
             ExitCode::from(graph_remediate::status_of(&error).code())
         }
     }
@@ -27,12 +26,13 @@ fn main() -> ExitCode {
 /// Resolves on the first Ctrl-C or SIGTERM; the second one aborts at once (exit 130).
 async fn shutdown_signal() {
     signal().await;
-    eprintln!(
-        "graph-remediate: stopping: no new rows start; requests in flight finish (Ctrl-C again to abort)"
+    // Above the progress bar, if one is drawn, rather than through it.
+    eprint_above(
+        "graph-remediate: stopping: no new rows start; requests in flight finish (Ctrl-C again to abort)\n",
     );
     tokio::spawn(async {
         signal().await;
-        eprintln!("graph-remediate: aborted");
+        eprint_above("graph-remediate: aborted\n");
         std::process::exit(130);
     });
 }

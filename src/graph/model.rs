@@ -44,6 +44,10 @@ impl Action {
 
     /// Matches a user's spelling ignoring case, spaces, `_` and `-` (`Force Password Reset` works).
     pub fn parse(text: &str) -> Option<Action> {
+        // Most inputs already use Graph's spelling: match that without allocating.
+        if let Some(action) = Action::ALL.into_iter().find(|a| a.as_str() == text) {
+            return Some(action);
+        }
         let wanted = fold_name(text);
         Action::ALL
             .into_iter()
@@ -96,6 +100,9 @@ impl Provider {
     /// Matches ignoring case, spaces, `_` and `-`; also takes the common short forms `AD` and
     /// `Entra`/`AzureAD`, which responders' spreadsheets use.
     pub fn parse(text: &str) -> Option<Provider> {
+        if let Some(provider) = Provider::ALL.into_iter().find(|p| p.as_str() == text) {
+            return Some(provider);
+        }
         match fold_name(text).as_str() {
             "entraid" | "entra" | "azuread" | "aad" => Some(Provider::EntraId),
             "activedirectory" | "ad" => Some(Provider::ActiveDirectory),
@@ -162,6 +169,9 @@ pub struct InvokeActionResult {
     pub correlation_id: Option<String>,
 }
 
+/// Both shapes in one pass: the schema's bare `invokeActionResult`, or the docs' example
+/// `{"value": {..., "provider": ...}}` (then `value` holds the fields). One struct rather than an
+/// untagged enum, which would buffer and parse the body twice.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ResultFields {
@@ -170,24 +180,18 @@ struct ResultFields {
     #[serde(alias = "provider")]
     identity_provider: Option<String>,
     correlation_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ResultShape {
-    /// The docs' example: `{"value": {..., "provider": ...}}`.
-    Wrapped { value: ResultFields },
-    /// The schema's `invokeActionResult`, unwrapped.
-    Bare(ResultFields),
+    value: Option<Box<ResultFields>>,
 }
 
 impl InvokeActionResult {
     /// Parses either response shape; an empty or non-JSON body yields an empty result rather than
     /// an error, because the action has already been accepted by the time we read it.
     pub fn parse(body: &[u8]) -> InvokeActionResult {
-        let fields = match serde_json::from_slice::<ResultShape>(body) {
-            Ok(ResultShape::Wrapped { value }) => value,
-            Ok(ResultShape::Bare(fields)) => fields,
+        let fields = match serde_json::from_slice::<ResultFields>(body) {
+            Ok(ResultFields {
+                value: Some(value), ..
+            }) => *value,
+            Ok(fields) => fields,
             Err(_) => return InvokeActionResult::default(),
         };
         InvokeActionResult {

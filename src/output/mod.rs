@@ -1,8 +1,9 @@
-//! What the tool writes for people and scripts: the plan, the results file and the summary.
-//! No network.
+//! What the tool writes for people and scripts: the plan, the results file, the progress bar and
+//! the summary. No network.
 
 pub mod journal;
 pub mod lock;
 pub mod plan;
+pub mod progress;
 pub mod resume;
 pub mod summary;

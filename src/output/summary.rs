@@ -1,12 +1,21 @@
-//! The end-of-run tally, built by the results writer as records pass through it, and its
-//! rendering for the operator.
+//! The end-of-run summary (issue 7): the tally the results writer builds as records pass through
+//! it, and the [`Summary`] made from it and the run's facts. The summary is rendered as text for
+//! the operator on stderr, and written as one JSON object by `--summary-json` for scheduled jobs;
+//! both come from the same struct, so they never disagree. It ends with what to do next, down to
+//! the exact `--resume` command.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use super::journal::{Outcome, RowStatus};
+use serde::Serialize;
+
+use super::journal::{Outcome, RowStatus, rfc3339};
+use crate::ExitStatus;
+use crate::runner::shutdown::StopReason;
+use crate::units::Rate;
 
 /// Counts of what happened, gathered apart from the workers (the writer owns it).
 #[derive(Debug, Clone, Default)]
@@ -55,51 +64,361 @@ impl Tally {
 
 /// What the summary says beyond the tally.
 pub struct RunFacts<'a> {
+    pub started_at: SystemTime,
+    pub finished_at: SystemTime,
     pub elapsed: Duration,
     /// Requests this run sent, retries included.
     pub requests: u64,
-    pub throttled: u64,
+    /// 429 responses received (every one, not only those that opened a pause).
+    pub responses_429: u64,
+    /// Times a 429 opened or lengthened the shared pause.
+    pub pauses: u64,
     pub paused: Duration,
+    /// `--rate`, for the advice when Graph throttled a lot.
+    pub rate: Rate,
+    /// Rows an earlier run had already done (`--resume`): counted as succeeded, not sent again.
+    pub already_succeeded: u64,
     pub results: &'a Path,
+    pub stop: Option<&'a StopReason>,
+    pub exit: ExitStatus,
+    /// The command line to continue this run with (see [`resume_command`]).
+    pub resume_command: &'a str,
+    /// `--undo-file` and how many rows it holds.
+    pub undo: Option<(&'a Path, u64)>,
 }
 
-/// The summary printed on stderr at the end of a run.
-pub fn render(tally: &Tally, facts: &RunFacts<'_>) -> String {
-    let mut out = String::new();
-    let seconds = facts.elapsed.as_secs_f64();
-    let sent = tally.succeeded + tally.failed;
-    let rate = if seconds > 0.0 {
-        sent as f64 / seconds
-    } else {
-        0.0
-    };
-    let _ = writeln!(
-        out,
-        "{} rows: {} succeeded, {} failed, {} skipped, {} not attempted",
-        tally.rows(),
-        tally.succeeded,
-        tally.failed,
-        tally.skipped,
-        tally.not_attempted
-    );
-    let _ = writeln!(
-        out,
-        "{} requests in {:.1}s ({rate:.1} rows/s); throttled {} time(s), paused {:.1}s",
-        facts.requests,
-        seconds,
-        facts.throttled,
-        facts.paused.as_secs_f64()
-    );
-    let top = tally.top_errors(5);
-    if !top.is_empty() {
-        let listed: Vec<String> = top
-            .iter()
-            .map(|(code, count)| format!("{code} x{count}"))
-            .collect();
-        let _ = writeln!(out, "errors: {}", listed.join(", "));
+/// How many error codes the summary lists.
+const TOP_ERRORS: usize = 5;
+
+/// A code and how many rows failed with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorCount {
+    pub code: String,
+    pub count: u64,
+}
+
+/// Everything the summary says, for the text on stderr and the `--summary-json` object alike.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// `succeeded`, `rowsFailed`, `stoppedEarly` or `interrupted`: the exit code, in words.
+    pub outcome: &'static str,
+    pub exit_code: u8,
+    /// Why the run stopped before its end, when it did.
+    pub stopped_because: Option<String>,
+    pub rows: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub not_attempted: u64,
+    /// Of `succeeded`, rows an earlier run had done (`--resume`).
+    pub already_succeeded: u64,
+    pub top_errors: Vec<ErrorCount>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub elapsed_seconds: f64,
+    pub requests: u64,
+    /// Rows this run sent and got a final answer for, per second of the run.
+    pub rows_per_second: f64,
+    pub responses429: u64,
+    pub throttle_pauses: u64,
+    pub paused_seconds: f64,
+    pub rate: String,
+    pub results: String,
+    /// The command that continues this run; absent when every row succeeded or was skipped.
+    pub resume_command: Option<String>,
+    /// `--undo-file`: the input that reverses this batch's disable/enable actions.
+    pub undo_file: Option<String>,
+    pub undo_rows: Option<u64>,
+    /// What to do next, one step a string.
+    pub next: Vec<String>,
+}
+
+impl Summary {
+    pub fn new(tally: &Tally, facts: &RunFacts<'_>) -> Summary {
+        let seconds = facts.elapsed.as_secs_f64();
+        // Rows carried over from an earlier run were not sent by this one.
+        let acted = (tally.succeeded + tally.failed).saturating_sub(facts.already_succeeded);
+        let rows_per_second = if seconds > 0.0 {
+            acted as f64 / seconds
+        } else {
+            0.0
+        };
+        let unfinished = tally.failed + tally.not_attempted > 0 || facts.stop.is_some();
+        let outcome = match facts.exit {
+            ExitStatus::Success => "succeeded",
+            ExitStatus::RowsFailed => "rowsFailed",
+            ExitStatus::StoppedEarly => "stoppedEarly",
+            ExitStatus::Interrupted => "interrupted",
+            ExitStatus::InputError => "inputError",
+        };
+        Summary {
+            outcome,
+            exit_code: facts.exit.code(),
+            stopped_because: facts
+                .stop
+                .filter(|reason| **reason != StopReason::Interrupted)
+                .map(ToString::to_string),
+            rows: tally.rows(),
+            succeeded: tally.succeeded,
+            failed: tally.failed,
+            skipped: tally.skipped,
+            not_attempted: tally.not_attempted,
+            already_succeeded: facts.already_succeeded,
+            top_errors: tally
+                .top_errors(TOP_ERRORS)
+                .into_iter()
+                .map(|(code, count)| ErrorCount {
+                    code: code.to_owned(),
+                    count,
+                })
+                .collect(),
+            started_at: rfc3339(facts.started_at),
+            finished_at: rfc3339(facts.finished_at),
+            elapsed_seconds: round3(seconds),
+            requests: facts.requests,
+            rows_per_second: round3(rows_per_second),
+            responses429: facts.responses_429,
+            throttle_pauses: facts.pauses,
+            paused_seconds: round3(facts.paused.as_secs_f64()),
+            rate: facts.rate.to_string(),
+            results: facts.results.display().to_string(),
+            resume_command: unfinished.then(|| facts.resume_command.to_owned()),
+            undo_file: facts.undo.map(|(path, _)| path.display().to_string()),
+            undo_rows: facts.undo.map(|(_, rows)| rows),
+            next: next_steps(tally, facts),
+        }
     }
-    let _ = writeln!(out, "results: {}", facts.results.display());
-    out
+
+    /// The summary as the operator reads it on stderr.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let headline = match self.outcome {
+            "succeeded" => "every row succeeded or was skipped".to_owned(),
+            "rowsFailed" => "the run finished and some rows failed".to_owned(),
+            "interrupted" => "interrupted".to_owned(),
+            _ => "stopped early".to_owned(),
+        };
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Summary: {headline} (exit {})", self.exit_code);
+        let _ = writeln!(
+            out,
+            "  {} rows: {} succeeded, {} failed, {} skipped, {} not attempted",
+            self.rows, self.succeeded, self.failed, self.skipped, self.not_attempted
+        );
+        if self.already_succeeded > 0 {
+            let _ = writeln!(
+                out,
+                "  ({} of the succeeded rows were done by an earlier run and not sent again)",
+                self.already_succeeded
+            );
+        }
+        if !self.top_errors.is_empty() {
+            let listed: Vec<String> = self
+                .top_errors
+                .iter()
+                .map(|e| format!("{} x{}", e.code, e.count))
+                .collect();
+            let _ = writeln!(out, "  errors      {}", listed.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  time        {}, {} requests, {:.1} rows/s (--rate {})",
+            seconds_text(self.elapsed_seconds),
+            self.requests,
+            self.rows_per_second,
+            self.rate
+        );
+        if self.responses429 == 0 {
+            let _ = writeln!(out, "  throttling  none: no 429 from Graph");
+        } else {
+            let _ = writeln!(
+                out,
+                "  throttling  {} x 429 from Graph; paused {} in {} pause(s)",
+                self.responses429,
+                seconds_text(self.paused_seconds),
+                self.throttle_pauses
+            );
+        }
+        let _ = writeln!(out, "  results     {}", self.results);
+        if let Some(reason) = &self.stopped_because {
+            let _ = writeln!(out, "  stopped     {reason}");
+        }
+        let _ = writeln!(out, "Next:");
+        for step in &self.next {
+            let _ = writeln!(out, "  - {step}");
+        }
+        if let Some(command) = &self.resume_command {
+            let _ = writeln!(out, "      {command}");
+        }
+        out
+    }
+
+    /// The summary as one line of JSON, for `--summary-json`.
+    pub fn to_json(&self) -> String {
+        // Serialising plain fields, strings and numbers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// What the operator should do now, most important first. A step that ends with `:` is followed
+/// by the resume command when the text is rendered.
+fn next_steps(tally: &Tally, facts: &RunFacts<'_>) -> Vec<String> {
+    let mut steps = Vec::new();
+    let results = facts.results.display();
+    if tally.failed > 0 {
+        steps.push(format!(
+            "{} row(s) failed: errorCode and errorMessage in {results} say why.",
+            tally.failed
+        ));
+        let forbidden = matches!(facts.stop, Some(StopReason::Forbidden { .. }));
+        for (code, _) in tally.top_errors(TOP_ERRORS) {
+            // After a 403 stop, the step below says what the 403 means.
+            if forbidden && is_permission_code(code) {
+                continue;
+            }
+            if let Some(hint) = code_hint(code) {
+                steps.push(format!("{code}: {hint}"));
+            }
+        }
+    }
+    // "Often": a few 429s, and either one request in twenty or a tenth of the run spent paused.
+    if facts.responses_429 >= 3
+        && (facts.responses_429 * 20 > facts.requests
+            || facts.paused.as_secs_f64() * 10.0 > facts.elapsed.as_secs_f64())
+    {
+        steps.push(format!(
+            "Graph throttled this run often ({} x 429, {} paused): next time, a --rate lower than {} finishes as fast with fewer pauses.",
+            facts.responses_429,
+            seconds_text(round3(facts.paused.as_secs_f64())),
+            facts.rate
+        ));
+    }
+    if let Some((path, rows)) = facts.undo {
+        let command = shell_quote(&path.display().to_string());
+        steps.push(format!(
+            "To reverse this batch's disable/enable actions ({rows} row(s)): graph-remediate run {command}"
+        ));
+    }
+    if tally.failed > 0 || facts.stop.is_some_and(|r| *r != StopReason::Interrupted) {
+        steps.push(
+            "Asking Microsoft support about a row? Quote its requestId and clientRequestId from the results.".to_owned(),
+        );
+    }
+    let resume = match facts.stop {
+        Some(StopReason::Forbidden { .. }) => Some(
+            "Graph answered 403: give the app the application permission SecurityIdentitiesActions.ReadWrite.All with admin consent (a signed-in user also needs the Security Administrator role), then run the rest (rows that succeeded are skipped):",
+        ),
+        Some(StopReason::Credentials { .. }) => Some(
+            "No access token could be had: check the tenant id, client id and certificate or secret (a ready token may have expired), then run the rest (rows that succeeded are skipped):",
+        ),
+        Some(StopReason::TooManyFailures { .. }) => Some(
+            "--max-failures stopped the run: find the cause in the failed rows' errors before running the rest (rows that succeeded are skipped):",
+        ),
+        Some(StopReason::InputChanged { .. }) => Some(
+            "The input changed while the run read it: check it is the file you mean, then run the rest (rows that succeeded are skipped):",
+        ),
+        Some(StopReason::Interrupted) => {
+            Some("Run the rest when ready (rows that succeeded are skipped):")
+        }
+        None if tally.failed > 0 || tally.not_attempted > 0 => Some(
+            "Once the cause is fixed, send the failed rows again (rows that succeeded are skipped):",
+        ),
+        None => None,
+    };
+    match resume {
+        Some(step) => steps.push(step.to_owned()),
+        None => steps.push(format!(
+            "Nothing left to do: every row succeeded or was skipped. Keep {results} as the record of this batch."
+        )),
+    }
+    steps
+}
+
+fn is_permission_code(code: &str) -> bool {
+    matches!(
+        code.to_ascii_lowercase().as_str(),
+        "accessdenied" | "forbidden" | "http 403"
+    )
+}
+
+/// Advice for an error code seen on failed rows, when there is any.
+fn code_hint(code: &str) -> Option<&'static str> {
+    let hint = match code.to_ascii_lowercase().as_str() {
+        "itemnotfound" | "notfound" | "http 404" => {
+            "Graph has no identity account with that identityAccountId; check the id (the identity account's Graph id, not a UPN or SID)."
+        }
+        "badrequest" | "invalidrequest" | "http 400" => {
+            "Graph refused the request; check the row's accountId, and that its action is supported for its identityProvider."
+        }
+        "invalidauthenticationtoken" | "http 401" => {
+            "Graph refused the access token; get a fresh one, or use a certificate or client secret, which renew themselves."
+        }
+        "accessdenied" | "forbidden" | "http 403" => {
+            "the app lacks SecurityIdentitiesActions.ReadWrite.All (or the user the Security Administrator role)."
+        }
+        "toomanyrequests" | "http 429" => {
+            "still throttled after every retry; run the rest later, or with a lower --rate."
+        }
+        "servicenotavailable"
+        | "gatewaytimeout"
+        | "http 503"
+        | "http 504"
+        | "timeout"
+        | "connectionfailed" => {
+            "transient; running the rest again usually succeeds (more --max-retries or --max-retry-wait ride it out)."
+        }
+        _ => return None,
+    };
+    Some(hint)
+}
+
+/// The command that continues a run: the command line it was started with, plus `--resume`,
+/// quoted for a POSIX shell. Secrets are never on the command line (SPEC section 2), so it is safe
+/// to print.
+pub fn resume_command(argv: &[OsString]) -> String {
+    let mut words: Vec<String> = argv
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    if !words.iter().any(|w| w == "--resume") {
+        // Before a `--` separator, where clap still reads flags.
+        let at = words.iter().position(|w| w == "--").unwrap_or(words.len());
+        words.insert(at, "--resume".to_owned());
+    }
+    words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Quotes a word for a POSIX shell, leaving plain words as they are.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '_' | '-' | '.' | '/' | ':' | '=' | '@' | ',' | '+')
+        });
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Seconds as the summary shows them: `12.3s`, or `2m 5s` past a minute.
+fn seconds_text(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else {
+        let whole = seconds.round() as u64;
+        humantime::format_duration(Duration::from_secs(whole)).to_string()
+    }
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
@@ -107,6 +426,7 @@ mod tests {
     use super::*;
     use crate::graph::model::{Action, Provider};
     use crate::input::Job;
+    use std::num::NonZeroU32;
 
     fn outcome(status: RowStatus, code: Option<&str>) -> Outcome {
         let job = Job {
@@ -142,5 +462,134 @@ mod tests {
             vec![("itemNotFound", 2), ("BadRequest", 1)]
         );
         assert_eq!(tally.rows(), 5);
+    }
+
+    /// A fixed run, so the snapshots hold no clock: 800 rows, some failures, a few 429s.
+    fn tally_with_failures() -> Tally {
+        Tally {
+            succeeded: 780,
+            failed: 12,
+            skipped: 3,
+            not_attempted: 5,
+            error_codes: HashMap::from([
+                ("itemNotFound".to_owned(), 7),
+                ("BadRequest".to_owned(), 3),
+                ("serviceNotAvailable".to_owned(), 2),
+            ]),
+        }
+    }
+
+    fn facts<'a>(
+        stop: Option<&'a StopReason>,
+        exit: ExitStatus,
+        responses_429: u64,
+    ) -> RunFacts<'a> {
+        let started_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+        RunFacts {
+            started_at,
+            finished_at: started_at + Duration::from_millis(412_500),
+            elapsed: Duration::from_millis(412_500),
+            requests: 830,
+            responses_429,
+            pauses: responses_429.min(3),
+            paused: Duration::from_millis(responses_429 * 4_000),
+            rate: Rate::per_second(NonZeroU32::new(2).unwrap()),
+            already_succeeded: 0,
+            results: Path::new("incident-4711.results.jsonl"),
+            stop,
+            exit,
+            resume_command: "graph-remediate run incident-4711.csv --yes --resume",
+            undo: None,
+        }
+    }
+
+    #[test]
+    fn summary_of_a_run_with_failed_rows() {
+        let tally = tally_with_failures();
+        let summary = Summary::new(&tally, &facts(None, ExitStatus::RowsFailed, 4));
+        insta::assert_snapshot!(summary.render_text());
+        insta::assert_snapshot!(
+            "summary_of_a_run_with_failed_rows_json",
+            serde_json::to_string_pretty(&summary).unwrap()
+        );
+    }
+
+    #[test]
+    fn summary_of_a_run_stopped_by_a_403() {
+        let tally = Tally {
+            succeeded: 1,
+            failed: 1,
+            skipped: 0,
+            not_attempted: 30,
+            error_codes: HashMap::from([("accessDenied".to_owned(), 1)]),
+        };
+        let reason = StopReason::Forbidden {
+            row: 3,
+            detail: "accessDenied: Insufficient privileges".to_owned(),
+        };
+        let mut facts = facts(Some(&reason), ExitStatus::StoppedEarly, 0);
+        (facts.requests, facts.elapsed) = (2, Duration::from_millis(2_400));
+        let summary = Summary::new(&tally, &facts);
+        insta::assert_snapshot!(summary.render_text());
+    }
+
+    #[test]
+    fn summary_of_a_clean_run_throttled_often() {
+        let tally = Tally {
+            succeeded: 797,
+            skipped: 3,
+            ..Tally::default()
+        };
+        let mut facts = facts(None, ExitStatus::Success, 60);
+        facts.undo = Some((Path::new("undo-4711.csv"), 790));
+        let summary = Summary::new(&tally, &facts);
+        assert_eq!(summary.resume_command, None, "nothing to resume");
+        insta::assert_snapshot!(summary.render_text());
+    }
+
+    #[test]
+    fn the_resume_command_is_the_command_line_plus_resume_quoted_for_a_shell() {
+        let argv: Vec<OsString> = [
+            "graph-remediate",
+            "run",
+            "my accounts.csv",
+            "-o",
+            "it's.jsonl",
+            "--rate",
+            "5/s",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        assert_eq!(
+            resume_command(&argv),
+            r"graph-remediate run 'my accounts.csv' -o 'it'\''s.jsonl' --rate 5/s --resume"
+        );
+        let already: Vec<OsString> = ["g", "run", "a.csv", "--resume"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(resume_command(&already), "g run a.csv --resume");
+        let separated: Vec<OsString> = ["g", "run", "--yes", "--", "-odd.csv"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(
+            resume_command(&separated),
+            "g run --yes --resume -- -odd.csv"
+        );
+    }
+
+    #[test]
+    fn rows_carried_over_from_an_earlier_run_do_not_count_towards_the_rate() {
+        let tally = Tally {
+            succeeded: 100,
+            ..Tally::default()
+        };
+        let mut facts = facts(None, ExitStatus::Success, 0);
+        facts.elapsed = Duration::from_secs(10);
+        facts.already_succeeded = 60;
+        let summary = Summary::new(&tally, &facts);
+        assert_eq!(summary.rows_per_second, 4.0);
     }
 }

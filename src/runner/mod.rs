@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
-use tracing::{Instrument, error, info_span, warn};
+use tracing::{debug, error, warn};
 
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
@@ -23,7 +23,7 @@ use crate::input::plan::RowKey;
 use crate::input::plan::{AccountKey, Verdict};
 use crate::output::journal::{Entry, Outcome, RowStatus};
 use crate::units::Rate;
-use rate::{Limiter, ThrottleGate};
+use rate::{Admission, Limiter, ThrottleGate};
 use retry::{AttemptKind, RetryAction, RetryPolicy, decide};
 use shutdown::{Stop, StopReason};
 
@@ -50,6 +50,10 @@ pub struct Shared {
     pub settings: RunSettings,
     failures: AtomicU64,
     requests: AtomicU64,
+    /// 429 responses received, every one (the gate counts pauses, not responses).
+    responses_429: AtomicU64,
+    /// Rows between a failed attempt and their next one, for the progress bar.
+    retrying: AtomicU64,
 }
 
 impl Shared {
@@ -68,7 +72,19 @@ impl Shared {
             settings,
             failures: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            responses_429: AtomicU64::new(0),
+            retrying: AtomicU64::new(0),
         }
+    }
+
+    /// 429 responses received so far.
+    pub fn responses_429(&self) -> u64 {
+        self.responses_429.load(Ordering::Relaxed)
+    }
+
+    /// Rows waiting to be tried again right now.
+    pub fn retrying(&self) -> u64 {
+        self.retrying.load(Ordering::Relaxed)
     }
 
     /// Requests sent so far by this run, retries included.
@@ -89,16 +105,16 @@ impl Shared {
 
 impl Shared {
     /// Waits until a request may leave: the throttle gate is open and the limiter grants a cell.
-    async fn clear_to_send(&self) {
+    async fn clear_to_send(&self) -> Admission {
         loop {
             self.gate.wait_open().await;
             if self.gate.take_resume() {
                 self.limiter.drain();
             }
-            self.limiter.until_ready().await;
+            let admission = self.limiter.until_ready().await;
             // A 429 may have closed the gate while we waited for the limiter.
             if self.gate.remaining().is_none() {
-                return;
+                return admission;
             }
         }
     }
@@ -108,7 +124,7 @@ impl Shared {
 /// row has been accounted for.
 pub async fn run_batch(
     shared: Arc<Shared>,
-    rows: mpsc::Receiver<(Job, Verdict)>,
+    rows: mpsc::Receiver<Vec<(Job, Verdict)>>,
     entry_tx: mpsc::Sender<Entry>,
 ) {
     let concurrency = shared.settings.concurrency.max(1);
@@ -134,8 +150,9 @@ pub async fn run_batch(
                 let outcome = if let Some(reason) = shared.stop.reason() {
                     Outcome::unsent(job, RowStatus::NotAttempted, reason.not_attempted_reason())
                 } else {
-                    let span = info_span!("row", row = job.row);
-                    process(&shared, job, &entry_tx).instrument(span).await
+                    // No span per row: every row event carries its own row, accountId, action
+                    // and ids (issue 7), and a span would cost an allocation per row.
+                    process(&shared, job, &entry_tx).await
                 };
                 if outcome.status == RowStatus::Failed {
                     shared.count_failure();
@@ -152,7 +169,10 @@ pub async fn run_batch(
         });
     }
     drop((work_rx, done_tx, entry_tx));
-    dispatcher.run().await;
+    // On a worker thread of its own, not the caller's: `main` drives the run from inside
+    // `block_on`, and waking that thread for every finished row showed in the profile.
+    let dispatching = tokio::spawn(dispatcher.run());
+    let _ = dispatching.await;
     while workers.join_next().await.is_some() {}
 }
 
@@ -183,6 +203,10 @@ async fn process(shared: &Shared, job: Job, entry_tx: &mpsc::Sender<Entry>) -> O
     // Requests an interrupted earlier run sent for this row count too (`--resume`).
     let attempts = attempts + job.earlier_attempts;
     let finished_at = Some(SystemTime::now());
+    if let Ending::Accepted(accepted) = &ending {
+        // Debug (seen with -v): at thousands of rows a second, info would drown the warnings.
+        debug!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"succeeded", attempt = attempts, httpStatus = accepted.status, clientRequestId = %client_request_id, requestId = accepted.ids.request_id.as_deref().map(tracing::field::display), "row succeeded");
+    }
     match ending {
         Ending::Accepted(accepted) => Outcome {
             correlation_id: accepted.result.correlation_id,
@@ -199,12 +223,13 @@ async fn process(shared: &Shared, job: Job, entry_tx: &mpsc::Sender<Entry>) -> O
         },
         Ending::NotSent(reason) => Outcome::unsent(job, RowStatus::NotAttempted, reason),
         Ending::Failed(error, note) => {
-            error!(row = job.row, account_id = %job.account_id, action = %job.action, attempts, error = %error, "row failed");
             let mut outcome = failed(job, &error, note.as_deref());
             outcome.attempts = attempts;
             outcome.client_request_id = Some(client_request_id);
             outcome.started_at = started_at;
             outcome.finished_at = finished_at;
+            let o = &outcome;
+            error!(row = o.job.row, accountId = %o.job.account_id, action = %o.job.action, status = %"failed", attempt = attempts, httpStatus = o.http_status, clientRequestId = o.client_request_id.as_deref().map(tracing::field::display), requestId = o.request_id.as_deref().map(tracing::field::display), errorCode = o.error_code.as_deref().map(tracing::field::display), error = o.error_message.as_deref(), "row failed");
             outcome
         }
     }
@@ -223,6 +248,8 @@ async fn attempt_until_done(
     let mut last_error: Option<GraphError> = None;
     let mut refreshed = false;
     let mut fresh_token: Option<Arc<secrecy::SecretString>> = None;
+    // Held while the row waits to be tried again: the progress bar's "retrying" count.
+    let mut retry_wait: Option<RetryWait<'_>> = None;
     let stopped = |last_error: Option<GraphError>| match last_error {
         None => Ending::NotSent(
             shared
@@ -237,11 +264,12 @@ async fn attempt_until_done(
         ),
     };
     loop {
-        tokio::select! {
+        let admission = tokio::select! {
             biased;
             () = shared.stop.stopped() => return stopped(last_error),
-            () = shared.clear_to_send() => {}
-        }
+            admission = shared.clear_to_send() => admission,
+        };
+        drop(retry_wait.take());
 
         let token = match &fresh_token {
             Some(token) => token.clone(),
@@ -278,7 +306,10 @@ async fn attempt_until_done(
             )
             .await;
         let error = match result {
-            Ok(accepted) => return Ending::Accepted(accepted),
+            Ok(accepted) => {
+                shared.limiter.succeeded();
+                return Ending::Accepted(accepted);
+            }
             Err(error) => error,
         };
         let kind = error.attempt_kind();
@@ -288,10 +319,7 @@ async fn attempt_until_done(
             refreshed = true;
             match shared.tokens.refresh(&token).await {
                 Ok(token) => {
-                    warn!(
-                        row = job.row,
-                        "401 from Graph: retrying once with a fresh token"
-                    );
+                    warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 401, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), "401 from Graph: retrying once with a fresh token");
                     fresh_token = Some(token);
                     last_error = Some(error);
                     continue;
@@ -303,13 +331,21 @@ async fn attempt_until_done(
             }
         }
         fresh_token = None;
-        let wait = match decide(
+        if matches!(kind, AttemptKind::Status { status: 429, .. }) {
+            shared.responses_429.fetch_add(1, Ordering::Relaxed);
+        }
+        let action = decide(
             &kind,
             *attempts,
             &settings.retry,
             SystemTime::now(),
             fastrand::f64(),
-        ) {
+        );
+        if let RetryAction::Throttled { wait } = action {
+            // Graph allows less than we send: slow down (once per throttle event).
+            shared.limiter.throttled(admission, wait);
+        }
+        let wait = match action {
             RetryAction::Throttled { wait } | RetryAction::Retry { wait } => wait,
             RetryAction::Succeeded => Duration::ZERO,
             RetryAction::Fail => {
@@ -330,7 +366,7 @@ async fn attempt_until_done(
                     ),
                     other => other.to_string(),
                 };
-                error!(row = job.row, %detail, "403 from Graph: stopping the run");
+                error!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"failed", attempt = *attempts, httpStatus = 403, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), %detail, "403 from Graph: stopping the run; check the app's permission (SecurityIdentitiesActions.ReadWrite.All) or the user's role");
                 shared.stop.stop(StopReason::Forbidden {
                     row: job.row,
                     detail,
@@ -347,18 +383,17 @@ async fn attempt_until_done(
             return Ending::Failed(error, Some(note));
         }
         waited += wait;
+        retry_wait.get_or_insert_with(|| RetryWait::start(&shared.retrying));
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
         if matches!(kind, AttemptKind::Status { status: 429, .. }) {
+            // One warning per 429: the pause when this one opened or lengthened it, else the retry.
             if shared.gate.pause_for(wait) {
-                warn!(
-                    row = job.row,
-                    attempt = *attempts,
-                    wait_ms,
-                    "throttled by Graph (429): every worker pauses"
-                );
+                warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 429, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, "throttled by Graph (429): every worker pauses");
+            } else {
+                warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 429, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, "retrying after the throttle pause");
             }
         } else {
-            warn!(row = job.row, attempt = *attempts, wait_ms, error = %error, "retrying");
+            warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = error.http_status(), clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, error = error.to_string().as_str(), "retrying");
             tokio::select! {
                 biased;
                 () = shared.stop.stopped() => return stopped(Some(error)),
@@ -366,6 +401,23 @@ async fn attempt_until_done(
             }
         }
         last_error = Some(error);
+    }
+}
+
+/// Counts a row as waiting to retry for as long as it is held; dropped when the next attempt is
+/// cleared to leave, or when the row ends however it ends.
+struct RetryWait<'a>(&'a AtomicU64);
+
+impl<'a> RetryWait<'a> {
+    fn start(retrying: &'a AtomicU64) -> RetryWait<'a> {
+        retrying.fetch_add(1, Ordering::Relaxed);
+        RetryWait(retrying)
+    }
+}
+
+impl Drop for RetryWait<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

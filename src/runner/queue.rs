@@ -18,7 +18,7 @@ use crate::output::journal::{Entry, Outcome, RowStatus};
 const PARK_LIMIT: usize = 4096;
 
 pub(crate) struct Dispatcher {
-    pub(crate) input: mpsc::Receiver<(Job, Verdict)>,
+    pub(crate) input: mpsc::Receiver<Vec<(Job, Verdict)>>,
     pub(crate) work_tx: async_channel::Sender<Job>,
     pub(crate) done_rx: mpsc::UnboundedReceiver<AccountKey>,
     /// The workers' side of `done_rx`, for rows the dispatcher settles itself.
@@ -33,49 +33,82 @@ impl Dispatcher {
         let mut busy: HashMap<AccountKey, VecDeque<Job>> = HashMap::new();
         let mut parked = 0usize;
         let mut input_open = true;
+        // The reader sends rows in chunks: one wake-up per chunk, not per row.
+        let mut chunk = Vec::new().into_iter();
         loop {
-            if !input_open && busy.is_empty() {
+            // Finished rows first: they free accounts (and their parked rows) for the workers.
+            while let Ok(key) = self.done_rx.try_recv() {
+                self.release(&mut busy, &mut parked, key).await;
+            }
+            if parked < PARK_LIMIT
+                && let Some((job, verdict)) = chunk.next()
+            {
+                self.admit(&mut busy, &mut parked, job, verdict).await;
+                continue;
+            }
+            if !input_open && busy.is_empty() && chunk.len() == 0 {
                 break;
             }
             tokio::select! {
                 biased;
                 Some(key) = self.done_rx.recv() => {
-                    let next = busy.get_mut(&key).and_then(VecDeque::pop_front);
-                    match next {
-                        Some(job) => {
-                            parked -= 1;
-                            self.start(job).await;
-                        }
-                        None => {
-                            busy.remove(&key);
-                        }
+                    self.release(&mut busy, &mut parked, key).await;
+                }
+                rows = self.input.recv(), if input_open && parked < PARK_LIMIT && chunk.len() == 0 => {
+                    match rows {
+                        Some(rows) => chunk = rows.into_iter(),
+                        None => input_open = false,
                     }
                 }
-                row = self.input.recv(), if input_open && parked < PARK_LIMIT => {
-                    let Some((job, verdict)) = row else {
-                        input_open = false;
-                        continue;
-                    };
-                    if verdict == Verdict::Duplicate {
-                        let outcome = Outcome::unsent(
-                            job,
-                            RowStatus::Skipped,
-                            "duplicate of an earlier row (same identity account, account, action and provider); it runs once",
-                        );
-                        self.record(outcome).await;
-                        continue;
-                    }
-                    match busy.get_mut(&AccountKey::of(&job)) {
-                        Some(waiting) => {
-                            waiting.push_back(job);
-                            parked += 1;
-                        }
-                        None => {
-                            busy.insert(AccountKey::of(&job), VecDeque::new());
-                            self.start(job).await;
-                        }
-                    }
-                }
+            }
+        }
+    }
+
+    /// A row from the reader: skipped if a duplicate, parked behind its account's earlier row,
+    /// or started.
+    async fn admit(
+        &self,
+        busy: &mut HashMap<AccountKey, VecDeque<Job>>,
+        parked: &mut usize,
+        job: Job,
+        verdict: Verdict,
+    ) {
+        if verdict == Verdict::Duplicate {
+            let outcome = Outcome::unsent(
+                job,
+                RowStatus::Skipped,
+                "duplicate of an earlier row (same identity account, account, action and provider); it runs once",
+            );
+            self.record(outcome).await;
+            return;
+        }
+        let key = AccountKey::of(&job);
+        match busy.get_mut(&key) {
+            Some(waiting) => {
+                waiting.push_back(job);
+                *parked += 1;
+            }
+            None => {
+                busy.insert(key, VecDeque::new());
+                self.start(job).await;
+            }
+        }
+    }
+
+    /// An account's row finished: start the next row parked behind it, or free the account.
+    async fn release(
+        &self,
+        busy: &mut HashMap<AccountKey, VecDeque<Job>>,
+        parked: &mut usize,
+        key: AccountKey,
+    ) {
+        match busy.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some(job) => {
+                *parked -= 1;
+                self.start(job).await;
+            }
+            None => {
+                busy.remove(&key);
             }
         }
     }
