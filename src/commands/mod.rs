@@ -1,0 +1,9 @@
+//! The subcommands, one module each, on top of the library's parts: `validate` (check and print
+//! the plan), `run` (the batch, with `prepare` for what happens before the first request:
+//! results path, resume checks, confirmation, dry run, credentials) and `completions`. `mock`
+//! lives in [`crate::mock`].
+
+pub mod completions;
+pub mod prepare;
+pub mod run;
+pub mod validate;
