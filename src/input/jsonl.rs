@@ -22,6 +22,7 @@ pub(crate) struct JsonlRows {
     carry_index: HashMap<String, usize>,
     /// Once fixed (second pass of a run), a key outside the list is an error rather than a new column.
     carry_fixed: bool,
+    field_cache: HashMap<String, Option<Field>>,
 }
 
 impl JsonlRows {
@@ -39,6 +40,7 @@ impl JsonlRows {
             carry_names: Vec::new(),
             carry_index: HashMap::new(),
             carry_fixed: false,
+            field_cache: HashMap::new(),
         }
     }
 
@@ -113,7 +115,7 @@ impl JsonlRows {
         let mut carry = vec![String::new(); self.carry_names.len()];
         let mut problems = Vec::new();
         for (key, value) in &object {
-            match Field::from_header(key) {
+            match self.field_of(key) {
                 Some(field) => match value {
                     _ if values[field as usize].is_some() || malformed[field as usize] => {
                         problems.push(format!("\"{}\" is given twice", field.name()));
@@ -162,6 +164,19 @@ impl JsonlRows {
             );
         }
         Err(error(problems.join("; ")))
+    }
+
+    /// [`Field::from_header`], remembered per key: folding a name allocates, and the same few
+    /// keys come on every line (the profile put this at a third of JSONL parsing).
+    fn field_of(&mut self, key: &str) -> Option<Field> {
+        if let Some(field) = self.field_cache.get(key) {
+            return *field;
+        }
+        let field = Field::from_header(key);
+        if self.field_cache.len() < MAX_CARRY_COLUMNS + 16 {
+            self.field_cache.insert(key.to_owned(), field);
+        }
+        field
     }
 
     fn carry_slot(&mut self, key: &str) -> Result<usize, String> {
