@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::assertion::{CertificateError, ClientCertificate};
-use super::client::{ClientError, check_service_url};
+use super::client::{ClientError, USER_AGENT, check_service_url};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The most ahead of expiry a token is renewed (azure-identity uses the same 5 minutes).
@@ -368,11 +368,7 @@ impl Tokens {
     ) -> Result<Tokens, AuthError> {
         let timeout = timeout.min(MAX_TOKEN_TIMEOUT);
         let http = reqwest::Client::builder()
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(USER_AGENT)
             // A redirect would carry the form (and the secret) somewhere else.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)

@@ -11,6 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use super::model::{Action, GraphErrorBody, InvokeActionRequest, InvokeActionResult, Provider};
 use crate::runner::retry::AttemptKind;
 
+/// `User-Agent` for every request the tool makes (Graph and the token endpoint): the tool and its
+/// version, so Microsoft's logs show who called.
+pub const USER_AGENT: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
 /// The namespace-qualified action segment Microsoft's metadata and SDKs use (SPEC section 1).
 pub const ACTION_SEGMENT: &str = "microsoft.graph.security.invokeAction";
 
@@ -179,11 +183,7 @@ impl GraphClient {
     ) -> Result<GraphClient, ClientError> {
         let root = check_service_url(root)?;
         let http = reqwest::Client::builder()
-            .user_agent(concat!(
-                env!("CARGO_PKG_NAME"),
-                "/",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(30)))
