@@ -98,9 +98,13 @@ impl Fixture {
         };
 
         let started = Instant::now();
-        let status = graph_remediate::run(*args, std::future::pending())
-            .await
-            .expect("run returns a status");
+        let status = graph_remediate::run(
+            graph_remediate::config::RunConfig::try_from(*args)
+                .expect("the flags make a configuration"),
+            std::future::pending(),
+        )
+        .await
+        .expect("run returns a status");
         let elapsed = started.elapsed();
 
         assert_eq!(

@@ -8,11 +8,17 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
-use crate::graph::client::ApiVersion;
+use anyhow::{Context as _, anyhow};
+
+use crate::config::{Confirm, InputConfig, Mode, OutputFiles, Pacing, Resume, RunConfig, Target};
+use crate::graph::auth::{CredentialSources, TokenEndpoint};
+use crate::graph::client::{ApiVersion, check_service_url};
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource};
 use crate::mock::MockArgs;
+use crate::output::progress::ProgressMode;
+use crate::retry::RetryPolicy;
 use crate::units::{Rate, parse_duration, parse_rate};
 
 /// Run Microsoft Defender for Identity response actions (disable, enable, forcePasswordReset,
@@ -287,9 +293,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Cloud::Global)]
     pub cloud: Cloud,
 
-    /// Graph API version.
-    #[arg(long, value_enum, default_value_t = ApiVersion::Beta)]
-    pub api_version: ApiVersion,
+    /// Graph API version. Default: v1.0 on the global cloud (and the mock), where the action is
+    /// generally available; beta on usgov and usgovdod, where only beta lists it.
+    #[arg(long, value_enum)]
+    pub api_version: Option<ApiVersion>,
 
     /// Graph service root instead of the cloud's (e.g. a mock). https, or http to loopback only.
     #[arg(long, value_name = "URL")]
@@ -352,6 +359,121 @@ pub struct RunArgs {
     pub authority_url: Option<String>,
 }
 
+impl TryFrom<RunArgs> for RunConfig {
+    type Error = anyhow::Error;
+
+    /// Turns `run`'s flags into the typed configuration: URLs checked, paths resolved, flags made
+    /// enums. Every error here is a usage error (exit 2), raised before any file is touched.
+    fn try_from(args: RunArgs) -> anyhow::Result<RunConfig> {
+        let source = args.input.source();
+        let target = if args.mock {
+            Target::Mock {
+                api_version: args.api_version.unwrap_or(ApiVersion::V1),
+            }
+        } else {
+            let cloud_root = args.cloud.graph_root().map_err(|e| anyhow!(e))?;
+            let root = match &args.graph_url {
+                Some(url) => check_service_url(url).context("--graph-url")?,
+                None => check_service_url(cloud_root)?,
+            };
+            let authority = match &args.authority_url {
+                Some(url) => url.clone(),
+                None => args.cloud.authority().map_err(|e| anyhow!(e))?.to_owned(),
+            };
+            TokenEndpoint::new(&authority, root.as_str())
+                .context("--authority-url (or AZURE_AUTHORITY_HOST)")?;
+            Target::Graph {
+                root,
+                authority,
+                api_version: args.api_version.unwrap_or(args.cloud.api_version()),
+                cloud: args.cloud,
+            }
+        };
+        let results = match (&args.output, &source) {
+            (Some(path), _) => path.clone(),
+            (None, InputSource::File(path)) => OutputFiles::default_results(path, args.mock),
+            (None, _) => {
+                return Err(anyhow!(
+                    "reading from standard input: name the results file with -o"
+                ));
+            }
+        };
+        let credentials = credential_sources(&args);
+        Ok(RunConfig {
+            input: InputConfig {
+                source,
+                options: args.input.options(),
+                unlisted: args.input.unlisted(),
+            },
+            target,
+            credentials,
+            pacing: Pacing {
+                rate: args.rate,
+                burst: args.burst,
+                concurrency: usize::from(args.concurrency),
+            },
+            retry: RetryPolicy {
+                max_retries: args.max_retries,
+                backoff_base: args.backoff_base,
+                max_wait: args.max_retry_wait,
+                ..RetryPolicy::default()
+            },
+            timeout: args.timeout,
+            files: OutputFiles {
+                results,
+                undo: args.undo_file,
+                summary_json: args.summary_json,
+            },
+            resume: if args.resume {
+                Resume::Continue {
+                    accept_changed_input: args.accept_changed_input,
+                }
+            } else {
+                Resume::Fresh
+            },
+            mode: if args.dry_run {
+                Mode::DryRun
+            } else {
+                Mode::Act
+            },
+            // A rehearsal never asks: nothing leaves the machine.
+            confirm: if args.yes || args.mock {
+                Confirm::Yes
+            } else {
+                Confirm::Ask
+            },
+            max_failures: args.max_failures,
+            progress: if args.no_progress {
+                ProgressMode::Off
+            } else {
+                ProgressMode::Auto
+            },
+            command_line: args.argv,
+        })
+    }
+}
+
+/// The credential sources given by flags and environment. Secrets come from the environment (or
+/// files), never from argv.
+fn credential_sources(args: &RunArgs) -> CredentialSources {
+    let env_secret = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+            .map(secrecy::SecretString::from)
+    };
+    CredentialSources {
+        access_token_file: args.access_token_file.clone(),
+        access_token: env_secret("GRAPH_ACCESS_TOKEN"),
+        certificate: args.certificate.clone(),
+        certificate_key: args.certificate_key.clone(),
+        client_secret_file: args.client_secret_file.clone(),
+        client_secret: env_secret("AZURE_CLIENT_SECRET"),
+        tenant_id: args.tenant_id.clone(),
+        client_id: args.client_id.clone(),
+    }
+}
+
 /// The national clouds of SPEC section 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Cloud {
@@ -378,6 +500,16 @@ impl Cloud {
                 "--cloud china: Microsoft does not offer the identityAccounts invokeAction in the China cloud (21Vianet); nothing was sent"
                     .to_owned(),
             ),
+        }
+    }
+
+    /// The API version used when `--api-version` is not given: v1.0 where Microsoft's v1.0
+    /// metadata lists the action (the global cloud, since 2025-11), beta where only beta lists it
+    /// (SPEC section 2).
+    pub fn api_version(self) -> ApiVersion {
+        match self {
+            Cloud::Global => ApiVersion::V1,
+            Cloud::UsGov | Cloud::UsGovDod | Cloud::China => ApiVersion::Beta,
         }
     }
 
@@ -451,7 +583,66 @@ mod tests {
         assert_eq!(args.max_retry_wait, Duration::from_secs(900));
         assert_eq!(args.timeout, Duration::from_secs(60));
         assert_eq!(args.cloud, Cloud::Global);
-        assert_eq!(args.api_version, ApiVersion::Beta);
+        assert_eq!(args.api_version, None);
+    }
+
+    fn config(args: &[&str]) -> RunConfig {
+        let mut argv = vec!["graph-remediate", "run", "a.csv"];
+        argv.extend_from_slice(args);
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("run expected");
+        };
+        RunConfig::try_from(*args).unwrap()
+    }
+
+    #[test]
+    fn issue_10_the_api_version_defaults_to_v1_on_global_and_beta_on_us_government() {
+        assert_eq!(config(&[]).target.api_version(), ApiVersion::V1);
+        assert_eq!(config(&["--mock"]).target.api_version(), ApiVersion::V1);
+        for cloud in ["usgov", "usgovdod"] {
+            assert_eq!(
+                config(&["--cloud", cloud]).target.api_version(),
+                ApiVersion::Beta,
+                "{cloud}"
+            );
+        }
+        assert_eq!(
+            config(&["--cloud", "usgov", "--api-version", "v1.0"])
+                .target
+                .api_version(),
+            ApiVersion::V1
+        );
+    }
+
+    #[test]
+    fn issue_10_a_rehearsal_has_a_results_file_of_its_own() {
+        assert_eq!(
+            config(&[]).files.results,
+            std::path::Path::new("a.results.jsonl")
+        );
+        assert_eq!(
+            config(&["--mock"]).files.results,
+            std::path::Path::new("a.rehearsal.jsonl")
+        );
+    }
+
+    #[test]
+    fn issue_10_bad_urls_are_usage_errors_even_for_a_dry_run() {
+        let Command::Run(args) = Cli::try_parse_from([
+            "graph-remediate",
+            "run",
+            "a.csv",
+            "--dry-run",
+            "--graph-url",
+            "http://graph.example.com",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("run expected");
+        };
+        let error = RunConfig::try_from(*args).unwrap_err().to_string();
+        assert!(error.contains("--graph-url"), "{error}");
     }
 
     #[test]

@@ -6,12 +6,15 @@
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod graph;
 pub mod input;
 pub mod logging;
 pub mod mock;
 pub mod output;
+pub mod retry;
 pub mod runner;
+pub mod sanitize;
 pub mod units;
 
 use std::future::Future;
@@ -65,6 +68,14 @@ impl Fatal {
             error,
         })
     }
+
+    /// The first Ctrl-C or SIGTERM came before anything was sent.
+    pub(crate) fn interrupted(error: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(Fatal {
+            status: ExitStatus::Interrupted,
+            error,
+        })
+    }
 }
 
 /// Runs one subcommand to completion. `shutdown` resolves on the first Ctrl-C or SIGTERM.
@@ -74,7 +85,7 @@ pub async fn execute(
 ) -> anyhow::Result<ExitStatus> {
     match command {
         Command::Validate(args) => commands::validate::validate(&args),
-        Command::Run(args) => run(*args, shutdown).await,
+        Command::Run(args) => run(config::RunConfig::try_from(*args)?, shutdown).await,
         Command::Mock(args) => {
             mock::run_cli(args, shutdown).await?;
             Ok(ExitStatus::Success)

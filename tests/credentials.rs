@@ -114,9 +114,13 @@ async fn run(args: &[&str]) -> ExitStatus {
     let Command::Run(run_args) = cli.command else {
         panic!("not a run");
     };
-    graph_remediate::run(*run_args, std::future::pending())
-        .await
-        .expect("run returns a status")
+    graph_remediate::run(
+        graph_remediate::config::RunConfig::try_from(*run_args)
+            .expect("the flags make a configuration"),
+        std::future::pending(),
+    )
+    .await
+    .expect("run returns a status")
 }
 
 fn text(output: &Output) -> (String, String) {

@@ -185,7 +185,7 @@ async fn a_second_run_on_the_same_results_file_is_refused_naming_the_lock() {
     let mock = MockServer::start(mock_config()).await.unwrap();
     let input = write_csv(dir.path(), "input.csv", &plain_rows(3));
     let output = dir.path().join("results.jsonl");
-    let (_lock, _) = graph_remediate::output::lock::RunLock::acquire(&output).unwrap();
+    let _claim = graph_remediate::output::lock::RunLock::claim(&output).unwrap();
     let started = Instant::now();
     let out = binary(dir.path(), &input, &output, &mock.base_url(), &["--yes"])
         .output()
@@ -350,12 +350,23 @@ async fn an_existing_results_file_needs_resume() {
     let mock = MockServer::start(mock_config()).await.unwrap();
     let input = write_csv(dir.path(), "input.csv", &plain_rows(2));
     let output = dir.path().join("results.jsonl");
-    std::fs::write(&output, "").unwrap();
+    let earlier = "{\"row\":2,\"status\":\"failed\"}\n";
+    std::fs::write(&output, earlier).unwrap();
     let out = binary(dir.path(), &input, &output, &mock.base_url(), &["--yes"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Pass --resume"));
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), earlier);
+    assert_eq!(mock.stats().graph_requests, 0);
+
+    // An empty file holds nothing to lose (a start that failed may leave one): it is taken over.
+    std::fs::write(&output, "").unwrap();
+    let out = binary(dir.path(), &input, &output, &mock.base_url(), &["--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(read_jsonl(&output).len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,7 +115,7 @@ async fn a_429_without_retry_after_backs_off_and_retries() {
     use wiremock::{Mock, MockServer as Wire, ResponseTemplate};
     let server = Wire::start().await;
     Mock::given(method("POST"))
-        .and(path_regex("/beta/security/identities/identityAccounts/.*/microsoft.graph.security.invokeAction"))
+        .and(path_regex("/v1.0/security/identities/identityAccounts/.*/microsoft.graph.security.invokeAction"))
         .respond_with(ResponseTemplate::new(429).set_body_json(serde_json::json!({"error": {"code": "TooManyRequests", "message": "Please retry again later."}})))
         .up_to_n_times(1)
         .with_priority(1)
@@ -278,7 +278,7 @@ async fn retries_stop_at_max_retries_and_the_row_fails() {
 }
 
 #[tokio::test]
-async fn a_retry_after_beyond_max_retry_wait_fails_the_row() {
+async fn a_retry_after_beyond_max_retry_wait_fails_the_row_and_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let mock = MockServer::start(mock_config(dir.path())).await.unwrap();
     let rows = vec!["http429-a,00u1,disable,okta,INC-1".to_owned()];
@@ -290,7 +290,9 @@ async fn a_retry_after_beyond_max_retry_wait_fails_the_row() {
     )
     .await;
     mock.shutdown().await;
-    assert_eq!(status, ExitStatus::RowsFailed);
+    // Every other row would have to wait past the bound too: the run stops (exit 4).
+    assert_eq!(status, ExitStatus::StoppedEarly);
+    assert_eq!(records[0]["status"], "failed");
     assert_eq!(records[0]["attempts"], 1);
     assert!(
         records[0]["errorMessage"]

@@ -226,12 +226,12 @@ fn opposing_actions_on_one_account_warn_naming_both_lines() {
         "identityAccountId,accountId,action,identityProvider\n\
          a1,S-1,disable,activeDirectory\n\
          b2,S-2,disable,activeDirectory\n\
-         A1,s-1,enable,activeDirectory\n",
+         a1,S-1,enable,activeDirectory\n",
     )
     .unwrap();
     validate(&[path.to_str().unwrap()])
         .success()
-        .stdout(contains(":4: account \"A1\" (s-1) gets enable here and disable on line 2; they will run in file order"));
+        .stdout(contains(":4: account \"a1\" (S-1) gets enable here and disable on line 2; they will run in file order"));
 }
 
 #[test]

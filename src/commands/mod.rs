@@ -4,6 +4,7 @@
 //! lives in [`crate::mock`].
 
 pub mod completions;
+pub mod finish;
 pub mod prepare;
 pub mod run;
 pub mod validate;

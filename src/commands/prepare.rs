@@ -1,22 +1,278 @@
-//! What `run` settles before the first request: where the results go, whether an earlier run may
-//! be resumed, the user's confirmation, `--dry-run`, and which credentials to use.
+//! What `run` settles before the first request: that its files are distinct and writable, the
+//! input (spooled when it can be read only once), the results file claimed and locked, whether an
+//! earlier run's results may be continued or replaced, the input check, the user's confirmation,
+//! `--dry-run`, and the credentials. Every error here means nothing was sent.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
-use secrecy::SecretString;
+use anyhow::{Context, anyhow, bail};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::cli::{LogFormat, RunArgs};
-use crate::graph::auth::{CredentialSources, TokenEndpoint, Tokens};
+use crate::cli::LogFormat;
+use crate::config::{Confirm, InputConfig, OutputFiles, Resume, RunConfig, Target};
+use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::input::InputSource;
 use crate::input::plan::Plan;
-use crate::logging;
-use crate::output::lock::RunState;
-use crate::output::resume::Prior;
-use crate::{Fatal, output};
+use crate::output::journal::InflightLog;
+use crate::output::lock::{self, Claim, LockError, RunLock, RunState};
+use crate::output::paths::{self, NamedPath};
+use crate::output::resume::{self, Prior};
+use crate::{Fatal, logging, output};
+
+use super::validate::check_input_against;
+
+/// Refuses, before any file is touched, a run whose files are not distinct or whose output
+/// directories do not exist (issue 10).
+pub(super) fn check_files(config: &RunConfig) -> anyhow::Result<()> {
+    let files = &config.files;
+    let lock = RunLock::path_for(&files.results);
+    let inflight = InflightLog::path_for(&files.results);
+    let mut writes = vec![
+        NamedPath {
+            role: "results file",
+            path: &files.results,
+        },
+        NamedPath {
+            role: "lock file",
+            path: &lock,
+        },
+        NamedPath {
+            role: "in-flight log",
+            path: &inflight,
+        },
+    ];
+    if let Some(path) = &files.undo {
+        writes.push(NamedPath {
+            role: "undo file (--undo-file)",
+            path,
+        });
+    }
+    if let Some(path) = &files.summary_json {
+        writes.push(NamedPath {
+            role: "summary file (--summary-json)",
+            path,
+        });
+    }
+    let reads: Vec<NamedPath<'_>> = match &config.input.source {
+        InputSource::File(path) => vec![NamedPath {
+            role: "input",
+            path,
+        }],
+        _ => Vec::new(),
+    };
+    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))
+}
+
+/// Runs blocking `work` (reading a pipe, asking on the terminal, checking a large input) unless
+/// the first Ctrl-C or SIGTERM comes first; then the run ends at once with exit 130.
+pub(super) async fn unless_interrupted<T: Send + 'static>(
+    interrupt: &CancellationToken,
+    what: &'static str,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let task = tokio::task::spawn_blocking(work);
+    tokio::select! {
+        biased;
+        () = interrupt.cancelled() => Err(Fatal::interrupted(anyhow!("interrupted while {what}; nothing was sent"))),
+        joined = task => joined.with_context(|| format!("{what} stopped unexpectedly"))?,
+    }
+}
+
+/// The input, as the run reads it (twice: check, then act).
+pub(super) struct Input {
+    pub(super) config: InputConfig,
+    /// The private copy of an input that can be read only once; removed when dropped.
+    _spool: Option<tempfile::NamedTempFile>,
+}
+
+/// Standard input, a named pipe or a process substitution (`<(...)`) can be read only once, and
+/// the run reads its input twice, so such input is first copied to a private temporary file.
+/// Opening a pipe waits for its writer, so this honours the first signal (issue 10).
+pub(super) async fn read_input(
+    config: &InputConfig,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<Input> {
+    let (name, path) = match &config.source {
+        InputSource::File(path) => {
+            let metadata = std::fs::metadata(path)
+                .with_context(|| format!("{}: cannot read", path.display()))?;
+            if metadata.is_file() {
+                return Ok(Input {
+                    config: config.clone(),
+                    _spool: None,
+                });
+            }
+            if metadata.is_dir() {
+                bail!("{}: is a directory, not a spreadsheet", path.display());
+            }
+            (path.display().to_string(), Some(path.clone()))
+        }
+        InputSource::Stdin => ("<stdin>".to_owned(), None),
+        InputSource::Spooled { .. } => {
+            return Ok(Input {
+                config: config.clone(),
+                _spool: None,
+            });
+        }
+    };
+    let spool = unless_interrupted(interrupt, "reading the input", move || {
+        let mut file = tempfile::NamedTempFile::new()
+            .context("cannot create a temporary file for the input")?;
+        match &path {
+            Some(path) => {
+                let mut source = std::fs::File::open(path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?;
+                std::io::copy(&mut source, &mut file)
+                    .with_context(|| format!("{}: cannot read", path.display()))?;
+            }
+            None => {
+                std::io::copy(&mut std::io::stdin().lock(), &mut file)
+                    .context("cannot read standard input")?;
+            }
+        }
+        Ok(file)
+    })
+    .await?;
+    Ok(Input {
+        config: InputConfig {
+            source: InputSource::Spooled {
+                path: spool.path().to_path_buf(),
+                name,
+            },
+            ..config.clone()
+        },
+        _spool: Some(spool),
+    })
+}
+
+/// Takes the run's lock and the results file. Another run holding them stops this one
+/// (exit 4); a lock that cannot be taken at all (a missing or read-only directory) is a usage
+/// error (exit 2): nothing was sent either way.
+pub(super) fn claim_results(files: &OutputFiles) -> anyhow::Result<Claim> {
+    RunLock::claim(&files.results).map_err(|error| match error {
+        LockError::Busy { .. } | LockError::BusyElsewhere { .. } => Fatal::stopped(error.into()),
+        LockError::Io { .. } => anyhow::Error::new(error).context("nothing was sent"),
+    })
+}
+
+/// Removes the results file this run created if the run ends before its first request, so that a
+/// failed start never leaves an empty file that blocks the next run (issue 10).
+pub(super) struct CreatedResults<'a> {
+    path: &'a Path,
+    remove: bool,
+}
+
+impl<'a> CreatedResults<'a> {
+    pub(super) fn new(path: &'a Path, created: bool) -> CreatedResults<'a> {
+        CreatedResults {
+            path,
+            remove: created,
+        }
+    }
+
+    /// The first request is about to leave: the file is the run's record from now on.
+    pub(super) fn keep(&mut self) {
+        self.remove = false;
+    }
+}
+
+impl Drop for CreatedResults<'_> {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
+/// What an earlier run left in the results file, when this run may continue it; `None` for a
+/// new file. A rehearsal never continues, replaces or stands in for a real run's results, and
+/// results are never continued against another endpoint (issue 10).
+pub(super) async fn earlier_results(
+    config: &RunConfig,
+    claim: &Claim,
+) -> anyhow::Result<Option<Arc<Prior>>> {
+    if !claim.had_results {
+        return Ok(None);
+    }
+    let results = &config.files.results;
+    let rehearsal = config.target.is_rehearsal();
+    let previous = claim.previous.as_ref();
+    let Resume::Continue { .. } = config.resume else {
+        if rehearsal && previous.is_some_and(RunState::is_rehearsal) {
+            // An earlier rehearsal of the same batch: rehearsing again replaces it.
+            return Ok(None);
+        }
+        if rehearsal {
+            bail!(
+                "{} holds results that are not a rehearsal's (a real run's, or of unknown origin); a rehearsal never writes over them. Leave out -o (a rehearsal writes <input>.rehearsal.jsonl) or choose another file. Nothing was sent",
+                results.display()
+            );
+        }
+        bail!(
+            "{} already holds an earlier run's results. Pass --resume to continue that run (rows that succeeded are skipped), or choose another file with -o. Nothing was sent",
+            results.display()
+        );
+    };
+    let endpoint = config.target.endpoint();
+    match previous.and_then(|state| state.endpoint.as_deref()) {
+        Some(earlier) if earlier != endpoint => {
+            let what = if earlier == lock::MOCK_ENDPOINT {
+                "a rehearsal against the built-in mock; a rehearsal's results never count for a real run"
+                    .to_owned()
+            } else {
+                format!("a run against {earlier}")
+            };
+            bail!(
+                "{} holds the results of {what}, and this run would send to {}. Resume only against the endpoint the results came from, or run into another file with -o. Nothing was sent",
+                results.display(),
+                if rehearsal {
+                    lock::MOCK_ENDPOINT
+                } else {
+                    endpoint.as_str()
+                }
+            );
+        }
+        Some(_) => {}
+        None if rehearsal => bail!(
+            "cannot tell where the results in {} were sent (the run state beside them is missing); a rehearsal never continues them. Leave out -o, or choose another file. Nothing was sent",
+            results.display()
+        ),
+        None => {
+            warn!(results = %results.display(), "no record of where the earlier results were sent (the lock file beside them is missing or older); continuing them against this endpoint")
+        }
+    }
+    let path = results.clone();
+    let prior = tokio::task::spawn_blocking(move || resume::scan(&path))
+        .await
+        .context("reading the earlier results stopped unexpectedly")??;
+    Ok(Some(Arc::new(prior)))
+}
+
+/// Every row checked before the first request leaves: the plan, and the input's fingerprint for
+/// the run state.
+pub(super) async fn check_input(
+    input: &Input,
+    prior: Option<Arc<Prior>>,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<(Plan, String)> {
+    let config = input.config.clone();
+    unless_interrupted(interrupt, "checking the input", move || {
+        let done = prior.as_deref().map(|p| &p.succeeded);
+        let plan = check_input_against(&config.source, &config.options, config.unlisted, done)?;
+        let fingerprint = match &config.source {
+            InputSource::File(path) | InputSource::Spooled { path, .. } => {
+                lock::fingerprint(path).context("cannot read the input")?
+            }
+            InputSource::Stdin => String::new(),
+        };
+        Ok((plan, fingerprint))
+    })
+    .await
+}
 
 /// Tells why nothing was sent: every bad row (the first 50), as text or as JSON log lines.
 pub(super) fn report_bad_rows(plan: &Plan) {
@@ -42,23 +298,30 @@ pub(super) fn report_bad_rows(plan: &Plan) {
 }
 
 /// Refuses to resume onto results written for another input, unless the user says so.
-pub(super) fn check_resumable(
-    args: &RunArgs,
-    output: &Path,
-    prior: &Prior,
+pub(super) async fn check_resumable(
+    config: &RunConfig,
     previous: Option<&RunState>,
     fingerprint: &str,
+    interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let output = &config.files.results;
     let Some(previous) = previous else {
         warn!(results = %output.display(), "no record of the input the earlier run used (its lock file is gone); cannot tell whether the input changed");
         return Ok(());
     };
-    if previous.input_fingerprint == fingerprint || args.accept_changed_input {
-        if previous.input_fingerprint != fingerprint {
-            warn!(
-                "the input changed since the results were written; continuing because of --accept-changed-input"
-            );
+    let accept = matches!(
+        config.resume,
+        Resume::Continue {
+            accept_changed_input: true
         }
+    );
+    if previous.input_fingerprint == fingerprint {
+        return Ok(());
+    }
+    if accept {
+        warn!(
+            "the input changed since the results were written; continuing because of --accept-changed-input"
+        );
         return Ok(());
     }
     let message = format!(
@@ -69,34 +332,43 @@ pub(super) fn check_resumable(
     );
     if is_interactive() {
         eprintln!("graph-remediate: {message}.");
-        if ask("Resume anyway? [y/N] ")? {
+        if unless_interrupted(interrupt, "waiting for an answer", || {
+            ask("Resume anyway? [y/N] ")
+        })
+        .await?
+        {
             return Ok(());
         }
-        return Err(anyhow!("not resumed; nothing was sent"));
+        bail!("not resumed; nothing was sent");
     }
-    let _ = prior;
-    Err(anyhow!(
-        "{message}; pass --accept-changed-input to resume anyway. Nothing was sent"
-    ))
+    bail!("{message}; pass --accept-changed-input to resume anyway. Nothing was sent")
 }
 
 /// Before sending: on a terminal, show the plan and ask; elsewhere, demand `--yes`.
-pub(super) fn confirm(plan: &Plan) -> anyhow::Result<()> {
+pub(super) async fn confirm(
+    config: &RunConfig,
+    plan: &Plan,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<()> {
+    if config.confirm == Confirm::Yes {
+        return Ok(());
+    }
     let to_send = plan.actions - plan.already_succeeded;
     if !is_interactive() {
-        return Err(anyhow!(
+        bail!(
             "not on a terminal, so there is no one to confirm {to_send} actions on {} accounts; add --yes to send them (see the plan with --dry-run). Nothing was sent",
             plan.accounts
-        ));
+        );
     }
     eprint!("{}", output::plan::render_text(plan));
-    if ask(&format!(
+    let question = format!(
         "Proceed with {to_send} actions on {} accounts? [y/N] ",
         plan.accounts
-    ))? {
+    );
+    if unless_interrupted(interrupt, "waiting for an answer", move || ask(&question)).await? {
         Ok(())
     } else {
-        Err(anyhow!("not confirmed; nothing was sent"))
+        bail!("not confirmed; nothing was sent")
     }
 }
 
@@ -106,7 +378,7 @@ pub(super) fn is_interactive() -> bool {
 }
 
 /// Asks a yes/no question on the terminal; only `y` or `yes` is yes.
-pub(super) fn ask(question: &str) -> anyhow::Result<bool> {
+fn ask(question: &str) -> anyhow::Result<bool> {
     eprint!("{question}");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
@@ -120,38 +392,43 @@ pub(super) fn ask(question: &str) -> anyhow::Result<bool> {
 }
 
 /// `--dry-run`: the plan, the resolved settings and the expected duration.
-pub(super) fn print_dry_run(args: &RunArgs, plan: &Plan, output: &Path) {
+pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     use std::fmt::Write as _;
     let to_send = plan.actions - plan.already_succeeded;
-    let graph = match (&args.graph_url, args.mock) {
-        (Some(url), _) => url.clone(),
-        (None, true) => "the built-in mock".to_owned(),
-        (None, false) => args.cloud.graph_root().unwrap_or_default().to_owned(),
+    let (graph, cloud) = match &config.target {
+        Target::Graph { root, cloud, .. } => (
+            root.as_str().trim_end_matches('/').to_owned(),
+            format!("{cloud:?}"),
+        ),
+        Target::Mock { .. } => (
+            "the built-in mock".to_owned(),
+            "none (rehearsal)".to_owned(),
+        ),
     };
-    let seconds = to_send as f64 / args.rate.per_second_f64();
+    let pacing = &config.pacing;
+    let seconds = to_send as f64 / pacing.rate.per_second_f64();
     let mut text = output::plan::render_text(plan);
     let _ = writeln!(text);
     let _ = writeln!(text, "Dry run: nothing was sent. The run would use:");
     let _ = writeln!(
         text,
-        "  endpoint      {}/{}/security/identities/identityAccounts/{{id}}/microsoft.graph.security.invokeAction",
-        graph.trim_end_matches('/'),
-        args.api_version.as_str()
+        "  endpoint      {graph}/{}/security/identities/identityAccounts/{{id}}/microsoft.graph.security.invokeAction",
+        config.target.api_version().as_str()
     );
-    let _ = writeln!(text, "  cloud         {:?}", args.cloud);
-    let _ = writeln!(text, "  credentials   {}", credential_source(args));
+    let _ = writeln!(text, "  cloud         {cloud}");
+    let _ = writeln!(text, "  credentials   {}", credential_source(config));
     let _ = writeln!(
         text,
         "  rate          {} (burst {}), concurrency {}",
-        args.rate, args.burst, args.concurrency
+        pacing.rate, pacing.burst, pacing.concurrency
     );
     let _ = writeln!(
         text,
         "  retries       up to {} per row, waiting at most {} per row",
-        args.max_retries,
-        humantime::format_duration(args.max_retry_wait)
+        config.retry.max_retries,
+        humantime::format_duration(config.retry.max_wait)
     );
-    let _ = writeln!(text, "  results       {}", output.display());
+    let _ = writeln!(text, "  results       {}", config.files.results.display());
     if plan.already_succeeded > 0 {
         let _ = writeln!(
             text,
@@ -163,105 +440,50 @@ pub(super) fn print_dry_run(args: &RunArgs, plan: &Plan, output: &Path) {
         text,
         "  expected      {to_send} requests take at least {} at {} (more if Graph throttles)",
         humantime::format_duration(Duration::from_secs(seconds.ceil() as u64)),
-        args.rate
+        pacing.rate
     );
     print!("{text}");
 }
 
-/// The run's credentials (SPEC section 2), from the flags and the environment, for the Graph at
-/// `graph_root`. Bad URLs are usage errors (exit 2); missing or unreadable credentials stop the
-/// run before anything is sent (exit 4).
-pub(super) fn credentials(args: &RunArgs, graph_root: &str) -> anyhow::Result<Tokens> {
-    let cloud_authority = args.cloud.authority().map_err(|e| anyhow!(e))?;
-    let authority = args.authority_url.as_deref().unwrap_or(cloud_authority);
-    let endpoint = TokenEndpoint::new(authority, graph_root)
+/// The run's credentials (SPEC section 2) for a Graph target. Missing or unreadable credentials
+/// stop the run before anything is sent (exit 4).
+pub(super) fn credentials(config: &RunConfig) -> anyhow::Result<Tokens> {
+    let Target::Graph {
+        root,
+        authority,
+        cloud,
+        ..
+    } = &config.target
+    else {
+        bail!("the built-in mock signs in by itself");
+    };
+    let endpoint = TokenEndpoint::new(authority, root.as_str())
         .context("--authority-url (or AZURE_AUTHORITY_HOST)")?;
-    if args.graph_url.is_none() {
-        let cloud = TokenEndpoint::new(cloud_authority, graph_root)?;
-        if endpoint.authority() != cloud.authority() {
+    if let (Ok(cloud_root), Ok(cloud_authority)) = (cloud.graph_root(), cloud.authority())
+        && root.as_str().trim_end_matches('/') == cloud_root
+    {
+        let expected = TokenEndpoint::new(cloud_authority, cloud_root)?;
+        if endpoint.authority() != expected.authority() {
             warn!(
                 authority = endpoint.authority(),
-                cloud_authority = cloud.authority(),
+                cloud_authority = expected.authority(),
                 "--authority-url (or AZURE_AUTHORITY_HOST) is not the --cloud's sign-in authority; Graph refuses tokens from another cloud"
             );
         }
     }
-    Tokens::from_sources(credential_sources(args), &endpoint, args.timeout).map_err(|error| {
+    Tokens::from_sources(config.credentials.clone(), &endpoint, config.timeout).map_err(|error| {
         Fatal::stopped(anyhow::Error::new(error).context("no usable credentials; nothing was sent"))
     })
 }
 
-/// The credential sources given by flags and environment. Secrets come from the environment (or
-/// files), never from argv.
-pub(super) fn credential_sources(args: &RunArgs) -> CredentialSources {
-    let env_secret = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .filter(|value| !value.trim().is_empty())
-            .map(SecretString::from)
-    };
-    CredentialSources {
-        access_token_file: args.access_token_file.clone(),
-        access_token: env_secret("GRAPH_ACCESS_TOKEN"),
-        certificate: args.certificate.clone(),
-        certificate_key: args.certificate_key.clone(),
-        client_secret_file: args.client_secret_file.clone(),
-        client_secret: env_secret("AZURE_CLIENT_SECRET"),
-        tenant_id: args.tenant_id.clone(),
-        client_id: args.client_id.clone(),
-    }
-}
-
 /// Which credential the run would use, without reading it: for `--dry-run`.
-pub(super) fn credential_source(args: &RunArgs) -> String {
-    if args.mock {
+fn credential_source(config: &RunConfig) -> String {
+    if config.target.is_rehearsal() {
         return "the built-in mock's token endpoint (no credentials needed)".to_owned();
     }
-    match credential_sources(args).given().first() {
+    match config.credentials.given().first() {
         Some(kind) => kind.describe().to_owned(),
         None => "none found (the run would stop: see --help for the ways to give credentials)"
             .to_owned(),
     }
-}
-
-/// `-o`, or `<input stem>.results.jsonl` beside the input.
-pub(super) fn results_path(output: Option<&Path>, source: &InputSource) -> anyhow::Result<PathBuf> {
-    if let Some(path) = output {
-        return Ok(path.to_path_buf());
-    }
-    match source {
-        InputSource::File(path) => {
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("input");
-            Ok(path.with_file_name(format!("{stem}.results.jsonl")))
-        }
-        InputSource::Stdin | InputSource::Spooled { .. } => Err(anyhow!(
-            "reading from standard input: name the results file with -o"
-        )),
-    }
-}
-
-/// Standard input can be read only once, and the run reads its input twice (check, then act),
-/// so stdin is first copied to a private temporary file.
-pub(super) struct Spooled {
-    pub(super) source: InputSource,
-    _file: Option<tempfile::NamedTempFile>,
-}
-
-pub(super) fn spool_stdin(source: InputSource) -> anyhow::Result<Spooled> {
-    if source != InputSource::Stdin {
-        return Ok(Spooled {
-            source,
-            _file: None,
-        });
-    }
-    let mut file = tempfile::NamedTempFile::new()
-        .context("cannot create a temporary file for standard input")?;
-    std::io::copy(&mut std::io::stdin().lock(), &mut file).context("cannot read standard input")?;
-    Ok(Spooled {
-        source: InputSource::Spooled {
-            path: file.path().to_path_buf(),
-            name: "<stdin>".to_owned(),
-        },
-        _file: Some(file),
-    })
 }

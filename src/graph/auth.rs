@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 
 use super::assertion::{CertificateError, ClientCertificate};
 use super::client::{ClientError, USER_AGENT, check_service_url};
+use crate::sanitize::{printable_owned, redact};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The most ahead of expiry a token is renewed (azure-identity uses the same 5 minutes).
@@ -45,6 +46,9 @@ const MAX_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_QUOTED_BODY: usize = 300;
 /// A ready token that expires sooner than this gets a warning.
 const READY_TOKEN_WARNING: Duration = Duration::from_secs(15 * 60);
+/// The longest lifetime believed of an issued token (Entra's are 60-90 minutes); a larger
+/// `expires_in` is read as this, so no clock arithmetic can overflow (issue 10).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Why no token could be had. Messages never hold a secret, and say what to do next.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,6 +78,13 @@ pub enum AuthError {
     },
     #[error("the {what} is empty")]
     Empty { what: &'static str },
+    #[error(
+        "the {what} holds {found}, which cannot be sent in an HTTP header; it must hold the token alone, on one line"
+    )]
+    Unsendable {
+        what: &'static str,
+        found: &'static str,
+    },
     #[error(transparent)]
     Certificate(#[from] CertificateError),
     #[error(
@@ -119,7 +130,7 @@ pub enum AuthError {
 
 /// What the run was given, before any file is read. Env values are passed in (not read here) so
 /// that tests and the caller decide where they come from.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CredentialSources {
     /// `--access-token-file`
     pub access_token_file: Option<PathBuf>,
@@ -341,6 +352,14 @@ impl Tokens {
         if text.is_empty() {
             return Err(AuthError::Empty {
                 what: "ready access token",
+            });
+        }
+        // Caught here, before anything is sent: otherwise every row would fail to build its
+        // request and be retried as if the network were down (issue 10).
+        if let Some(found) = unsendable(text) {
+            return Err(AuthError::Unsendable {
+                what: "ready access token",
+                found,
             });
         }
         match ready_token_expiry(text).map(|exp| (exp.duration_since(now), now.duration_since(exp)))
@@ -761,7 +780,8 @@ fn ready_token_expiry(token: &str) -> Option<SystemTime> {
     let claims = URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
     let exp = claims.get("exp")?.as_u64()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp))
+    // An absurd `exp` (u64::MAX) is as good as "no expiry we can tell" (issue 10).
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))
 }
 
 /// A successful token response: the token and its lifetime.
@@ -780,6 +800,9 @@ fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
         .ok_or_else(|| "no access_token".to_owned())?;
     let token = SecretString::from(text.trim());
     text.zeroize();
+    if let Some(found) = unsendable(token.expose_secret()) {
+        return Err(format!("the access_token holds {found}"));
+    }
     // A number in v2.0 responses, a string in some older ones.
     let seconds = match &issued.expires_in {
         Some(serde_json::Value::Number(n)) => n.as_u64(),
@@ -789,8 +812,21 @@ fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
     let lifetime = seconds
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_LIFETIME)
-        .max(Duration::from_secs(1));
+        .clamp(Duration::from_secs(1), MAX_LIFETIME);
     Ok((token, lifetime))
+}
+
+/// What in a token would keep it out of an `Authorization` header: anything but visible ASCII.
+fn unsendable(token: &str) -> Option<&'static str> {
+    token
+        .chars()
+        .find(|c| !c.is_ascii_graphic())
+        .map(|c| match c {
+            '\r' | '\n' => "a line break",
+            ' ' | '\t' => "a space",
+            c if c.is_control() => "a control character",
+            _ => "a character outside ASCII",
+        })
 }
 
 /// Entra's error body (research/graph.md section 4): `{error, error_description, error_codes,
@@ -892,13 +928,10 @@ fn hint(code: Option<u64>) -> String {
     }
 }
 
-/// Removes what was sent from text that came back, in case a server echoes it.
+/// Text that came back from the token endpoint, made safe to print: what was sent scrubbed out
+/// in whatever encoding it was echoed in, and control characters escaped.
 fn scrub(text: &str, sent_secret: &str) -> String {
-    if sent_secret.len() >= 4 && text.contains(sent_secret) {
-        text.replace(sent_secret, "[redacted]")
-    } else {
-        text.to_owned()
-    }
+    printable_owned(&redact(text, sent_secret))
 }
 
 /// reqwest's message and its causes ("error sending request" alone says little).
@@ -1113,6 +1146,45 @@ mod tests {
             Tokens::ready(SourceKind::TokenEnv, &SecretString::from(" \n"), now),
             Err(AuthError::Empty { .. })
         ));
+    }
+
+    #[test]
+    fn issue_10_huge_lifetimes_and_expiries_do_not_overflow() {
+        let (_, lifetime) = parse_issued(
+            format!(r#"{{"expires_in":{},"access_token":"at"}}"#, u64::MAX).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(lifetime, MAX_LIFETIME);
+        // The cache's arithmetic takes it.
+        let cached = Cached::new(SecretString::from("at"), lifetime, Instant::now());
+        assert!(cached.renew_at < cached.usable_until);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        assert!(
+            Tokens::ready(
+                SourceKind::TokenEnv,
+                &SecretString::from(jwt_with_exp(u64::MAX)),
+                now
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn issue_10_a_token_with_a_line_break_is_refused_before_anything_is_sent() {
+        let now = SystemTime::UNIX_EPOCH;
+        for (token, found) in [
+            ("abc\r\ndef", "a line break"),
+            ("abc def", "a space"),
+            ("abc\u{7}def", "a control character"),
+            ("abcé", "a character outside ASCII"),
+        ] {
+            let error = Tokens::ready(SourceKind::TokenFile, &SecretString::from(token), now)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(found), "{token:?}: {error}");
+            assert!(!error.contains("abc"), "the token is not echoed: {error}");
+        }
+        assert!(parse_issued(br#"{"access_token":"a\r\nb"}"#).is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::model::{Action, GraphErrorBody, InvokeActionRequest, InvokeActionResult, Provider};
-use crate::runner::retry::AttemptKind;
+use crate::retry::AttemptKind;
+use crate::sanitize::{printable, printable_owned, redact};
 
 /// `User-Agent` for every request the tool makes (Graph and the token endpoint): the tool and its
 /// version, so Microsoft's logs show who called.
@@ -92,6 +93,10 @@ pub enum GraphError {
     Timeout(Duration),
     #[error("connection failed: {0}")]
     Connection(String),
+    /// The request could not be built or was refused before it left (a token that cannot go in
+    /// a header, an id that would change the path): retrying cannot help.
+    #[error("not sent: {0}")]
+    Unsendable(String),
 }
 
 impl GraphError {
@@ -108,6 +113,7 @@ impl GraphError {
             },
             GraphError::Timeout(_) => AttemptKind::Timeout,
             GraphError::Connection(_) => AttemptKind::Connection,
+            GraphError::Unsendable(_) => AttemptKind::Unsendable,
         }
     }
 
@@ -115,7 +121,7 @@ impl GraphError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             GraphError::Status { status, .. } => Some(*status),
-            GraphError::Timeout(_) | GraphError::Connection(_) => None,
+            GraphError::Timeout(_) | GraphError::Connection(_) | GraphError::Unsendable(_) => None,
         }
     }
 
@@ -123,7 +129,7 @@ impl GraphError {
     pub fn request_id(&self) -> Option<&str> {
         match self {
             GraphError::Status { ids, .. } => ids.request_id.as_deref(),
-            GraphError::Timeout(_) | GraphError::Connection(_) => None,
+            GraphError::Timeout(_) | GraphError::Connection(_) | GraphError::Unsendable(_) => None,
         }
     }
 }
@@ -138,7 +144,7 @@ pub enum ClientError {
     )]
     InsecureUrl(String),
     #[error("cannot build the HTTP client: {0}")]
-    Build(#[from] reqwest::Error),
+    Build(String),
 }
 
 /// Checks a service root: https anywhere, plain http only to loopback.
@@ -194,7 +200,8 @@ impl GraphClient {
             // the server is closing (hyper#2136: an ambiguous failure for a POST).
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
-            .build()?;
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
         let accounts_path = format!(
             "{}/{}/security/identities/identityAccounts/",
             root.path().trim_end_matches('/'),
@@ -210,8 +217,10 @@ impl GraphClient {
 
     /// The full action URL for one identity account, its id percent-encoded. Built from the
     /// parsed root by setting only the path: parsing a whole URL string per request showed in
-    /// the profile.
-    pub fn url_for(&self, identity_account_id: &str) -> reqwest::Url {
+    /// the profile. The path must come out exactly as built: an id that the URL parser would
+    /// rewrite (a dot segment such as `.` or `..`, which it collapses) is refused rather than
+    /// sent to another resource (issue 10).
+    pub fn url_for(&self, identity_account_id: &str) -> Result<reqwest::Url, GraphError> {
         let mut url = self.root.clone();
         let mut path = String::with_capacity(self.accounts_path.len() + 80);
         path.push_str(&self.accounts_path);
@@ -219,12 +228,18 @@ impl GraphClient {
         path.push('/');
         path.push_str(ACTION_SEGMENT);
         url.set_path(&path);
-        url
+        if url.path() != path || identity_account_id.is_empty() {
+            return Err(GraphError::Unsendable(format!(
+                "the identityAccountId {:?} would change the request path",
+                printable(identity_account_id)
+            )));
+        }
+        Ok(url)
     }
 
     /// [`GraphClient::url_for`] as text, for logs and messages.
-    pub fn action_url(&self, identity_account_id: &str) -> String {
-        self.url_for(identity_account_id).into()
+    pub fn action_url(&self, identity_account_id: &str) -> Result<String, GraphError> {
+        self.url_for(identity_account_id).map(Into::into)
     }
 
     /// Sends one invokeAction. `client_request_id` is the row's GUID, the same on every retry.
@@ -244,7 +259,7 @@ impl GraphClient {
         };
         let response = self
             .http
-            .post(self.url_for(identity_account_id))
+            .post(self.url_for(identity_account_id)?)
             .bearer_auth(token.expose_secret())
             .header("client-request-id", client_request_id)
             .header(reqwest::header::ACCEPT, "application/json")
@@ -268,10 +283,12 @@ impl GraphClient {
             });
         }
         let error = GraphErrorBody::parse(&body);
+        // A server may echo the request back; the token must not reach the results or a log.
+        let secret = token.expose_secret();
         Err(GraphError::Status {
             status,
-            code: error.code,
-            message: error.message,
+            code: error.code.map(|code| redact(&code, secret)),
+            message: error.message.map(|message| redact(&message, secret)),
             retry_after,
             ids,
         })
@@ -281,6 +298,11 @@ impl GraphClient {
         if error.is_timeout() {
             return GraphError::Timeout(self.timeout);
         }
+        if error.is_builder() {
+            // Never reaches the network (a header value that cannot be sent): final, not a
+            // connection failure to retry. reqwest's builder errors name no header value.
+            return GraphError::Unsendable(printable_owned(&error.without_url_ref()));
+        }
         // reqwest's own message is generic ("error sending request"); the cause is in the chain.
         let mut message = error.without_url_ref().to_string();
         let mut source = error.source();
@@ -289,7 +311,7 @@ impl GraphClient {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        GraphError::Connection(message)
+        GraphError::Connection(printable_owned(&message))
     }
 }
 
@@ -335,10 +357,10 @@ mod tests {
     fn builds_the_qualified_action_url_with_an_encoded_id() {
         let client = client("https://graph.microsoft.com/");
         assert_eq!(
-            client.action_url("6f1c7a52-0d4e"),
+            client.action_url("6f1c7a52-0d4e").unwrap(),
             "https://graph.microsoft.com/beta/security/identities/identityAccounts/6f1c7a52-0d4e/microsoft.graph.security.invokeAction"
         );
-        assert!(client.action_url("a b:c").contains("/a%20b%3Ac/"));
+        assert!(client.action_url("a b:c").unwrap().contains("/a%20b%3Ac/"));
         let v1 = GraphClient::new(
             "https://graph.microsoft.us",
             ApiVersion::V1,
@@ -348,7 +370,28 @@ mod tests {
         .unwrap();
         assert!(
             v1.action_url("x")
+                .unwrap()
                 .starts_with("https://graph.microsoft.us/v1.0/security/")
+        );
+    }
+
+    #[test]
+    fn issue_10_an_id_that_would_change_the_path_is_never_sent() {
+        let client = client("https://graph.microsoft.com");
+        for id in [".", "..", ""] {
+            assert!(
+                matches!(client.url_for(id), Err(GraphError::Unsendable(_))),
+                "{id:?}"
+            );
+        }
+        // Dots inside an id are not dot segments.
+        assert!(client.url_for("...").is_ok());
+        assert!(
+            client
+                .url_for("a.b")
+                .unwrap()
+                .path()
+                .ends_with("/a.b/microsoft.graph.security.invokeAction")
         );
     }
 

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sanitize::printable_owned;
+
 /// A response action, spelled on the wire exactly as Graph's `microsoft.graph.security.action` enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -194,11 +196,13 @@ impl InvokeActionResult {
             Ok(fields) => fields,
             Err(_) => return InvokeActionResult::default(),
         };
+        // Recorded and printed: made safe like any text from outside (issue 10).
+        let clean = |text: Option<String>| text.map(|t| printable_owned(&t));
         InvokeActionResult {
-            account_id: fields.account_id,
-            action: fields.action,
-            identity_provider: fields.identity_provider,
-            correlation_id: fields.correlation_id.filter(|id| !id.is_empty()),
+            account_id: clean(fields.account_id),
+            action: clean(fields.action),
+            identity_provider: clean(fields.identity_provider),
+            correlation_id: clean(fields.correlation_id).filter(|id| !id.is_empty()),
         }
     }
 }
@@ -235,11 +239,11 @@ impl GraphErrorBody {
         let message = error
             .get("message")
             .and_then(|m| m.as_str())
-            .map(str::to_owned);
+            .map(printable_owned);
         let mut code = error
             .get("code")
             .and_then(|c| c.as_str())
-            .map(str::to_owned);
+            .map(printable_owned);
         let mut inner = inner_error(error);
         // Bounded: a hostile body could nest deeply; 16 levels is far past anything Graph sends.
         for _ in 0..16 {
@@ -248,7 +252,7 @@ impl GraphErrorBody {
                 && !inner_code.is_empty()
                 && !inner_code.chars().all(|c| c.is_ascii_digit())
             {
-                code = Some(inner_code.to_owned());
+                code = Some(printable_owned(inner_code));
             }
             inner = inner_error(next);
         }
@@ -364,6 +368,23 @@ mod tests {
         let parsed = GraphErrorBody::parse(body);
         assert_eq!(parsed.code.as_deref(), Some("deeper"));
         assert_eq!(parsed.message.as_deref(), Some("Invalid action"));
+    }
+
+    #[test]
+    fn issue_10_control_characters_in_graph_bodies_are_escaped() {
+        let body =
+            r#"{"error":{"code":"bad\u001b[2Jcode","message":"line\r\nfake log line \u009b31m"}}"#;
+        let parsed = GraphErrorBody::parse(body.as_bytes());
+        let code = parsed.code.unwrap();
+        let message = parsed.message.unwrap();
+        assert!(
+            !code.contains('\u{1b}') && code.contains("\\u{1b}"),
+            "{code}"
+        );
+        assert!(!message.chars().any(char::is_control), "{message}");
+        let success = r#"{"value":{"correlationId":"c\u001b]0;owned\u0007"}}"#;
+        let result = InvokeActionResult::parse(success.as_bytes());
+        assert!(!result.correlation_id.unwrap().chars().any(char::is_control));
     }
 
     #[test]

@@ -24,9 +24,9 @@ impl CsvRows {
         file: &str,
         options: &InputOptions,
     ) -> Result<CsvRows, InputError> {
-        let io_error = |source| InputError::Io {
+        let io_error = |cause| InputError::Io {
             file: file.to_owned(),
-            source,
+            cause,
         };
         let delimiter = match options.delimiter {
             Some(delimiter) => delimiter,
@@ -174,9 +174,9 @@ impl CsvRows {
 fn csv_error(file: &str, error: csv::Error) -> InputError {
     let line = error.position().map_or(0, |p| p.line());
     match error.into_kind() {
-        csv::ErrorKind::Io(source) => InputError::Io {
+        csv::ErrorKind::Io(cause) => InputError::Io {
             file: file.to_owned(),
-            source,
+            cause,
         },
         other => InputError::Header {
             file: file.to_owned(),

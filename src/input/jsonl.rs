@@ -9,7 +9,8 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::{
-    Field, InputError, InputOptions, Job, MAX_CARRY_COLUMNS, RawRow, RowError, build_job, read_line,
+    Field, InputError, InputOptions, Job, Line, MAX_CARRY_COLUMNS, MAX_LINE, RawRow, RowError,
+    build_job, read_line,
 };
 
 pub(crate) struct JsonlRows {
@@ -60,13 +61,23 @@ impl JsonlRows {
 
     pub(crate) fn next_row(&mut self) -> Option<Result<Result<Job, RowError>, InputError>> {
         loop {
-            match read_line(&mut self.input, &mut self.buf) {
-                Ok(false) => return None,
-                Ok(true) => {}
+            match read_line(&mut self.input, &mut self.buf, MAX_LINE) {
+                Ok(Line::End) => return None,
+                Ok(Line::Read) => {}
+                Ok(Line::TooLong) => {
+                    self.line += 1;
+                    return Some(Ok(Err(RowError {
+                        line: self.line,
+                        reason: format!(
+                            "the line is longer than {} KiB; is this the right file?",
+                            MAX_LINE / 1024
+                        ),
+                    })));
+                }
                 Err(source) => {
                     return Some(Err(InputError::Io {
                         file: self.file.clone(),
-                        source,
+                        cause: source,
                     }));
                 }
             }

@@ -104,12 +104,9 @@ pub struct RowError {
 /// Errors that stop reading altogether: the file as a whole is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is in the message, not the error chain: `{:#}` would print it twice (issue 10).
+    #[error("{file}: cannot read: {cause}")]
+    Io { file: String, cause: io::Error },
     #[error(
         "{file}: cannot tell the format from the name; pass --input-format csv or --input-format jsonl"
     )]
@@ -191,9 +188,9 @@ impl RowReader {
         };
         let reader: Box<dyn Read + Send> = match source {
             InputSource::File(path) | InputSource::Spooled { path, .. } => {
-                Box::new(File::open(path).map_err(|source| InputError::Io {
+                Box::new(File::open(path).map_err(|cause| InputError::Io {
                     file: file.clone(),
-                    source,
+                    cause,
                 })?)
             }
             InputSource::Stdin => Box::new(io::stdin()),
@@ -362,6 +359,13 @@ fn required(raw: &RawRow<'_>, field: Field, reasons: &mut Vec<String>) -> Option
 /// `/`, `?`, `#` or `%` in an id almost always means a pasted URL or a wrong column, so such ids
 /// are refused rather than guessed at (SPEC section 3).
 pub(crate) fn check_path_id(id: &str) -> Result<(), String> {
+    // `.` and `..` are dot segments: a URL parser collapses them, and the request would go to
+    // another resource (issue 10).
+    if id == "." || id == ".." {
+        return Err(format!(
+            "\"identityAccountId\" {id:?} is not an id (a URL would read it as a path step); check the column"
+        ));
+    }
     if let Some(c) = id.chars().find(|c| matches!(c, '/' | '?' | '#' | '%')) {
         return Err(format!(
             "\"identityAccountId\" {id:?} holds {c:?}, which cannot be part of an id; check the column"
@@ -396,10 +400,57 @@ pub(crate) fn missing_columns(found: &[bool; 4], options: &InputOptions) -> Vec<
         .collect()
 }
 
-/// Reads one line (through `\n`) into `buf`; returns false at the end of input.
-pub(crate) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<bool> {
+/// The longest JSONL line read; a longer one is a row error, and reading goes on after it. Keeps
+/// a file without line breaks from being read into memory whole (issue 10).
+pub(crate) const MAX_LINE: usize = 1024 * 1024;
+
+/// How a bounded line read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A line (through `\n`, or the last one without it) is in the buffer.
+    Read,
+    /// The line was longer than the limit: skipped up to its end, the buffer left empty.
+    TooLong,
+    /// No more input.
+    End,
+}
+
+/// Reads one line (through `\n`) into `buf`, keeping at most `max` bytes of it.
+pub(crate) fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
     buf.clear();
-    Ok(reader.read_until(b'\n', buf)? > 0)
+    let mut too_long = false;
+    let mut read_any = false;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(match (read_any, too_long) {
+                (false, _) => Line::End,
+                (true, true) => Line::TooLong,
+                (true, false) => Line::Read,
+            });
+        }
+        read_any = true;
+        let (used, ends) = match available.iter().position(|b| *b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        if !too_long {
+            if buf.len() + used > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&available[..used]);
+            }
+        }
+        reader.consume(used);
+        if ends {
+            return Ok(if too_long { Line::TooLong } else { Line::Read });
+        }
+    }
 }
 
 impl fmt::Display for RowError {
@@ -507,6 +558,39 @@ mod tests {
         assert!(check_path_id("a\u{7}b").unwrap_err().contains("U+0007"));
         assert!(check_path_id("7e1b5b2c-1111-4a2b-9c3d-0123456789ab").is_ok());
         assert!(check_path_id("user name").is_ok());
+    }
+
+    #[test]
+    fn issue_10_dot_segment_ids_are_refused() {
+        for id in [".", ".."] {
+            let reason = check_path_id(id).unwrap_err();
+            assert!(reason.contains("path step"), "{reason}");
+        }
+        assert!(check_path_id("...").is_ok(), "not a dot segment");
+        assert!(check_path_id(".hidden").is_ok());
+    }
+
+    #[test]
+    fn issue_10_lines_are_read_up_to_a_limit_and_reading_goes_on() {
+        let text = format!("short\n{}\nafter\nlast", "x".repeat(100));
+        let mut reader = BufReader::with_capacity(8, text.as_bytes());
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            match read_line(&mut reader, &mut buf, 20).unwrap() {
+                Line::End => break,
+                other => lines.push((other, String::from_utf8(buf.clone()).unwrap())),
+            }
+        }
+        assert_eq!(
+            lines,
+            vec![
+                (Line::Read, "short\n".to_owned()),
+                (Line::TooLong, String::new()),
+                (Line::Read, "after\n".to_owned()),
+                (Line::Read, "last".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub enum Verdict {
 }
 
 /// The identity of the account a row acts on, used for duplicates and for keeping one account's
-/// rows in file order. Ids are compared ignoring ASCII case, as Graph does for GUIDs.
+/// rows in file order. Ids are compared exactly: Okta's ids are case sensitive, and two accounts
+/// whose ids differ only in case are two accounts (issue 10). The hash lives only in this process
+/// (nothing written to disk holds it), so std's hasher, fast and keyed alike in every run, is fine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AccountKey(pub u64);
 
@@ -44,22 +46,10 @@ impl AccountKey {
 
     pub fn new(identity_account_id: &str, account_id: &str) -> AccountKey {
         let mut hasher = DefaultHasher::new();
-        write_lowercase(&mut hasher, identity_account_id);
+        hasher.write(identity_account_id.as_bytes());
         hasher.write_u8(0xff);
-        write_lowercase(&mut hasher, account_id);
+        hasher.write(account_id.as_bytes());
         AccountKey(hasher.finish())
-    }
-}
-
-/// Feeds `text` to the hasher ASCII-lowercased, a buffer at a time (SipHash is much faster fed
-/// in chunks than byte by byte, and this runs twice per row).
-fn write_lowercase(hasher: &mut DefaultHasher, text: &str) {
-    let mut buf = [0u8; 64];
-    for chunk in text.as_bytes().chunks(buf.len()) {
-        let lower = &mut buf[..chunk.len()];
-        lower.copy_from_slice(chunk);
-        lower.make_ascii_lowercase();
-        hasher.write(lower);
     }
 }
 
@@ -361,11 +351,10 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_run_once_and_ids_compare_ignoring_case() {
+    fn duplicates_run_once() {
         let mut checker = Checker::new("f", None, Unlisted::Refuse);
         let a = job(2, "abc", Action::Disable, Provider::Okta);
-        let mut b = job(3, "ABC", Action::Disable, Provider::Okta);
-        b.account_id = "ACCT-ABC".into();
+        let b = job(3, "abc", Action::Disable, Provider::Okta);
         assert_eq!(checker.check(&a), Ok(Verdict::Send));
         assert_eq!(checker.check(&b), Ok(Verdict::Duplicate));
         let other_action = job(4, "abc", Action::RevokeAllSessions, Provider::Okta);
@@ -373,6 +362,18 @@ mod tests {
         let plan = checker.finish(&[]);
         assert_eq!((plan.rows, plan.actions, plan.accounts), (3, 2, 1));
         assert_eq!(plan.duplicates.shown, vec![3]);
+    }
+
+    #[test]
+    fn issue_10_okta_ids_that_differ_only_in_case_are_two_accounts() {
+        let mut checker = Checker::new("f", None, Unlisted::Refuse);
+        let mut a = job(2, "ia", Action::Disable, Provider::Okta);
+        a.account_id = "00uAbC".into();
+        let mut b = job(3, "ia", Action::Disable, Provider::Okta);
+        b.account_id = "00uabc".into();
+        assert_eq!(checker.check(&a), Ok(Verdict::Send));
+        assert_eq!(checker.check(&b), Ok(Verdict::Send), "not a duplicate");
+        assert_eq!(checker.finish(&[]).accounts, 2);
     }
 
     #[test]

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::ser::{SerializeMap, Serializer};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::progress::RowCounts;
 use super::summary::Tally;
+use crate::graph::model::{Action, Provider};
 use crate::input::Job;
-use crate::input::plan::RowKey;
+use crate::input::plan::{AccountKey, RowKey};
 
 /// What became of a row (SPEC section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -136,31 +137,27 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens the results file for this run, readable by the owner only. A new CSV file gets its
-    /// header.
-    pub fn open(path: &Path, carry_columns: &[String], start: JournalStart) -> io::Result<Journal> {
-        let file = match start {
-            JournalStart::New => {
-                let file = private_options()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(path)?;
-                sync_parent_dir(path);
-                file
-            }
-            JournalStart::Append { keep } => {
-                let file = private_options().write(true).open(path)?;
-                // Drops a torn last record left by a killed run.
-                file.set_len(keep)?;
-                file
-            }
-        };
-        let mut out = BufWriter::with_capacity(64 * 1024, file);
-        let segment_start = match start {
+    /// Starts writing the results file `file` (already opened and locked by
+    /// [`super::lock::RunLock`]) at `path`. A new CSV file gets its header.
+    pub fn start(
+        path: &Path,
+        file: File,
+        carry_columns: &[String],
+        start: JournalStart,
+    ) -> io::Result<Journal> {
+        // An earlier run's file may have been readable by others; ours never is (issue 10).
+        restrict(&file)?;
+        let keep = match start {
             JournalStart::New => 0,
-            JournalStart::Append { keep } => out.seek(SeekFrom::Start(keep))?,
+            // Drops a torn last record left by a killed run.
+            JournalStart::Append { keep } => keep,
         };
+        file.set_len(keep)?;
+        if start == JournalStart::New {
+            sync_parent_dir(path);
+        }
+        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        let segment_start = out.seek(SeekFrom::Start(keep))?;
         let mut journal = Journal {
             path: path.to_path_buf(),
             format: ResultsFormat::from_path(path),
@@ -187,7 +184,7 @@ impl Journal {
             .collect();
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         self.line.clear();
-        csv_line(&mut self.line, &header);
+        csv_line(&mut self.line, &header, &[]);
         self.line.clone()
     }
 
@@ -270,7 +267,7 @@ impl Journal {
 
     fn write_csv_row(&mut self, cells: &[&str]) -> io::Result<()> {
         self.line.clear();
-        csv_line(&mut self.line, cells);
+        csv_line(&mut self.line, cells, &[]);
         self.out.write_all(self.line.as_bytes())
     }
 }
@@ -279,18 +276,17 @@ impl Journal {
 pub enum Entry {
     /// A row's final record.
     Outcome(Box<Outcome>),
-    /// A row's first request is about to leave: noted in the in-flight log, so that a run killed
-    /// before the answer is recorded can tell, on `--resume`, that the row was tried.
+    /// A request is about to leave. The writer notes it in the in-flight log, syncs the log, and
+    /// only then answers on `ack`: the request waits for that answer and does not leave without
+    /// it, so a run killed before the row's record is written still knows, on `--resume`, every
+    /// attempt that went out (issue 10).
     Started {
-        key: RowKey,
-        client_request_id: String,
+        note: InflightNote,
+        ack: oneshot::Sender<Result<(), String>>,
     },
     /// Time passes: lets the writer sync a quiet group within [`SYNC_INTERVAL`].
     Tick,
 }
-
-/// How long the writer lets records gather between writes.
-const GATHER: Duration = Duration::from_millis(1);
 
 /// Sync after this many records...
 pub const SYNC_EVERY: u64 = 256;
@@ -301,81 +297,172 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(200);
 pub struct Sinks {
     pub journal: Journal,
     pub inflight: Option<InflightLog>,
-    pub undo: Option<UndoFile>,
+}
+
+/// How the writer ended: the sinks for the finishing steps, the tally, and the first write error
+/// if there was one (after which nothing more was written).
+pub struct WriterEnd {
+    pub sinks: Sinks,
+    pub tally: Tally,
+    pub failure: Option<io::Error>,
 }
 
 /// The writer loop, on its own thread: append every record as it arrives, flush whenever the
 /// queue runs dry, and sync in groups (every [`SYNC_EVERY`] records or [`SYNC_INTERVAL`]), so
-/// after `kill -9` the file holds every finished row but at most the last group. Returns the sinks
-/// for the finishing steps, and the tally. Every finished row is also counted in `counts`, which
-/// the progress bar reads while the run goes on.
+/// after `kill -9` the file holds every finished row but at most the last group. In-flight notes
+/// are synced before they are acknowledged.
+///
+/// A write error does not end the loop: the writer calls `on_failure` once (the run stops
+/// starting rows), keeps receiving entries so that no worker or reader is left waiting, refuses
+/// every later note (so no request leaves unrecorded), and still counts every outcome, which
+/// the summary needs. What was written before the error stays as it is, for `--resume`.
 pub fn write_entries(
     mut sinks: Sinks,
     mut entries: mpsc::Receiver<Entry>,
     counts: &RowCounts,
-) -> io::Result<(Sinks, Tally)> {
+    on_failure: &dyn Fn(&io::Error),
+) -> WriterEnd {
     let mut tally = Tally::default();
+    let mut failure: Option<io::Error> = None;
     let mut unsynced: u64 = 0;
     let mut oldest_unsynced: Option<Instant> = None;
+    let mut acks: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     while let Some(entry) = entries.blocking_recv() {
         let mut next = Some(entry);
+        // Everything queued is written in one go: while the writer syncs, entries gather, so the
+        // cost of a sync is shared by every note and record that arrived meanwhile.
+        let mut written: io::Result<()> = Ok(());
         while let Some(entry) = next {
             match entry {
                 Entry::Outcome(outcome) => {
-                    sinks.journal.append(&outcome)?;
-                    if let Some(undo) = &mut sinks.undo {
-                        undo.append(&outcome)?;
+                    if failure.is_none() && written.is_ok() {
+                        written = sinks.journal.append(&outcome);
+                        unsynced += 1;
+                        oldest_unsynced.get_or_insert_with(Instant::now);
                     }
                     tally.push(&outcome);
                     counts.record(outcome.status);
-                    unsynced += 1;
-                    oldest_unsynced.get_or_insert_with(Instant::now);
                 }
-                Entry::Started {
-                    key,
-                    client_request_id,
-                } => {
-                    if let Some(inflight) = &mut sinks.inflight {
-                        inflight.append(key, &client_request_id)?;
-                        oldest_unsynced.get_or_insert_with(Instant::now);
+                Entry::Started { note, ack } => {
+                    if failure.is_none() && written.is_ok() {
+                        if let Some(inflight) = &mut sinks.inflight {
+                            written = inflight.append(&note);
+                        }
+                        acks.push(ack);
+                    } else {
+                        let _ = ack.send(Err(refused_note(failure.as_ref())));
                     }
                 }
                 Entry::Tick => {}
             }
             next = entries.try_recv().ok();
         }
-        sinks.journal.flush()?;
-        if let Some(inflight) = &mut sinks.inflight {
-            inflight.flush()?;
+        if failure.is_none() {
+            let mut result = written.and_then(|()| sinks.flush());
+            if result.is_ok() && !acks.is_empty() {
+                // The notes reach the disk before their requests leave.
+                result = sinks.sync_inflight();
+            }
+            let due = oldest_unsynced.is_some_and(|t| t.elapsed() >= SYNC_INTERVAL);
+            if result.is_ok() && (unsynced >= SYNC_EVERY || due) {
+                result = sinks.sync();
+                unsynced = 0;
+                oldest_unsynced = None;
+            }
+            if let Err(error) = result {
+                on_failure(&error);
+                failure = Some(error);
+            }
         }
-        let due = oldest_unsynced.is_some_and(|t| t.elapsed() >= SYNC_INTERVAL);
-        if unsynced >= SYNC_EVERY || due {
-            sinks.sync()?;
-            unsynced = 0;
-            oldest_unsynced = None;
+        for ack in acks.drain(..) {
+            let answer = match &failure {
+                None => Ok(()),
+                Some(error) => Err(refused_note(Some(error))),
+            };
+            let _ = ack.send(answer);
         }
-        // Let a millisecond's records gather before waking again: under load that turns a
-        // wake-up and a write per record into one per batch (the profile showed both), and a
-        // record reaches the file at most a millisecond later. This is the writer's own thread.
-        std::thread::sleep(GATHER);
     }
-    sinks.sync()?;
-    Ok((sinks, tally))
+    if failure.is_none()
+        && let Err(error) = sinks.sync()
+    {
+        on_failure(&error);
+        failure = Some(error);
+    }
+    WriterEnd {
+        sinks,
+        tally,
+        failure,
+    }
+}
+
+fn refused_note(failure: Option<&io::Error>) -> String {
+    match failure {
+        Some(error) => format!("not sent: the results could not be written ({error})"),
+        None => "not sent: the results could not be written".to_owned(),
+    }
 }
 
 impl Sinks {
+    fn flush(&mut self) -> io::Result<()> {
+        self.journal.flush()?;
+        if let Some(inflight) = &mut self.inflight {
+            inflight.flush()?;
+        }
+        Ok(())
+    }
+
+    fn sync_inflight(&mut self) -> io::Result<()> {
+        match &mut self.inflight {
+            Some(inflight) => inflight.sync(),
+            None => Ok(()),
+        }
+    }
+
     fn sync(&mut self) -> io::Result<()> {
         // The in-flight log first: a record must never be durable while the note that its
         // request left is not.
-        if let Some(inflight) = &mut self.inflight {
-            inflight.sync()?;
-        }
+        self.sync_inflight()?;
         self.journal.sync()
     }
 }
 
-/// `<results>.inflight`: one line per row whose first request left, `ROWKEY CLIENT-REQUEST-ID`.
-/// Removed when a run ends in order; read by `--resume` after a crash.
+/// One line of `<results>.inflight`: a request that is about to leave, named by the row's own
+/// fields (not a hash, which could change between versions) and its attempt number.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InflightNote {
+    pub identity_account_id: String,
+    pub account_id: String,
+    pub action: Action,
+    pub identity_provider: Provider,
+    pub client_request_id: String,
+    /// This run's attempt number for the row, from 1.
+    pub attempt: u32,
+}
+
+impl InflightNote {
+    pub fn new(job: &Job, client_request_id: &str, attempt: u32) -> InflightNote {
+        InflightNote {
+            identity_account_id: job.identity_account_id.clone(),
+            account_id: job.account_id.clone(),
+            action: job.action,
+            identity_provider: job.provider,
+            client_request_id: client_request_id.to_owned(),
+            attempt,
+        }
+    }
+
+    pub fn key(&self) -> RowKey {
+        RowKey::new(
+            AccountKey::new(&self.identity_account_id, &self.account_id),
+            self.action,
+            self.identity_provider,
+        )
+    }
+}
+
+/// `<results>.inflight`: one JSON line per request about to leave ([`InflightNote`]). Removed
+/// when a run ends in order; read by `--resume` after a crash.
 pub struct InflightLog {
     path: PathBuf,
     out: BufWriter<File>,
@@ -391,15 +478,17 @@ impl InflightLog {
     /// Opens for appending (a resumed run adds to what an interrupted one left).
     pub fn open(results: &Path) -> io::Result<InflightLog> {
         let path = InflightLog::path_for(results);
-        let file = private_options().append(true).create(true).open(&path)?;
+        let file = open_private(private_options().append(true).create(true), &path)?;
+        restrict(&file)?;
         Ok(InflightLog {
             path,
             out: BufWriter::new(file),
         })
     }
 
-    fn append(&mut self, key: RowKey, client_request_id: &str) -> io::Result<()> {
-        writeln!(self.out, "{:016x} {client_request_id}", key.0)
+    fn append(&mut self, note: &InflightNote) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, note).map_err(io::Error::other)?;
+        self.out.write_all(b"\n")
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -418,119 +507,49 @@ impl InflightLog {
     }
 }
 
-/// `--undo-file`: for every row that succeeded with disable or enable, the opposite action as a
-/// ready input row (with the carried columns), written to a temporary file and renamed into place
-/// when the run ends.
-pub struct UndoFile {
-    target: PathBuf,
-    temp: tempfile::NamedTempFile,
-    out: Option<BufWriter<File>>,
-    format: ResultsFormat,
-    carry_names: Vec<String>,
-    rows: u64,
-}
-
-impl UndoFile {
-    pub fn create(target: &Path, carry_columns: &[String]) -> io::Result<UndoFile> {
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let temp = tempfile::NamedTempFile::new_in(dir)?;
-        let out = BufWriter::new(temp.as_file().try_clone()?);
-        let mut undo = UndoFile {
-            target: target.to_path_buf(),
-            temp,
-            out: Some(out),
-            format: ResultsFormat::from_path(target),
-            carry_names: carry_columns.to_vec(),
-            rows: 0,
-        };
-        if undo.format == ResultsFormat::Csv {
-            let mut header: Vec<&str> = vec![
-                "identityAccountId",
-                "accountId",
-                "action",
-                "identityProvider",
-            ];
-            header.extend(undo.carry_names.iter().map(String::as_str));
-            let mut line = String::new();
-            csv_line(&mut line, &header);
-            undo.write(line.as_bytes())?;
-        }
-        Ok(undo)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.out {
-            Some(out) => out.write_all(bytes),
-            None => Ok(()),
-        }
-    }
-
-    fn append(&mut self, outcome: &Outcome) -> io::Result<()> {
-        if outcome.status != RowStatus::Succeeded {
-            return Ok(());
-        }
-        let Some(opposite) = outcome.job.action.opposite() else {
-            return Ok(());
-        };
-        let job = &outcome.job;
-        let mut line = String::new();
-        match self.format {
-            ResultsFormat::Csv => {
-                let mut cells: Vec<&str> = vec![
-                    &job.identity_account_id,
-                    &job.account_id,
-                    opposite.as_str(),
-                    job.provider.as_str(),
-                ];
-                cells.extend(job.carry.iter().map(String::as_str));
-                csv_line(&mut line, &cells);
-            }
-            ResultsFormat::Jsonl => {
-                let mut object = serde_json::Map::new();
-                object.insert(
-                    "identityAccountId".into(),
-                    job.identity_account_id.clone().into(),
-                );
-                object.insert("accountId".into(), job.account_id.clone().into());
-                object.insert("action".into(), opposite.as_str().into());
-                object.insert("identityProvider".into(), job.provider.as_str().into());
-                for (name, value) in self.carry_names.iter().zip(&job.carry) {
-                    object
-                        .entry(name.clone())
-                        .or_insert_with(|| value.clone().into());
-                }
-                line = serde_json::Value::Object(object).to_string();
-                line.push('\n');
-            }
-        }
-        self.rows += 1;
-        self.write(line.as_bytes())
-    }
-
-    /// Puts the undo file in place; returns how many rows it holds.
-    pub fn finish(mut self) -> io::Result<u64> {
-        if let Some(mut out) = self.out.take() {
-            out.flush()?;
-        }
-        self.temp.as_file().sync_all()?;
-        self.temp.persist(&self.target).map_err(|e| e.error)?;
-        sync_parent_dir(&self.target);
-        Ok(self.rows)
-    }
-}
-
-/// Files the tool creates hold account data: readable by the owner only (0600 on Unix).
+/// Files the tool creates hold account data: readable by the owner only (0600 on Unix), and never
+/// opened through a symbolic link, which could point the write at another file (issue 10).
 pub fn private_options() -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     options
+}
+
+/// Opens `path` with `options` (from [`private_options`]), saying so plainly when the path is a
+/// symbolic link.
+pub fn open_private(options: &std::fs::OpenOptions, path: &Path) -> io::Result<File> {
+    options.open(path).map_err(|error| {
+        #[cfg(unix)]
+        if error.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(
+                error.kind(),
+                format!(
+                    "{} is a symbolic link; the tool does not write through links: give the path of the file itself",
+                    path.display()
+                ),
+            );
+        }
+        error
+    })
+}
+
+/// Makes an opened file readable by its owner only: a file that existed before keeps the mode it
+/// was created with otherwise.
+pub fn restrict(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if file.metadata()?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(())
 }
 
 /// After creating or renaming a file, makes its directory entry durable too (Linux needs the
@@ -550,26 +569,47 @@ pub fn sync_parent_dir(path: &Path) {
     let _ = path;
 }
 
-fn csv_line(line: &mut String, cells: &[&str]) {
+/// Appends one CSV line of `cells`; the cells at the indexes in `raw` are written as they are,
+/// the others made spreadsheet-safe (see [`push_csv_cell`]).
+pub(crate) fn csv_line(line: &mut String, cells: &[&str], raw: &[usize]) {
     for (index, cell) in cells.iter().enumerate() {
         if index > 0 {
             line.push(',');
         }
-        push_csv_cell(line, cell);
+        push_csv_cell(line, cell, !raw.contains(&index));
     }
     line.push_str("\r\n");
 }
 
-/// Carried column names, with a clash against a fixed field renamed `input.<name>`.
-fn carry_names(columns: &[String]) -> Vec<String> {
+/// Undoes the `'` the CSV writer puts before formula-like cells.
+pub(crate) fn unneutralise(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
+}
+
+/// Carried column names as the results write them: a name that clashes with a fixed field, or
+/// with an earlier column, is renamed `input.<name>` (then `input.<name>.2`, ...), so that no
+/// JSON record holds a key twice (issue 10).
+pub(crate) fn carry_names(columns: &[String]) -> Vec<String> {
+    let mut taken: std::collections::HashSet<String> =
+        FIELDS.iter().map(|field| (*field).to_owned()).collect();
     columns
         .iter()
         .map(|name| {
-            if FIELDS.contains(&name.as_str()) {
+            let mut candidate = if taken.contains(name) {
                 format!("input.{name}")
             } else {
                 name.clone()
+            };
+            let mut n = 2;
+            while taken.contains(&candidate) {
+                candidate = format!("input.{name}.{n}");
+                n += 1;
             }
+            taken.insert(candidate.clone());
+            candidate
         })
         .collect()
 }
@@ -633,8 +673,8 @@ fn csv_cells(o: &Outcome) -> [String; 15] {
 /// Appends one CSV cell: quoted when it holds a delimiter, quote or line break, and prefixed with
 /// `'` when a spreadsheet would read it as a formula (`=`, `+`, `-`, `@`, tab, CR: OWASP's
 /// CSV-injection guidance). Identity fields and notes are attacker-influenced.
-fn push_csv_cell(line: &mut String, cell: &str) {
-    let formula = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+fn push_csv_cell(line: &mut String, cell: &str, neutralise: bool) {
+    let formula = neutralise && cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
     let needs_quotes = formula || cell.contains([',', '"', '\n', '\r']);
     if needs_quotes {
         line.push('"');
@@ -659,7 +699,7 @@ mod tests {
 
     fn cell(text: &str) -> String {
         let mut line = String::new();
-        push_csv_cell(&mut line, text);
+        push_csv_cell(&mut line, text, true);
         line
     }
 
@@ -681,5 +721,28 @@ mod tests {
             carry_names(&["status".into(), "upn".into()]),
             vec!["input.status".to_owned(), "upn".to_owned()]
         );
+    }
+
+    #[test]
+    fn issue_10_no_two_carried_columns_share_a_name() {
+        let names = carry_names(&[
+            "ticket".into(),
+            "ticket".into(),
+            "status".into(),
+            "input.status".into(),
+            "input.ticket".into(),
+        ]);
+        assert_eq!(
+            names,
+            vec![
+                "ticket",
+                "input.ticket",
+                "input.status",
+                "input.input.status",
+                "input.input.ticket"
+            ]
+        );
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
     }
 }

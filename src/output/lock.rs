@@ -1,6 +1,9 @@
-//! One run per results file: `<results>.lock`, held with the OS's advisory file lock for the whole
-//! run. The lock file also keeps the input's fingerprint, so `--resume` can tell when the input
-//! changed since the results were written.
+//! One run per results file. `<results>.lock` is held with the OS's advisory file lock for the
+//! whole run, and so is the results file itself, so a second name for the same file (a hard link)
+//! cannot start a second writer (issue 10). The lock file also keeps what the run was: the
+//! input's fingerprint, so `--resume` can tell when the input changed, and the endpoint it sent
+//! to, so a rehearsal's results never pass for a real run's. Neither file is opened through a
+//! symbolic link.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -8,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::private_options;
+use super::journal::{open_private, private_options, restrict};
 
 /// What a run records about itself in the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +21,20 @@ pub struct RunState {
     pub input: String,
     pub input_fingerprint: String,
     pub rows: u64,
+    /// Where the requests went: the Graph service root, or [`MOCK_ENDPOINT`]. Absent in lock
+    /// files written before it was recorded.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// The endpoint recorded for `run --mock`: a rehearsal against the built-in mock.
+pub const MOCK_ENDPOINT: &str = "the built-in mock";
+
+impl RunState {
+    /// Whether the results were a rehearsal against the built-in mock.
+    pub fn is_rehearsal(&self) -> bool {
+        self.endpoint.as_deref() == Some(MOCK_ENDPOINT)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,18 +48,31 @@ pub enum LockError {
         lock: String,
         holder: Option<u32>,
     },
-    #[error("cannot lock {lock}: {source}")]
-    Io {
-        lock: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error(
+        "another graph-remediate run is writing {results} under another name (a hard link to the same file); wait for it to finish, or choose another -o"
+    )]
+    BusyElsewhere { results: String },
+    #[error("cannot lock {lock}: {cause}")]
+    Io { lock: String, cause: io::Error },
 }
 
 /// Held for the whole run; released when dropped (or when the process dies).
 pub struct RunLock {
     file: File,
     path: PathBuf,
+}
+
+/// The results file, claimed for one run.
+pub struct Claim {
+    pub lock: RunLock,
+    /// What the previous run on this results file recorded, if any.
+    pub previous: Option<RunState>,
+    /// The results file, locked for this run; the journal writes through this handle.
+    pub results: File,
+    /// Whether the results file held anything before this run.
+    pub had_results: bool,
+    /// Whether this run created the results file (a run that ends before sending removes it).
+    pub created: bool,
 }
 
 impl RunLock {
@@ -52,20 +82,24 @@ impl RunLock {
         PathBuf::from(name)
     }
 
-    /// Takes the lock without waiting. Returns it with what the previous run recorded, if any.
-    pub fn acquire(results: &Path) -> Result<(RunLock, Option<RunState>), LockError> {
+    /// Takes the lock without waiting, then opens (or creates) the results file and locks it
+    /// too. Returns both with what the previous run recorded.
+    pub fn claim(results: &Path) -> Result<Claim, LockError> {
         let path = RunLock::path_for(results);
-        let io_error = |source| LockError::Io {
+        let lock_error = |cause| LockError::Io {
             lock: path.display().to_string(),
-            source,
+            cause,
         };
-        let mut file = private_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_error)?;
+        let mut file = open_private(
+            private_options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            &path,
+        )
+        .map_err(lock_error)?;
+        restrict(&file).map_err(lock_error)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -76,10 +110,45 @@ impl RunLock {
                     holder,
                 });
             }
-            Err(std::fs::TryLockError::Error(source)) => return Err(io_error(source)),
+            Err(std::fs::TryLockError::Error(cause)) => return Err(lock_error(cause)),
         }
         let previous = read_state(&mut file);
-        Ok((RunLock { file, path }, previous))
+        let results_error = |cause| LockError::Io {
+            lock: results.display().to_string(),
+            cause,
+        };
+        let (results_file, created) = match open_private(
+            private_options().read(true).write(true).create_new(true),
+            results,
+        ) {
+            Ok(file) => (file, true),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => (
+                open_private(private_options().read(true).write(true), results)
+                    .map_err(results_error)?,
+                false,
+            ),
+            Err(error) => return Err(results_error(error)),
+        };
+        match results_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if created {
+                    let _ = std::fs::remove_file(results);
+                }
+                return Err(LockError::BusyElsewhere {
+                    results: results.display().to_string(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(cause)) => return Err(results_error(cause)),
+        }
+        let had_results = results_file.metadata().map_err(results_error)?.len() > 0;
+        Ok(Claim {
+            lock: RunLock { file, path },
+            previous,
+            results: results_file,
+            had_results,
+            created,
+        })
     }
 
     /// Records this run's state (replacing the previous run's).
@@ -133,16 +202,19 @@ mod tests {
     fn a_second_lock_on_the_same_results_is_refused_with_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let results = dir.path().join("r.jsonl");
-        let (mut lock, previous) = RunLock::acquire(&results).unwrap();
-        assert_eq!(previous, None);
+        let claim = RunLock::claim(&results).unwrap();
+        let mut lock = claim.lock;
+        assert_eq!(claim.previous, None);
+        assert!(claim.created && !claim.had_results);
         lock.record(&RunState {
             pid: 4242,
             input: "in.csv".into(),
             input_fingerprint: "x".into(),
             rows: 3,
+            endpoint: Some(MOCK_ENDPOINT.into()),
         })
         .unwrap();
-        match RunLock::acquire(&results) {
+        match RunLock::claim(&results) {
             Err(LockError::Busy { holder, lock, .. }) => {
                 assert_eq!(holder, Some(4242));
                 assert!(lock.ends_with("r.jsonl.lock"));
@@ -150,12 +222,54 @@ mod tests {
             other => panic!("expected Busy, got {:?}", other.map(|_| ())),
         }
         drop(lock);
-        let (_lock, previous) = RunLock::acquire(&results).unwrap();
-        assert_eq!(
-            previous.unwrap().rows,
-            3,
-            "the state survives for the next run"
+        drop(claim.results);
+        let claim = RunLock::claim(&results).unwrap();
+        let previous = claim.previous.unwrap();
+        assert_eq!(previous.rows, 3, "the state survives for the next run");
+        assert!(previous.is_rehearsal());
+        assert!(!claim.created);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn issue_10_a_hard_linked_alias_of_the_results_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.jsonl");
+        let claim = RunLock::claim(&results).unwrap();
+        let alias = dir.path().join("alias.jsonl");
+        std::fs::hard_link(&results, &alias).unwrap();
+        assert!(matches!(
+            RunLock::claim(&alias),
+            Err(LockError::BusyElsewhere { .. })
+        ));
+        drop(claim);
+        assert!(
+            RunLock::claim(&alias).is_ok(),
+            "free once the first run ends"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn issue_10_results_and_lock_files_are_never_opened_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious.txt");
+        std::fs::write(&target, "keep me").unwrap();
+        // A dangling link as the results file, and a link as the lock file.
+        let results = dir.path().join("r.jsonl");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &results).unwrap();
+        let error = RunLock::claim(&results).err().unwrap().to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+        assert!(
+            !dir.path().join("nowhere").exists(),
+            "the link was not followed"
+        );
+
+        let other = dir.path().join("s.jsonl");
+        std::os::unix::fs::symlink(&target, RunLock::path_for(&other)).unwrap();
+        let error = RunLock::claim(&other).err().unwrap().to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     }
 
     #[test]

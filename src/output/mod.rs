@@ -3,7 +3,9 @@
 
 pub mod journal;
 pub mod lock;
+pub mod paths;
 pub mod plan;
 pub mod progress;
 pub mod resume;
 pub mod summary;
+pub mod undo;

@@ -10,7 +10,9 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use super::journal::{FIELDS, InflightLog, Outcome, ResultsFormat, RowStatus};
+use super::journal::{
+    FIELDS, InflightLog, InflightNote, Outcome, ResultsFormat, RowStatus, unneutralise,
+};
 use crate::graph::model::{Action, Provider};
 use crate::input::Job;
 use crate::input::plan::{AccountKey, KeyMap, RowKey};
@@ -18,12 +20,8 @@ use crate::input::plan::{AccountKey, KeyMap, RowKey};
 /// Why an earlier results file cannot be resumed.
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
-    #[error("cannot read the results file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot read the results file {}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error(
         "{path}:{line}: not a results record ({reason}); is this a graph-remediate results file? Move it away or choose another with -o"
     )]
@@ -76,9 +74,9 @@ struct KeptFields {
 
 /// Reads the results file at `path` (and its in-flight log, if a run died).
 pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
-    let io_error = |source| ResumeError::Io {
+    let io_error = |cause| ResumeError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let file = File::open(path).map_err(io_error)?;
     let mut prior = Prior::default();
@@ -99,19 +97,26 @@ pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
         ResultsFormat::Csv => scan_csv(path, file, &mut prior, &mut on_record)?,
     }
 
-    // Requests noted as leaving whose answer never made it into a record.
+    // Requests noted as leaving whose answer never made it into a record: for each such
+    // logical request, its highest attempt number is how many of its requests left.
     if let Ok(inflight) = File::open(InflightLog::path_for(path)) {
+        let mut unanswered: HashMap<String, (RowKey, u32)> = HashMap::new();
         for line in BufReader::new(inflight).lines() {
             let line = line.map_err(io_error)?;
-            let Some((key, id)) = line.split_once(' ') else {
+            // A note cut short by the crash, or one from an older version: nothing to count.
+            let Ok(note) = serde_json::from_str::<InflightNote>(&line) else {
                 continue;
             };
-            let Ok(key) = u64::from_str_radix(key, 16) else {
+            if finished_requests.contains_key(&note.client_request_id) {
                 continue;
-            };
-            if !finished_requests.contains_key(id) {
-                *prior.unknown_attempts.entry(RowKey(key)).or_default() += 1;
             }
+            let entry = unanswered
+                .entry(note.client_request_id.clone())
+                .or_insert((note.key(), 0));
+            entry.1 = entry.1.max(note.attempt);
+        }
+        for (key, attempts) in unanswered.into_values() {
+            *prior.unknown_attempts.entry(key).or_default() += attempts;
         }
     }
     Ok(prior)
@@ -138,9 +143,9 @@ fn scan_jsonl(
         line.clear();
         let read = reader
             .read_until(b'\n', &mut line)
-            .map_err(|source| ResumeError::Io {
+            .map_err(|cause| ResumeError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
         if read == 0 {
             break;
@@ -254,20 +259,12 @@ fn ends_with_newline(path: &Path, end: u64) -> bool {
         && last[0] == b'\n'
 }
 
-/// Undoes the `'` the CSV writer puts before formula-like cells.
-fn unneutralise(cell: &str) -> &str {
-    match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
-        _ => cell,
-    }
-}
-
 /// Re-reads the succeeded record at `offset`, to carry it over to this run's results for `job`
 /// (which may sit on another line now, if the input changed and the user accepted that).
 pub fn carried_over(path: &Path, offset: u64, job: Job) -> Result<Outcome, ResumeError> {
-    let io_error = |source| ResumeError::Io {
+    let io_error = |cause| ResumeError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut file = File::open(path).map_err(io_error)?;
     file.seek(SeekFrom::Start(offset)).map_err(io_error)?;

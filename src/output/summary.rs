@@ -85,6 +85,11 @@ pub struct RunFacts<'a> {
     pub resume_command: &'a str,
     /// `--undo-file` and how many rows it holds.
     pub undo: Option<(&'a Path, u64)>,
+    /// A rehearsal against the built-in mock: nothing was sent to Microsoft.
+    pub rehearsal: bool,
+    /// What went wrong after the first request (writing the results, the undo file, the
+    /// summary): each makes the exit status 4, never 2.
+    pub problems: &'a [String],
 }
 
 /// How many error codes the summary lists.
@@ -132,6 +137,10 @@ pub struct Summary {
     pub undo_rows: Option<u64>,
     /// What to do next, one step a string.
     pub next: Vec<String>,
+    /// True for a rehearsal against the built-in mock (`run --mock`): nothing reached Microsoft.
+    pub rehearsal: bool,
+    /// What went wrong after the first request, if anything (see the exit code).
+    pub problems: Vec<String>,
 }
 
 impl Summary {
@@ -144,7 +153,9 @@ impl Summary {
         } else {
             0.0
         };
-        let unfinished = tally.failed + tally.not_attempted > 0 || facts.stop.is_some();
+        let unfinished = tally.failed + tally.not_attempted > 0
+            || facts.stop.is_some()
+            || !facts.problems.is_empty();
         let outcome = match facts.exit {
             ExitStatus::Success => "succeeded",
             ExitStatus::RowsFailed => "rowsFailed",
@@ -187,6 +198,8 @@ impl Summary {
             undo_file: facts.undo.map(|(path, _)| path.display().to_string()),
             undo_rows: facts.undo.map(|(_, rows)| rows),
             next: next_steps(tally, facts),
+            rehearsal: facts.rehearsal,
+            problems: facts.problems.to_vec(),
         }
     }
 
@@ -241,6 +254,15 @@ impl Summary {
             );
         }
         let _ = writeln!(out, "  results     {}", self.results);
+        if self.rehearsal {
+            let _ = writeln!(
+                out,
+                "  rehearsal   against the built-in mock: nothing was sent to Microsoft"
+            );
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "  problem     {problem}");
+        }
         if let Some(reason) = &self.stopped_because {
             let _ = writeln!(out, "  stopped     {reason}");
         }
@@ -318,9 +340,18 @@ fn next_steps(tally: &Tally, facts: &RunFacts<'_>) -> Vec<String> {
         Some(StopReason::InputChanged { .. }) => Some(
             "The input changed while the run read it: check it is the file you mean, then run the rest (rows that succeeded are skipped):",
         ),
+        Some(StopReason::ThrottledTooLong { .. }) => Some(
+            "Graph asked for a longer wait than --max-retry-wait allows: run the rest once the wait has passed (rows that succeeded are skipped):",
+        ),
+        Some(StopReason::ResultsUnwritable { .. }) => Some(
+            "The results could not be written: free space (or fix what the problem line says), then run the rest; rows with a record are kept, and attempts in flight are counted:",
+        ),
         Some(StopReason::Interrupted) => {
             Some("Run the rest when ready (rows that succeeded are skipped):")
         }
+        None if !facts.problems.is_empty() => Some(
+            "Something went wrong after the batch (see the problem lines); the results file holds every row's record. Fix it, then check with:",
+        ),
         None if tally.failed > 0 || tally.not_attempted > 0 => Some(
             "Once the cause is fixed, send the failed rows again (rows that succeeded are skipped):",
         ),
@@ -500,6 +531,8 @@ mod tests {
             exit,
             resume_command: "graph-remediate run incident-4711.csv --yes --resume",
             undo: None,
+            rehearsal: false,
+            problems: &[],
         }
     }
 

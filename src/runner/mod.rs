@@ -5,7 +5,6 @@
 
 pub mod queue;
 pub mod rate;
-pub mod retry;
 pub mod shutdown;
 
 use std::num::NonZeroU32;
@@ -13,18 +12,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
 use crate::input::Job;
-use crate::input::plan::RowKey;
 use crate::input::plan::{AccountKey, Verdict};
-use crate::output::journal::{Entry, Outcome, RowStatus};
+use crate::output::journal::{Entry, InflightNote, Outcome, RowStatus};
+use crate::retry::{AttemptKind, RetryAction, RetryPolicy, decide};
 use crate::units::Rate;
 use rate::{Admission, Limiter, ThrottleGate};
-use retry::{AttemptKind, RetryAction, RetryPolicy, decide};
 use shutdown::{Stop, StopReason};
 
 /// How hard the run pushes, and how long it keeps trying one row.
@@ -34,8 +32,6 @@ pub struct RunSettings {
     pub rate: Rate,
     pub burst: NonZeroU32,
     pub retry: RetryPolicy,
-    /// The most one row may spend waiting between its attempts (`--max-retry-wait`).
-    pub max_retry_wait: Duration,
     /// After this many failed rows, start nothing new (`--max-failures`).
     pub max_failures: Option<u64>,
 }
@@ -157,13 +153,10 @@ pub async fn run_batch(
                 if outcome.status == RowStatus::Failed {
                     shared.count_failure();
                 }
-                if entry_tx
-                    .send(Entry::Outcome(Box::new(outcome)))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
+                // The writer takes entries until every sender is gone, even after a write error,
+                // so this only fails if it died; either way the account is released, or the
+                // dispatcher would wait for it for ever (issue 10).
+                let _ = entry_tx.send(Entry::Outcome(Box::new(outcome))).await;
                 let _ = done_tx.send(key);
             }
         });
@@ -283,16 +276,18 @@ async fn attempt_until_done(
                 }
             },
         };
+        // Noted, and the note on disk, before the request leaves: a crash cannot hide an
+        // attempt from `--resume`, and no request leaves whose note could not be written.
+        if let Err(reason) = note_attempt(entry_tx, job, client_request_id, *attempts + 1).await {
+            return match last_error {
+                None => Ending::NotSent(reason),
+                Some(error) => Ending::Failed(error, Some(reason)),
+            };
+        }
         *attempts += 1;
         shared.requests.fetch_add(1, Ordering::Relaxed);
         if started_at.is_none() {
             *started_at = Some(SystemTime::now());
-            // Noted before the request leaves, so a crash cannot hide that it was sent.
-            let started = Entry::Started {
-                key: RowKey::of(job),
-                client_request_id: client_request_id.to_owned(),
-            };
-            let _ = entry_tx.send(started).await;
         }
         let result = shared
             .client
@@ -374,20 +369,33 @@ async fn attempt_until_done(
                 return Ending::Failed(error, None);
             }
         };
-        if waited + wait > settings.max_retry_wait {
+        let throttled = matches!(kind, AttemptKind::Status { status: 429, .. });
+        // Graph's window holds every worker, whatever this row does next: even when the row
+        // gives up below, nothing may leave inside the window it was told (issue 10).
+        let opened_pause = throttled && shared.gate.pause_for(wait);
+        if throttled && wait > settings.retry.max_wait {
+            // Every row would have to wait past the bound the operator set: start no more rows,
+            // and say when Graph will take requests again.
+            shared.stop.stop(StopReason::ThrottledTooLong {
+                row: job.row,
+                wait: round_ms(wait),
+                limit: settings.retry.max_wait,
+            });
+        }
+        if waited + wait > settings.retry.max_wait {
             let note = format!(
                 "gave up: waiting {} more would pass --max-retry-wait {}",
                 humantime::format_duration(round_ms(wait)),
-                humantime::format_duration(settings.max_retry_wait)
+                humantime::format_duration(settings.retry.max_wait)
             );
             return Ending::Failed(error, Some(note));
         }
         waited += wait;
         retry_wait.get_or_insert_with(|| RetryWait::start(&shared.retrying));
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        if matches!(kind, AttemptKind::Status { status: 429, .. }) {
+        if throttled {
             // One warning per 429: the pause when this one opened or lengthened it, else the retry.
-            if shared.gate.pause_for(wait) {
+            if opened_pause {
                 warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 429, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, "throttled by Graph (429): every worker pauses");
             } else {
                 warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 429, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, "retrying after the throttle pause");
@@ -402,6 +410,24 @@ async fn attempt_until_done(
         }
         last_error = Some(error);
     }
+}
+
+/// Asks the writer to note attempt `attempt` of `job` in the in-flight log and waits until the
+/// note is on disk. `Err` says why the request must not leave.
+async fn note_attempt(
+    entry_tx: &mpsc::Sender<Entry>,
+    job: &Job,
+    client_request_id: &str,
+    attempt: u32,
+) -> Result<(), String> {
+    let (ack_tx, ack_rx) = oneshot::channel();
+    let note = InflightNote::new(job, client_request_id, attempt);
+    let gone = || "not sent: the results writer has stopped".to_owned();
+    entry_tx
+        .send(Entry::Started { note, ack: ack_tx })
+        .await
+        .map_err(|_| gone())?;
+    ack_rx.await.map_err(|_| gone())?
 }
 
 /// Counts a row as waiting to retry for as long as it is held; dropped when the next attempt is
@@ -459,6 +485,7 @@ fn failed(job: Job, error: &GraphError, note: Option<&str>) -> Outcome {
             error.to_string(),
             None,
         ),
+        GraphError::Unsendable(_) => (None, Some("notSent".to_owned()), error.to_string(), None),
     };
     let hint = match http_status {
         Some(401) => {

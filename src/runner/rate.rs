@@ -25,8 +25,12 @@ use crate::units::Rate;
 pub const DECREASE: f64 = 0.7;
 pub const FAST_RISE: f64 = 0.10;
 pub const PROBE_RISE: f64 = 0.02;
-/// The slowest the adaptive rate goes: one request every ten seconds.
+/// The slowest the adaptive rate goes: one request every ten seconds, or a tenth of `--rate`
+/// when that is slower still, so the floor never lies above `--rate` (issue 10).
 const FLOOR_PER_SECOND: f64 = 0.1;
+/// The longest pause the next rise waits out: a `Retry-After` of years must not freeze the
+/// adaptive rate for good (issue 10).
+const MAX_RISE_DELAY: Duration = Duration::from_secs(3600);
 /// How often the rate may rise.
 const RISE_EVERY: Duration = Duration::from_secs(1);
 
@@ -136,11 +140,12 @@ impl Limiter {
         if pace.epoch != admission.epoch {
             return;
         }
-        let lowered = (pace.per_second * DECREASE).max(FLOOR_PER_SECOND);
+        let floor = FLOOR_PER_SECOND.min(self.ceiling / 10.0);
+        let lowered = (pace.per_second * DECREASE).max(floor);
         self.throttled_at
             .store(pace.per_second.to_bits(), Ordering::Relaxed);
         self.replace(&pace, lowered, "lowered after a 429");
-        let pause_us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        let pause_us = u64::try_from(pause.min(MAX_RISE_DELAY).as_micros()).unwrap_or(u64::MAX);
         self.next_rise_us.fetch_max(
             self.now_us()
                 .saturating_add(pause_us)
@@ -394,6 +399,31 @@ mod tests {
             limiter.succeeded();
         }
         assert_rate(&limiter, 100.0, "--rate stays the ceiling");
+    }
+
+    #[tokio::test]
+    async fn issue_10_the_floor_never_lies_above_the_rate() {
+        let limiter = Limiter::new(parse_rate("1/min").unwrap(), NonZeroU32::MIN);
+        limiter.throttled(Admission { epoch: 0 }, Duration::ZERO);
+        let per_minute = limiter.per_second() * 60.0;
+        assert!(per_minute < 1.0, "{per_minute}/min after a 429 at 1/min");
+        for _ in 0..50 {
+            let epoch = limiter.current().epoch;
+            limiter.throttled(Admission { epoch }, Duration::ZERO);
+        }
+        assert!(
+            (limiter.per_second() - 1.0 / 600.0).abs() < 1e-9,
+            "a tenth of the rate"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn issue_10_a_huge_retry_after_does_not_freeze_the_rise() {
+        let limiter = Limiter::new(parse_rate("100/s").unwrap(), NonZeroU32::MIN);
+        limiter.throttled(Admission { epoch: 0 }, Duration::from_secs(u64::MAX / 4));
+        tokio::time::advance(MAX_RISE_DELAY + RISE_EVERY * 2).await;
+        limiter.succeeded();
+        assert!(limiter.per_second() > 70.0, "{}", limiter.per_second());
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,7 @@
 //! Stopping means "start nothing new"; requests already on the wire are allowed to finish.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,15 @@ pub enum StopReason {
     Credentials { detail: String },
     /// `--max-failures` rows failed.
     TooManyFailures { limit: u64 },
+    /// Graph told the run to wait longer than `--max-retry-wait`.
+    ThrottledTooLong {
+        row: u64,
+        wait: Duration,
+        limit: Duration,
+    },
+    /// The results file (or the in-flight log beside it) could not be written: no request may
+    /// leave that cannot be recorded.
+    ResultsUnwritable { detail: String },
 }
 
 impl StopReason {
@@ -46,6 +56,12 @@ impl StopReason {
             StopReason::TooManyFailures { limit } => {
                 format!("not started: the run stopped after {limit} failed rows (--max-failures)")
             }
+            StopReason::ThrottledTooLong { row, .. } => {
+                format!("not started: Graph throttled row {row} for longer than --max-retry-wait")
+            }
+            StopReason::ResultsUnwritable { .. } => {
+                "not started: the results could not be written".to_owned()
+            }
         }
     }
 }
@@ -69,8 +85,33 @@ impl std::fmt::Display for StopReason {
                 f,
                 "{limit} rows failed (--max-failures {limit}); no new rows were started. Look at the errors in the results before resuming"
             ),
+            StopReason::ThrottledTooLong { row, wait, limit } => write!(
+                f,
+                "Graph throttled row {row} and asked to wait {}, longer than --max-retry-wait {}; no new rows were started and nothing was sent inside that window. Resume once it has passed",
+                humantime::format_duration(*wait),
+                humantime::format_duration(*limit)
+            ),
+            StopReason::ResultsUnwritable { detail } => write!(
+                f,
+                "the results could not be written ({detail}); no new rows were started and no request left without its record. Free space or fix the cause, then resume: rows with a record are kept"
+            ),
         }
     }
+}
+
+/// Turns the shutdown future (the first Ctrl-C or SIGTERM) into a token that any step can watch,
+/// from the first: reading a named pipe or waiting at the confirmation prompt must stop on a
+/// signal as the batch does (issue 10). Must be called inside the runtime.
+pub fn listen(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        cancel.cancel();
+    });
+    token
 }
 
 /// Shared by every task of a run.

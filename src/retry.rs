@@ -18,6 +18,8 @@ pub enum AttemptKind {
     Timeout,
     /// The connection could not be made or broke before a response arrived.
     Connection,
+    /// The request could not be sent at all (it would not leave as built): final.
+    Unsendable,
 }
 
 /// What to do next.
@@ -44,6 +46,8 @@ pub struct RetryPolicy {
     pub backoff_base: Duration,
     /// Largest backoff ceiling.
     pub backoff_cap: Duration,
+    /// The most one row may spend waiting between its attempts (`--max-retry-wait`).
+    pub max_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -52,6 +56,7 @@ impl Default for RetryPolicy {
             max_retries: 10,
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(60),
+            max_wait: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -88,7 +93,7 @@ pub fn decide(
         AttemptKind::Timeout | AttemptKind::Connection => RetryAction::Retry {
             wait: backoff(attempt, policy, jitter),
         },
-        AttemptKind::Status { .. } => return RetryAction::Fail,
+        AttemptKind::Status { .. } | AttemptKind::Unsendable => return RetryAction::Fail,
     };
     if attempt > policy.max_retries {
         RetryAction::Fail
@@ -270,6 +275,7 @@ mod tests {
             max_retries: 50,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(30),
+            ..RetryPolicy::default()
         };
         let ceilings: Vec<u64> = (1..=7)
             .map(|n| backoff(n, &policy, 1.0).as_secs())

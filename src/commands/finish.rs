@@ -1,0 +1,198 @@
+//! What `run` does after the last outcome: make the results one record per input row (only when
+//! the whole input was read and every record written), the undo file, the summary, and the exit
+//! status, decided in one place ([`exit_status`]). A failure here happens after requests left, so
+//! it is reported as a problem (exit 4) and never as exit 2, and no row's record is lost to it.
+
+use std::io::Write;
+use std::path::Path;
+
+use tracing::{error, info};
+
+use crate::cli::LogFormat;
+use crate::config::RunConfig;
+use crate::input::InputSource;
+use crate::input::plan::Plan;
+use crate::output::journal::{InflightLog, WriterEnd, open_private, private_options};
+use crate::output::summary::{RunFacts, Summary, Tally, resume_command};
+use crate::output::undo::write_undo;
+use crate::runner::shutdown::StopReason;
+use crate::{ExitStatus, logging};
+
+use super::run::Acted;
+
+/// Finishes the run and returns its exit status.
+pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> ExitStatus {
+    let WriterEnd {
+        sinks,
+        tally,
+        failure,
+    } = acted.writer;
+    let results = &config.files.results;
+    let mut problems = Vec::new();
+    if let Some(error) = &failure {
+        problems.push(format!(
+            "cannot write the results file {}: {error}",
+            results.display()
+        ));
+    }
+    if failure.is_none() && acted.read_whole_input {
+        // Every row has its record now: leave one per input row, and nothing in flight.
+        if let Err(error) = sinks.journal.compact() {
+            problems.push(format!(
+                "cannot rewrite the results file {} as one record per row ({error}); it holds every record, and --resume reads it as it is",
+                results.display()
+            ));
+        } else if let Some(inflight) = sinks.inflight {
+            let path = InflightLog::path_for(results);
+            if let Err(error) = inflight.remove() {
+                problems.push(format!("cannot remove {}: {error}", path.display()));
+            }
+        }
+    }
+    let undo_rows = match &config.files.undo {
+        Some(path) if failure.is_none() => match write_undo(results, path, &plan.carry_columns) {
+            Ok(rows) => Some(rows),
+            Err(error) => {
+                problems.push(format!(
+                    "cannot write the undo file {}: {error}",
+                    path.display()
+                ));
+                None
+            }
+        },
+        Some(path) => {
+            problems.push(format!(
+                "the undo file {} was not written: the results are incomplete; resume first, then ask for it again",
+                path.display()
+            ));
+            None
+        }
+        None => None,
+    };
+    for problem in &problems {
+        error!(problem = %problem, "after the batch");
+    }
+    let stop = acted.stop.reason();
+    let mut status = exit_status(stop, &tally, &problems);
+    if let Some(reason) = stop
+        && *reason != StopReason::Interrupted
+    {
+        error!("stopped early: {reason}");
+    }
+    info!(
+        succeeded = tally.succeeded,
+        failed = tally.failed,
+        skipped = tally.skipped,
+        notAttempted = tally.not_attempted,
+        elapsedSeconds = acted.elapsed.as_secs_f64(),
+        exitCode = status.code(),
+        "run finished"
+    );
+    let resume = resume_command(&invoked_as(config));
+    let summary_of = |status: ExitStatus, problems: &[String]| {
+        let facts = RunFacts {
+            started_at: acted.started_at,
+            finished_at: std::time::SystemTime::now(),
+            elapsed: acted.elapsed,
+            requests: acted.shared.requests(),
+            responses_429: acted.shared.responses_429(),
+            pauses: acted.shared.gate.pauses(),
+            paused: acted.shared.gate.paused_total(),
+            rate: config.pacing.rate,
+            already_succeeded: plan.already_succeeded,
+            results,
+            stop,
+            exit: status,
+            resume_command: &resume,
+            undo: config.files.undo.as_deref().zip(undo_rows),
+            rehearsal: config.target.is_rehearsal(),
+            problems,
+        };
+        Summary::new(&tally, &facts)
+    };
+    let mut summary = summary_of(status, &problems);
+    if let Some(path) = &config.files.summary_json
+        && let Err(error) = write_summary_json(path, &summary.to_json())
+    {
+        let problem = format!("cannot write the summary to {}: {error}", path.display());
+        error!(problem = %problem, "after the batch");
+        problems.push(problem);
+        status = exit_status(stop, &tally, &problems);
+        summary = summary_of(status, &problems);
+    }
+    match logging::format() {
+        LogFormat::Text => eprint!("{}", summary.render_text()),
+        // One more JSON line among the logs, so that every line on stderr parses.
+        LogFormat::Json => {
+            eprintln!("{}", logging::json_line("INFO", "run summary", &summary));
+        }
+    }
+    status
+}
+
+/// The exit status of a run whose requests may have left (SPEC section 6): never 2, which says
+/// nothing was sent.
+fn exit_status(stop: Option<&StopReason>, tally: &Tally, problems: &[String]) -> ExitStatus {
+    match stop {
+        Some(reason) => reason.exit_status(),
+        None if !problems.is_empty() => ExitStatus::StoppedEarly,
+        None if tally.failed > 0 => ExitStatus::RowsFailed,
+        None => ExitStatus::Success,
+    }
+}
+
+/// The command line this run was started with; in process (tests, benches), where there is
+/// none, the shortest command that names the same input and results.
+fn invoked_as(config: &RunConfig) -> Vec<std::ffi::OsString> {
+    if !config.command_line.is_empty() {
+        return config.command_line.clone();
+    }
+    let input = match &config.input.source {
+        InputSource::File(path) => path.as_os_str().to_owned(),
+        _ => "-".into(),
+    };
+    let mut words = vec!["graph-remediate".into(), "run".into(), input];
+    if config.target.is_rehearsal() {
+        words.push("--mock".into());
+    }
+    words.push("-o".into());
+    words.push(config.files.results.as_os_str().to_owned());
+    words
+}
+
+/// `--summary-json`: the summary as one JSON line, replacing the file, readable by the owner
+/// only like the results it describes, and never written through a link.
+fn write_summary_json(path: &Path, json: &str) -> std::io::Result<()> {
+    let mut file = open_private(
+        private_options().write(true).create(true).truncate(true),
+        path,
+    )?;
+    crate::output::journal::restrict(&file)?;
+    file.write_all(json.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_after_sending_is_exit_4_never_2() {
+        let tally = Tally::default();
+        assert_eq!(exit_status(None, &tally, &[]), ExitStatus::Success);
+        assert_eq!(
+            exit_status(None, &tally, &["disk full".to_owned()]),
+            ExitStatus::StoppedEarly
+        );
+        let failed = Tally {
+            failed: 1,
+            ..Tally::default()
+        };
+        assert_eq!(exit_status(None, &failed, &[]), ExitStatus::RowsFailed);
+        assert_eq!(
+            exit_status(Some(&StopReason::Interrupted), &failed, &[]),
+            ExitStatus::Interrupted
+        );
+    }
+}

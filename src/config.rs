@@ -1,0 +1,146 @@
+//! The typed run configuration: what `run` does, decided once from the command line (see
+//! `cli.rs`, `RunConfig::try_from(RunArgs)`) or built directly by tests and benches. Nothing past
+//! this point sees a clap type: paths are resolved, URLs checked, durations and rates parsed,
+//! and flags turned into enums (ripgrep's LowArgs -> HiArgs).
+
+use std::ffi::OsString;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::graph::auth::CredentialSources;
+use crate::graph::client::ApiVersion;
+use crate::input::plan::Unlisted;
+use crate::input::{InputOptions, InputSource};
+use crate::output::progress::ProgressMode;
+use crate::retry::RetryPolicy;
+use crate::units::Rate;
+
+/// Everything `run` needs.
+#[derive(Debug)]
+pub struct RunConfig {
+    pub input: InputConfig,
+    /// Where the requests go.
+    pub target: Target,
+    /// The credentials given (read only when the run connects); unused for the mock.
+    pub credentials: CredentialSources,
+    pub pacing: Pacing,
+    pub retry: RetryPolicy,
+    /// Time limit of one request.
+    pub timeout: Duration,
+    pub files: OutputFiles,
+    pub resume: Resume,
+    pub mode: Mode,
+    pub confirm: Confirm,
+    /// After this many failed rows, start nothing new.
+    pub max_failures: Option<u64>,
+    pub progress: ProgressMode,
+    /// The command line the run was started with, for the summary's `--resume` command; empty
+    /// when the run is built in process.
+    pub command_line: Vec<OsString>,
+}
+
+/// The input and how to read it.
+#[derive(Debug, Clone)]
+pub struct InputConfig {
+    pub source: InputSource,
+    pub options: InputOptions,
+    pub unlisted: Unlisted,
+}
+
+/// Where the run's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A Graph service root (a national cloud's, or `--graph-url`), with the authority that
+    /// issues its tokens.
+    Graph {
+        root: reqwest::Url,
+        authority: String,
+        api_version: ApiVersion,
+        /// The cloud named by `--cloud`, for `--dry-run` and the authority check.
+        cloud: crate::cli::Cloud,
+    },
+    /// The built-in mock, started in process for this run (`--mock`): a rehearsal.
+    Mock { api_version: ApiVersion },
+}
+
+impl Target {
+    pub fn api_version(&self) -> ApiVersion {
+        match self {
+            Target::Graph { api_version, .. } | Target::Mock { api_version } => *api_version,
+        }
+    }
+
+    pub fn is_rehearsal(&self) -> bool {
+        matches!(self, Target::Mock { .. })
+    }
+
+    /// The endpoint recorded in the run state, so that results are never resumed against
+    /// another one (a rehearsal's least of all).
+    pub fn endpoint(&self) -> String {
+        match self {
+            Target::Graph { root, .. } => root.as_str().trim_end_matches('/').to_owned(),
+            Target::Mock { .. } => crate::output::lock::MOCK_ENDPOINT.to_owned(),
+        }
+    }
+}
+
+/// How hard the run pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    pub rate: Rate,
+    pub burst: NonZeroU32,
+    pub concurrency: usize,
+}
+
+/// The files a run writes besides the results' own sidecars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputFiles {
+    pub results: PathBuf,
+    pub undo: Option<PathBuf>,
+    pub summary_json: Option<PathBuf>,
+}
+
+impl OutputFiles {
+    /// `<stem>.results.jsonl` beside the input, or `<stem>.rehearsal.jsonl` for a rehearsal, so a
+    /// rehearsal never writes, overwrites or stands in for a real run's results (issue 10).
+    pub fn default_results(input: &Path, rehearsal: bool) -> PathBuf {
+        let stem = input
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("input");
+        let suffix = if rehearsal {
+            "rehearsal.jsonl"
+        } else {
+            "results.jsonl"
+        };
+        input.with_file_name(format!("{stem}.{suffix}"))
+    }
+}
+
+/// Whether this run continues an earlier one's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// A new results file; an existing one is refused.
+    Fresh,
+    /// `--resume`: skip rows that already succeeded; `accept_changed_input` continues even when
+    /// the input changed since.
+    Continue { accept_changed_input: bool },
+}
+
+/// Act, or only show what would be done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Act,
+    /// `--dry-run`: the plan, the settings and the expected duration; nothing is sent.
+    DryRun,
+}
+
+/// Whether to ask before sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// On a terminal, show the plan and ask; elsewhere refuse (nothing sent).
+    Ask,
+    /// `--yes` (and rehearsals): no question.
+    Yes,
+}

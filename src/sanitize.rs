@@ -1,0 +1,134 @@
+//! Text from outside (a server's error body, a header, a token endpoint's description) made safe
+//! to print, log and record: control characters and bidirectional overrides escaped, length
+//! bounded, and any secret we sent scrubbed out in every encoding a server might echo it in
+//! (issue 10). Pure functions; no I/O.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// The most characters of outside text kept; Graph's messages are a sentence or two.
+pub const MAX_OUTSIDE_TEXT: usize = 1000;
+
+/// `text` with every control character (C0, DEL, C1) and every bidirectional override escaped as
+/// `\u{..}`, so that nothing a server sends can move the cursor, recolour or rewrite a terminal,
+/// and cut to [`MAX_OUTSIDE_TEXT`] characters.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let clean = text.chars().all(|c| !needs_escape(c));
+    if clean && text.chars().nth(MAX_OUTSIDE_TEXT).is_none() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len().min(MAX_OUTSIDE_TEXT * 2));
+    for (index, c) in text.chars().enumerate() {
+        if index == MAX_OUTSIDE_TEXT {
+            out.push('…');
+            break;
+        }
+        if needs_escape(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`printable`], owned.
+pub fn printable_owned(text: &str) -> String {
+    printable(text).into_owned()
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with `secret` replaced by `[redacted]` wherever it appears: as sent, form-encoded,
+/// percent-encoded (either case of hex digits) or JSON-escaped. Secrets shorter than four
+/// characters are left alone: replacing them would shred ordinary text and hide nothing.
+pub fn redact(text: &str, secret: &str) -> String {
+    if secret.len() < 4 {
+        return text.to_owned();
+    }
+    let mut out = text.to_owned();
+    for form in encodings(secret) {
+        if out.contains(form.as_str()) {
+            out = out.replace(form.as_str(), "[redacted]");
+        }
+    }
+    out
+}
+
+/// The spellings of `secret` a server could echo back.
+fn encodings(secret: &str) -> Vec<String> {
+    let percent_upper = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
+    let percent_lower = lower_hex_escapes(&percent_upper);
+    let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|j| j.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_owned();
+    let mut forms = vec![secret.to_owned(), form, percent_upper, percent_lower, json];
+    forms.retain(|f| f.len() >= 4);
+    // Longest first, so that a form which contains another is replaced whole.
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    forms
+}
+
+fn lower_hex_escapes(encoded: &str) -> String {
+    let mut out = String::with_capacity(encoded.len());
+    let mut rest = encoded;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
+        out.push_str(&escape.to_ascii_lowercase());
+        rest = &rest[at + escape.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_and_bidi_overrides_are_escaped() {
+        assert_eq!(printable("plain text"), "plain text");
+        assert!(matches!(printable("plain"), Cow::Borrowed(_)));
+        assert_eq!(printable("a\u{1b}[31mred"), "a\\u{1b}[31mred");
+        assert_eq!(printable("x\r\ny\u{7f}"), "x\\u{d}\\u{a}y\\u{7f}");
+        assert_eq!(printable("\u{9b}2J"), "\\u{9b}2J", "C1 CSI");
+        assert_eq!(printable("abc\u{202e}def"), "abc\\u{202e}def");
+    }
+
+    #[test]
+    fn long_outside_text_is_cut() {
+        let long = "x".repeat(MAX_OUTSIDE_TEXT + 50);
+        let shown = printable(&long);
+        assert_eq!(shown.chars().count(), MAX_OUTSIDE_TEXT + 1);
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn issue_10_secrets_echoed_in_any_encoding_are_redacted() {
+        let secret = "s3cr+t/v@lue=&x";
+        for echoed in [
+            "s3cr+t/v@lue=&x",
+            "s3cr%2Bt%2Fv%40lue%3D%26x",
+            "s3cr%2bt%2fv%40lue%3d%26x",
+        ] {
+            let text = format!("got client_secret={echoed} here");
+            let redacted = redact(&text, secret);
+            assert_eq!(redacted, "got client_secret=[redacted] here", "{echoed}");
+        }
+        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        assert!(!redact(&format!("x={form}"), secret).contains(&form));
+        let json = "{\"echo\":\"a\\\"b\\\\c\"}";
+        assert_eq!(redact(json, "a\"b\\c"), "{\"echo\":\"[redacted]\"}");
+        assert_eq!(redact("abc", "ab"), "abc", "short secrets are left alone");
+    }
+}
