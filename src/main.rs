@@ -14,6 +14,9 @@ fn main() -> ExitCode {
         .build()
         .expect("the tokio runtime starts");
     let result = runtime.block_on(graph_remediate::execute(cli.command, shutdown_signal()));
+    // Everything the run started has finished by now, but a blocking read that a signal cut
+    // short (a named pipe nobody writes, the confirmation prompt) cannot be: don't wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(status) => ExitCode::from(status.code()),
         Err(error) => {

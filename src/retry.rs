@@ -113,6 +113,10 @@ pub fn backoff(attempt: u32, policy: &RetryPolicy, jitter: f64) -> Duration {
     ceiling.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
+/// The longest `Retry-After` believed: hours of waiting are already absurd (the run stops past
+/// `--max-retry-wait`); the cap keeps every sum of waits far from overflow.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(1_000_000_000);
+
 /// Reads `Retry-After` as Graph sends it: integer seconds, decimal seconds (`0.249`, rounded up
 /// to the next millisecond so we never wait less than told), or an HTTP-date (a past date means
 /// now). Anything else is `None`, and the caller falls back to backoff.
@@ -123,12 +127,17 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
         if !seconds.is_finite() || seconds < 0.0 {
             return None;
         }
-        // Hours of waiting is already absurd; the cap keeps the arithmetic far from overflow.
-        let millis = (seconds * 1000.0).ceil().min(1e12);
+        let millis = (seconds * 1000.0)
+            .ceil()
+            .min(MAX_RETRY_AFTER.as_millis() as f64);
         return Some(Duration::from_millis(millis as u64));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 #[cfg(test)]

@@ -27,7 +27,15 @@ fn read_all(bytes: Vec<u8>, format: InputFormat, delimiter: Option<u8>) {
             Err(_) => break,
         }
     }
-    let _ = checker.finish(rows.carry_columns());
+    let plan = checker.finish(rows.carry_columns());
+    // What validate and run print about the input: no escape sequence from the file reaches
+    // the terminal (issue 10).
+    let printed = graph_remediate::output::plan::render_text(&plan)
+        + &graph_remediate::output::plan::render_errors(&plan);
+    assert!(
+        !printed.chars().any(|c| c.is_control() && c != '\n'),
+        "{printed:?}"
+    );
 }
 
 /// Bytes biased towards the characters that matter to the parsers.
@@ -50,6 +58,7 @@ fn interesting_bytes() -> impl Strategy<Value = Vec<u8>> {
         Just(0xBF),
         Just(0xFF),
         Just(0x00),
+        Just(0x1b),
         any::<u8>(),
     ];
     prop::collection::vec(alphabet, 0..512)

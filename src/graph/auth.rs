@@ -785,7 +785,7 @@ fn ready_token_expiry(token: &str) -> Option<SystemTime> {
 }
 
 /// A successful token response: the token and its lifetime.
-fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
+pub(super) fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
     #[derive(Deserialize)]
     struct Issued {
         access_token: Option<String>,
@@ -843,7 +843,7 @@ struct EntraError {
 
 /// Turns a refusal from the token endpoint into an error naming the AADSTS code, its description
 /// and what to do, with anything sent scrubbed out.
-fn refusal(url: &str, status: u16, body: &[u8], sent_secret: &str) -> AuthError {
+pub(super) fn refusal(url: &str, status: u16, body: &[u8], sent_secret: &str) -> AuthError {
     let parsed: Option<EntraError> = serde_json::from_slice(body).ok();
     let Some(entra) = parsed.filter(|e| e.error.is_some() || e.error_description.is_some()) else {
         let text = String::from_utf8_lossy(body);

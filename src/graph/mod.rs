@@ -6,3 +6,6 @@ pub mod assertion;
 pub mod auth;
 pub mod client;
 pub mod model;
+
+#[cfg(test)]
+mod hostile_tests;

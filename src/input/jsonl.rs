@@ -8,6 +8,8 @@ use std::io::{BufReader, Read};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
+use crate::sanitize::printable;
+
 use super::{
     Field, InputError, InputOptions, Job, Line, MAX_CARRY_COLUMNS, MAX_LINE, RawRow, RowError,
     build_job, read_line,
@@ -135,7 +137,8 @@ impl JsonlRows {
                     other => {
                         malformed[field as usize] = true;
                         problems.push(format!(
-                            "\"{key}\" must be a string, found {}",
+                            "\"{}\" must be a string, found {}",
+                            printable(key),
                             json_kind(other)
                         ));
                     }
@@ -151,7 +154,8 @@ impl JsonlRows {
                         Err(reason) => problems.push(reason),
                     },
                     None => problems.push(format!(
-                        "\"{key}\" must be a string, number or boolean, found {}",
+                        "\"{}\" must be a string, number or boolean, found {}",
+                        printable(key),
                         json_kind(value)
                     )),
                 },
@@ -196,7 +200,8 @@ impl JsonlRows {
         }
         if self.carry_fixed {
             return Err(format!(
-                "key \"{key}\" was not in the file when it was checked; was the input changed?"
+                "key \"{}\" was not in the file when it was checked; was the input changed?",
+                printable(key)
             ));
         }
         if self.carry_names.len() >= MAX_CARRY_COLUMNS {

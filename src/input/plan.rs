@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::{InputFormat, Job, RowError};
 use crate::graph::model::{Action, Provider, documented_providers, is_documented};
+use crate::sanitize::printable;
 
 /// How many errors, duplicates and warnings a plan keeps to show; the rest are only counted.
 pub const SHOWN: usize = 50;
@@ -267,7 +268,7 @@ impl Checker {
                     line: job.row,
                     message: format!(
                         "account {:?} ({}) gets {action} here and {first_action} on line {first_line}; they will run in file order",
-                        job.identity_account_id, job.account_id
+                        job.identity_account_id, printable(&job.account_id)
                     ),
                 });
             }

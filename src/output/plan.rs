@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::input::plan::{Note, Plan};
+use crate::sanitize::printable;
 
 /// The plan as text. Row errors are not included: they go to stderr as `FILE:LINE: reason`.
 pub fn render_text(plan: &Plan) -> String {
@@ -51,7 +52,7 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(
             out,
             "\nCarried through to the results: {}",
-            plan.carry_columns.join(", ")
+            printable(&plan.carry_columns.join(", "))
         );
     }
     let _ = writeln!(out);

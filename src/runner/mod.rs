@@ -505,3 +505,113 @@ fn failed(job: Job, error: &GraphError, note: Option<&str>) -> Outcome {
         ..Outcome::unsent(job, RowStatus::Failed, "")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::auth::{CredentialSources, TokenEndpoint};
+    use crate::graph::client::ApiVersion;
+    use crate::graph::model::{Action, Provider};
+    use crate::mock::{MockConfig, MockServer};
+
+    fn job(row: u64) -> Job {
+        Job {
+            row,
+            identity_account_id: format!("id-{row}"),
+            account_id: format!("00u{row}"),
+            action: Action::Disable,
+            provider: Provider::Okta,
+            carry: vec![],
+            earlier_attempts: 0,
+        }
+    }
+
+    async fn shared_for(mock: &MockServer) -> Arc<Shared> {
+        let endpoint = TokenEndpoint::new(&mock.base_url(), &mock.base_url()).unwrap();
+        let tokens = Tokens::from_sources(
+            CredentialSources {
+                access_token: Some(secrecy::SecretString::from("t")),
+                ..CredentialSources::default()
+            },
+            &endpoint,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let client =
+            GraphClient::new(&mock.base_url(), ApiVersion::V1, Duration::from_secs(5), 2).unwrap();
+        let settings = RunSettings {
+            concurrency: 2,
+            rate: crate::units::parse_rate("1000/s").unwrap(),
+            burst: NonZeroU32::MIN,
+            retry: RetryPolicy::default(),
+            max_failures: None,
+        };
+        Arc::new(Shared::new(client, tokens, settings, Arc::new(Stop::new())))
+    }
+
+    #[tokio::test]
+    async fn issue_10_no_request_leaves_without_its_note() {
+        let mock = MockServer::start(MockConfig {
+            static_tokens: vec!["t".into()],
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let shared = shared_for(&mock).await;
+        let (row_tx, row_rx) = mpsc::channel(8);
+        let (entry_tx, mut entry_rx) = mpsc::channel(64);
+        // A writer that cannot write: every note is refused, every outcome still arrives.
+        let writer = tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            while let Some(entry) = entry_rx.recv().await {
+                match entry {
+                    Entry::Started { ack, .. } => {
+                        let _ = ack.send(Err("not sent: disk full".to_owned()));
+                    }
+                    Entry::Outcome(outcome) => outcomes.push(*outcome),
+                    Entry::Tick => {}
+                }
+            }
+            outcomes
+        });
+        let rows = (2..5).map(|row| (job(row), Verdict::Send)).collect();
+        row_tx.send(rows).await.unwrap();
+        drop(row_tx);
+        run_batch(shared, row_rx, entry_tx).await;
+        let outcomes = writer.await.unwrap();
+        assert_eq!(outcomes.len(), 3, "every row has its outcome");
+        for outcome in &outcomes {
+            assert_eq!(outcome.status, RowStatus::NotAttempted);
+            assert_eq!(outcome.attempts, 0);
+            assert!(
+                outcome
+                    .error_message
+                    .as_deref()
+                    .unwrap()
+                    .contains("disk full")
+            );
+        }
+        assert_eq!(mock.stats().graph_requests, 0, "no request left");
+    }
+
+    #[tokio::test]
+    async fn issue_10_every_account_is_released_when_the_writer_is_gone() {
+        let mock = MockServer::start(MockConfig {
+            static_tokens: vec!["t".into()],
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let shared = shared_for(&mock).await;
+        let (row_tx, row_rx) = mpsc::channel(8);
+        let (entry_tx, entry_rx) = mpsc::channel(1);
+        drop(entry_rx);
+        // Two rows of one account: the second waits for the first to release it.
+        let rows = vec![(job(2), Verdict::Send), (job(2), Verdict::Send)];
+        row_tx.send(rows).await.unwrap();
+        drop(row_tx);
+        tokio::time::timeout(Duration::from_secs(10), run_batch(shared, row_rx, entry_tx))
+            .await
+            .expect("the batch ends instead of waiting for ever");
+    }
+}
