@@ -58,7 +58,7 @@ pub enum Target {
         authority: String,
         api_version: ApiVersion,
         /// The cloud named by `--cloud`, for `--dry-run` and the authority check.
-        cloud: crate::cli::Cloud,
+        cloud: Cloud,
     },
     /// The built-in mock, started in process for this run (`--mock`): a rehearsal.
     Mock { api_version: ApiVersion },
@@ -143,4 +143,54 @@ pub enum Confirm {
     Ask,
     /// `--yes` (and rehearsals): no question.
     Yes,
+}
+
+/// The national clouds of SPEC section 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cloud {
+    /// graph.microsoft.com, login.microsoftonline.com
+    Global,
+    /// US Government L4 (GCC High): graph.microsoft.us, login.microsoftonline.us
+    #[value(name = "usgov")]
+    UsGov,
+    /// US Government L5 (DoD): dod-graph.microsoft.us, login.microsoftonline.us
+    #[value(name = "usgovdod")]
+    UsGovDod,
+    /// China (21Vianet): refused, invokeAction is not offered there
+    China,
+}
+
+impl Cloud {
+    /// The Graph service root, or why there is none.
+    pub fn graph_root(self) -> Result<&'static str, String> {
+        match self {
+            Cloud::Global => Ok("https://graph.microsoft.com"),
+            Cloud::UsGov => Ok("https://graph.microsoft.us"),
+            Cloud::UsGovDod => Ok("https://dod-graph.microsoft.us"),
+            Cloud::China => Err(
+                "--cloud china: Microsoft does not offer the identityAccounts invokeAction in the China cloud (21Vianet); nothing was sent"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// The API version used when `--api-version` is not given: v1.0 where Microsoft's v1.0
+    /// metadata lists the action (the global cloud, since 2025-11), beta where only beta lists it
+    /// (SPEC section 2).
+    pub fn api_version(self) -> ApiVersion {
+        match self {
+            Cloud::Global => ApiVersion::V1,
+            Cloud::UsGov | Cloud::UsGovDod | Cloud::China => ApiVersion::Beta,
+        }
+    }
+
+    /// The Entra authority that issues tokens for this cloud's Graph, or why there is none.
+    /// Tokens from one cloud are not accepted by another (research/graph.md section 4).
+    pub fn authority(self) -> Result<&'static str, String> {
+        match self {
+            Cloud::Global => Ok("https://login.microsoftonline.com"),
+            Cloud::UsGov | Cloud::UsGovDod => Ok("https://login.microsoftonline.us"),
+            Cloud::China => self.graph_root(),
+        }
+    }
 }

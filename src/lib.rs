@@ -11,6 +11,7 @@ pub mod graph;
 pub mod input;
 pub mod logging;
 pub mod mock;
+pub mod outcome;
 pub mod output;
 pub mod retry;
 pub mod runner;

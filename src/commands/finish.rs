@@ -5,6 +5,8 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tracing::{error, info};
 
@@ -12,30 +14,53 @@ use crate::cli::LogFormat;
 use crate::config::RunConfig;
 use crate::input::InputSource;
 use crate::input::plan::Plan;
+use crate::outcome::StopReason;
 use crate::output::journal::{InflightLog, WriterEnd, open_private, private_options};
 use crate::output::summary::{RunFacts, Summary, Tally, resume_command};
 use crate::output::undo::write_undo;
-use crate::runner::shutdown::StopReason;
+use crate::runner::Shared;
+use crate::runner::shutdown::Stop;
 use crate::{ExitStatus, logging};
 
-use super::run::Acted;
+/// What the batch left for the finishing steps.
+pub(super) struct Acted {
+    /// The writer's end: `None` if it died (a bug), and then the results hold what it wrote.
+    pub(super) writer: Option<WriterEnd>,
+    /// Every outcome, folded as the writer passed it on.
+    pub(super) tally: Tally,
+    /// Whether the reader went through the whole input (a run cut short by a changed input must
+    /// not compact its results from a partial read: issue 10).
+    pub(super) read_whole_input: bool,
+    /// What already went wrong during the batch, besides the stop reason.
+    pub(super) problems: Vec<String>,
+    pub(super) stop: Arc<Stop>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) started_at: SystemTime,
+    pub(super) elapsed: Duration,
+}
 
 /// Finishes the run and returns its exit status.
 pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> ExitStatus {
-    let WriterEnd {
-        sinks,
-        tally,
-        failure,
-    } = acted.writer;
     let results = &config.files.results;
-    let mut problems = Vec::new();
+    let tally = &acted.tally;
+    let mut problems = acted.problems;
+    let (sinks, failure) = match acted.writer {
+        Some(WriterEnd { sinks, failure }) => (Some(sinks), failure.map(|e| e.to_string())),
+        None => (
+            None,
+            Some("the results writer stopped unexpectedly".to_owned()),
+        ),
+    };
     if let Some(error) = &failure {
         problems.push(format!(
             "cannot write the results file {}: {error}",
             results.display()
         ));
     }
-    if failure.is_none() && acted.read_whole_input {
+    if let Some(sinks) = sinks
+        && failure.is_none()
+        && acted.read_whole_input
+    {
         // Every row has its record now: leave one per input row, and nothing in flight.
         if let Err(error) = sinks.journal.compact() {
             problems.push(format!(
@@ -73,7 +98,7 @@ pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> Exi
         error!(problem = %problem, "after the batch");
     }
     let stop = acted.stop.reason();
-    let mut status = exit_status(stop, &tally, &problems);
+    let mut status = exit_status(stop, tally, &problems);
     if let Some(reason) = stop
         && *reason != StopReason::Interrupted
     {
@@ -92,7 +117,7 @@ pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> Exi
     let summary_of = |status: ExitStatus, problems: &[String]| {
         let facts = RunFacts {
             started_at: acted.started_at,
-            finished_at: std::time::SystemTime::now(),
+            finished_at: SystemTime::now(),
             elapsed: acted.elapsed,
             requests: acted.shared.requests(),
             responses_429: acted.shared.responses_429(),
@@ -108,7 +133,7 @@ pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> Exi
             rehearsal: config.target.is_rehearsal(),
             problems,
         };
-        Summary::new(&tally, &facts)
+        Summary::new(tally, &facts)
     };
     let mut summary = summary_of(status, &problems);
     if let Some(path) = &config.files.summary_json
@@ -117,7 +142,7 @@ pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> Exi
         let problem = format!("cannot write the summary to {}: {error}", path.display());
         error!(problem = %problem, "after the batch");
         problems.push(problem);
-        status = exit_status(stop, &tally, &problems);
+        status = exit_status(stop, tally, &problems);
         summary = summary_of(status, &problems);
     }
     match logging::format() {
@@ -134,7 +159,8 @@ pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> Exi
 /// nothing was sent.
 fn exit_status(stop: Option<&StopReason>, tally: &Tally, problems: &[String]) -> ExitStatus {
     match stop {
-        Some(reason) => reason.exit_status(),
+        Some(StopReason::Interrupted) => ExitStatus::Interrupted,
+        Some(_) => ExitStatus::StoppedEarly,
         None if !problems.is_empty() => ExitStatus::StoppedEarly,
         None if tally.failed > 0 => ExitStatus::RowsFailed,
         None => ExitStatus::Success,

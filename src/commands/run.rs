@@ -11,27 +11,30 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Mode, RunConfig, Target};
 use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::graph::client::GraphClient;
-use crate::input::plan::{Checker, RowKey, Verdict};
+use crate::input::plan::{Checker, Plan, RowKey, Verdict};
 use crate::input::{Job, RowReader};
 use crate::mock::{MockConfig, MockServer};
+use crate::outcome::{Entry, Outcome, StopReason};
 use crate::output::journal::{
-    Entry, InflightLog, Journal, JournalStart, SYNC_INTERVAL, Sinks, WriterEnd, write_entries,
+    InflightLog, Journal, JournalStart, SYNC_INTERVAL, Sinks, WriterEnd, write_entries,
 };
 use crate::output::lock::RunState;
 use crate::output::progress::{Progress, RowCounts, Snapshot};
 use crate::output::resume::{self, Prior};
-use crate::runner::shutdown::{self, Stop, StopReason};
+use crate::output::summary::Tally;
+use crate::runner::shutdown::{self, Stop};
 use crate::runner::{RunSettings, Shared, run_batch};
 use crate::units::Rate;
 use crate::{ExitStatus, Fatal};
 
-use super::finish::finish;
+use super::finish::{Acted, finish};
 use super::prepare::{
     CreatedResults, Input, check_files, check_input, check_resumable, claim_results, confirm,
     credentials, earlier_results, print_dry_run, read_input, report_bad_rows,
@@ -114,7 +117,7 @@ pub async fn run(
         prior,
         interrupt,
     };
-    let acted = batch.act(connection, sinks).await?;
+    let acted = batch.act(connection, sinks).await;
     Ok(finish(&config, &plan, acted).await)
 }
 
@@ -135,8 +138,8 @@ async fn dry_run(
 
 /// Where the run sends its requests, and with which tokens.
 struct Connection {
+    client: GraphClient,
     tokens: Tokens,
-    graph_root: String,
     /// The in-process mock of `--mock`, shut down when the run ends.
     mock: Option<MockServer>,
 }
@@ -168,14 +171,20 @@ async fn connect(config: &RunConfig) -> anyhow::Result<Connection> {
             (tokens, mock.base_url(), Some(mock))
         }
     };
+    let client = GraphClient::new(
+        &graph_root,
+        config.target.api_version(),
+        config.timeout,
+        config.pacing.concurrency,
+    )?;
     tokens.current().await.map_err(|error| {
         Fatal::stopped(
             anyhow::Error::new(error).context("cannot get an access token; nothing was sent"),
         )
     })?;
     Ok(Connection {
+        client,
         tokens,
-        graph_root,
         mock,
     })
 }
@@ -184,32 +193,17 @@ async fn connect(config: &RunConfig) -> anyhow::Result<Connection> {
 struct Batch<'a> {
     config: &'a RunConfig,
     input: Input,
-    plan: &'a crate::input::plan::Plan,
+    plan: &'a Plan,
     prior: Option<Arc<Prior>>,
     interrupt: CancellationToken,
 }
 
-/// What the batch left for the finishing steps.
-pub(super) struct Acted {
-    pub(super) writer: WriterEnd,
-    /// Whether the reader went through the whole input (a run cut short by a changed input must
-    /// not compact its results from a partial read: issue 10).
-    pub(super) read_whole_input: bool,
-    pub(super) stop: Arc<Stop>,
-    pub(super) shared: Arc<Shared>,
-    pub(super) started_at: SystemTime,
-    pub(super) elapsed: Duration,
-}
-
 impl Batch<'_> {
-    async fn act(self, connection: Connection, sinks: Sinks) -> anyhow::Result<Acted> {
+    /// Reader -> dispatcher -> workers -> results writer, with the progress bar watching. Nothing
+    /// here returns an error: requests may have left, so whatever goes wrong is reported by the
+    /// finishing steps (exit 4), never as "nothing was sent".
+    async fn act(self, connection: Connection, sinks: Sinks) -> Acted {
         let config = self.config;
-        let client = GraphClient::new(
-            &connection.graph_root,
-            config.target.api_version(),
-            config.timeout,
-            config.pacing.concurrency,
-        )?;
         info!(
             input = %self.plan.input,
             rows = self.plan.rows,
@@ -217,7 +211,7 @@ impl Batch<'_> {
             accounts = self.plan.accounts,
             rate = %config.pacing.rate,
             concurrency = config.pacing.concurrency,
-            graph = %format!("{}/{}", connection.graph_root.trim_end_matches('/'), config.target.api_version().as_str()),
+            graph = %connection.client.service_root(),
             credentials = connection.tokens.describe(),
             results = %config.files.results.display(),
             "starting the run"
@@ -225,45 +219,17 @@ impl Batch<'_> {
         let started = Instant::now();
         let started_at = SystemTime::now();
         let stop = Arc::new(Stop::new());
-        let on_signal = {
-            let (stop, interrupt) = (stop.clone(), self.interrupt.clone());
-            tokio::spawn(async move {
-                interrupt.cancelled().await;
-                stop.stop(StopReason::Interrupted);
-            })
-        };
-
+        let on_signal = stop_on_signal(&self.interrupt, &stop);
         let (entry_tx, entry_rx) = mpsc::channel(1024);
-        // Finished rows by status, for the progress bar; the writer counts them as they pass.
         let counts = Arc::new(RowCounts::default());
-        let writer = {
-            let (counts, stop) = (counts.clone(), stop.clone());
-            tokio::task::spawn_blocking(move || {
-                let on_failure = |error: &std::io::Error| {
-                    stop.stop(StopReason::ResultsUnwritable {
-                        detail: error.to_string(),
-                    });
-                };
-                write_entries(sinks, entry_rx, &counts, &on_failure)
-            })
-        };
-        let ticker = {
-            let entry_tx = entry_tx.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(SYNC_INTERVAL / 2);
-                loop {
-                    every.tick().await;
-                    // A full queue means the writer is busy and will sync on its own.
-                    let _ = entry_tx.try_send(Entry::Tick);
-                }
-            })
-        };
+        let writer = start_writer(sinks, entry_rx, counts.clone(), stop.clone());
+        let ticker = start_ticker(entry_tx.clone());
         let (row_tx, row_rx) = mpsc::channel(8);
         let reader = {
             let feed = Feed {
                 input: self.input,
                 carry_columns: self.plan.carry_columns.clone(),
-                prior: self.prior.clone(),
+                prior: self.prior,
                 results: config.files.results.clone(),
                 accounts: usize::try_from(self.plan.accounts).unwrap_or(0),
             };
@@ -278,30 +244,37 @@ impl Batch<'_> {
             max_failures: config.max_failures,
         };
         let shared = Arc::new(Shared::new(
-            client,
+            connection.client,
             connection.tokens,
             settings,
             stop.clone(),
         ));
-        let progress = {
-            let (shared, counts) = (shared.clone(), counts.clone());
-            Progress::start(self.plan.rows, config.progress, move || Snapshot {
-                done: counts.done(),
-                succeeded: counts.succeeded(),
-                failed: counts.failed(),
-                retrying: shared.retrying(),
-                throttled_for: shared.gate.remaining(),
-            })
-        };
+        let progress = start_progress(self.plan.rows, config, &shared, &counts);
         run_batch(shared.clone(), row_rx, entry_tx).await;
-        let read = reader
-            .await
-            .context("the input reader stopped unexpectedly")?;
+
+        let mut problems = Vec::new();
+        let read_whole_input = match reader.await {
+            Ok(Ok(whole)) => whole,
+            Ok(Err(error)) => {
+                // Every row read so far has its record; the rest were never sent.
+                stop.stop(StopReason::InputChanged {
+                    detail: format!("{error:#}"),
+                });
+                false
+            }
+            Err(error) => {
+                problems.push(format!("the input reader stopped unexpectedly: {error}"));
+                false
+            }
+        };
         ticker.abort();
-        let _ = ticker.await;
-        let writer = writer
-            .await
-            .context("the results writer stopped unexpectedly")?;
+        let (writer, tally) = match writer.await {
+            Ok((end, tally)) => (Some(end), tally),
+            Err(error) => {
+                problems.push(format!("the results writer stopped unexpectedly: {error}"));
+                (None, Tally::default())
+            }
+        };
         if let Some(progress) = progress {
             progress.finish().await;
         }
@@ -309,25 +282,80 @@ impl Batch<'_> {
         if let Some(mock) = connection.mock {
             mock.shutdown().await;
         }
-        let read_whole_input = match read {
-            Ok(whole) => whole,
-            Err(error) => {
-                // Every row read so far has its record; the rest were never sent.
-                stop.stop(StopReason::InputChanged {
-                    detail: format!("{error:#}"),
-                });
-                false
-            }
-        };
-        Ok(Acted {
+        Acted {
             writer,
+            tally,
             read_whole_input,
+            problems,
             stop,
             shared,
             started_at,
             elapsed: started.elapsed(),
-        })
+        }
     }
+}
+
+/// The first Ctrl-C or SIGTERM stops the batch: nothing new starts.
+fn stop_on_signal(interrupt: &CancellationToken, stop: &Arc<Stop>) -> JoinHandle<()> {
+    let (stop, interrupt) = (stop.clone(), interrupt.clone());
+    tokio::spawn(async move {
+        interrupt.cancelled().await;
+        stop.stop(StopReason::Interrupted);
+    })
+}
+
+/// The results writer on a thread of its own. It records; the tally (for the summary) and the
+/// counts (for the progress bar) are folded here from what it shows us. A write error stops the
+/// run: no request may leave that cannot be recorded.
+fn start_writer(
+    sinks: Sinks,
+    entry_rx: mpsc::Receiver<Entry>,
+    counts: Arc<RowCounts>,
+    stop: Arc<Stop>,
+) -> JoinHandle<(WriterEnd, Tally)> {
+    tokio::task::spawn_blocking(move || {
+        let mut tally = Tally::default();
+        let mut observe = |outcome: &Outcome| {
+            tally.push(outcome);
+            counts.record(outcome.status);
+        };
+        let on_failure = |error: &std::io::Error| {
+            stop.stop(StopReason::ResultsUnwritable {
+                detail: error.to_string(),
+            });
+        };
+        let end = write_entries(sinks, entry_rx, &mut observe, &on_failure);
+        (end, tally)
+    })
+}
+
+/// Lets the writer sync a quiet group on time: a tick every half [`SYNC_INTERVAL`].
+fn start_ticker(entry_tx: mpsc::Sender<Entry>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SYNC_INTERVAL / 2);
+        loop {
+            every.tick().await;
+            // A full queue means the writer is busy and will sync on its own.
+            let _ = entry_tx.try_send(Entry::Tick);
+        }
+    })
+}
+
+/// The progress bar, reading the writer's counts and the workers' state.
+fn start_progress(
+    rows: u64,
+    config: &RunConfig,
+    shared: &Arc<Shared>,
+    counts: &Arc<RowCounts>,
+) -> Option<Progress> {
+    let (shared, counts) = (shared.clone(), counts.clone());
+    Progress::start(rows, config.progress, move || Snapshot {
+        done: counts.done(),
+        succeeded: counts.succeeded(),
+        failed: counts.failed(),
+        retrying: shared.retrying(),
+        throttled_for: shared.gate.remaining(),
+    })
 }
 
 /// The second read of the input, feeding the dispatcher.

@@ -957,7 +957,7 @@ fn transport_reason(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Cloud;
+    use crate::config::Cloud;
     use crate::mock::{MockConfig, MockServer};
 
     const TENANT: &str = "contoso.onmicrosoft.com";

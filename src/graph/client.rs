@@ -237,6 +237,16 @@ impl GraphClient {
         Ok(url)
     }
 
+    /// `{root}/{version}`, for logs.
+    pub fn service_root(&self) -> String {
+        let mut url = self.root.clone();
+        url.set_path(
+            self.accounts_path
+                .trim_end_matches("/security/identities/identityAccounts/"),
+        );
+        url.into()
+    }
+
     /// [`GraphClient::url_for`] as text, for logs and messages.
     pub fn action_url(&self, identity_account_id: &str) -> Result<String, GraphError> {
         self.url_for(identity_account_id).map(Into::into)

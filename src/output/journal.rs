@@ -10,74 +10,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::progress::RowCounts;
-use super::summary::Tally;
-use crate::graph::model::{Action, Provider};
-use crate::input::Job;
-use crate::input::plan::{AccountKey, RowKey};
-
-/// What became of a row (SPEC section 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RowStatus {
-    Succeeded,
-    Failed,
-    Skipped,
-    NotAttempted,
-}
-
-impl RowStatus {
-    pub const ALL: [RowStatus; 4] = [
-        RowStatus::Succeeded,
-        RowStatus::Failed,
-        RowStatus::Skipped,
-        RowStatus::NotAttempted,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RowStatus::Succeeded => "succeeded",
-            RowStatus::Failed => "failed",
-            RowStatus::Skipped => "skipped",
-            RowStatus::NotAttempted => "not_attempted",
-        }
-    }
-}
-
-/// One row's outcome: the job and what happened to it.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub job: Job,
-    pub status: RowStatus,
-    pub correlation_id: Option<String>,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    pub request_id: Option<String>,
-    pub client_request_id: Option<String>,
-    pub started_at: Option<SystemTime>,
-    pub finished_at: Option<SystemTime>,
-}
-
-impl Outcome {
-    /// A row that was never sent, with the reason.
-    pub fn unsent(job: Job, status: RowStatus, reason: impl Into<String>) -> Outcome {
-        Outcome {
-            job,
-            status,
-            correlation_id: None,
-            http_status: None,
-            attempts: 0,
-            error_code: None,
-            error_message: Some(reason.into()),
-            request_id: None,
-            client_request_id: None,
-            started_at: None,
-            finished_at: None,
-        }
-    }
-}
+use crate::outcome::{Entry, InflightNote, Outcome};
 
 /// The fixed fields, in the order SPEC section 5 gives; carried columns follow.
 pub const FIELDS: [&str; 15] = [
@@ -272,22 +205,6 @@ impl Journal {
     }
 }
 
-/// What the writer thread is sent.
-pub enum Entry {
-    /// A row's final record.
-    Outcome(Box<Outcome>),
-    /// A request is about to leave. The writer notes it in the in-flight log, syncs the log, and
-    /// only then answers on `ack`: the request waits for that answer and does not leave without
-    /// it, so a run killed before the row's record is written still knows, on `--resume`, every
-    /// attempt that went out (issue 10).
-    Started {
-        note: InflightNote,
-        ack: oneshot::Sender<Result<(), String>>,
-    },
-    /// Time passes: lets the writer sync a quiet group within [`SYNC_INTERVAL`].
-    Tick,
-}
-
 /// Sync after this many records...
 pub const SYNC_EVERY: u64 = 256;
 /// ...or when the oldest unsynced record is this old.
@@ -299,11 +216,10 @@ pub struct Sinks {
     pub inflight: Option<InflightLog>,
 }
 
-/// How the writer ended: the sinks for the finishing steps, the tally, and the first write error
-/// if there was one (after which nothing more was written).
+/// How the writer ended: the sinks for the finishing steps, and the first write error if there
+/// was one (after which nothing more was written).
 pub struct WriterEnd {
     pub sinks: Sinks,
-    pub tally: Tally,
     pub failure: Option<io::Error>,
 }
 
@@ -312,17 +228,20 @@ pub struct WriterEnd {
 /// after `kill -9` the file holds every finished row but at most the last group. In-flight notes
 /// are synced before they are acknowledged.
 ///
+/// Every outcome is also shown to `observe` (the summary's tally, the progress bar's counts),
+/// written or not: the writer records, others fold.
+///
 /// A write error does not end the loop: the writer calls `on_failure` once (the run stops
 /// starting rows), keeps receiving entries so that no worker or reader is left waiting, refuses
-/// every later note (so no request leaves unrecorded), and still counts every outcome, which
-/// the summary needs. What was written before the error stays as it is, for `--resume`.
+/// every later note (so no request leaves unrecorded), and still shows every outcome to
+/// `observe`, which the summary needs. What was written before the error stays as it is, for
+/// `--resume`.
 pub fn write_entries(
     mut sinks: Sinks,
     mut entries: mpsc::Receiver<Entry>,
-    counts: &RowCounts,
+    observe: &mut dyn FnMut(&Outcome),
     on_failure: &dyn Fn(&io::Error),
 ) -> WriterEnd {
-    let mut tally = Tally::default();
     let mut failure: Option<io::Error> = None;
     let mut unsynced: u64 = 0;
     let mut oldest_unsynced: Option<Instant> = None;
@@ -340,8 +259,7 @@ pub fn write_entries(
                         unsynced += 1;
                         oldest_unsynced.get_or_insert_with(Instant::now);
                     }
-                    tally.push(&outcome);
-                    counts.record(outcome.status);
+                    observe(&outcome);
                 }
                 Entry::Started { note, ack } => {
                     if failure.is_none() && written.is_ok() {
@@ -388,11 +306,7 @@ pub fn write_entries(
         on_failure(&error);
         failure = Some(error);
     }
-    WriterEnd {
-        sinks,
-        tally,
-        failure,
-    }
+    WriterEnd { sinks, failure }
 }
 
 fn refused_note(failure: Option<&io::Error>) -> String {
@@ -423,41 +337,6 @@ impl Sinks {
         // request left is not.
         self.sync_inflight()?;
         self.journal.sync()
-    }
-}
-
-/// One line of `<results>.inflight`: a request that is about to leave, named by the row's own
-/// fields (not a hash, which could change between versions) and its attempt number.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InflightNote {
-    pub identity_account_id: String,
-    pub account_id: String,
-    pub action: Action,
-    pub identity_provider: Provider,
-    pub client_request_id: String,
-    /// This run's attempt number for the row, from 1.
-    pub attempt: u32,
-}
-
-impl InflightNote {
-    pub fn new(job: &Job, client_request_id: &str, attempt: u32) -> InflightNote {
-        InflightNote {
-            identity_account_id: job.identity_account_id.clone(),
-            account_id: job.account_id.clone(),
-            action: job.action,
-            identity_provider: job.provider,
-            client_request_id: client_request_id.to_owned(),
-            attempt,
-        }
-    }
-
-    pub fn key(&self) -> RowKey {
-        RowKey::new(
-            AccountKey::new(&self.identity_account_id, &self.account_id),
-            self.action,
-            self.identity_provider,
-        )
     }
 }
 

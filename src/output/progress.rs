@@ -17,7 +17,7 @@ use std::time::Duration;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 use tracing_indicatif::style::ProgressStyle;
 
-use super::journal::RowStatus;
+use crate::outcome::RowStatus;
 
 /// How often the bar reads the counters. The terminal is redrawn at most 20 times a second
 /// anyway (tracing-indicatif's default); reading more often would only cost.

@@ -10,12 +10,11 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use super::journal::{
-    FIELDS, InflightLog, InflightNote, Outcome, ResultsFormat, RowStatus, unneutralise,
-};
+use super::journal::{FIELDS, InflightLog, ResultsFormat, unneutralise};
 use crate::graph::model::{Action, Provider};
 use crate::input::Job;
 use crate::input::plan::{AccountKey, KeyMap, RowKey};
+use crate::outcome::{InflightNote, Outcome, RowStatus};
 
 /// Why an earlier results file cannot be resumed.
 #[derive(Debug, thiserror::Error)]

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::journal::{Outcome, RowStatus, rfc3339};
+use super::journal::rfc3339;
 use crate::ExitStatus;
-use crate::runner::shutdown::StopReason;
+use crate::outcome::{Outcome, RowStatus, StopReason};
 use crate::units::Rate;
 
 /// Counts of what happened, gathered apart from the workers (the writer owns it).

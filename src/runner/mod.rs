@@ -19,11 +19,11 @@ use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
-use crate::output::journal::{Entry, InflightNote, Outcome, RowStatus};
+use crate::outcome::{Entry, InflightNote, Outcome, RowStatus, StopReason};
 use crate::retry::{AttemptKind, RetryAction, RetryPolicy, decide};
 use crate::units::Rate;
 use rate::{Admission, Limiter, ThrottleGate};
-use shutdown::{Stop, StopReason};
+use shutdown::Stop;
 
 /// How hard the run pushes, and how long it keeps trying one row.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::shutdown::Stop;
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
-use crate::output::journal::{Entry, Outcome, RowStatus};
+use crate::outcome::{Entry, Outcome, RowStatus};
 
 /// Rows that may wait for a busy account before reading pauses. Bounds memory when a file lists
 /// one account thousands of times.
