@@ -22,21 +22,6 @@ pub enum AttemptKind {
     Unsendable,
 }
 
-/// What to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryAction {
-    /// Done: record the success.
-    Succeeded,
-    /// Graph throttled us: every worker pauses for `wait`, then this row is tried again.
-    Throttled { wait: Duration },
-    /// A transient failure: this row waits `wait` and is tried again.
-    Retry { wait: Duration },
-    /// Final for this row; the run goes on.
-    Fail,
-    /// Final for this row, and the run must stop (403: the app lacks the permission or role).
-    StopRun,
-}
-
 /// The bounds of retrying one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -61,44 +46,123 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Decides after attempt number `attempt` (1 for the first). `jitter` is a number in `[0, 1)`,
-/// passed in so the decision stays pure.
+/// Where a row stands when one of its attempts has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RowSoFar {
+    /// The attempt that just ended, from 1.
+    pub attempt: u32,
+    /// Time already spent waiting between this row's attempts.
+    pub waited: Duration,
+    /// Whether the row already had its one fresh token after a 401.
+    pub refreshed: bool,
+}
+
+/// What follows an attempt: what this row does next, and whether every worker must pause first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub next: Next,
+    /// A 429's window: every request waits it out, whatever this row does next (Graph throttles
+    /// per app and tenant; issue 10).
+    pub pause_all: Option<Duration>,
+}
+
+/// What this row does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Done: record the success.
+    Succeeded,
+    /// A 401 with its refresh left: get a fresh token and try again at once.
+    RefreshToken,
+    /// Wait this long, then try again.
+    Retry { wait: Duration },
+    /// Final for this row; the run goes on.
+    GiveUp(GiveUp),
+    /// Final for this row, and the run starts no more rows.
+    StopRun(StopCause),
+}
+
+/// Why a row is not tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The answer is final (400, 404, a second 401, ...): trying again cannot help.
+    Final,
+    /// `--max-retries` retries were made.
+    RetriesSpent { attempts: u32 },
+    /// Waiting `wait` more would pass `--max-retry-wait`.
+    WaitBudgetSpent { wait: Duration },
+}
+
+/// Why the whole run stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// 403: the app lacks the permission or the user the role; every row would be refused.
+    Forbidden,
+    /// Graph asked for a wait longer than `--max-retry-wait`: every row would have to wait past
+    /// the bound the operator set.
+    ThrottledPastBudget { wait: Duration },
+}
+
+/// Decides what follows an attempt. `jitter` is a number in `[0, 1)`, passed in so the decision
+/// stays pure; `now` reads an HTTP-date `Retry-After`.
 pub fn decide(
     kind: &AttemptKind,
-    attempt: u32,
+    row: &RowSoFar,
     policy: &RetryPolicy,
     now: SystemTime,
     jitter: f64,
-) -> RetryAction {
-    let retryable_wait = |retry_after: Option<&str>| {
+) -> Decision {
+    let told_or_backoff = |retry_after: &Option<String>| {
         retry_after
+            .as_deref()
             .and_then(|value| parse_retry_after(value, now))
-            .unwrap_or_else(|| backoff(attempt, policy, jitter))
+            .unwrap_or_else(|| backoff(row.attempt, policy, jitter))
     };
-    let action = match kind {
-        AttemptKind::Success => return RetryAction::Succeeded,
-        AttemptKind::Status { status: 403, .. } => return RetryAction::StopRun,
+    let (wait, pause_all) = match kind {
+        AttemptKind::Success => return Decision::only(Next::Succeeded),
+        AttemptKind::Status { status: 401, .. } if !row.refreshed => {
+            return Decision::only(Next::RefreshToken);
+        }
+        AttemptKind::Status { status: 403, .. } => {
+            return Decision::only(Next::StopRun(StopCause::Forbidden));
+        }
         AttemptKind::Status {
             status: 429,
             retry_after,
-        } => RetryAction::Throttled {
-            wait: retryable_wait(retry_after.as_deref()),
-        },
+        } => {
+            let wait = told_or_backoff(retry_after);
+            (wait, Some(wait))
+        }
         AttemptKind::Status {
             status: 503 | 504,
             retry_after,
-        } => RetryAction::Retry {
-            wait: retryable_wait(retry_after.as_deref()),
-        },
-        AttemptKind::Timeout | AttemptKind::Connection => RetryAction::Retry {
-            wait: backoff(attempt, policy, jitter),
-        },
-        AttemptKind::Status { .. } | AttemptKind::Unsendable => return RetryAction::Fail,
+        } => (told_or_backoff(retry_after), None),
+        AttemptKind::Timeout | AttemptKind::Connection => {
+            (backoff(row.attempt, policy, jitter), None)
+        }
+        AttemptKind::Status { .. } | AttemptKind::Unsendable => {
+            return Decision::only(Next::GiveUp(GiveUp::Final));
+        }
     };
-    if attempt > policy.max_retries {
-        RetryAction::Fail
+    let next = if pause_all.is_some() && wait > policy.max_wait {
+        Next::StopRun(StopCause::ThrottledPastBudget { wait })
+    } else if row.attempt > policy.max_retries {
+        Next::GiveUp(GiveUp::RetriesSpent {
+            attempts: row.attempt,
+        })
+    } else if row.waited.saturating_add(wait) > policy.max_wait {
+        Next::GiveUp(GiveUp::WaitBudgetSpent { wait })
     } else {
-        action
+        Next::Retry { wait }
+    };
+    Decision { next, pause_all }
+}
+
+impl Decision {
+    fn only(next: Next) -> Decision {
+        Decision {
+            next,
+            pause_all: None,
+        }
     }
 }
 
@@ -179,102 +243,178 @@ mod tests {
         }
     }
 
+    /// One row per kind of attempt result: what the row does next and whether every worker
+    /// pauses. Jitter 1.0 makes backoff its ceiling: 2 s, then 4 s, ...
     #[test]
-    fn throttling_waits_what_graph_says() {
-        let policy = RetryPolicy::default();
-        assert_eq!(
-            decide(&status(429, Some("3")), 1, &policy, NOW, 0.5),
-            RetryAction::Throttled {
-                wait: Duration::from_secs(3)
-            }
-        );
-    }
-
-    #[test]
-    fn throttling_without_retry_after_backs_off_with_jitter() {
-        let policy = RetryPolicy::default();
-        let first = decide(&status(429, None), 1, &policy, NOW, 1.0);
-        let third = decide(&status(429, None), 3, &policy, NOW, 1.0);
-        assert_eq!(
-            first,
-            RetryAction::Throttled {
-                wait: Duration::from_secs(2)
-            }
-        );
-        assert_eq!(
-            third,
-            RetryAction::Throttled {
-                wait: Duration::from_secs(8)
-            }
-        );
-        assert_eq!(
-            decide(&status(429, Some("garbage")), 1, &policy, NOW, 0.25),
-            RetryAction::Throttled {
-                wait: Duration::from_millis(500)
-            }
-        );
-    }
-
-    #[test]
-    fn transient_failures_retry_and_honour_retry_after() {
-        let policy = RetryPolicy::default();
-        assert_eq!(
-            decide(&status(503, Some("1.5")), 1, &policy, NOW, 0.0),
-            RetryAction::Retry {
-                wait: Duration::from_millis(1500)
-            }
-        );
-        assert!(matches!(
-            decide(&status(504, None), 2, &policy, NOW, 0.9),
-            RetryAction::Retry { .. }
-        ));
-        assert!(matches!(
-            decide(&AttemptKind::Timeout, 1, &policy, NOW, 0.9),
-            RetryAction::Retry { .. }
-        ));
-        assert!(matches!(
-            decide(&AttemptKind::Connection, 1, &policy, NOW, 0.9),
-            RetryAction::Retry { .. }
-        ));
-    }
-
-    #[test]
-    fn client_errors_are_final_and_403_stops_the_run() {
-        let policy = RetryPolicy::default();
-        for code in [400, 401, 404, 409, 500] {
-            assert_eq!(
-                decide(&status(code, Some("1")), 1, &policy, NOW, 0.5),
-                RetryAction::Fail,
-                "{code}"
-            );
-        }
-        assert_eq!(
-            decide(&status(403, None), 1, &policy, NOW, 0.5),
-            RetryAction::StopRun
-        );
-        assert_eq!(
-            decide(&AttemptKind::Success, 7, &policy, NOW, 0.5),
-            RetryAction::Succeeded
-        );
-    }
-
-    #[test]
-    fn gives_up_after_max_retries() {
+    fn the_policy_for_every_attempt_result() {
         let policy = RetryPolicy {
-            max_retries: 2,
+            max_retries: 3,
+            max_wait: Duration::from_secs(60),
             ..RetryPolicy::default()
         };
-        assert!(matches!(
-            decide(&status(503, None), 2, &policy, NOW, 0.5),
-            RetryAction::Retry { .. }
-        ));
+        let row = |attempt, waited_s, refreshed| RowSoFar {
+            attempt,
+            waited: Duration::from_secs(waited_s),
+            refreshed,
+        };
+        let secs = Duration::from_secs;
+        let retry = |s| Next::Retry { wait: secs(s) };
+        let cases: Vec<(&str, AttemptKind, RowSoFar, Next, Option<Duration>)> = vec![
+            (
+                "success",
+                AttemptKind::Success,
+                row(1, 0, false),
+                Next::Succeeded,
+                None,
+            ),
+            (
+                "429 told 3 s",
+                status(429, Some("3")),
+                row(1, 0, false),
+                retry(3),
+                Some(secs(3)),
+            ),
+            (
+                "429 told nothing",
+                status(429, None),
+                row(1, 0, false),
+                retry(2),
+                Some(secs(2)),
+            ),
+            (
+                "429 past the wait budget",
+                status(429, Some("61")),
+                row(1, 0, false),
+                Next::StopRun(StopCause::ThrottledPastBudget { wait: secs(61) }),
+                Some(secs(61)),
+            ),
+            (
+                "429 with the budget nearly spent",
+                status(429, Some("30")),
+                row(2, 40, false),
+                Next::GiveUp(GiveUp::WaitBudgetSpent { wait: secs(30) }),
+                Some(secs(30)),
+            ),
+            (
+                "429 after the last retry",
+                status(429, Some("1")),
+                row(4, 0, false),
+                Next::GiveUp(GiveUp::RetriesSpent { attempts: 4 }),
+                Some(secs(1)),
+            ),
+            (
+                "503 told 1.5 s",
+                status(503, Some("1.5")),
+                row(1, 0, false),
+                Next::Retry {
+                    wait: Duration::from_millis(1500),
+                },
+                None,
+            ),
+            ("504", status(504, None), row(2, 0, false), retry(4), None),
+            (
+                "timeout",
+                AttemptKind::Timeout,
+                row(1, 0, false),
+                retry(2),
+                None,
+            ),
+            (
+                "connection error",
+                AttemptKind::Connection,
+                row(3, 0, false),
+                retry(8),
+                None,
+            ),
+            (
+                "5xx after the last retry",
+                status(503, None),
+                row(4, 0, false),
+                Next::GiveUp(GiveUp::RetriesSpent { attempts: 4 }),
+                None,
+            ),
+            (
+                "5xx past the wait budget",
+                status(503, Some("30")),
+                row(2, 31, false),
+                Next::GiveUp(GiveUp::WaitBudgetSpent { wait: secs(30) }),
+                None,
+            ),
+            (
+                "401 with a refresh left",
+                status(401, None),
+                row(1, 0, false),
+                Next::RefreshToken,
+                None,
+            ),
+            (
+                "401 after the refresh",
+                status(401, None),
+                row(2, 0, true),
+                Next::GiveUp(GiveUp::Final),
+                None,
+            ),
+            (
+                "403",
+                status(403, None),
+                row(1, 0, false),
+                Next::StopRun(StopCause::Forbidden),
+                None,
+            ),
+            (
+                "400",
+                status(400, Some("1")),
+                row(1, 0, false),
+                Next::GiveUp(GiveUp::Final),
+                None,
+            ),
+            (
+                "404",
+                status(404, None),
+                row(1, 0, false),
+                Next::GiveUp(GiveUp::Final),
+                None,
+            ),
+            (
+                "409",
+                status(409, None),
+                row(1, 0, false),
+                Next::GiveUp(GiveUp::Final),
+                None,
+            ),
+            (
+                "500",
+                status(500, None),
+                row(1, 0, false),
+                Next::GiveUp(GiveUp::Final),
+                None,
+            ),
+            (
+                "not sendable",
+                AttemptKind::Unsendable,
+                row(1, 0, false),
+                Next::GiveUp(GiveUp::Final),
+                None,
+            ),
+        ];
+        for (name, kind, so_far, next, pause_all) in cases {
+            let decision = decide(&kind, &so_far, &policy, NOW, 1.0);
+            assert_eq!(decision, Decision { next, pause_all }, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_retry_after_falls_back_to_backoff_with_jitter() {
+        let policy = RetryPolicy::default();
+        let first = RowSoFar {
+            attempt: 1,
+            ..RowSoFar::default()
+        };
         assert_eq!(
-            decide(&status(503, None), 3, &policy, NOW, 0.5),
-            RetryAction::Fail
-        );
-        assert_eq!(
-            decide(&status(429, Some("1")), 3, &policy, NOW, 0.5),
-            RetryAction::Fail
+            decide(&status(429, Some("garbage")), &first, &policy, NOW, 0.25).next,
+            Next::Retry {
+                wait: Duration::from_millis(500)
+            }
         );
     }
 

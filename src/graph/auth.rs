@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 
 use super::assertion::{CertificateError, ClientCertificate};
 use super::client::{ClientError, USER_AGENT, check_service_url};
+use crate::retry::{AttemptKind, Next, RetryPolicy, RowSoFar, decide};
 use crate::sanitize::{printable_owned, redact};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -36,9 +37,16 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 const MAX_RENEWAL_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Entra's lifetime when a response leaves `expires_in` out (60-90 minutes in practice).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3599);
-/// Attempts at one token request when the endpoint is busy (429, 5xx) or unreachable.
-const TOKEN_ATTEMPTS: u32 = 3;
-/// The longest wait between those attempts, whatever `Retry-After` says: a run waits on it.
+/// How a token request is retried when the endpoint is busy (429, 5xx) or unreachable: the same
+/// policy, `Retry-After` reading and backoff as Graph's requests, with tighter bounds, since the
+/// whole run waits on it. A told wait past `max_wait` is not waited out: the request fails.
+const TOKEN_RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 2,
+    backoff_base: Duration::from_secs(1),
+    backoff_cap: Duration::from_secs(10),
+    max_wait: Duration::from_secs(20),
+};
+/// The longest a failed early renewal waits before trying again, while the token still works.
 const MAX_TOKEN_RETRY_WAIT: Duration = Duration::from_secs(10);
 /// The longest time one token request may take.
 const MAX_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -485,8 +493,8 @@ enum Attempt {
         token: SecretString,
         lifetime: Duration,
     },
-    /// Worth another try (429, 5xx, no connection), after the wait if the server named one.
-    Transient(AuthError, Option<Duration>),
+    /// Worth another try (429, 5xx, no connection), as the retry policy decides.
+    Transient(AuthError, AttemptKind),
     Final(AuthError),
 }
 
@@ -574,28 +582,39 @@ impl AppTokens {
         Ok(token)
     }
 
-    /// Asks the token endpoint, retrying a busy or unreachable one a few times.
+    /// Asks the token endpoint, retrying a busy or unreachable one as [`TOKEN_RETRY`] allows.
     async fn fetch(&self) -> Result<Cached, AuthError> {
-        let mut attempt = 1;
+        let mut row = RowSoFar {
+            attempt: 1,
+            // A 401 from the token endpoint is a refusal, never a cue to refresh.
+            refreshed: true,
+            ..RowSoFar::default()
+        };
         loop {
             let asked_at = Instant::now();
-            debug!(url = %self.token_url, attempt, "asking for an access token");
-            match self.request_once().await {
+            debug!(url = %self.token_url, attempt = row.attempt, "asking for an access token");
+            let (error, kind) = match self.request_once().await {
                 Attempt::Issued { token, lifetime } => {
                     debug!(lifetime_s = lifetime.as_secs(), "got an access token");
                     return Ok(Cached::new(token, lifetime, asked_at));
                 }
                 Attempt::Final(error) => return Err(error),
-                Attempt::Transient(error, _) if attempt >= TOKEN_ATTEMPTS => return Err(error),
-                Attempt::Transient(error, wait) => {
-                    let wait = wait
-                        .unwrap_or(Duration::from_millis(500 << attempt))
-                        .min(MAX_TOKEN_RETRY_WAIT);
-                    warn!(error = %error, attempt, wait_ms = wait.as_millis() as u64, "token request failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-            }
+                Attempt::Transient(error, kind) => (error, kind),
+            };
+            let decision = decide(
+                &kind,
+                &row,
+                &TOKEN_RETRY,
+                SystemTime::now(),
+                fastrand::f64(),
+            );
+            let Next::Retry { wait } = decision.next else {
+                return Err(error);
+            };
+            warn!(error = %error, attempt = row.attempt, wait_ms = wait.as_millis() as u64, "token request failed; retrying");
+            tokio::time::sleep(wait).await;
+            row.waited += wait;
+            row.attempt += 1;
         }
     }
 
@@ -634,38 +653,34 @@ impl AppTokens {
             .form(&form)
             .send()
             .await;
+        let unreachable = |error: &reqwest::Error| {
+            let kind = if error.is_timeout() {
+                AttemptKind::Timeout
+            } else {
+                AttemptKind::Connection
+            };
+            let reason = scrub(&transport_reason(error), sent_secret);
+            Attempt::Transient(
+                AuthError::Unreachable {
+                    url: self.token_url.clone(),
+                    reason,
+                },
+                kind,
+            )
+        };
         let response = match response {
             Ok(response) => response,
-            Err(error) => {
-                let reason = scrub(&transport_reason(&error), sent_secret);
-                return Attempt::Transient(
-                    AuthError::Unreachable {
-                        url: self.token_url.clone(),
-                        reason,
-                    },
-                    None,
-                );
-            }
+            Err(error) => return unreachable(&error),
         };
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(str::to_owned);
         let body = match response.bytes().await {
             Ok(body) => body,
-            Err(error) => {
-                let reason = scrub(&transport_reason(&error), sent_secret);
-                return Attempt::Transient(
-                    AuthError::Unreachable {
-                        url: self.token_url.clone(),
-                        reason,
-                    },
-                    None,
-                );
-            }
+            Err(error) => return unreachable(&error),
         };
         if (200..300).contains(&status) {
             return match parse_issued(&body) {
@@ -679,7 +694,13 @@ impl AppTokens {
         }
         let error = refusal(&self.token_url, status, &body, sent_secret);
         if status == 429 || status >= 500 {
-            Attempt::Transient(error, retry_after)
+            Attempt::Transient(
+                error,
+                AttemptKind::Status {
+                    status,
+                    retry_after,
+                },
+            )
         } else {
             Attempt::Final(error)
         }

@@ -20,7 +20,7 @@ use crate::graph::client::{GraphClient, GraphError};
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
 use crate::outcome::{Entry, InflightNote, Outcome, RowStatus, StopReason};
-use crate::retry::{AttemptKind, RetryAction, RetryPolicy, decide};
+use crate::retry::{GiveUp, Next, RetryPolicy, RowSoFar, StopCause, decide};
 use crate::units::Rate;
 use rate::{Admission, Limiter, ThrottleGate};
 use shutdown::Stop;
@@ -264,8 +264,8 @@ async fn attempt_until_done(
         };
         drop(retry_wait.take());
 
-        let token = match &fresh_token {
-            Some(token) => token.clone(),
+        let token = match fresh_token.take() {
+            Some(token) => token,
             None => match shared.tokens.current().await {
                 Ok(token) => token,
                 Err(error) => {
@@ -286,10 +286,8 @@ async fn attempt_until_done(
         }
         *attempts += 1;
         shared.requests.fetch_add(1, Ordering::Relaxed);
-        if started_at.is_none() {
-            *started_at = Some(SystemTime::now());
-        }
-        let result = shared
+        started_at.get_or_insert_with(SystemTime::now);
+        let error = match shared
             .client
             .invoke(
                 &job.identity_account_id,
@@ -299,117 +297,163 @@ async fn attempt_until_done(
                 &token,
                 client_request_id,
             )
-            .await;
-        let error = match result {
+            .await
+        {
             Ok(accepted) => {
                 shared.limiter.succeeded();
                 return Ending::Accepted(accepted);
             }
             Err(error) => error,
         };
-        let kind = error.attempt_kind();
-        // A 401 earns one fresh token and one more try (tokens expire mid-run: research/graph.md
-        // section 3, row 11); a second 401 fails the row.
-        if matches!(kind, AttemptKind::Status { status: 401, .. }) && !refreshed {
-            refreshed = true;
-            match shared.tokens.refresh(&token).await {
-                Ok(token) => {
-                    warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 401, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), "401 from Graph: retrying once with a fresh token");
-                    fresh_token = Some(token);
-                    last_error = Some(error);
-                    continue;
-                }
-                Err(refusal) => {
-                    let note = refusal.to_string();
-                    return Ending::Failed(error, Some(note));
-                }
-            }
-        }
-        fresh_token = None;
-        if matches!(kind, AttemptKind::Status { status: 429, .. }) {
-            shared.responses_429.fetch_add(1, Ordering::Relaxed);
-        }
-        let action = decide(
-            &kind,
-            *attempts,
+        let row = RowSoFar {
+            attempt: *attempts,
+            waited,
+            refreshed,
+        };
+        let decision = decide(
+            &error.attempt_kind(),
+            &row,
             &settings.retry,
             SystemTime::now(),
             fastrand::f64(),
         );
-        if let RetryAction::Throttled { wait } = action {
-            // Graph allows less than we send: slow down (once per throttle event).
-            shared.limiter.throttled(admission, wait);
-        }
-        let wait = match action {
-            RetryAction::Throttled { wait } | RetryAction::Retry { wait } => wait,
-            RetryAction::Succeeded => Duration::ZERO,
-            RetryAction::Fail => {
-                let note = retryable(&kind).then(|| {
-                    format!(
-                        "gave up after {attempts} attempts (--max-retries {})",
-                        settings.retry.max_retries
-                    )
-                });
-                return Ending::Failed(error, note);
+        let event = RowEvent {
+            job,
+            attempt: *attempts,
+            client_request_id,
+            error: &error,
+        };
+        if let Some(pause) = decision.pause_all {
+            shared.responses_429.fetch_add(1, Ordering::Relaxed);
+            // Graph allows less than we send: slow down (once per throttle event), and hold
+            // every worker for the told window, whatever this row does next.
+            shared.limiter.throttled(admission, pause);
+            if shared.gate.pause_for(pause) {
+                event.warn_paused(pause);
+            } else if matches!(decision.next, Next::Retry { .. }) {
+                event.warn_after_pause(pause);
             }
-            RetryAction::StopRun => {
-                let detail = match &error {
-                    GraphError::Status { code, message, .. } => format!(
-                        "{}: {}",
-                        code.as_deref().unwrap_or("Forbidden"),
-                        message.as_deref().unwrap_or("no message")
-                    ),
-                    other => other.to_string(),
-                };
-                error!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"failed", attempt = *attempts, httpStatus = 403, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), %detail, "403 from Graph: stopping the run; check the app's permission (SecurityIdentitiesActions.ReadWrite.All) or the user's role");
-                shared.stop.stop(StopReason::Forbidden {
-                    row: job.row,
-                    detail,
-                });
+        }
+        let wait = match decision.next {
+            Next::Retry { wait } => wait,
+            Next::RefreshToken => {
+                refreshed = true;
+                match shared.tokens.refresh(&token).await {
+                    Ok(token) => {
+                        warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 401, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), "401 from Graph: retrying once with a fresh token");
+                        fresh_token = Some(token);
+                        last_error = Some(error);
+                        continue;
+                    }
+                    Err(refusal) => return Ending::Failed(error, Some(refusal.to_string())),
+                }
+            }
+            Next::Succeeded => {
+                // Only a 2xx decides success, and that returned above.
                 return Ending::Failed(error, None);
             }
+            Next::GiveUp(reason) => return Ending::Failed(error, give_up_note(reason, settings)),
+            Next::StopRun(cause) => {
+                let reason = match cause {
+                    StopCause::Forbidden => {
+                        event.error_forbidden();
+                        StopReason::Forbidden {
+                            row: job.row,
+                            detail: forbidden_detail(&error),
+                        }
+                    }
+                    StopCause::ThrottledPastBudget { wait } => StopReason::ThrottledTooLong {
+                        row: job.row,
+                        wait: round_ms(wait),
+                        limit: settings.retry.max_wait,
+                    },
+                };
+                shared.stop.stop(reason);
+                let note = match cause {
+                    StopCause::Forbidden => None,
+                    StopCause::ThrottledPastBudget { wait } => {
+                        give_up_note(GiveUp::WaitBudgetSpent { wait }, settings)
+                    }
+                };
+                return Ending::Failed(error, note);
+            }
         };
-        let throttled = matches!(kind, AttemptKind::Status { status: 429, .. });
-        // Graph's window holds every worker, whatever this row does next: even when the row
-        // gives up below, nothing may leave inside the window it was told (issue 10).
-        let opened_pause = throttled && shared.gate.pause_for(wait);
-        if throttled && wait > settings.retry.max_wait {
-            // Every row would have to wait past the bound the operator set: start no more rows,
-            // and say when Graph will take requests again.
-            shared.stop.stop(StopReason::ThrottledTooLong {
-                row: job.row,
-                wait: round_ms(wait),
-                limit: settings.retry.max_wait,
-            });
-        }
-        if waited + wait > settings.retry.max_wait {
-            let note = format!(
-                "gave up: waiting {} more would pass --max-retry-wait {}",
-                humantime::format_duration(round_ms(wait)),
-                humantime::format_duration(settings.retry.max_wait)
-            );
-            return Ending::Failed(error, Some(note));
-        }
         waited += wait;
         retry_wait.get_or_insert_with(|| RetryWait::start(&shared.retrying));
-        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        if throttled {
-            // One warning per 429: the pause when this one opened or lengthened it, else the retry.
-            if opened_pause {
-                warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 429, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, "throttled by Graph (429): every worker pauses");
-            } else {
-                warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 429, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, "retrying after the throttle pause");
-            }
-        } else {
-            warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = error.http_status(), clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = wait_ms, error = error.to_string().as_str(), "retrying");
+        if decision.pause_all.is_none() {
+            event.warn_retrying(wait);
             tokio::select! {
                 biased;
                 () = shared.stop.stopped() => return stopped(Some(error)),
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        // A throttled row waits at the gate (in `clear_to_send`) with every other worker.
         last_error = Some(error);
     }
+}
+
+/// A row's retry or stop, as the log says it: every event about a row carries its row,
+/// accountId, action, attempt and ids (issue 7).
+struct RowEvent<'a> {
+    job: &'a Job,
+    attempt: u32,
+    client_request_id: &'a str,
+    error: &'a GraphError,
+}
+
+impl RowEvent<'_> {
+    fn warn_paused(&self, pause: Duration) {
+        let (job, error) = (self.job, self.error);
+        warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = self.attempt, httpStatus = 429, clientRequestId = %self.client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = millis(pause), "throttled by Graph (429): every worker pauses");
+    }
+
+    fn warn_after_pause(&self, pause: Duration) {
+        let (job, error) = (self.job, self.error);
+        warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = self.attempt, httpStatus = 429, clientRequestId = %self.client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = millis(pause), "retrying after the throttle pause");
+    }
+
+    fn warn_retrying(&self, wait: Duration) {
+        let (job, error) = (self.job, self.error);
+        warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = self.attempt, httpStatus = error.http_status(), clientRequestId = %self.client_request_id, requestId = error.request_id().map(tracing::field::display), waitMs = millis(wait), error = error.to_string().as_str(), "retrying");
+    }
+
+    fn error_forbidden(&self) {
+        let (job, error) = (self.job, self.error);
+        error!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"failed", attempt = self.attempt, httpStatus = 403, clientRequestId = %self.client_request_id, requestId = error.request_id().map(tracing::field::display), detail = %forbidden_detail(error), "403 from Graph: stopping the run; check the app's permission (SecurityIdentitiesActions.ReadWrite.All) or the user's role");
+    }
+}
+
+/// Why the row was not tried again, when that is not the error itself.
+fn give_up_note(reason: GiveUp, settings: &RunSettings) -> Option<String> {
+    match reason {
+        GiveUp::Final => None,
+        GiveUp::RetriesSpent { attempts } => Some(format!(
+            "gave up after {attempts} attempts (--max-retries {})",
+            settings.retry.max_retries
+        )),
+        GiveUp::WaitBudgetSpent { wait } => Some(format!(
+            "gave up: waiting {} more would pass --max-retry-wait {}",
+            humantime::format_duration(round_ms(wait)),
+            humantime::format_duration(settings.retry.max_wait)
+        )),
+    }
+}
+
+/// Graph's code and message on a 403, for the stop reason and the log.
+fn forbidden_detail(error: &GraphError) -> String {
+    match error {
+        GraphError::Status { code, message, .. } => format!(
+            "{}: {}",
+            code.as_deref().unwrap_or("Forbidden"),
+            message.as_deref().unwrap_or("no message")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Asks the writer to note attempt `attempt` of `job` in the in-flight log and waits until the
@@ -445,17 +489,6 @@ impl Drop for RetryWait<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn retryable(kind: &AttemptKind) -> bool {
-    matches!(
-        kind,
-        AttemptKind::Status {
-            status: 429 | 503 | 504,
-            ..
-        } | AttemptKind::Timeout
-            | AttemptKind::Connection
-    )
 }
 
 fn round_ms(duration: Duration) -> Duration {
