@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -96,21 +96,15 @@ impl ClientCertificate {
         key: Option<&Path>,
     ) -> Result<ClientCertificate, CertificateError> {
         let cert_text = read_pem(certificate, "certificate file")?;
-        let cert_blocks = pem_blocks(cert_text.expose_secret());
-        if cert_blocks.is_empty() {
-            return Err(CertificateError::NotPem {
-                path: shown(certificate),
-            });
-        }
+        let cert_blocks = PemBlocks::parse(&cert_text, certificate)?;
         // The first certificate is the leaf when a chain follows it.
         let cert_block = cert_blocks
-            .iter()
-            .find(|block| block.label == "CERTIFICATE")
+            .find(|tag| tag == "CERTIFICATE")
             .ok_or_else(|| CertificateError::NoCertificate {
                 path: shown(certificate),
             })?;
-        let der = cert_block.der(certificate)?;
-        let thumbprint = thumbprint_s256(&der);
+        let thumbprint = thumbprint_s256(cert_block.contents());
+        let cert_pem = pem::encode(cert_block);
 
         let key_file = key
             .map(|path| read_pem(path, "certificate key file"))
@@ -119,19 +113,18 @@ impl ClientCertificate {
             (Some(path), Some(text)) => (path, text),
             _ => (certificate, &cert_text),
         };
-        let key_blocks = pem_blocks(key_text.expose_secret());
-        if key_blocks.is_empty() {
-            return Err(CertificateError::NotPem {
-                path: shown(key_path),
-            });
-        }
+        let key_blocks = PemBlocks::parse(key_text, key_path)?;
         let key_block = key_blocks
-            .iter()
-            .find(|block| block.label.ends_with("PRIVATE KEY"))
+            .find(|tag| tag.ends_with("PRIVATE KEY"))
             .ok_or_else(|| CertificateError::NoKey {
                 path: shown(key_path),
             })?;
-        if key_block.label == "ENCRYPTED PRIVATE KEY" || key_block.encrypted {
+        // OpenSSL's legacy encrypted keys carry an RFC 1421 `Proc-Type: 4,ENCRYPTED` header.
+        let legacy_encrypted = key_block
+            .headers()
+            .get("Proc-Type")
+            .is_some_and(|value| value.contains("ENCRYPTED"));
+        if key_block.tag() == "ENCRYPTED PRIVATE KEY" || legacy_encrypted {
             return Err(CertificateError::Encrypted {
                 path: shown(key_path),
             });
@@ -140,17 +133,19 @@ impl ClientCertificate {
             path: shown(key_path),
             reason,
         };
-        if !matches!(key_block.label.as_str(), "PRIVATE KEY" | "RSA PRIVATE KEY") {
-            return Err(bad_key(format!("a {} is not RSA", key_block.label)));
+        if !matches!(key_block.tag(), "PRIVATE KEY" | "RSA PRIVATE KEY") {
+            return Err(bad_key(format!("a {} is not RSA", key_block.tag())));
         }
-        let encoding_key = EncodingKey::from_rsa_pem(key_block.text.as_bytes())
+        let key_pem = SecretString::from(pem::encode(key_block));
+        drop(key_blocks);
+        let encoding_key = EncodingKey::from_rsa_pem(key_pem.expose_secret().as_bytes())
             .map_err(|e| bad_key(e.to_string()))?;
 
         // Sign a probe and verify it with the certificate's public key.
         let probe = b"graph-remediate: does this key belong to the certificate?";
         let signature = jsonwebtoken::crypto::sign(probe, &encoding_key, Algorithm::PS256)
             .map_err(|e| bad_key(e.to_string()))?;
-        match DecodingKey::from_rsa_pem(cert_block.text.as_bytes()) {
+        match DecodingKey::from_rsa_pem(cert_pem.as_bytes()) {
             Ok(public) => {
                 let matches =
                     jsonwebtoken::crypto::verify(&signature, probe, &public, Algorithm::PS256)
@@ -232,75 +227,38 @@ fn shown(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// One `-----BEGIN label-----` ... `-----END label-----` block.
-#[derive(Debug)]
-struct PemBlock {
-    label: String,
-    /// The block exactly as it appears, BEGIN and END lines included.
-    text: String,
-    /// The base64 body, without line breaks or RFC 1421 headers.
-    body: String,
-    /// An RFC 1421 `Proc-Type: 4,ENCRYPTED` header (OpenSSL's legacy encrypted keys).
-    encrypted: bool,
-}
+/// The PEM blocks of a file, parsed by the `pem` crate (text between blocks, such as openssl's
+/// "Bag Attributes", is skipped). The blocks may hold a private key: their contents are wiped
+/// when dropped.
+struct PemBlocks(Vec<pem::Pem>);
 
-/// A block may hold a private key.
-impl Drop for PemBlock {
-    fn drop(&mut self) {
-        self.text.zeroize();
-        self.body.zeroize();
-    }
-}
-
-impl PemBlock {
-    fn der(&self, path: &Path) -> Result<Vec<u8>, CertificateError> {
-        STANDARD
-            .decode(&self.body)
-            .map_err(|_| CertificateError::BadBase64 {
+impl PemBlocks {
+    fn parse(text: &SecretString, path: &Path) -> Result<PemBlocks, CertificateError> {
+        let blocks = pem::parse_many(text.expose_secret()).map_err(|error| match error {
+            pem::PemError::InvalidData(_) => CertificateError::BadBase64 {
                 path: shown(path),
-                label: self.label.clone(),
-            })
+                label: "a".to_owned(),
+            },
+            _ => CertificateError::NotPem { path: shown(path) },
+        })?;
+        if blocks.is_empty() {
+            return Err(CertificateError::NotPem { path: shown(path) });
+        }
+        Ok(PemBlocks(blocks))
+    }
+
+    /// The first block whose tag (`CERTIFICATE`, `PRIVATE KEY`, ...) passes `wanted`.
+    fn find(&self, wanted: impl Fn(&str) -> bool) -> Option<&pem::Pem> {
+        self.0.iter().find(|block| wanted(block.tag()))
     }
 }
 
-/// Every PEM block in `text`, in order; text between blocks (openssl's "Bag Attributes") is
-/// ignored.
-fn pem_blocks(text: &str) -> Vec<PemBlock> {
-    let mut blocks = Vec::new();
-    let mut open: Option<PemBlock> = None;
-    for line in text.lines() {
-        let line = line.trim();
-        match open.as_mut() {
-            None => {
-                if let Some(label) = line
-                    .strip_prefix("-----BEGIN ")
-                    .and_then(|rest| rest.strip_suffix("-----"))
-                {
-                    open = Some(PemBlock {
-                        label: label.to_owned(),
-                        text: format!("{line}\n"),
-                        body: String::new(),
-                        encrypted: false,
-                    });
-                }
-            }
-            Some(block) => {
-                block.text.push_str(line);
-                block.text.push('\n');
-                if line.starts_with("-----END ") {
-                    blocks.extend(open.take());
-                } else if let Some((name, value)) = line.split_once(':') {
-                    if name.trim().eq_ignore_ascii_case("Proc-Type") && value.contains("ENCRYPTED")
-                    {
-                        block.encrypted = true;
-                    }
-                } else {
-                    block.body.push_str(line);
-                }
-            }
+impl Drop for PemBlocks {
+    fn drop(&mut self) {
+        for block in self.0.drain(..) {
+            block.into_contents().zeroize();
         }
     }
-    blocks
 }
 
 #[cfg(test)]

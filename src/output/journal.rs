@@ -64,7 +64,7 @@ pub struct Journal {
     out: BufWriter<File>,
     /// Names of the carried columns, renamed where they clash with a fixed field.
     carry_names: Vec<String>,
-    line: String,
+
     /// Byte offset where this run's records begin (after the CSV header for a new file).
     segment_start: u64,
 }
@@ -96,12 +96,11 @@ impl Journal {
             format: ResultsFormat::from_path(path),
             out,
             carry_names: carry_names(carry_columns),
-            line: String::with_capacity(512),
             segment_start,
         };
         if journal.format == ResultsFormat::Csv && start == JournalStart::New {
-            let header = journal.csv_header();
-            journal.out.write_all(header.as_bytes())?;
+            let header = journal.csv_header()?;
+            journal.out.write_all(&header)?;
             journal.out.flush()?;
             journal.segment_start = header.len() as u64;
         }
@@ -109,16 +108,12 @@ impl Journal {
     }
 
     /// The CSV header line for these carried columns.
-    fn csv_header(&mut self) -> String {
-        let header: Vec<String> = FIELDS
+    fn csv_header(&mut self) -> io::Result<Vec<u8>> {
+        let header = FIELDS
             .iter()
-            .map(|field| (*field).to_owned())
-            .chain(self.carry_names.iter().cloned())
-            .collect();
-        let header: Vec<&str> = header.iter().map(String::as_str).collect();
-        self.line.clear();
-        csv_line(&mut self.line, &header, &[]);
-        self.line.clone()
+            .copied()
+            .chain(self.carry_names.iter().map(String::as_str));
+        csv_line(header, &[])
     }
 
     /// Where this run's records begin.
@@ -136,10 +131,11 @@ impl Journal {
     /// through a temporary file and a rename, so a crash leaves either the old or the new file.
     pub fn compact(mut self) -> io::Result<()> {
         self.sync()?;
-        let header_len = match self.format {
-            ResultsFormat::Csv => self.csv_header().len() as u64,
-            ResultsFormat::Jsonl => 0,
+        let header = match self.format {
+            ResultsFormat::Csv => self.csv_header()?,
+            ResultsFormat::Jsonl => Vec::new(),
         };
+        let header_len = header.len() as u64;
         if self.segment_start == header_len {
             // A new file already holds only this run's records.
             return Ok(());
@@ -150,10 +146,7 @@ impl Journal {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-        if self.format == ResultsFormat::Csv {
-            let header = self.csv_header();
-            temp.write_all(header.as_bytes())?;
-        }
+        temp.write_all(&header)?;
         let mut source = File::open(&self.path)?;
         source.seek(SeekFrom::Start(self.segment_start))?;
         io::copy(&mut source, &mut temp)?;
@@ -171,24 +164,20 @@ impl Journal {
     pub fn append(&mut self, outcome: &Outcome) -> io::Result<()> {
         match self.format {
             ResultsFormat::Jsonl => {
-                self.line.clear();
                 let record = JsonRecord {
                     outcome,
                     carry_names: &self.carry_names,
                 };
-                // Writing JSON into a String cannot fail for these types.
-                let text = serde_json::to_string(&record).map_err(io::Error::other)?;
-                self.out.write_all(text.as_bytes())?;
+                serde_json::to_writer(&mut self.out, &record).map_err(io::Error::other)?;
                 self.out.write_all(b"\n")
             }
             ResultsFormat::Csv => {
                 let cells = csv_cells(outcome);
-                let cells: Vec<&str> = cells
+                let cells = cells
                     .iter()
                     .map(String::as_str)
-                    .chain(outcome.job.carry.iter().map(String::as_str))
-                    .collect();
-                self.write_csv_row(&cells)
+                    .chain(outcome.job.carry.iter().map(String::as_str));
+                self.out.write_all(&csv_line(cells, &[])?)
             }
         }
     }
@@ -196,12 +185,6 @@ impl Journal {
     /// Pushes buffered records to the file.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
-    }
-
-    fn write_csv_row(&mut self, cells: &[&str]) -> io::Result<()> {
-        self.line.clear();
-        csv_line(&mut self.line, cells, &[]);
-        self.out.write_all(self.line.as_bytes())
     }
 }
 
@@ -448,16 +431,31 @@ pub fn sync_parent_dir(path: &Path) {
     let _ = path;
 }
 
-/// Appends one CSV line of `cells`; the cells at the indexes in `raw` are written as they are,
-/// the others made spreadsheet-safe (see [`push_csv_cell`]).
-pub(crate) fn csv_line(line: &mut String, cells: &[&str], raw: &[usize]) {
-    for (index, cell) in cells.iter().enumerate() {
-        if index > 0 {
-            line.push(',');
+/// Formats CSV lines with the csv crate (quoting, CRLF). A cell that a spreadsheet would run as a
+/// formula (it starts with `=`, `+`, `-`, `@`, tab or CR: OWASP's CSV-injection guidance) gets a
+/// `'` first, since identity fields and notes are attacker-influenced; the csv crate only quotes.
+/// `raw` lists the cells written as they are.
+pub(crate) fn csv_line<'c>(
+    cells: impl Iterator<Item = &'c str>,
+    raw: &[usize],
+) -> io::Result<Vec<u8>> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .buffer_capacity(512)
+        .from_writer(Vec::with_capacity(512));
+    for (index, cell) in cells.enumerate() {
+        if !raw.contains(&index) && is_formula(cell) {
+            writer.write_field(format!("'{cell}"))?;
+        } else {
+            writer.write_field(cell)?;
         }
-        push_csv_cell(line, cell, !raw.contains(&index));
     }
-    line.push_str("\r\n");
+    writer.write_record(None::<&[u8]>)?;
+    writer.into_inner().map_err(|e| e.into_error())
+}
+
+fn is_formula(cell: &str) -> bool {
+    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
 }
 
 /// Undoes the `'` the CSV writer puts before formula-like cells.
@@ -549,49 +547,39 @@ fn csv_cells(o: &Outcome) -> [String; 15] {
     ]
 }
 
-/// Appends one CSV cell: quoted when it holds a delimiter, quote or line break, and prefixed with
-/// `'` when a spreadsheet would read it as a formula (`=`, `+`, `-`, `@`, tab, CR: OWASP's
-/// CSV-injection guidance). Identity fields and notes are attacker-influenced.
-fn push_csv_cell(line: &mut String, cell: &str, neutralise: bool) {
-    let formula = neutralise && cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let needs_quotes = formula || cell.contains([',', '"', '\n', '\r']);
-    if needs_quotes {
-        line.push('"');
-    }
-    if formula {
-        line.push('\'');
-    }
-    for c in cell.chars() {
-        if c == '"' {
-            line.push('"');
-        }
-        line.push(c);
-    }
-    if needs_quotes {
-        line.push('"');
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cell(text: &str) -> String {
-        let mut line = String::new();
-        push_csv_cell(&mut line, text, true);
-        line
+        let line = csv_line([text].into_iter(), &[]).unwrap();
+        String::from_utf8(line)
+            .unwrap()
+            .trim_end_matches("\r\n")
+            .to_owned()
     }
 
     #[test]
     fn csv_cells_that_look_like_formulas_are_neutralised() {
         assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(cell("+1"), "\"'+1\"");
-        assert_eq!(cell("-2"), "\"'-2\"");
-        assert_eq!(cell("@SUM(A1)"), "\"'@SUM(A1)\"");
-        assert_eq!(cell("\tx"), "\"'\tx\"");
+        assert_eq!(cell("+1"), "'+1");
+        assert_eq!(cell("-2"), "'-2");
+        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(cell("\tx"), "'\tx");
         assert_eq!(cell("plain"), "plain");
         assert_eq!(cell("a,b"), "\"a,b\"");
         assert_eq!(cell("S-1-5-21"), "S-1-5-21", "a dash inside is harmless");
+        for text in ["=1", "-id5", "a\"b", "x\r\ny"] {
+            assert_eq!(unneutralise(&read_back(&cell(text))), text, "{text:?}");
+        }
+    }
+
+    /// The one cell of a CSV line, as a reader sees it.
+    fn read_back(line: &str) -> String {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_bytes());
+        reader.records().next().unwrap().unwrap()[0].to_owned()
     }
 
     #[test]

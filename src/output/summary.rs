@@ -317,7 +317,7 @@ fn next_steps(tally: &Tally, facts: &RunFacts<'_>) -> Vec<String> {
         ));
     }
     if let Some((path, rows)) = facts.undo {
-        let command = shell_quote(&path.display().to_string());
+        let command = shell_words(&[path.display().to_string()]);
         steps.push(format!(
             "To reverse this batch's disable/enable actions ({rows} row(s)): graph-remediate run {command}"
         ));
@@ -417,25 +417,13 @@ pub fn resume_command(argv: &[OsString]) -> String {
         let at = words.iter().position(|w| w == "--").unwrap_or(words.len());
         words.insert(at, "--resume".to_owned());
     }
-    words
-        .iter()
-        .map(|w| shell_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ")
+    shell_words(&words)
 }
 
-/// Quotes a word for a POSIX shell, leaving plain words as they are.
-fn shell_quote(word: &str) -> String {
-    let plain = !word.is_empty()
-        && word.chars().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(c, '_' | '-' | '.' | '/' | ':' | '=' | '@' | ',' | '+')
-        });
-    if plain {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+/// Words joined for a POSIX shell, quoted where needed (shlex); plain words stay as they are.
+fn shell_words(words: &[String]) -> String {
+    // Command-line words cannot hold a NUL, the one thing shlex refuses.
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
 }
 
 /// Seconds as the summary shows them: `12.3s`, or `2m 5s` past a minute.
@@ -596,7 +584,7 @@ mod tests {
         .collect();
         assert_eq!(
             resume_command(&argv),
-            r"graph-remediate run 'my accounts.csv' -o 'it'\''s.jsonl' --rate 5/s --resume"
+            r#"graph-remediate run 'my accounts.csv' -o "it's.jsonl" --rate 5/s --resume"#
         );
         let already: Vec<OsString> = ["g", "run", "a.csv", "--resume"]
             .iter()

@@ -111,23 +111,22 @@ fn write_rows(target: &Path, carry_columns: &[String], rows: &[UndoRow]) -> io::
     let mut out = BufWriter::new(temp.as_file());
     match ResultsFormat::from_path(target) {
         ResultsFormat::Csv => {
-            let mut header: Vec<&str> = FIELDS[2..6].to_vec();
-            header.extend(carry_columns.iter().map(String::as_str));
-            let mut line = String::new();
-            csv_line(&mut line, &header, &[]);
-            out.write_all(line.as_bytes())?;
+            let header = FIELDS[2..6]
+                .iter()
+                .copied()
+                .chain(carry_columns.iter().map(String::as_str));
+            out.write_all(&csv_line(header, &[])?)?;
             for row in rows {
-                let mut cells: Vec<&str> = vec![
-                    &row.identity_account_id,
+                let cells = [
+                    row.identity_account_id.as_str(),
                     &row.account_id,
                     row.action.as_str(),
                     row.provider.as_str(),
-                ];
-                cells.extend(row.carry.iter().map(String::as_str));
-                line.clear();
+                ]
+                .into_iter()
+                .chain(row.carry.iter().map(String::as_str));
                 // The four ids as they are: they are sent to Graph when the file is replayed.
-                csv_line(&mut line, &cells, &[0, 1, 2, 3]);
-                out.write_all(line.as_bytes())?;
+                out.write_all(&csv_line(cells, &[0, 1, 2, 3])?)?;
             }
         }
         ResultsFormat::Jsonl => {

@@ -1,16 +1,24 @@
-//! Pacing: the shared governor limiter every request waits for, and the throttle gate that holds
-//! every worker back while Graph's `Retry-After` window is open.
+//! Pacing: the shared pacer every request waits for, and the throttle gate that holds every
+//! worker back while Graph's `Retry-After` window is open.
 //!
-//! The gate lives outside governor because governor has no "pause until" (research/rust-deps.md
-//! section 1.2). It only ever extends: a later 429 can lengthen the pause, a success never ends
-//! it early. When the pause ends, workers queue on the limiter again, so they resume paced.
+//! The pacer hands out send times on a schedule: each slot is one interval after the previous
+//! slot's due time, not after the moment its waiter happened to wake. A wake-up a fraction of a
+//! millisecond late therefore costs nothing, and the mean rate is `--rate` whenever there is
+//! demand (issue 11). governor could not do this: its cell is claimed when a waiter wakes and
+//! checks, so at burst 1 every late wake-up lost its slot for good (190.5/s at 200/s in the
+//! bench); it also has no way to change the rate in place or to pause until an instant. After an
+//! idle spell the schedule restarts from now, with at most `burst` slots of catch-up, so no
+//! second ever sees more than rate + burst requests.
+//!
+//! The gate only ever extends: a later 429 can lengthen the pause, a success never ends it early.
+//! When the pause ends the schedule restarts from now, so workers resume paced, not in a burst.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -34,171 +42,188 @@ const MAX_RISE_DELAY: Duration = Duration::from_secs(3600);
 /// How often the rate may rise.
 const RISE_EVERY: Duration = Duration::from_secs(1);
 
-/// One governor limiter at a fixed rate; replaced whole when the rate changes (governor cannot
-/// change a quota in place: boinkor-net/governor#273).
-struct Pace {
-    limiter: DefaultDirectRateLimiter,
-    per_second: f64,
-    jitter: Duration,
-    /// Bumped on every change, so a 429 can be traced to the rate its request was sent at.
-    epoch: u64,
-}
-
-impl Pace {
-    fn new(per_second: f64, burst: NonZeroU32, epoch: u64) -> Pace {
-        let interval = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
-        let quota = Quota::with_period(interval)
-            .expect("a non-zero interval makes a quota")
-            .allow_burst(burst);
-        Pace {
-            limiter: RateLimiter::direct(quota),
-            per_second,
-            // A little jitter so waiters that governor wakes together don't all retry `check()`
-            // at the same instant (governor's own advice). Kept to a tenth of the interval: with
-            // burst 1 every late wake-up loses its slot for good, and 2 ms of jitter at 200/s
-            // cost 4% of the rate in the accuracy bench.
-            jitter: (interval / 10).min(Duration::from_millis(2)),
-            epoch,
-        }
-    }
-}
-
 /// Which rate a request was admitted at: pass it back with [`Limiter::throttled`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admission {
     epoch: u64,
 }
 
-/// The shared, adaptive limiter: at most `ceiling` (`--rate`) with bursts of at most `burst`.
+/// The send schedule, behind one lock held for a few instructions per request.
+#[derive(Debug)]
+struct Schedule {
+    /// The next slot's due time.
+    next_due: Instant,
+    /// Time between two slots at the current rate.
+    interval: Duration,
+    per_second: f64,
+    /// Bumped on every rate change, so a 429 can be traced to the rate its request was sent at.
+    epoch: u64,
+    /// The rate at the last throttle event, per second; 0 before any.
+    throttled_at: f64,
+    /// When the rate may next rise; `None` while at the ceiling.
+    next_rise: Option<Instant>,
+}
+
+/// The shared, adaptive pacer: at most `ceiling` (`--rate`) with bursts of at most `burst`.
 pub struct Limiter {
-    pace: RwLock<Arc<Pace>>,
+    schedule: Mutex<Schedule>,
+    /// When the last requests left, for the window check; `None` at rates too high to keep them.
+    departures: Option<Mutex<VecDeque<Instant>>>,
     ceiling: f64,
     burst: NonZeroU32,
-    origin: Instant,
-    /// When the rate may next rise (µs since `origin`); `u64::MAX` while at the ceiling.
-    next_rise_us: AtomicU64,
-    /// The rate at the last throttle event, per second (`f64` bits); 0 before any.
-    throttled_at: AtomicU64,
-    changes: Mutex<()>,
 }
+
+/// Rates whose window (rate + burst requests) is larger than this keep no departure times: at
+/// tens of thousands a second the schedule alone paces, and the window would cost memory.
+const MAX_WINDOW: usize = 65_536;
+/// The window no more than rate + burst requests may leave in.
+const WINDOW: Duration = Duration::from_secs(1);
 
 impl Limiter {
     pub fn new(rate: Rate, burst: NonZeroU32) -> Limiter {
         let ceiling = rate.per_second_f64();
+        let window = window_size(ceiling, burst);
         Limiter {
-            pace: RwLock::new(Arc::new(Pace::new(ceiling, burst, 0))),
+            departures: (window <= MAX_WINDOW).then(|| Mutex::new(VecDeque::with_capacity(window))),
+            schedule: Mutex::new(Schedule {
+                next_due: Instant::now(),
+                interval: interval(ceiling),
+                per_second: ceiling,
+                epoch: 0,
+                throttled_at: 0.0,
+                next_rise: None,
+            }),
             ceiling,
             burst,
-            origin: Instant::now(),
-            next_rise_us: AtomicU64::new(u64::MAX),
-            throttled_at: AtomicU64::new(0),
-            changes: Mutex::new(()),
         }
     }
 
-    fn current(&self) -> Arc<Pace> {
-        self.pace
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The rate now, per second.
     pub fn per_second(&self) -> f64 {
-        self.current().per_second
+        self.schedule().per_second
     }
 
-    /// Spends every cell that is ready now, so that what follows is paced rather than a burst.
-    /// Called when a throttle pause ends: during the pause the bucket refilled to `burst`, and
-    /// letting that burst out at once is what re-provokes the 429.
-    pub fn drain(&self) {
-        let pace = self.current();
-        while pace.limiter.check().is_ok() {}
+    /// Takes the next slot: its due time and the rate's epoch. A slot is one interval after the
+    /// previous one; after an idle spell, no earlier than `burst - 1` intervals before now.
+    fn reserve(&self) -> (Instant, u64) {
+        let mut schedule = self.schedule();
+        let now = Instant::now();
+        let catch_up = schedule.interval * (self.burst.get() - 1);
+        let earliest = now.checked_sub(catch_up).unwrap_or(now);
+        let due = schedule.next_due.max(earliest);
+        schedule.next_due = due + schedule.interval;
+        (due, schedule.epoch)
     }
 
-    /// Waits for a cell at the current rate. A worker that was already waiting when the rate
-    /// changed waits again at the new one, so a change takes effect at once rather than after
-    /// every queued worker has gone through at the old rate.
+    /// Waits for this request's slot. A worker that was already waiting when the rate changed
+    /// takes a new slot at the new rate, so a change takes effect at once. Slots missed while the
+    /// process stood still (a stall, a suspended laptop) are caught up, but never so that more
+    /// than rate + burst requests leave within one second.
     pub async fn until_ready(&self) -> Admission {
         loop {
-            let pace = self.current();
-            pace.limiter
-                .until_ready_with_jitter(Jitter::up_to(pace.jitter))
-                .await;
-            if self.current().epoch == pace.epoch {
-                return Admission { epoch: pace.epoch };
+            let (due, epoch) = self.reserve();
+            tokio::time::sleep_until(due).await;
+            if self.schedule().epoch != epoch {
+                continue;
             }
+            self.within_window().await;
+            return Admission { epoch };
         }
+    }
+
+    /// Waits until one more request may leave without passing rate + burst in the last second,
+    /// and counts it.
+    async fn within_window(&self) {
+        let Some(departures) = &self.departures else {
+            return;
+        };
+        loop {
+            let limit = window_size(self.per_second(), self.burst);
+            let wait_until = {
+                let mut departures = departures.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                while departures.front().is_some_and(|t| *t + WINDOW <= now) {
+                    departures.pop_front();
+                }
+                if departures.len() < limit {
+                    departures.push_back(now);
+                    return;
+                }
+                departures[departures.len() - limit] + WINDOW
+            };
+            tokio::time::sleep_until(wait_until).await;
+        }
+    }
+
+    /// Restarts the schedule from now: called when a throttle pause ends, so that the slots
+    /// missed during the pause are not caught up in a burst that re-provokes the 429.
+    pub fn drain(&self) {
+        let mut schedule = self.schedule();
+        schedule.next_due = schedule.next_due.max(Instant::now());
     }
 
     /// Graph throttled a request admitted at `admission` and asked for a pause of `pause`. Lowers
     /// the rate once per throttle event (requests that were already in flight at the old rate do
     /// not lower it again); the next rise comes a second after the pause ends.
     pub fn throttled(&self, admission: Admission, pause: Duration) {
-        let _change = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
-        let pace = self.current();
-        if pace.epoch != admission.epoch {
+        let mut schedule = self.schedule();
+        if schedule.epoch != admission.epoch {
             return;
         }
         let floor = FLOOR_PER_SECOND.min(self.ceiling / 10.0);
-        let lowered = (pace.per_second * DECREASE).max(floor);
-        self.throttled_at
-            .store(pace.per_second.to_bits(), Ordering::Relaxed);
-        self.replace(&pace, lowered, "lowered after a 429");
-        let pause_us = u64::try_from(pause.min(MAX_RISE_DELAY).as_micros()).unwrap_or(u64::MAX);
-        self.next_rise_us.fetch_max(
-            self.now_us()
-                .saturating_add(pause_us)
-                .saturating_add(RISE_EVERY.as_micros() as u64),
-            Ordering::Relaxed,
-        );
+        let lowered = (schedule.per_second * DECREASE).max(floor);
+        schedule.throttled_at = schedule.per_second;
+        self.change(&mut schedule, lowered, "lowered after a 429");
+        schedule.next_rise = Some(Instant::now() + pause.min(MAX_RISE_DELAY) + RISE_EVERY);
     }
 
     /// A request succeeded: once a second, let the rate rise towards the ceiling. Cheap when
-    /// nothing is due (one atomic load), as it runs for every row.
+    /// nothing is due, as it runs for every row.
     pub fn succeeded(&self) {
-        let now = self.now_us();
-        if now < self.next_rise_us.load(Ordering::Relaxed) {
-            return;
+        let mut schedule = self.schedule();
+        match schedule.next_rise {
+            Some(at) if Instant::now() >= at => {}
+            _ => return,
         }
-        let _change = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
-        if now < self.next_rise_us.load(Ordering::Relaxed) {
-            return;
-        }
-        let pace = self.current();
-        let throttled_at = f64::from_bits(self.throttled_at.load(Ordering::Relaxed));
-        let step = if pace.per_second < 0.9 * throttled_at {
+        let step = if schedule.per_second < 0.9 * schedule.throttled_at {
             FAST_RISE
         } else {
             PROBE_RISE
         };
-        let raised = (pace.per_second * (1.0 + step))
-            .max(pace.per_second + 0.1)
+        let raised = (schedule.per_second * (1.0 + step))
+            .max(schedule.per_second + 0.1)
             .min(self.ceiling);
-        self.replace(&pace, raised, "raised: no 429 for a second");
+        self.change(&mut schedule, raised, "raised: no 429 for a second");
     }
 
-    fn replace(&self, old: &Pace, per_second: f64, why: &'static str) {
-        let pace = Arc::new(Pace::new(per_second, self.burst, old.epoch + 1));
-        // A new limiter starts with a full bucket; spend it, so a change never releases a burst.
-        while pace.limiter.check().is_ok() {}
-        *self.pace.write().unwrap_or_else(PoisonError::into_inner) = pace;
-        let next = if per_second >= self.ceiling {
-            u64::MAX
-        } else {
-            self.now_us().saturating_add(RISE_EVERY.as_micros() as u64)
-        };
-        self.next_rise_us.store(next, Ordering::Relaxed);
+    fn change(&self, schedule: &mut Schedule, per_second: f64, why: &'static str) {
+        let now = Instant::now();
+        schedule.per_second = per_second;
+        schedule.interval = interval(per_second);
+        schedule.epoch += 1;
+        // The new rate starts from now: a change never releases a burst.
+        schedule.next_due = now + schedule.interval;
+        schedule.next_rise = (per_second < self.ceiling).then(|| now + RISE_EVERY);
         info!(
             rate_per_second = (per_second * 100.0).round() / 100.0,
             ceiling_per_second = self.ceiling,
             "adaptive rate {why}"
         );
     }
+}
 
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
+/// The most requests one second may see at `per_second` with `burst`: rate + burst.
+fn window_size(per_second: f64, burst: NonZeroU32) -> usize {
+    (per_second.floor() as usize).saturating_add(burst.get() as usize)
+}
+
+/// The time between two slots at `per_second`.
+fn interval(per_second: f64) -> Duration {
+    Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1))
 }
 
 /// Holds every worker while a 429's `Retry-After` window is open.
@@ -340,21 +365,117 @@ mod tests {
         assert!(gate.take_resume());
     }
 
-    #[test]
-    fn draining_spends_the_burst() {
+    #[tokio::test(start_paused = true)]
+    async fn draining_restarts_the_schedule_from_now() {
         let limiter = Limiter::new(
             Rate::per_second(NonZeroU32::new(1).unwrap()),
             NonZeroU32::new(5).unwrap(),
         );
-        assert!(
-            limiter.current().limiter.check().is_ok(),
-            "a fresh limiter has its burst"
-        );
+        let start = Instant::now();
+        // Idle for a minute: five slots of catch-up (the burst) are due at once...
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for _ in 0..5 {
+            limiter.until_ready().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        // ...but after a drain, the next request is paced.
+        tokio::time::advance(Duration::from_secs(60)).await;
         limiter.drain();
+        let before = Instant::now();
+        limiter.until_ready().await;
+        limiter.until_ready().await;
+        assert_eq!(before.elapsed(), Duration::from_secs(1));
+    }
+
+    /// Eight workers at 200/s with burst 1: slots come exactly 5 ms apart however late each
+    /// worker's wake-up is, so 400 requests take 2 s (issue 11).
+    #[tokio::test(start_paused = true)]
+    async fn late_wake_ups_lose_no_slot() {
+        let limiter =
+            std::sync::Arc::new(Limiter::new(parse_rate("200/s").unwrap(), NonZeroU32::MIN));
+        let start = Instant::now();
+        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in 0..8u64 {
+            let (limiter, sent) = (limiter.clone(), sent.clone());
+            workers.spawn(async move {
+                for _ in 0..50 {
+                    limiter.until_ready().await;
+                    sent.lock().unwrap().push(start.elapsed());
+                    // The request itself, and a wake-up up to 3 ms late.
+                    tokio::time::sleep(Duration::from_micros(700 + worker * 300)).await;
+                }
+            });
+        }
+        while workers.join_next().await.is_some() {}
+        let mut sent = sent.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(sent.len(), 400);
+        let last = *sent.last().unwrap();
         assert!(
-            limiter.current().limiter.check().is_err(),
-            "nothing left right after draining"
+            last <= Duration::from_millis(2000),
+            "400 requests at 200/s took {last:?}"
         );
+        // No one-second window holds more than rate + burst.
+        for (i, at) in sent.iter().enumerate() {
+            let in_window = sent[i..]
+                .iter()
+                .take_while(|t| **t < *at + Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= 201,
+                "{in_window} requests in the second from {at:?}"
+            );
+        }
+    }
+
+    /// Slots missed while the process stood still are caught up, but no second sees more than
+    /// rate + burst requests (without the window check, four workers caught up four slots at
+    /// once after a 400 ms stall, and a second saw 104 at 100/s).
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_is_caught_up_within_rate_plus_burst_a_second() {
+        let limiter =
+            std::sync::Arc::new(Limiter::new(parse_rate("100/s").unwrap(), NonZeroU32::MIN));
+        let start = Instant::now();
+        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (limiter, sent) = (limiter.clone(), sent.clone());
+            workers.spawn(async move {
+                for _ in 0..75 {
+                    limiter.until_ready().await;
+                    sent.lock().unwrap().push(start.elapsed());
+                }
+            });
+        }
+        // Let it run steadily for a second, then stand still for 400 ms.
+        tokio::time::sleep(Duration::from_millis(1005)).await;
+        tokio::time::advance(Duration::from_millis(400)).await;
+        while workers.join_next().await.is_some() {}
+        let mut sent = sent.lock().unwrap().clone();
+        sent.sort();
+        assert_eq!(sent.len(), 300);
+        for (i, at) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().take_while(|t| **t < *at + WINDOW).count();
+            assert!(
+                in_window <= 101,
+                "{in_window} requests in the second from {at:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_after_an_idle_spell_is_at_most_burst() {
+        let limiter = Limiter::new(parse_rate("10/s").unwrap(), NonZeroU32::new(3).unwrap());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let start = Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..5 {
+            limiter.until_ready().await;
+            at.push(start.elapsed());
+        }
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(at, vec![ms(0), ms(0), ms(0), ms(100), ms(200)]);
     }
 
     fn assert_rate(limiter: &Limiter, expected: f64, why: &str) {
@@ -365,7 +486,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_429_lowers_the_rate_once_per_event() {
         let limiter = Limiter::new(parse_rate("200/s").unwrap(), NonZeroU32::MIN);
         let admitted = limiter.until_ready().await;
@@ -401,14 +522,14 @@ mod tests {
         assert_rate(&limiter, 100.0, "--rate stays the ceiling");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn issue_10_the_floor_never_lies_above_the_rate() {
         let limiter = Limiter::new(parse_rate("1/min").unwrap(), NonZeroU32::MIN);
         limiter.throttled(Admission { epoch: 0 }, Duration::ZERO);
         let per_minute = limiter.per_second() * 60.0;
         assert!(per_minute < 1.0, "{per_minute}/min after a 429 at 1/min");
         for _ in 0..50 {
-            let epoch = limiter.current().epoch;
+            let epoch = limiter.schedule().epoch;
             limiter.throttled(Admission { epoch }, Duration::ZERO);
         }
         assert!(
