@@ -9,9 +9,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use graph_remediate::check_input;
-use graph_remediate::input::plan::Unlisted;
-use graph_remediate::input::{InputOptions, InputSource};
+use graph_remediate::{InputOptions, InputSource, Unlisted, check_input};
 
 const SAMPLES: usize = 20;
 

@@ -2,20 +2,24 @@
 //!
 //! `main.rs` parses the command line and calls [`execute`]; tests and benches call the same
 //! functions in process ([`run`], [`check_input`]). This file holds the module list, the exit
-//! statuses of SPEC section 6 and the dispatch to the subcommands in [`commands`].
+//! statuses of SPEC section 6 and the dispatch to the subcommands in `commands`.
+//!
+//! The public surface is what the binary, the tests and the benches drive: the command line
+//! ([`cli`]), the typed run configuration ([`config`]), the mock ([`mock`]), logging, and the
+//! few types those name. Everything else is `pub(crate)`, so the compiler finds dead code.
 
 pub mod cli;
-pub mod commands;
+pub(crate) mod commands;
 pub mod config;
-pub mod graph;
-pub mod input;
+pub(crate) mod graph;
+pub(crate) mod input;
 pub mod logging;
 pub mod mock;
-pub mod outcome;
-pub mod output;
-pub mod retry;
-pub mod runner;
-pub mod sanitize;
+pub(crate) mod outcome;
+pub(crate) mod output;
+pub(crate) mod retry;
+pub(crate) mod runner;
+pub(crate) mod sanitize;
 pub mod units;
 
 use std::future::Future;
@@ -23,7 +27,14 @@ use std::future::Future;
 use crate::cli::Command;
 
 pub use crate::commands::run::run;
-pub use crate::commands::validate::{check_input, check_input_against};
+pub use crate::commands::validate::check_input;
+pub use crate::graph::auth::CredentialSources;
+pub use crate::graph::client::ApiVersion;
+pub use crate::graph::model::{Action, Provider, ResponseShape};
+pub use crate::input::plan::Unlisted;
+pub use crate::input::{InputFormat, InputOptions, InputSource};
+pub use crate::output::progress::{ProgressMode, eprint_above};
+pub use crate::retry::RetryPolicy;
 
 /// The process exit codes of SPEC section 6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use graph_remediate::cli::Cli;
-use graph_remediate::output::progress::eprint_above;
+use graph_remediate::eprint_above;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_env();

@@ -22,6 +22,7 @@ pub enum RowStatus {
 }
 
 impl RowStatus {
+    #[cfg(test)]
     pub const ALL: [RowStatus; 4] = [
         RowStatus::Succeeded,
         RowStatus::Failed,

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use graph_remediate::graph::model::{Action, ResponseShape};
 use graph_remediate::mock::{
     AccountState, LoggedRequest, MockArgs, MockConfig, MockServer, RetryAfterFormat,
 };
 use graph_remediate::units::parse_rate;
+use graph_remediate::{Action, ResponseShape};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 

@@ -185,7 +185,9 @@ async fn a_second_run_on_the_same_results_file_is_refused_naming_the_lock() {
     let mock = MockServer::start(mock_config()).await.unwrap();
     let input = write_csv(dir.path(), "input.csv", &plain_rows(3));
     let output = dir.path().join("results.jsonl");
-    let _claim = graph_remediate::output::lock::RunLock::claim(&output).unwrap();
+    // Another run's lock, held as that run would hold it.
+    let held = std::fs::File::create(format!("{}.lock", output.display())).unwrap();
+    held.lock().unwrap();
     let started = Instant::now();
     let out = binary(dir.path(), &input, &output, &mock.base_url(), &["--yes"])
         .output()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use graph_remediate::ExitStatus;
-use graph_remediate::graph::model::ResponseShape;
+use graph_remediate::ResponseShape;
 use graph_remediate::mock::{MockConfig, MockServer, RetryAfterFormat};
 use graph_remediate::units::parse_rate;
 

@@ -169,6 +169,7 @@ impl ClientCertificate {
     }
 
     /// The `x5t#S256` header value.
+    #[cfg(test)]
     pub fn thumbprint(&self) -> &str {
         &self.thumbprint
     }

@@ -243,6 +243,7 @@ impl TokenEndpoint {
         &self.authority
     }
 
+    #[cfg(test)]
     pub fn scope(&self) -> &str {
         &self.scope
     }

@@ -247,7 +247,8 @@ impl GraphClient {
         url.into()
     }
 
-    /// [`GraphClient::url_for`] as text, for logs and messages.
+    /// [`GraphClient::url_for`] as text.
+    #[cfg(test)]
     pub fn action_url(&self, identity_account_id: &str) -> Result<String, GraphError> {
         self.url_for(identity_account_id).map(Into::into)
     }

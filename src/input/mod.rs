@@ -9,6 +9,8 @@
 mod csv;
 mod jsonl;
 pub mod plan;
+#[cfg(test)]
+mod property_tests;
 
 use std::fmt;
 use std::fs::File;

@@ -306,11 +306,6 @@ impl Checker {
         }
         self.plan
     }
-
-    /// The plan so far (counts are final only after [`Checker::finish`]).
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
 }
 
 fn unlisted_reason(action: Action, provider: Provider) -> String {

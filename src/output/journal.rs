@@ -116,11 +116,6 @@ impl Journal {
         csv_line(header, &[])
     }
 
-    /// Where this run's records begin.
-    pub fn segment_start(&self) -> u64 {
-        self.segment_start
-    }
-
     /// Pushes buffered records to the file and asks the OS to put them on disk.
     pub fn sync(&mut self) -> io::Result<()> {
         self.out.flush()?;
@@ -154,10 +149,6 @@ impl Journal {
         temp.persist(&self.path).map_err(|e| e.error)?;
         sync_parent_dir(&self.path);
         Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Appends one record (buffered; call [`Journal::flush`] to push it to the file).

@@ -20,7 +20,7 @@ use crate::graph::client::{GraphClient, GraphError};
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
 use crate::outcome::{Entry, InflightNote, Outcome, RowStatus, StopReason};
-use crate::retry::{GiveUp, Next, RetryPolicy, RowSoFar, StopCause, decide};
+use crate::retry::{AttemptKind, GiveUp, Next, RetryPolicy, RowSoFar, StopCause, decide};
 use crate::units::Rate;
 use rate::{Admission, Limiter, ThrottleGate};
 use shutdown::Stop;
@@ -287,7 +287,7 @@ async fn attempt_until_done(
         *attempts += 1;
         shared.requests.fetch_add(1, Ordering::Relaxed);
         started_at.get_or_insert_with(SystemTime::now);
-        let error = match shared
+        let result = shared
             .client
             .invoke(
                 &job.identity_account_id,
@@ -297,13 +297,10 @@ async fn attempt_until_done(
                 &token,
                 client_request_id,
             )
-            .await
-        {
-            Ok(accepted) => {
-                shared.limiter.succeeded();
-                return Ending::Accepted(accepted);
-            }
-            Err(error) => error,
+            .await;
+        let kind = match &result {
+            Ok(_) => AttemptKind::Success,
+            Err(error) => error.attempt_kind(),
         };
         let row = RowSoFar {
             attempt: *attempts,
@@ -311,12 +308,19 @@ async fn attempt_until_done(
             refreshed,
         };
         let decision = decide(
-            &error.attempt_kind(),
+            &kind,
             &row,
             &settings.retry,
             SystemTime::now(),
             fastrand::f64(),
         );
+        let error = match result {
+            Ok(accepted) => {
+                shared.limiter.succeeded();
+                return Ending::Accepted(accepted);
+            }
+            Err(error) => error,
+        };
         let event = RowEvent {
             job,
             attempt: *attempts,
@@ -348,10 +352,8 @@ async fn attempt_until_done(
                     Err(refusal) => return Ending::Failed(error, Some(refusal.to_string())),
                 }
             }
-            Next::Succeeded => {
-                // Only a 2xx decides success, and that returned above.
-                return Ending::Failed(error, None);
-            }
+            // A 2xx returned above: only it is a success.
+            Next::Succeeded => return Ending::Failed(error, None),
             Next::GiveUp(reason) => return Ending::Failed(error, give_up_note(reason, settings)),
             Next::StopRun(cause) => {
                 let reason = match cause {

@@ -1,8 +1,10 @@
-//! Property test: whatever bytes arrive, the readers return rows or errors, never a panic.
+//! Property test: whatever bytes arrive, the readers return rows or errors, never a panic, and
+//! nothing they report holds a control character.
 
-use graph_remediate::input::plan::{Checker, Unlisted};
-use graph_remediate::input::{InputFormat, InputOptions, RowReader};
 use proptest::prelude::*;
+
+use super::plan::{Checker, Unlisted};
+use super::{InputFormat, InputOptions, RowReader};
 
 fn read_all(bytes: Vec<u8>, format: InputFormat, delimiter: Option<u8>) {
     let options = InputOptions {
@@ -30,8 +32,8 @@ fn read_all(bytes: Vec<u8>, format: InputFormat, delimiter: Option<u8>) {
     let plan = checker.finish(rows.carry_columns());
     // What validate and run print about the input: no escape sequence from the file reaches
     // the terminal (issue 10).
-    let printed = graph_remediate::output::plan::render_text(&plan)
-        + &graph_remediate::output::plan::render_errors(&plan);
+    let printed =
+        crate::output::plan::render_text(&plan) + &crate::output::plan::render_errors(&plan);
     assert!(
         !printed.chars().any(|c| c.is_control() && c != '\n'),
         "{printed:?}"
