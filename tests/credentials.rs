@@ -10,8 +10,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Child, Output};
 
-use clap::Parser as _;
-use graph_remediate::cli::{Cli, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -104,23 +102,6 @@ async fn run_child(
     tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap()
-}
-
-/// `graph-remediate run --yes ARGS` in process, as `main` would.
-async fn run(args: &[&str]) -> ExitStatus {
-    let mut argv = vec!["graph-remediate", "run", "--yes"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let Command::Run(run_args) = cli.command else {
-        panic!("not a run");
-    };
-    graph_remediate::run(
-        graph_remediate::config::RunConfig::try_from(*run_args)
-            .expect("the flags make a configuration"),
-        std::future::pending(),
-    )
-    .await
-    .expect("run returns a status")
 }
 
 fn text(output: &Output) -> (String, String) {

@@ -4,15 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 use graph_remediate::ExitStatus;
-use graph_remediate::mock::{MockConfig, MockServer};
 use serde_json::Value;
-
-const TOKEN: &str = "operator-test-token";
 
 /// A retry (503 once), a throttle (429 once), a final failure (404), two plain successes and a
 /// duplicate: every kind of row event.
@@ -27,44 +23,21 @@ fn mixed_rows() -> Vec<String> {
     ]
 }
 
-async fn mock(dir: &Path) -> MockServer {
-    MockServer::start(MockConfig {
-        static_tokens: vec![TOKEN.to_owned()],
-        request_log: Some(dir.join("requests.jsonl")),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-/// Runs the real binary (`run --yes` against `url`, plus `extra`) with stderr piped, so it is not
-/// a terminal. Blocking, so on the blocking pool: the mock serves on this process's runtime.
-async fn run_binary(dir: &Path, url: &str, extra: &[&str]) -> (Output, std::path::PathBuf) {
-    let input = write_csv(dir, "input.csv", &mixed_rows());
-    let output = dir.join("results.jsonl");
-    let token = token_file(dir, TOKEN);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_graph-remediate"));
+/// Runs the real binary (`run` against the harness's mock with the mixed rows, plus `extra`)
+/// with stderr piped, so it is not a terminal. Blocking, so on the blocking pool: the mock serves
+/// on this process's runtime.
+async fn run_binary(h: &Harness, extra: &[&str]) -> Output {
+    let input = h.input(&mixed_rows());
+    let mut command = h.binary(&input, extra);
     command
-        .arg("run")
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .args(["--graph-url", url, "--access-token-file"])
-        .arg(&token)
-        .args(["--rate", "100/s", "--backoff-base", "50ms", "--yes"])
-        .args(extra)
         // A colour terminal type, so that only the missing terminal keeps escape codes out.
         .env("TERM", "xterm-256color")
         .env_remove("NO_COLOR")
         .env_remove("CLICOLOR_FORCE")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .env_remove("RUST_LOG");
+    tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
-        .unwrap();
-    (out, output)
+        .unwrap()
 }
 
 const ROW_FIELDS: [&str; 8] = [
@@ -80,15 +53,8 @@ const ROW_FIELDS: [&str; 8] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_json_log_line_parses_and_row_events_carry_the_row_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock(dir.path()).await;
-    let (out, _) = run_binary(
-        dir.path(),
-        &mock.base_url(),
-        &["-v", "--log-format", "json"],
-    )
-    .await;
-    mock.shutdown().await;
+    let h = Harness::new().await;
+    let out = run_binary(&h, &["-v", "--log-format", "json"]).await;
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(3), "{stderr}");
 
@@ -177,10 +143,8 @@ async fn every_json_log_line_parses_and_row_events_carry_the_row_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_escape_codes_reach_a_stderr_that_is_not_a_terminal() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock(dir.path()).await;
-    let (out, _) = run_binary(dir.path(), &mock.base_url(), &["-v"]).await;
-    mock.shutdown().await;
+    let h = Harness::new().await;
+    let out = run_binary(&h, &["-v"]).await;
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     // Text logs, a retry, a throttle pause and the summary were all written...
@@ -205,17 +169,10 @@ async fn no_escape_codes_reach_a_stderr_that_is_not_a_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_summary_names_the_exact_resume_command_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock(dir.path()).await;
-    let summary_path = dir.path().join("summary.json");
+    let h = Harness::new().await;
+    let summary_path = h.path("summary.json");
     let summary_arg = summary_path.to_str().unwrap().to_owned();
-    let (out, results) = run_binary(
-        dir.path(),
-        &mock.base_url(),
-        &["--no-progress", "--summary-json", &summary_arg],
-    )
-    .await;
-    mock.shutdown().await;
+    let out = run_binary(&h, &["--no-progress", "--summary-json", &summary_arg]).await;
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     let summary: Value =
@@ -227,7 +184,7 @@ async fn the_summary_names_the_exact_resume_command_from_the_command_line() {
     );
     assert!(resume.ends_with(" --resume"), "{resume}");
     assert!(resume.contains(" --no-progress "), "{resume}");
-    assert!(resume.contains(results.to_str().unwrap()), "{resume}");
+    assert!(resume.contains(h.results().to_str().unwrap()), "{resume}");
     assert!(
         stderr.contains(resume),
         "the text summary shows it too: {stderr}"
@@ -237,31 +194,21 @@ async fn the_summary_names_the_exact_resume_command_from_the_command_line() {
 
 #[tokio::test]
 async fn summary_json_holds_the_counts_errors_timings_and_next_steps() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = mock(dir.path()).await;
-    let input = write_csv(dir.path(), "input.csv", &mixed_rows());
-    let output = dir.path().join("results.jsonl");
-    let summary_path = dir.path().join("summary.json");
-    let token = token_file(dir.path(), TOKEN);
-    let url = mock.base_url();
-    let status = run(&[
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--graph-url",
-        &url,
-        "--access-token-file",
-        token.to_str().unwrap(),
-        "--rate",
-        "100/s",
-        "--backoff-base",
-        "50ms",
-        "--no-progress",
-        "--summary-json",
-        summary_path.to_str().unwrap(),
-    ])
-    .await;
-    mock.shutdown().await;
+    let h = Harness::new().await;
+    let input = h.input(&mixed_rows());
+    let output = h.results();
+    let summary_path = h.path("summary.json");
+    let status = h
+        .run(
+            &input,
+            &[
+                "--no-progress",
+                "--summary-json",
+                summary_path.to_str().unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
     assert_eq!(status, ExitStatus::RowsFailed);
     let text = std::fs::read_to_string(&summary_path).unwrap();
     assert_eq!(text.lines().count(), 1, "one JSON object, one line");

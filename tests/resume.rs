@@ -7,46 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use graph_remediate::ExitStatus;
-use graph_remediate::mock::{AccountState, MockConfig, MockServer};
-
-const TOKEN: &str = "resume-test-token";
-
-fn mock_config() -> MockConfig {
-    MockConfig {
-        static_tokens: vec![TOKEN.to_owned()],
-        record: true,
-        ..MockConfig::default()
-    }
-}
-
-/// The binary, as a responder would run it, against `url`.
-fn binary(dir: &Path, input: &Path, output: &Path, url: &str, extra: &[&str]) -> Command {
-    let token = token_file(dir, TOKEN);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_graph-remediate"));
-    command
-        .args([
-            "run",
-            input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-        ])
-        .args([
-            "--graph-url",
-            url,
-            "--access-token-file",
-            token.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
+use graph_remediate::mock::{AccountState, MockConfig};
 
 /// How many distinct input rows have a record: the run's progress, whatever a resume carried over.
 fn rows_done(path: &Path) -> usize {
@@ -59,9 +24,9 @@ fn rows_done(path: &Path) -> usize {
 }
 
 /// Successful applications of the action, by identity account id, in the mock's view.
-fn applied(mock: &MockServer) -> HashMap<String, usize> {
+fn applied(h: &Harness) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
-    for request in mock.requests().iter().filter(|r| r.status == 200) {
+    for request in h.mock.requests().iter().filter(|r| r.status == 200) {
         let id = request
             .path
             .split('/')
@@ -75,16 +40,13 @@ fn applied(mock: &MockServer) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_three_times_and_resumed_every_row_succeeds_exactly_once_in_the_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(MockConfig {
+    let h = Harness::start(MockConfig {
         latency: Duration::from_millis(5),
-        ..mock_config()
+        ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let url = mock.base_url();
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(2000));
-    let output = dir.path().join("results.jsonl");
+    .await;
+    let input = h.input(&plain_rows(2000));
+    let output = h.results();
     let flags = [
         "--rate",
         "800/s",
@@ -97,15 +59,10 @@ async fn killed_three_times_and_resumed_every_row_succeeds_exactly_once_in_the_r
 
     for (round, kill_after) in [300usize, 900, 1500].into_iter().enumerate() {
         let resume: &[&str] = if round == 0 { &[] } else { &["--resume"] };
-        let mut child = binary(
-            dir.path(),
-            &input,
-            &output,
-            &url,
-            &[&flags[..], resume].concat(),
-        )
-        .spawn()
-        .unwrap();
+        let mut child = h
+            .binary(&input, &[&flags[..], resume].concat())
+            .spawn()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         // Kill points far apart in progress, so no row is in flight at two kills.
         while rows_done(&output) < kill_after {
@@ -121,15 +78,10 @@ async fn killed_three_times_and_resumed_every_row_succeeds_exactly_once_in_the_r
         assert!(rows_done(&output) < 2000, "round {round}: killed mid-run");
     }
 
-    let finished = binary(
-        dir.path(),
-        &input,
-        &output,
-        &url,
-        &[&flags[..], &["--resume"]].concat(),
-    )
-    .output()
-    .unwrap();
+    let finished = h
+        .binary(&input, &[&flags[..], &["--resume"]].concat())
+        .output()
+        .unwrap();
     assert_eq!(
         finished.status.code(),
         Some(0),
@@ -149,7 +101,7 @@ async fn killed_three_times_and_resumed_every_row_succeeds_exactly_once_in_the_r
         "nothing left in flight"
     );
 
-    let applied = applied(&mock);
+    let applied = applied(&h);
     assert_eq!(applied.len(), 2000, "every account was acted on");
     let twice: Vec<&String> = applied
         .iter()
@@ -176,22 +128,18 @@ async fn killed_three_times_and_resumed_every_row_succeeds_exactly_once_in_the_r
             by_id[id.as_str()]
         );
     }
-    mock.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_results_file_is_refused_naming_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(3));
-    let output = dir.path().join("results.jsonl");
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(3));
+    let output = h.results();
     // Another run's lock, held as that run would hold it.
     let held = std::fs::File::create(format!("{}.lock", output.display())).unwrap();
     held.lock().unwrap();
     let started = Instant::now();
-    let out = binary(dir.path(), &input, &output, &mock.base_url(), &["--yes"])
-        .output()
-        .unwrap();
+    let out = h.binary(&input, &["--yes"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("results.jsonl.lock"), "{stderr}");
@@ -200,29 +148,22 @@ async fn a_second_run_on_the_same_results_file_is_refused_naming_the_lock() {
         started.elapsed() < Duration::from_secs(5),
         "refused at once"
     );
-    assert_eq!(mock.stats().graph_requests, 0);
+    assert_eq!(h.mock.stats().graph_requests, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lock_names_the_process_that_holds_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(MockConfig {
+    let h = Harness::start(MockConfig {
         latency: Duration::from_secs(3),
-        ..mock_config()
+        ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(2));
-    let output = dir.path().join("results.jsonl");
-    let mut first = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &["--yes", "--rate", "100/s"],
-    )
-    .spawn()
-    .unwrap();
+    .await;
+    let input = h.input(&plain_rows(2));
+    let output = h.results();
+    let mut first = h
+        .binary(&input, &["--yes", "--rate", "100/s"])
+        .spawn()
+        .unwrap();
     let lock = PathBuf::from(format!("{}.lock", output.display()));
     while !std::fs::read_to_string(&lock)
         .unwrap_or_default()
@@ -230,15 +171,7 @@ async fn the_lock_names_the_process_that_holds_it() {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let second = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &["--yes", "--resume"],
-    )
-    .output()
-    .unwrap();
+    let second = h.binary(&input, &["--yes", "--resume"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains(&format!("pid {}", first.id())), "{stderr}");
@@ -248,16 +181,13 @@ async fn the_lock_names_the_process_that_holds_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_repairs_a_torn_last_line_and_reruns_only_what_did_not_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
+    let h = Harness::new().await;
     let mut rows = plain_rows(6);
     rows.push("http503x1-flaky,00u9,disable,okta,INC-9".to_owned());
-    let input = write_csv(dir.path(), "input.csv", &rows);
-    let output = dir.path().join("results.jsonl");
+    let input = h.input(&rows);
+    let output = h.results();
     let base = ["--yes", "--rate", "100/s", "--max-retries", "0"];
-    let first = binary(dir.path(), &input, &output, &mock.base_url(), &base)
-        .output()
-        .unwrap();
+    let first = h.binary(&input, &base).output().unwrap();
     assert_eq!(first.status.code(), Some(3), "the flaky row failed once");
 
     // A crash in the middle of writing a record.
@@ -265,15 +195,10 @@ async fn resume_repairs_a_torn_last_line_and_reruns_only_what_did_not_succeed() 
     text.push_str("{\"correlationId\":\"torn\",\"row\":");
     std::fs::write(&output, text).unwrap();
 
-    let second = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &[&base[..], &["--resume"]].concat(),
-    )
-    .output()
-    .unwrap();
+    let second = h
+        .binary(&input, &[&base[..], &["--resume"]].concat())
+        .output()
+        .unwrap();
     assert_eq!(
         second.status.code(),
         Some(0),
@@ -283,13 +208,13 @@ async fn resume_repairs_a_torn_last_line_and_reruns_only_what_did_not_succeed() 
     let records = read_jsonl(&output); // every line parses: the torn one is gone
     assert_eq!(records.len(), 7);
     assert!(records.iter().all(|r| r["status"] == "succeeded"));
-    let applied = applied(&mock);
+    let applied = applied(&h);
     assert!(
         applied.values().all(|n| *n == 1),
         "succeeded rows were not sent again: {applied:?}"
     );
     assert_eq!(
-        mock.stats().graph_requests,
+        h.mock.stats().graph_requests,
         6 + 2,
         "six rows once, the flaky one twice"
     );
@@ -297,41 +222,31 @@ async fn resume_repairs_a_torn_last_line_and_reruns_only_what_did_not_succeed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_input_is_caught_unless_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
-    let output = dir.path().join("results.jsonl");
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(4));
+    let h = Harness::new().await;
+    let output = h.results();
+    let input = h.input(&plain_rows(4));
     let flags = ["--yes", "--rate", "100/s"];
-    let first = binary(dir.path(), &input, &output, &mock.base_url(), &flags)
-        .output()
-        .unwrap();
+    let first = h.binary(&input, &flags).output().unwrap();
     assert_eq!(first.status.code(), Some(0));
 
-    write_csv(dir.path(), "input.csv", &plain_rows(6));
-    let refused = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &[&flags[..], &["--resume"]].concat(),
-    )
-    .output()
-    .unwrap();
+    h.input(&plain_rows(6));
+    let refused = h
+        .binary(&input, &[&flags[..], &["--resume"]].concat())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("the input changed"), "{stderr}");
     assert!(stderr.contains("--accept-changed-input"), "{stderr}");
-    assert_eq!(mock.stats().graph_requests, 4, "nothing sent");
+    assert_eq!(h.mock.stats().graph_requests, 4, "nothing sent");
 
-    let accepted = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &[&flags[..], &["--resume", "--accept-changed-input"]].concat(),
-    )
-    .output()
-    .unwrap();
+    let accepted = h
+        .binary(
+            &input,
+            &[&flags[..], &["--resume", "--accept-changed-input"]].concat(),
+        )
+        .output()
+        .unwrap();
     assert_eq!(
         accepted.status.code(),
         Some(0),
@@ -340,7 +255,7 @@ async fn a_changed_input_is_caught_unless_accepted() {
     );
     assert_eq!(read_jsonl(&output).len(), 6);
     assert_eq!(
-        mock.stats().graph_requests,
+        h.mock.stats().graph_requests,
         6,
         "only the two new rows were sent"
     );
@@ -348,42 +263,34 @@ async fn a_changed_input_is_caught_unless_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_results_file_needs_resume() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(2));
-    let output = dir.path().join("results.jsonl");
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(2));
+    let output = h.results();
     let earlier = "{\"row\":2,\"status\":\"failed\"}\n";
     std::fs::write(&output, earlier).unwrap();
-    let out = binary(dir.path(), &input, &output, &mock.base_url(), &["--yes"])
-        .output()
-        .unwrap();
+    let out = h.binary(&input, &["--yes"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Pass --resume"));
     assert_eq!(std::fs::read_to_string(&output).unwrap(), earlier);
-    assert_eq!(mock.stats().graph_requests, 0);
+    assert_eq!(h.mock.stats().graph_requests, 0);
 
     // An empty file holds nothing to lose (a start that failed may leave one): it is taken over.
     std::fs::write(&output, "").unwrap();
-    let out = binary(dir.path(), &input, &output, &mock.base_url(), &["--yes"])
-        .output()
-        .unwrap();
+    let out = h.binary(&input, &["--yes"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(read_jsonl(&output).len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_terminal_and_without_yes_nothing_is_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(5));
-    let output = dir.path().join("results.jsonl");
-    let out = binary(dir.path(), &input, &output, &mock.base_url(), &[])
-        .output()
-        .unwrap();
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(5));
+    let output = h.results();
+    let out = h.binary(&input, &["--no-yes"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("add --yes"), "{stderr}");
-    assert_eq!(mock.stats().graph_requests, 0);
+    assert_eq!(h.mock.stats().graph_requests, 0);
     assert!(
         !output.exists(),
         "no results file for a run that never started"
@@ -392,29 +299,26 @@ async fn without_a_terminal_and_without_yes_nothing_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_failures_stops_the_run_early() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
+    let h = Harness::new().await;
     let rows: Vec<String> = (0..20)
         .map(|i| format!("http404-{i},00u{i},disable,okta,INC-{i}"))
         .collect();
-    let input = write_csv(dir.path(), "input.csv", &rows);
-    let output = dir.path().join("results.jsonl");
-    let status = run(&[
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--graph-url",
-        &mock.base_url(),
-        "--access-token-file",
-        token_file(dir.path(), TOKEN).to_str().unwrap(),
-        "--rate",
-        "100/s",
-        "--concurrency",
-        "1",
-        "--max-failures",
-        "3",
-    ])
-    .await;
+    let input = h.input(&rows);
+    let output = h.results();
+    let status = h
+        .run(
+            &input,
+            &[
+                "--rate",
+                "100/s",
+                "--concurrency",
+                "1",
+                "--max-failures",
+                "3",
+            ],
+        )
+        .await
+        .unwrap();
     assert_eq!(status, ExitStatus::StoppedEarly);
     let records = read_jsonl(&output);
     assert_eq!(records.len(), 20);
@@ -429,13 +333,12 @@ async fn max_failures_stops_the_run_early() {
             .count(),
         17
     );
-    assert_eq!(mock.stats().graph_requests, 3);
+    assert_eq!(h.mock.stats().graph_requests, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_undo_file_rolls_the_batch_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
+    let h = Harness::new().await;
     let rows = vec![
         "acct-1,S-1-5-21-1,disable,activeDirectory,INC-1".to_owned(),
         "acct-2,00u2,disable,okta,INC-2".to_owned(),
@@ -443,36 +346,27 @@ async fn the_undo_file_rolls_the_batch_back() {
         "acct-4,00u4,enable,okta,INC-4".to_owned(),
         "http404-5,00u5,disable,okta,INC-5".to_owned(),
     ];
-    let input = write_csv(dir.path(), "input.csv", &rows);
-    let token = token_file(dir.path(), TOKEN);
-    let undo = dir.path().join("undo.csv");
-    let args = |input: &Path, output: &Path| {
-        vec![
-            input.to_str().unwrap().to_owned(),
-            "-o".into(),
-            output.to_str().unwrap().to_owned(),
-            "--graph-url".into(),
-            mock.base_url(),
-            "--access-token-file".into(),
-            token.to_str().unwrap().to_owned(),
-            "--rate".into(),
-            "100/s".into(),
-        ]
-    };
-    let mut first = args(&input, &dir.path().join("first.jsonl"));
-    first.extend(["--undo-file".to_owned(), undo.to_str().unwrap().to_owned()]);
-    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let input = h.input(&rows);
+    let undo = h.path("undo.csv");
+    let first = h
+        .run(
+            &input,
+            &[
+                "-o",
+                h.path("first.jsonl").to_str().unwrap(),
+                "--undo-file",
+                undo.to_str().unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, ExitStatus::RowsFailed, "the 404 row fails");
     assert_eq!(
-        run(&first).await,
-        ExitStatus::RowsFailed,
-        "the 404 row fails"
-    );
-    assert_eq!(
-        mock.account_state("acct-1", "S-1-5-21-1"),
+        h.mock.account_state("acct-1", "S-1-5-21-1"),
         Some(AccountState::Disabled)
     );
     assert_eq!(
-        mock.account_state("acct-4", "00u4"),
+        h.mock.account_state("acct-4", "00u4"),
         Some(AccountState::Enabled)
     );
 
@@ -493,38 +387,34 @@ async fn the_undo_file_rolls_the_batch_back() {
         "only succeeded disable/enable rows, reversed"
     );
 
-    let second = args(&undo, &dir.path().join("second.jsonl"));
-    let second: Vec<&str> = second.iter().map(String::as_str).collect();
-    assert_eq!(run(&second).await, ExitStatus::Success);
+    let second = h
+        .run(&undo, &["-o", h.path("second.jsonl").to_str().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(second, ExitStatus::Success);
     assert_eq!(
-        mock.account_state("acct-1", "S-1-5-21-1"),
+        h.mock.account_state("acct-1", "S-1-5-21-1"),
         Some(AccountState::Enabled)
     );
     assert_eq!(
-        mock.account_state("acct-2", "00u2"),
+        h.mock.account_state("acct-2", "00u2"),
         Some(AccountState::Enabled)
     );
     assert_eq!(
-        mock.account_state("acct-4", "00u4"),
+        h.mock.account_state("acct-4", "00u4"),
         Some(AccountState::Disabled)
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_shows_the_plan_and_settings_and_sends_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(120));
-    let output = dir.path().join("results.jsonl");
-    let out = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &["--dry-run", "--rate", "2/s"],
-    )
-    .output()
-    .unwrap();
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(120));
+    let output = h.results();
+    let out = h
+        .binary(&input, &["--no-yes", "--dry-run", "--rate", "2/s"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -540,28 +430,30 @@ async fn dry_run_shows_the_plan_and_settings_and_sends_nothing() {
     );
     assert!(stdout.contains("rate          2/s"), "{stdout}");
     assert!(stdout.contains("take at least 1m"), "{stdout}");
-    assert!(!stdout.contains(TOKEN), "never the secret");
-    assert_eq!(mock.stats().graph_requests, 0);
+    assert!(!stdout.contains(HARNESS_TOKEN), "never the secret");
+    assert_eq!(h.mock.stats().graph_requests, 0);
     assert!(!output.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_and_undo_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
-    let input = write_csv(dir.path(), "input.csv", &plain_rows(2));
-    let output = dir.path().join("results.csv");
-    let undo = dir.path().join("undo.jsonl");
-    let out = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &["--yes", "--undo-file", undo.to_str().unwrap()],
-    )
-    .output()
-    .unwrap();
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(2));
+    let output = h.path("results.csv");
+    let undo = h.path("undo.jsonl");
+    let out = h
+        .binary(
+            &input,
+            &[
+                "-o",
+                output.to_str().unwrap(),
+                "--undo-file",
+                undo.to_str().unwrap(),
+            ],
+        )
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     for path in [&output, &undo] {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -574,26 +466,25 @@ async fn results_and_undo_files_are_private() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_results_resume_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config()).await.unwrap();
+    let h = Harness::new().await;
     let mut rows = plain_rows(3);
     rows.push("http503x1-flaky,00u9,disable,okta,=cmd|' /C calc'!A0".to_owned());
-    let input = write_csv(dir.path(), "input.csv", &rows);
-    let output = dir.path().join("results.csv");
-    let base = ["--yes", "--rate", "100/s", "--max-retries", "0"];
-    let first = binary(dir.path(), &input, &output, &mock.base_url(), &base)
+    let input = h.input(&rows);
+    let output = h.path("results.csv");
+    let base = [
+        "-o",
+        output.to_str().unwrap(),
+        "--rate",
+        "100/s",
+        "--max-retries",
+        "0",
+    ];
+    let first = h.binary(&input, &base).output().unwrap();
+    assert_eq!(first.status.code(), Some(3));
+    let second = h
+        .binary(&input, &[&base[..], &["--resume"]].concat())
         .output()
         .unwrap();
-    assert_eq!(first.status.code(), Some(3));
-    let second = binary(
-        dir.path(),
-        &input,
-        &output,
-        &mock.base_url(),
-        &[&base[..], &["--resume"]].concat(),
-    )
-    .output()
-    .unwrap();
     assert_eq!(
         second.status.code(),
         Some(0),
@@ -613,5 +504,5 @@ async fn csv_results_resume_too() {
         &flaky[15], "'=cmd|' /C calc'!A0",
         "still neutralised after the rewrite"
     );
-    assert_eq!(mock.stats().graph_requests, 3 + 2);
+    assert_eq!(h.mock.stats().graph_requests, 3 + 2);
 }

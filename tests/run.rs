@@ -8,58 +8,18 @@ use std::time::{Duration, Instant};
 use common::*;
 use graph_remediate::ExitStatus;
 use graph_remediate::ResponseShape;
-use graph_remediate::mock::{MockConfig, MockServer, RetryAfterFormat};
+use graph_remediate::mock::{MockConfig, RetryAfterFormat};
 use graph_remediate::units::parse_rate;
 
-const TOKEN: &str = "test-token";
-
-fn mock_config(dir: &std::path::Path) -> MockConfig {
-    MockConfig {
-        static_tokens: vec![TOKEN.to_owned()],
-        request_log: Some(dir.join("requests.jsonl")),
-        ..MockConfig::default()
-    }
-}
-
-/// Runs `rows` against `mock` with the given extra flags; returns the exit status and results.
-async fn run_rows(
-    dir: &std::path::Path,
-    mock: &MockServer,
-    rows: &[String],
-    extra: &[&str],
-) -> (ExitStatus, Vec<serde_json::Value>) {
-    let input = write_csv(dir, "input.csv", rows);
-    let output = dir.join("results.jsonl");
-    let token = token_file(dir, TOKEN);
-    let url = mock.base_url();
-    let mut args = vec![
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--graph-url",
-        &url,
-        "--access-token-file",
-        token.to_str().unwrap(),
-        "--backoff-base",
-        "50ms",
-    ];
-    args.extend_from_slice(extra);
-    let status = run(&args).await;
-    (status, read_jsonl(&output))
-}
-
 async fn throttled_twice_then_ok(format: RetryAfterFormat) {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(MockConfig {
+    let h = Harness::start(MockConfig {
         retry_after_format: format,
-        ..mock_config(dir.path())
+        ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let rows = vec!["http429x2-a,00u1,disable,okta,INC-1".to_owned()];
     let started = Instant::now();
-    let (status, records) = run_rows(dir.path(), &mock, &rows, &["--rate", "100/s"]).await;
-    mock.shutdown().await;
+    let (status, records) = h.run_rows(&rows, &["--rate", "100/s"]).await;
     assert_eq!(status, ExitStatus::Success);
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["status"], "succeeded");
@@ -67,7 +27,7 @@ async fn throttled_twice_then_ok(format: RetryAfterFormat) {
     assert_eq!(records[0]["httpStatus"], 200);
 
     // Each retry left only after the window the previous 429 announced.
-    let log = read_request_log(&dir.path().join("requests.jsonl"));
+    let log = h.mock.requests();
     assert_eq!(
         log.iter().map(|r| r.status).collect::<Vec<_>>(),
         vec![429, 429, 200]
@@ -125,26 +85,15 @@ async fn a_429_without_retry_after_backs_off_and_retries() {
         .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"value": {"accountId": "00u1", "action": "disable", "provider": "okta", "correlationId": "c-1"}})))
         .mount(&server)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = write_csv(
-        dir.path(),
-        "in.csv",
-        &["wire-1,00u1,disable,okta,INC-1".to_owned()],
-    );
-    let output = dir.path().join("out.jsonl");
-    let token = token_file(dir.path(), TOKEN);
-    let status = run(&[
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
+    let h = Harness::new().await;
+    let input = h.input(&["wire-1,00u1,disable,okta,INC-1".to_owned()]);
+    let args = with_flag(
+        h.args(&input, &["--backoff-base", "300ms"]),
         "--graph-url",
         &server.uri(),
-        "--access-token-file",
-        token.to_str().unwrap(),
-        "--backoff-base",
-        "300ms",
-    ])
-    .await;
+    );
+    let status = run_args(&args).await.unwrap();
+    let output = h.results();
     assert_eq!(status, ExitStatus::Success);
     let records = read_jsonl(&output);
     assert_eq!(records[0]["attempts"], 2);
@@ -160,7 +109,7 @@ async fn a_429_without_retry_after_backs_off_and_retries() {
     );
     assert_eq!(
         requests[1].headers["authorization"],
-        format!("Bearer {TOKEN}").as_str()
+        format!("Bearer {HARNESS_TOKEN}").as_str()
     );
     assert!(
         requests[1].headers["user-agent"]
@@ -172,24 +121,20 @@ async fn a_429_without_retry_after_backs_off_and_retries() {
 
 #[tokio::test]
 async fn sixteen_workers_send_nothing_inside_a_told_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(MockConfig {
+    let h = Harness::start(MockConfig {
         rate: Some(parse_rate("20/s").unwrap()),
         burst: 5,
         latency: Duration::from_millis(20),
-        ..mock_config(dir.path())
+        ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let (status, records) = run_rows(
-        dir.path(),
-        &mock,
-        &plain_rows(120),
-        &["--rate", "30/s", "--burst", "16", "--concurrency", "16"],
-    )
     .await;
-    let stats = mock.stats();
-    mock.shutdown().await;
+    let (status, records) = h
+        .run_rows(
+            &plain_rows(120),
+            &["--rate", "30/s", "--burst", "16", "--concurrency", "16"],
+        )
+        .await;
+    let stats = h.mock.stats();
     let failed: Vec<_> = records
         .iter()
         .filter(|r| r["status"] != "succeeded")
@@ -201,7 +146,7 @@ async fn sixteen_workers_send_nothing_inside_a_told_window() {
         stats.status(429) > 0,
         "the test must provoke throttling: {stats:?}"
     );
-    let log = read_request_log(&dir.path().join("requests.jsonl"));
+    let log = h.mock.requests();
     let late = sent_inside_told_windows(&log, 100.0);
     assert!(
         late.is_empty(),
@@ -212,26 +157,22 @@ async fn sixteen_workers_send_nothing_inside_a_told_window() {
 
 #[tokio::test]
 async fn a_thousand_rows_against_a_50_per_second_limit_all_succeed_without_entering_told_windows() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(MockConfig {
+    let h = Harness::start(MockConfig {
         rate: Some(parse_rate("50/s").unwrap()),
         burst: 50,
-        ..mock_config(dir.path())
+        ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let (status, records) = run_rows(
-        dir.path(),
-        &mock,
-        &plain_rows(1000),
-        &["--rate", "100/s", "--concurrency", "32"],
-    )
     .await;
-    mock.shutdown().await;
+    let (status, records) = h
+        .run_rows(
+            &plain_rows(1000),
+            &["--rate", "100/s", "--concurrency", "32"],
+        )
+        .await;
     assert_eq!(status, ExitStatus::Success);
     assert_eq!(records.len(), 1000);
     assert!(records.iter().all(|r| r["status"] == "succeeded"));
-    let log = read_request_log(&dir.path().join("requests.jsonl"));
+    let log = h.mock.requests();
     let late = sent_inside_told_windows(&log, 100.0);
     assert!(
         late.is_empty(),
@@ -242,14 +183,12 @@ async fn a_thousand_rows_against_a_50_per_second_limit_all_succeed_without_enter
 
 #[tokio::test]
 async fn transient_503_and_504_are_retried() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config(dir.path())).await.unwrap();
+    let h = Harness::new().await;
     let rows = vec![
         "http503x2-a,00u1,disable,okta,INC-1".to_owned(),
         "http504x1-b,00u2,disable,okta,INC-2".to_owned(),
     ];
-    let (status, records) = run_rows(dir.path(), &mock, &rows, &["--rate", "100/s"]).await;
-    mock.shutdown().await;
+    let (status, records) = h.run_rows(&rows, &["--rate", "100/s"]).await;
     assert_eq!(status, ExitStatus::Success);
     let rows = by_row(&records);
     assert_eq!(rows[&2]["attempts"], 3);
@@ -258,17 +197,11 @@ async fn transient_503_and_504_are_retried() {
 
 #[tokio::test]
 async fn retries_stop_at_max_retries_and_the_row_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config(dir.path())).await.unwrap();
+    let h = Harness::new().await;
     let rows = vec!["http503-a,00u1,disable,okta,INC-1".to_owned()];
-    let (status, records) = run_rows(
-        dir.path(),
-        &mock,
-        &rows,
-        &["--rate", "100/s", "--max-retries", "2"],
-    )
-    .await;
-    mock.shutdown().await;
+    let (status, records) = h
+        .run_rows(&rows, &["--rate", "100/s", "--max-retries", "2"])
+        .await;
     assert_eq!(status, ExitStatus::RowsFailed);
     assert_eq!(records[0]["status"], "failed");
     assert_eq!(records[0]["attempts"], 3);
@@ -279,17 +212,11 @@ async fn retries_stop_at_max_retries_and_the_row_fails() {
 
 #[tokio::test]
 async fn a_retry_after_beyond_max_retry_wait_fails_the_row_and_stops_the_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config(dir.path())).await.unwrap();
+    let h = Harness::new().await;
     let rows = vec!["http429-a,00u1,disable,okta,INC-1".to_owned()];
-    let (status, records) = run_rows(
-        dir.path(),
-        &mock,
-        &rows,
-        &["--rate", "100/s", "--max-retry-wait", "500ms"],
-    )
-    .await;
-    mock.shutdown().await;
+    let (status, records) = h
+        .run_rows(&rows, &["--rate", "100/s", "--max-retry-wait", "500ms"])
+        .await;
     // Every other row would have to wait past the bound too: the run stops (exit 4).
     assert_eq!(status, ExitStatus::StoppedEarly);
     assert_eq!(records[0]["status"], "failed");
@@ -304,16 +231,14 @@ async fn a_retry_after_beyond_max_retry_wait_fails_the_row_and_stops_the_run() {
 
 #[tokio::test]
 async fn client_errors_are_final_with_graphs_error_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config(dir.path())).await.unwrap();
+    let h = Harness::new().await;
     let rows = vec![
         "http400-a,00u1,disable,okta,INC-1".to_owned(),
         "http404-b,00u2,disable,okta,INC-2".to_owned(),
         "http401-c,00u3,disable,okta,INC-3".to_owned(),
         "fine-d,00u4,disable,okta,INC-4".to_owned(),
     ];
-    let (status, records) = run_rows(dir.path(), &mock, &rows, &["--rate", "100/s"]).await;
-    mock.shutdown().await;
+    let (status, records) = h.run_rows(&rows, &["--rate", "100/s"]).await;
     assert_eq!(status, ExitStatus::RowsFailed);
     let rows = by_row(&records);
     assert_eq!(rows[&2]["status"], "failed");
@@ -335,22 +260,16 @@ async fn client_errors_are_final_with_graphs_error_code() {
 
 #[tokio::test]
 async fn a_403_stops_the_run_and_the_rest_are_not_attempted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config(dir.path())).await.unwrap();
+    let h = Harness::new().await;
     let mut rows = vec![
         "first-a,00u0,disable,okta,INC-0".to_owned(),
         "http403-b,00u1,disable,okta,INC-1".to_owned(),
     ];
     rows.extend(plain_rows(30));
-    let (status, records) = run_rows(
-        dir.path(),
-        &mock,
-        &rows,
-        &["--rate", "100/s", "--concurrency", "1"],
-    )
-    .await;
-    let stats = mock.stats();
-    mock.shutdown().await;
+    let (status, records) = h
+        .run_rows(&rows, &["--rate", "100/s", "--concurrency", "1"])
+        .await;
+    let stats = h.mock.stats();
     assert_eq!(status, ExitStatus::StoppedEarly);
     assert_eq!(records.len(), 32, "one record per input row");
     let rows = by_row(&records);
@@ -368,19 +287,16 @@ async fn a_403_stops_the_run_and_the_rest_are_not_attempted() {
 #[tokio::test]
 async fn both_response_shapes_and_a_null_correlation_id_are_read() {
     for shape in [ResponseShape::Docs, ResponseShape::Schema] {
-        let dir = tempfile::tempdir().unwrap();
-        let mock = MockServer::start(MockConfig {
+        let h = Harness::start(MockConfig {
             response_shape: shape,
-            ..mock_config(dir.path())
+            ..MockConfig::default()
         })
-        .await
-        .unwrap();
+        .await;
         let rows = vec![
             "shape-a,00u1,disable,okta,INC-1".to_owned(),
             "nullcorr-b,00u2,disable,okta,INC-2".to_owned(),
         ];
-        let (status, records) = run_rows(dir.path(), &mock, &rows, &["--rate", "100/s"]).await;
-        mock.shutdown().await;
+        let (status, records) = h.run_rows(&rows, &["--rate", "100/s"]).await;
         assert_eq!(status, ExitStatus::Success, "{shape:?}");
         let rows = by_row(&records);
         let correlation = rows[&2]["correlationId"].as_str().unwrap();
@@ -392,9 +308,8 @@ async fn both_response_shapes_and_a_null_correlation_id_are_read() {
 
 #[tokio::test]
 async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config(dir.path())).await.unwrap();
-    let input = dir.path().join("in.csv");
+    let h = Harness::new().await;
+    let input = h.dir.path().join("in.csv");
     std::fs::write(
         &input,
         "identityAccountId,accountId,action,identityProvider,upn,note\n\
@@ -402,8 +317,6 @@ async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
          a-1,00u1,disable,okta,a@contoso.com,again\n",
     )
     .unwrap();
-    let token = token_file(dir.path(), TOKEN);
-    let url = mock.base_url();
     let expected = [
         "correlationId",
         "row",
@@ -424,19 +337,11 @@ async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
         "note",
     ];
     for name in ["out.jsonl", "out.csv"] {
-        let output = dir.path().join(name);
-        let status = run(&[
-            input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-            "--graph-url",
-            &url,
-            "--access-token-file",
-            token.to_str().unwrap(),
-            "--rate",
-            "100/s",
-        ])
-        .await;
+        let output = h.dir.path().join(name);
+        let status = h
+            .run(&input, &["-o", output.to_str().unwrap()])
+            .await
+            .unwrap();
         assert_eq!(status, ExitStatus::Success);
         let text = std::fs::read_to_string(&output).unwrap();
         if name.ends_with(".jsonl") {
@@ -476,19 +381,16 @@ async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
             assert_eq!(&duplicate[6], "skipped");
         }
     }
-    mock.shutdown().await;
 }
 
 #[tokio::test]
 async fn rows_for_one_account_run_in_file_order_never_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(MockConfig {
+    let h = Harness::start(MockConfig {
         latency: Duration::from_millis(60),
         record: true,
-        ..mock_config(dir.path())
+        ..MockConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let mut rows = Vec::new();
     // Distinct actions: a repeated (account, action, provider) would be a skipped duplicate.
     let same = ["disable", "forcePasswordReset", "enable"];
@@ -500,15 +402,10 @@ async fn rows_for_one_account_run_in_file_order_never_at_once() {
             "other-{i},S-1-5-21-{i},disable,activeDirectory,INC-x{i}"
         ));
     }
-    let (status, records) = run_rows(
-        dir.path(),
-        &mock,
-        &rows,
-        &["--rate", "1000/s", "--concurrency", "8"],
-    )
-    .await;
-    let requests = mock.requests();
-    mock.shutdown().await;
+    let (status, records) = h
+        .run_rows(&rows, &["--rate", "1000/s", "--concurrency", "8"])
+        .await;
+    let requests = h.mock.requests();
     assert_eq!(status, ExitStatus::Success);
     let actions: Vec<String> = requests
         .iter()
@@ -537,23 +434,16 @@ async fn rows_for_one_account_run_in_file_order_never_at_once() {
 
 #[tokio::test]
 async fn the_id_is_percent_encoded_and_the_qualified_segment_is_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(MockConfig {
+    let h = Harness::start(MockConfig {
         record: true,
-        ..mock_config(dir.path())
+        ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let rows = vec!["id with space,00u1,disable,okta,INC-1".to_owned()];
-    let (status, _) = run_rows(
-        dir.path(),
-        &mock,
-        &rows,
-        &["--rate", "100/s", "--api-version", "v1.0"],
-    )
     .await;
-    let requests = mock.requests();
-    mock.shutdown().await;
+    let rows = vec!["id with space,00u1,disable,okta,INC-1".to_owned()];
+    let (status, _) = h
+        .run_rows(&rows, &["--rate", "100/s", "--api-version", "v1.0"])
+        .await;
+    let requests = h.mock.requests();
     assert_eq!(status, ExitStatus::Success);
     assert_eq!(
         requests[0].path,

@@ -156,3 +156,167 @@ impl Dispatcher {
         let _ = self.done_tx.send(key);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::model::{Action, Provider};
+    use crate::outcome::StopReason;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn job(row: u64, account: &str, action: Action) -> Job {
+        Job {
+            row,
+            identity_account_id: format!("ia-{account}"),
+            account_id: account.to_owned(),
+            action,
+            provider: Provider::Okta,
+            carry: vec![],
+            earlier_attempts: 0,
+        }
+    }
+
+    /// What the fake workers saw, and what the dispatcher recorded itself.
+    #[derive(Default)]
+    struct Seen {
+        started: Vec<u64>,
+        recorded: Vec<(u64, RowStatus)>,
+    }
+
+    /// Runs the dispatcher over `rows` with `workers` fake workers that hold each row for a few
+    /// milliseconds (longer for earlier rows, so later rows would overtake them if allowed), and
+    /// checks that no two rows of one account are ever at a worker at once.
+    async fn dispatch(rows: Vec<(Job, Verdict)>, workers: usize, stop: Arc<Stop>) -> Seen {
+        let (input_tx, input) = mpsc::channel(8);
+        let (work_tx, work_rx) = async_channel::bounded::<Job>(workers);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (entry_tx, mut entry_rx) = mpsc::channel(64);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let busy = Arc::new(Mutex::new(HashSet::<AccountKey>::new()));
+        let mut pool = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (work_rx, done_tx, seen, busy) =
+                (work_rx.clone(), done_tx.clone(), seen.clone(), busy.clone());
+            pool.spawn(async move {
+                while let Ok(job) = work_rx.recv().await {
+                    let key = AccountKey::of(&job);
+                    assert!(
+                        busy.lock().unwrap().insert(key),
+                        "row {} overlapped its account's earlier row",
+                        job.row
+                    );
+                    seen.lock().unwrap().started.push(job.row);
+                    tokio::time::sleep(Duration::from_millis(20u64.saturating_sub(job.row))).await;
+                    busy.lock().unwrap().remove(&key);
+                    let _ = done_tx.send(key);
+                }
+            });
+        }
+        drop(work_rx);
+        let recorder = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while let Some(entry) = entry_rx.recv().await {
+                    if let Entry::Outcome(outcome) = entry {
+                        seen.lock()
+                            .unwrap()
+                            .recorded
+                            .push((outcome.job.row, outcome.status));
+                    }
+                }
+            })
+        };
+        let dispatcher = Dispatcher {
+            input,
+            work_tx,
+            done_rx,
+            done_tx,
+            entry_tx,
+            stop,
+        };
+        let running = tokio::spawn(dispatcher.run());
+        input_tx.send(rows).await.unwrap();
+        drop(input_tx);
+        running.await.unwrap();
+        while pool.join_next().await.is_some() {}
+        recorder.await.unwrap();
+        Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_accounts_rows_run_one_at_a_time_in_file_order() {
+        let rows = vec![
+            (job(2, "a", Action::Disable), Verdict::Send),
+            (job(3, "b", Action::Disable), Verdict::Send),
+            (job(4, "a", Action::RevokeAllSessions), Verdict::Send),
+            (job(5, "a", Action::Enable), Verdict::Send),
+            (job(6, "c", Action::Disable), Verdict::Send),
+            (job(7, "b", Action::Enable), Verdict::Send),
+        ];
+        let seen = dispatch(rows, 4, Arc::new(Stop::new())).await;
+        let order_of = |rows: &[u64]| -> Vec<u64> {
+            seen.started
+                .iter()
+                .copied()
+                .filter(|r| rows.contains(r))
+                .collect()
+        };
+        assert_eq!(
+            order_of(&[2, 4, 5]),
+            vec![2, 4, 5],
+            "account a in file order"
+        );
+        assert_eq!(order_of(&[3, 7]), vec![3, 7], "account b in file order");
+        assert_eq!(seen.started.len(), 6);
+        assert!(seen.recorded.is_empty(), "the workers record sent rows");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duplicates_are_recorded_skipped_without_a_worker() {
+        let rows = vec![
+            (job(2, "a", Action::Disable), Verdict::Send),
+            (job(3, "a", Action::Disable), Verdict::Duplicate),
+        ];
+        let seen = dispatch(rows, 2, Arc::new(Stop::new())).await;
+        assert_eq!(seen.started, vec![2]);
+        assert_eq!(seen.recorded, vec![(3, RowStatus::Skipped)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_stopped_every_row_is_recorded_not_attempted() {
+        let stop = Arc::new(Stop::new());
+        stop.stop(StopReason::Interrupted);
+        let rows = (2..8)
+            .map(|row| (job(row, "a", Action::Disable), Verdict::Send))
+            .collect();
+        let seen = dispatch(rows, 2, stop).await;
+        assert!(seen.started.is_empty());
+        let mut recorded = seen.recorded;
+        recorded.sort_unstable_by_key(|(row, _)| *row);
+        assert_eq!(
+            recorded,
+            (2..8)
+                .map(|row| (row, RowStatus::NotAttempted))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_account_listed_past_the_park_limit_still_runs_every_row_in_order() {
+        let rows: Vec<(Job, Verdict)> = (0..(PARK_LIMIT as u64 + 50))
+            .map(|i| {
+                let action = if i % 2 == 0 {
+                    Action::Disable
+                } else {
+                    Action::Enable
+                };
+                (job(100 + i, "same", action), Verdict::Send)
+            })
+            .collect();
+        let expected: Vec<u64> = rows.iter().map(|(job, _)| job.row).collect();
+        let seen = dispatch(rows, 8, Arc::new(Stop::new())).await;
+        assert_eq!(seen.started, expected);
+    }
+}

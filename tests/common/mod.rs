@@ -38,22 +38,12 @@ pub fn token_file(dir: &Path, token: &str) -> PathBuf {
     path
 }
 
-/// Runs `graph-remediate run ... --yes` in process, as `main` would, with no interruption.
-/// (`--yes`: tests have no terminal to confirm on.)
+/// Runs `graph-remediate run --yes ARGS` in process, as `main` would, with no interruption;
+/// the run must end with a status, not an error. (`--yes`: tests have no terminal to confirm on.)
 pub async fn run(args: &[&str]) -> ExitStatus {
-    let mut argv = vec!["graph-remediate", "run", "--yes"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let Command::Run(run_args) = cli.command else {
-        panic!("not a run");
-    };
-    graph_remediate::run(
-        graph_remediate::config::RunConfig::try_from(*run_args)
-            .expect("the flags make a configuration"),
-        std::future::pending(),
-    )
-    .await
-    .expect("run returns a status")
+    let mut argv = vec!["--yes".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    run_args(&argv).await.expect("run returns a status")
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
@@ -178,6 +168,9 @@ impl Harness {
                     args = with_flag(args, flag, value);
                     rest.next();
                 }
+                // `--yes` is given already; `--no-yes` takes it away (a test without a terminal).
+                _ if *flag == "--yes" => {}
+                _ if *flag == "--no-yes" => args.retain(|a| a != "--yes"),
                 _ => args.push((*flag).to_owned()),
             }
         }
@@ -199,6 +192,14 @@ impl Harness {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         command
+    }
+
+    /// Writes `rows` as the input and runs them in process with `extra` flags: the status
+    /// (which must not be an error) and the results' records.
+    pub async fn run_rows(&self, rows: &[String], extra: &[&str]) -> (ExitStatus, Vec<Value>) {
+        let input = self.input(rows);
+        let status = self.run(&input, extra).await.expect("run returns a status");
+        (status, read_jsonl(&self.results()))
     }
 
     /// Requests that reached the mock's Graph side so far.
