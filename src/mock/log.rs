@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoggedRequest {
-    /// Milliseconds since the server started (monotonic clock).
+    /// Milliseconds since the server started (tokio's monotonic clock).
     pub t_ms: f64,
     /// RFC 3339 UTC with milliseconds.
     pub time: String,
