@@ -12,6 +12,8 @@ use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
@@ -289,7 +291,7 @@ pub(crate) fn check_assertion(
     };
     let header = decode_json(header).ok_or("the JWT header is not base64url-encoded JSON")?;
     let claims = decode_json(claims).ok_or("the JWT claims are not base64url-encoded JSON")?;
-    if signature.is_empty() || decode_base64(signature, Alphabet::Url).is_none() {
+    if signature.is_empty() || decode_base64(&URL_SAFE_NO_PAD, signature).is_none() {
         return Err("the JWT signature part is missing or not base64url".to_owned());
     }
 
@@ -374,48 +376,17 @@ pub(crate) fn check_assertion(
 }
 
 fn decode_json(part: &str) -> Option<serde_json::Map<String, Value>> {
-    let bytes = decode_base64(part, Alphabet::Url)?;
+    let bytes = decode_base64(&URL_SAFE_NO_PAD, part)?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(map) => Some(map),
         _ => None,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alphabet {
-    /// RFC 4648 section 4, as in HTTP Basic.
-    Standard,
-    /// RFC 4648 section 5, as in JWTs.
-    Url,
-}
-
-/// Decodes base64 in the given alphabet, with or without `=` padding.
-pub(crate) fn decode_base64(text: &str, alphabet: Alphabet) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for byte in text.bytes() {
-        let value = match (byte, alphabet) {
-            (b'A'..=b'Z', _) => byte - b'A',
-            (b'a'..=b'z', _) => byte - b'a' + 26,
-            (b'0'..=b'9', _) => byte - b'0' + 52,
-            (b'-', Alphabet::Url) | (b'+', Alphabet::Standard) => 62,
-            (b'_', Alphabet::Url) | (b'/', Alphabet::Standard) => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+/// Decodes base64 with or without `=` padding, as clients send both: `engine` is one of the
+/// unpadded engines (`STANDARD_NO_PAD` for HTTP Basic, `URL_SAFE_NO_PAD` for JWTs).
+fn decode_base64(engine: &impl Engine, text: &str) -> Option<Vec<u8>> {
+    engine.decode(text.trim_end_matches('=')).ok()
 }
 
 /// A decoded `application/x-www-form-urlencoded` body, plus HTTP Basic credentials if sent.
@@ -466,7 +437,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(decode_base64(encoded.trim(), Alphabet::Standard)?).ok()?;
+    let decoded = String::from_utf8(decode_base64(&STANDARD_NO_PAD, encoded.trim())?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     Some((form_decode(id), form_decode(secret)))
 }
@@ -479,19 +450,7 @@ mod tests {
     const NOW: f64 = 1_700_000_000.0;
 
     fn b64url(bytes: &[u8]) -> String {
-        const TABLE: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-            for i in 0..=chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     fn jwt(header: Value, claims: Value) -> String {
@@ -520,13 +479,15 @@ mod tests {
 
     #[test]
     fn decodes_both_base64_alphabets() {
-        assert_eq!(decode_base64("aGk_", Alphabet::Url).unwrap(), b"hi?");
-        assert_eq!(decode_base64("aGk/", Alphabet::Standard).unwrap(), b"hi?");
-        assert_eq!(decode_base64("aGk/", Alphabet::Url), None);
-        assert_eq!(decode_base64("aA==", Alphabet::Standard).unwrap(), b"h");
-        assert_eq!(decode_base64("a", Alphabet::Url), None);
+        let url = &URL_SAFE_NO_PAD;
+        assert_eq!(decode_base64(url, "aGk_").unwrap(), b"hi?");
+        assert_eq!(decode_base64(&STANDARD_NO_PAD, "aGk/").unwrap(), b"hi?");
+        assert_eq!(decode_base64(url, "aGk/"), None);
+        assert_eq!(decode_base64(&STANDARD_NO_PAD, "aA==").unwrap(), b"h");
+        assert_eq!(decode_base64(&STANDARD_NO_PAD, "aA").unwrap(), b"h");
+        assert_eq!(decode_base64(url, "a"), None);
         for text in [&b""[..], b"a", b"ab", b"abc", b"abcd", b"\xff\xfe\x00"] {
-            assert_eq!(decode_base64(&b64url(text), Alphabet::Url).unwrap(), text);
+            assert_eq!(decode_base64(url, &b64url(text)).unwrap(), text);
         }
     }
 
@@ -656,7 +617,7 @@ mod tests {
 
         let mut headers = HeaderMap::new();
         let basic = format!("{ID}:pw");
-        let encoded = b64url(basic.as_bytes()).replace('-', "+").replace('_', "/");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(basic);
         headers.insert(
             header::AUTHORIZATION,
             format!("Basic {encoded}").parse().unwrap(),
