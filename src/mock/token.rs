@@ -398,16 +398,10 @@ pub(crate) struct Form {
 
 impl Form {
     pub(crate) fn parse(body: &[u8]) -> Form {
-        let text = String::from_utf8_lossy(body);
-        let pairs = text
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (form_decode(key), form_decode(value))
-            })
-            .collect();
-        Form { pairs, basic: None }
+        Form {
+            pairs: url::form_urlencoded::parse(body).into_owned().collect(),
+            basic: None,
+        }
     }
 
     fn with_basic(mut self, headers: &HeaderMap) -> Form {
@@ -424,6 +418,9 @@ impl Form {
     }
 }
 
+/// One form-urlencoded component, as RFC 6749 section 2.3.1 encodes each half of HTTP Basic
+/// credentials. `form_urlencoded::parse` reads whole bodies only, and would split a raw `=` or
+/// `&` that a careless client left in a secret.
 fn form_decode(text: &str) -> String {
     percent_decode_str(&text.replace('+', " "))
         .decode_utf8_lossy()
@@ -489,6 +486,25 @@ mod tests {
         for text in [&b""[..], b"a", b"ab", b"abc", b"abcd", b"\xff\xfe\x00"] {
             assert_eq!(decode_base64(url, &b64url(text)).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn reads_forms_as_entra_does() {
+        let form = Form::parse(b"a=1&&b=x+y%2Bz&c&scope=&scope=s%2F.default&a=2&d=%FF");
+        assert_eq!(form.get("a"), Some("1"));
+        assert_eq!(form.get("b"), Some("x y+z"));
+        assert_eq!(
+            form.get("c"),
+            None,
+            "a key without a value counts as absent"
+        );
+        assert_eq!(
+            form.get("scope"),
+            Some("s/.default"),
+            "the first non-empty value"
+        );
+        assert_eq!(form.get("d"), Some("\u{FFFD}"));
+        assert_eq!(form.get("e"), None);
     }
 
     #[test]
