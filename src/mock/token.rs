@@ -14,8 +14,10 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::errors::ErrorKind;
 use percent_encoding::percent_decode_str;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::MockConfig;
 use super::log::{self, LoggedRequest};
@@ -275,7 +277,9 @@ pub(crate) fn judge(
 }
 
 /// Checks a client assertion's structure and claims as Entra's certificate-credentials page
-/// describes them. The signature is not verified: the mock holds no certificate.
+/// describes them. jsonwebtoken reads the header and the claims; the signature is not verified
+/// (the mock holds no certificate), and times are checked here against the mock's clock, not by
+/// jsonwebtoken's `Validation`, which reads the system clock.
 pub(crate) fn check_assertion(
     jwt: &str,
     audiences: &[String],
@@ -283,38 +287,48 @@ pub(crate) fn check_assertion(
     now_secs: f64,
 ) -> Result<(), String> {
     let parts: Vec<&str> = jwt.split('.').collect();
-    let [header, claims, signature] = parts.as_slice() else {
+    let [header_part, claims_part, signature] = parts.as_slice() else {
         return Err(
             "the assertion is not a JWT: it must be three base64url parts separated by dots"
                 .to_owned(),
         );
     };
-    let header = decode_json(header).ok_or("the JWT header is not base64url-encoded JSON")?;
-    let claims = decode_json(claims).ok_or("the JWT claims are not base64url-encoded JSON")?;
+    // jsonwebtoken reads unpadded base64url only; padded parts have always been accepted here.
+    let unpadded = [header_part, claims_part, signature].map(|part| part.trim_end_matches('='));
+    let unpadded = unpadded.join(".");
+    // A header that is JSON but does not fit jsonwebtoken's `Header` (an unknown or missing alg,
+    // most likely) is reported where the alg check stands, after the claims and the signature.
+    let header = jsonwebtoken::decode_header(&unpadded);
+    if let Err(e) = &header
+        && !matches!(e.kind(), ErrorKind::Json(e) if e.is_data())
+    {
+        return Err(HEADER_NOT_JSON.to_owned());
+    }
+    let claims: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(&unpadded)
+        .map_err(|_| "the JWT claims are not base64url-encoded JSON")?;
     if signature.is_empty() || decode_base64(&URL_SAFE_NO_PAD, signature).is_none() {
         return Err("the JWT signature part is missing or not base64url".to_owned());
     }
+    let header = header.map_err(|e| untyped_header(header_part, &e))?;
 
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if !matches!(alg, "PS256" | "RS256") {
-        return Err(format!("header alg must be PS256 (or RS256), not '{alg}'"));
+    if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256) {
+        // `Algorithm`'s Debug is its JOSE name.
+        return Err(format!(
+            "header alg must be PS256 (or RS256), not '{:?}'",
+            header.alg
+        ));
     }
     if !header
-        .get("typ")
-        .and_then(Value::as_str)
+        .typ
+        .as_deref()
         .is_some_and(|typ| typ.eq_ignore_ascii_case("JWT"))
     {
         return Err("header typ must be JWT".to_owned());
     }
-    let has_thumbprint = ["x5t#S256", "x5t"].iter().any(|key| {
-        header
-            .get(*key)
-            .and_then(Value::as_str)
-            .is_some_and(|t| !t.is_empty())
-    });
+    let has_thumbprint = [&header.x5t_s256, &header.x5t]
+        .into_iter()
+        .flatten()
+        .any(|thumbprint| !thumbprint.is_empty());
     if !has_thumbprint {
         return Err("header must carry x5t#S256 (or x5t), the certificate thumbprint".to_owned());
     }
@@ -375,11 +389,24 @@ pub(crate) fn check_assertion(
     Ok(())
 }
 
-fn decode_json(part: &str) -> Option<serde_json::Map<String, Value>> {
-    let bytes = decode_base64(&URL_SAFE_NO_PAD, part)?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
+const HEADER_NOT_JSON: &str = "the JWT header is not base64url-encoded JSON";
+
+/// Why a JSON header did not fit jsonwebtoken's `Header`. jsonwebtoken refuses an alg it does not
+/// know and a missing one; those get the alg check's words, as before. Otherwise some other
+/// registered field has the wrong type, and jsonwebtoken's error names it.
+fn untyped_header(part: &str, error: &jsonwebtoken::errors::Error) -> String {
+    let Some(header) = decode_base64(&URL_SAFE_NO_PAD, part)
+        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+    else {
+        return HEADER_NOT_JSON.to_owned();
+    };
+    match header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+    {
+        "PS256" | "RS256" => format!("the JWT header is not a valid JOSE header: {error}"),
+        alg => format!("header alg must be PS256 (or RS256), not '{alg}'"),
     }
 }
 
@@ -518,6 +545,12 @@ mod tests {
             check_assertion(&jwt(old_style, good_claims()), &aud(), ID, NOW),
             Ok(())
         );
+        // Padded parts are read as well.
+        let padded = [good_header(), good_claims()]
+            .map(|part| base64::engine::general_purpose::URL_SAFE.encode(part.to_string()));
+        let padded = format!("{}.{}.c2lnbmVk", padded[0], padded[1]);
+        assert!(padded.contains('='), "{padded}");
+        assert_eq!(check_assertion(&padded, &aud(), ID, NOW), Ok(()));
         // 59 s of clock skew is tolerated.
         let mut claims = good_claims();
         claims["nbf"] = json!(NOW + 59.0);
@@ -547,8 +580,26 @@ mod tests {
                 json!({"alg": "HS256", "typ": "JWT", "x5t#S256": "a"}),
                 "alg must be PS256",
             ),
+            (
+                json!({"alg": "none", "typ": "JWT", "x5t#S256": "a"}),
+                "alg must be PS256 (or RS256), not 'none'",
+            ),
+            (
+                json!({"typ": "JWT", "x5t#S256": "a"}),
+                "alg must be PS256 (or RS256), not ''",
+            ),
             (json!({"alg": "PS256", "x5t#S256": "a"}), "typ must be JWT"),
             (json!({"alg": "PS256", "typ": "JWT"}), "x5t#S256"),
+            (
+                json!({"alg": "PS256", "typ": "JWT", "x5t": ""}),
+                "x5t#S256 (or x5t)",
+            ),
+            (json!([1]), "header is not base64url-encoded JSON"),
+            // jsonwebtoken types every registered header field.
+            (
+                json!({"alg": "PS256", "typ": "JWT", "x5t#S256": "a", "kid": 5}),
+                "not a valid JOSE header",
+            ),
         ];
         for (header, wanted) in header_cases {
             cases.push((jwt(header, good_claims()), wanted));
@@ -572,6 +623,16 @@ mod tests {
             claims[claim] = value;
             cases.push((jwt(good_header(), claims), wanted));
         }
+        // With more than one fault, the first check in Entra's order names it: claims that are
+        // not JSON come before an alg jsonwebtoken does not know.
+        let none = json!({"alg": "none", "typ": "JWT", "x5t#S256": "a"});
+        let bad_claims = jwt(none, good_claims());
+        let (header, rest) = bad_claims.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        cases.push((
+            format!("{header}.e30K!.{signature}"),
+            "claims are not base64url",
+        ));
         for (assertion, wanted) in cases {
             let reason = check_assertion(&assertion, &aud(), ID, NOW).unwrap_err();
             assert!(
