@@ -1,7 +1,14 @@
 //! The mock Graph server, driven over HTTP as a client would: shapes, validation, tokens,
 //! throttling and told windows, scenarios, faults, the request log, and the `mock` command.
+//!
+//! Tests of the mock's own timing (token expiry, told windows, the bucket, latency, the log's
+//! flush) run under tokio's paused clock, which the mock keeps its time on: they `advance()` to
+//! the instant that matters instead of sleeping, so a loaded machine cannot make them late.
+//! Real HTTP still works there, because no timer but the mock's own runs: under a paused clock
+//! tokio jumps to the next timer whenever the runtime idles, so [`client`] keeps no idle pool,
+//! whose sweep timer would otherwise jump the mock's clock in the middle of an exchange.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use graph_remediate::mock::{
     AccountState, LoggedRequest, MockArgs, MockConfig, MockServer, RetryAfterFormat,
@@ -20,6 +27,14 @@ fn config() -> MockConfig {
         record: true,
         ..MockConfig::default()
     }
+}
+
+/// A client with no idle connection pool, hence no timer of its own (see the module comment).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("a plain HTTP client")
 }
 
 fn url(server: &MockServer, id: &str) -> String {
@@ -67,7 +82,7 @@ async fn send(request: reqwest::RequestBuilder) -> Reply {
 }
 
 async fn call(server: &MockServer, token: Option<&str>, id: &str, body: &Value) -> Reply {
-    let mut request = reqwest::Client::new().post(url(server, id)).json(body);
+    let mut request = client().post(url(server, id)).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -82,7 +97,7 @@ async fn ok_call(server: &MockServer, id: &str) -> Reply {
 async fn succeeds_in_the_docs_shape_with_correlation_headers() {
     let server = MockServer::start(config()).await.unwrap();
     let reply = send(
-        reqwest::Client::new()
+        client()
             .post(url(&server, "ia-1"))
             .bearer_auth(TOKEN)
             .header("client-request-id", "crid-1")
@@ -140,7 +155,7 @@ async fn succeeds_in_the_schema_shape_on_v1_and_the_plain_action_name() {
     .await
     .unwrap();
     let reply = send(
-        reqwest::Client::new()
+        client()
             .post(format!(
                 "{}/v1.0/security/identities/identityAccounts/ia-2/invokeAction",
                 server.base_url()
@@ -207,7 +222,7 @@ async fn refuses_bad_bodies_entra_and_unlisted_pairs_with_graph_errors() {
     ];
     for (body, wanted) in cases {
         let reply = send(
-            reqwest::Client::new()
+            client()
                 .post(url(&server, "ia"))
                 .bearer_auth(TOKEN)
                 .header("client-request-id", "c-400")
@@ -227,7 +242,7 @@ async fn refuses_bad_bodies_entra_and_unlisted_pairs_with_graph_errors() {
         assert!(inner["date"].is_string());
     }
     let not_json = send(
-        reqwest::Client::new()
+        client()
             .post(url(&server, "ia"))
             .bearer_auth(TOKEN)
             .header("content-type", "application/json")
@@ -244,7 +259,7 @@ async fn refuses_bad_bodies_entra_and_unlisted_pairs_with_graph_errors() {
 #[tokio::test]
 async fn unknown_paths_versions_and_methods_are_refused() {
     let server = MockServer::start(config()).await.unwrap();
-    let client = reqwest::Client::new();
+    let client = client();
     let wrong_version = send(
         client
             .post(format!(
@@ -277,7 +292,7 @@ async fn unknown_paths_versions_and_methods_are_refused() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn demands_a_known_unexpired_bearer_token() {
     let server = MockServer::start(MockConfig {
         token_lifetime: Duration::from_secs(1),
@@ -309,7 +324,13 @@ async fn demands_a_known_unexpired_bearer_token() {
         200
     );
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The clock stands still while paused: the token is good until exactly its lifetime.
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(
+        call(&server, Some(&access_token), "ia", &body).await.status,
+        200
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
     let expired = call(&server, Some(&access_token), "ia", &body).await;
     assert_eq!(expired.status, 401);
     assert_eq!(
@@ -347,7 +368,8 @@ fn limited(rate: &str, format: RetryAfterFormat) -> MockConfig {
     }
 }
 
-#[tokio::test]
+// Paused: with a real clock a stall of a second between requests made the told waits 59 s.
+#[tokio::test(start_paused = true)]
 async fn throttles_with_retry_after_in_whole_seconds_and_re_throttles_inside_the_window() {
     let server = MockServer::start(limited("1/min", RetryAfterFormat::Seconds))
         .await
@@ -360,7 +382,10 @@ async fn throttles_with_retry_after_in_whole_seconds_and_re_throttles_inside_the
     assert_eq!(throttled.body["error"]["innerError"]["code"], "429");
     assert_eq!(throttled.body["error"]["innerError"]["status"], "429");
     let secs: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
-    assert!((59..=60).contains(&secs), "{secs}");
+    assert_eq!(
+        secs, 60,
+        "the bucket's whole interval, no time having passed"
+    );
 
     // Another token has its own bucket; an unknown one is refused before the throttle.
     assert_eq!(ok_call_with(&server, SECOND_TOKEN).await, 200);
@@ -390,7 +415,7 @@ async fn throttles_with_retry_after_in_whole_seconds_and_re_throttles_inside_the
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_told_window_outlasts_the_bucket_and_then_the_bucket_decides() {
     // 5/s: the bucket admits again after 200 ms, but "Retry-After: 1" told a whole second.
     let server = MockServer::start(limited("5/s", RetryAfterFormat::Seconds))
@@ -400,23 +425,24 @@ async fn the_told_window_outlasts_the_bucket_and_then_the_bucket_decides() {
     let throttled = ok_call(&server, "ia").await;
     assert_eq!(throttled.status, 429);
     assert_eq!(throttled.header("retry-after"), Some("1"));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the bucket's 200 ms, inside the told second.
+    tokio::time::advance(Duration::from_millis(400)).await;
     let inside = ok_call(&server, "ia").await;
     assert_eq!(inside.status, 429, "still inside the told window");
-    // About 0.6 s remain, told as "1": the window now ends a second after this answer.
+    // 0.6 s remain, told as "1": the window now ends a second after this answer.
     assert_eq!(inside.header("retry-after"), Some("1"));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(ok_call(&server, "ia").await.status, 200);
-    let flags: Vec<bool> = server
-        .requests()
-        .iter()
-        .map(|r| r.inside_told_window)
-        .collect();
+    let requests = server.requests();
+    let flags: Vec<bool> = requests.iter().map(|r| r.inside_told_window).collect();
     assert_eq!(flags, [false, false, true, false]);
+    // Admitted at the very end of the second window, not a moment later.
+    assert_eq!(requests[2].window_end_ms, Some(1400.0));
+    assert_eq!(requests[3].t_ms, 1400.0);
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn throttles_with_decimal_retry_after_and_admits_when_it_has_passed() {
     let server = MockServer::start(limited("4/s", RetryAfterFormat::Decimal))
         .await
@@ -430,13 +456,16 @@ async fn throttles_with_decimal_retry_after_and_admits_when_it_has_passed() {
     assert_eq!(decimals.len(), 3);
     let wait: f64 = text.parse().unwrap();
     assert!(wait > 0.15 && wait <= 0.25, "{text}");
-    tokio::time::sleep(Duration::from_secs_f64(wait) + Duration::from_millis(5)).await;
+    assert_eq!(text, "0.250", "4/s with no time passed: the whole interval");
+    // Waiting exactly what was told, not a moment more.
+    tokio::time::advance(Duration::from_secs_f64(wait)).await;
     let after = ok_call(&server, "ia").await;
     assert_eq!(after.status, 200, "obeying Retry-After must be enough");
     assert_eq!(server.stats().inside_told_window, 0);
     server.shutdown().await;
 }
 
+// Real clock: the date is checked against the system's wall clock. Nothing here waits.
 #[tokio::test]
 async fn throttles_with_an_http_date_at_a_whole_second() {
     let server = MockServer::start(limited("1/min", RetryAfterFormat::HttpDate))
@@ -481,7 +510,7 @@ async fn http404_ids_always_answer_404() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn http429x2_ids_throttle_twice_then_succeed_and_mark_early_retries() {
     let server = MockServer::start(config()).await.unwrap();
     let first = ok_call(&server, "http429x2-acct").await;
@@ -491,7 +520,8 @@ async fn http429x2_ids_throttle_twice_then_succeed_and_mark_early_retries() {
     // Sent at once: inside the window just told, and still scripted to 429.
     let second = ok_call(&server, "http429x2-acct").await;
     assert_eq!(second.status, 429);
-    tokio::time::sleep(Duration::from_millis(1050)).await;
+    // Exactly when the told second ends: no longer inside it.
+    tokio::time::advance(Duration::from_secs(1)).await;
     let third = ok_call(&server, "http429x2-acct").await;
     assert_eq!(third.status, 200, "{:?}", third.body);
     let flags: Vec<bool> = server
@@ -538,7 +568,9 @@ async fn fault_injection_at_rate_one_answers_only_503_and_504() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+// Paused: the mock's latency sleep is the only timer, so tokio jumps straight to it, and the
+// time the answer took is exactly what the mock added.
+#[tokio::test(start_paused = true)]
 async fn latency_is_added_before_graph_responses() {
     let server = MockServer::start(MockConfig {
         latency: Duration::from_millis(150),
@@ -546,9 +578,13 @@ async fn latency_is_added_before_graph_responses() {
     })
     .await
     .unwrap();
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     assert_eq!(ok_call(&server, "ia").await.status, 200);
-    assert!(start.elapsed() >= Duration::from_millis(150));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_millis(300),
+        "added once: {took:?}"
+    );
     server.shutdown().await;
 }
 
@@ -565,7 +601,7 @@ async fn fetch_token(server: &MockServer, extra: &[(&str, &str)]) -> Reply {
     ];
     form.extend_from_slice(extra);
     send(
-        reqwest::Client::new()
+        client()
             .post(format!("{}/tenant-1/oauth2/v2.0/token", server.base_url()))
             .form(&form),
     )
@@ -636,7 +672,7 @@ async fn token_endpoint_issues_tokens_for_the_right_secret_only() {
     assert_eq!(neither.body["error_codes"], json!([7000216]));
 
     let bad_grant = send(
-        reqwest::Client::new()
+        client()
             .post(format!("{}/t/oauth2/v2.0/token", server.base_url()))
             .form(&[("grant_type", "password"), ("client_id", CLIENT_ID)]),
     )
@@ -645,7 +681,7 @@ async fn token_endpoint_issues_tokens_for_the_right_secret_only() {
     assert_eq!(bad_grant.body["error"], "unsupported_grant_type");
 
     let bad_scope = send(
-        reqwest::Client::new()
+        client()
             .post(format!("{}/t/oauth2/v2.0/token", server.base_url()))
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -660,7 +696,7 @@ async fn token_endpoint_issues_tokens_for_the_right_secret_only() {
     assert_eq!(bad_scope.body["error_codes"], json!([1002012]));
 
     let wrong_app = send(
-        reqwest::Client::new()
+        client()
             .post(format!("{}/t/oauth2/v2.0/token", server.base_url()))
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -758,7 +794,7 @@ async fn token_endpoint_checks_client_assertion_claims() {
 
 // --- request log ------------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_request_log_has_one_parsable_line_per_request_and_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("requests.jsonl");
@@ -777,9 +813,17 @@ async fn the_request_log_has_one_parsable_line_per_request_and_no_secrets() {
     assert_eq!(ok_call_with(&server, &access_token).await, 429);
     assert_eq!(ok_call_with(&server, TOKEN).await, 200);
     let in_memory = server.requests();
-    // The writer flushes on its own at least every 100 ms, not only at shutdown.
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 6);
+    // The writer flushes on its own at least every 100 ms, not only at shutdown. Paused, each
+    // sleep here moves the mock's clock only while no file write is under way (tokio holds a
+    // paused clock still while blocking work runs), so the check is in the mock's time.
+    let answered = tokio::time::Instant::now();
+    while std::fs::read_to_string(&path).unwrap().lines().count() < 6 {
+        assert!(
+            answered.elapsed() <= Duration::from_millis(101),
+            "not flushed within 100 ms"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     server.shutdown().await;
 
     let text = std::fs::read_to_string(&path).unwrap();
@@ -878,6 +922,8 @@ async fn run_cli_prints_the_bound_address_and_serves_until_shutdown() {
             let _ = stop_rx.await;
         },
     ));
+    // Real clock, as the command runs. This wait ends as soon as the line is printed; the
+    // timeout only turns a hang into a failure.
     let printed = tokio::task::spawn_blocking(move || {
         line_rx
             .recv_timeout(Duration::from_secs(10))
@@ -894,7 +940,7 @@ async fn run_cli_prints_the_bound_address_and_serves_until_shutdown() {
     assert!(base.starts_with("http://127.0.0.1:"));
     assert!(!base.ends_with(":0"), "the real port is printed");
 
-    let client = reqwest::Client::new();
+    let client = client();
     let token = send(client.post(format!("{base}/t/oauth2/v2.0/token")).form(&[
         ("grant_type", "client_credentials"),
         ("scope", "https://graph.microsoft.com/.default"),
@@ -924,6 +970,7 @@ async fn run_cli_prints_the_bound_address_and_serves_until_shutdown() {
     assert_eq!(wrong.status, 401);
 
     stop_tx.send(()).unwrap();
+    // Ends when the server has stopped; the timeout only turns a hang into a failure.
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("shuts down promptly")
@@ -970,7 +1017,7 @@ async fn serve_until_stops_when_its_shutdown_future_resolves() {
         },
     ));
     let reply = send(
-        reqwest::Client::new()
+        client()
             .post(format!(
                 "http://{addr}/beta/security/identities/identityAccounts/ia/invokeAction"
             ))
@@ -980,9 +1027,10 @@ async fn serve_until_stops_when_its_shutdown_future_resolves() {
     .await;
     assert_eq!(reply.status, 200);
     stop_tx.send(()).unwrap();
+    // Ends when the server has stopped; the timeout only turns a hang into a failure.
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
-        .unwrap()
+        .expect("shuts down promptly")
         .unwrap()
         .unwrap();
 }

@@ -1,10 +1,11 @@
 //! The mock's request log: the `LoggedRequest` record, the background task that appends it as
-//! JSONL, and the small UTC timestamp formatters the log and the error bodies need.
+//! JSONL, and the UTC timestamp forms the log and the error bodies need (cut from humantime's
+//! RFC 3339).
 //!
 //! One writer task owns the file; handlers only send into a channel, so no request waits on disk.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoggedRequest {
-    /// Milliseconds since the server started (monotonic clock).
+    /// Milliseconds since the server started (tokio's monotonic clock).
     pub t_ms: f64,
     /// RFC 3339 UTC with milliseconds.
     pub time: String,
@@ -118,51 +119,24 @@ async fn flush(out: &mut tokio::io::BufWriter<tokio::fs::File>, failed: &mut boo
 
 /// `2025-02-13T10:17:05.123Z` for a time since the Unix epoch.
 pub(crate) fn rfc3339_millis(since_epoch: Duration) -> String {
-    let (date, secs_of_day) = civil(since_epoch);
-    format!(
-        "{}T{}.{:03}Z",
-        date,
-        clock(secs_of_day),
-        since_epoch.subsec_millis()
-    )
+    humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
 
-/// `2025-02-13T10:17:05`, as in Graph's `innerError.date`.
+/// `2025-02-13T10:17:05`, as in Graph's `innerError.date`: RFC 3339 without the zone.
 pub(crate) fn graph_date(since_epoch: Duration) -> String {
-    let (date, secs_of_day) = civil(since_epoch);
-    format!("{}T{}", date, clock(secs_of_day))
+    let mut date = rfc3339_seconds(since_epoch);
+    date.pop(); // the 'Z'
+    date
 }
 
-/// `2025-02-13 10:17:05Z`, as in Entra's token error `timestamp`.
+/// `2025-02-13 10:17:05Z`, as in Entra's token error `timestamp`: RFC 3339 with a space.
 pub(crate) fn entra_timestamp(since_epoch: Duration) -> String {
-    let (date, secs_of_day) = civil(since_epoch);
-    format!("{} {}Z", date, clock(secs_of_day))
+    rfc3339_seconds(since_epoch).replacen('T', " ", 1)
 }
 
-fn clock(secs_of_day: u64) -> String {
-    format!(
-        "{:02}:{:02}:{:02}",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60
-    )
-}
-
-/// The UTC calendar date (`YYYY-MM-DD`) and seconds into that day. Howard Hinnant's
-/// `civil_from_days`, valid for any date after 1970.
-fn civil(since_epoch: Duration) -> (String, u64) {
-    let secs = since_epoch.as_secs();
-    let days = secs / 86_400;
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (format!("{year:04}-{month:02}-{day:02}"), secs % 86_400)
+/// `2025-02-13T10:17:05Z`.
+fn rfc3339_seconds(since_epoch: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + since_epoch).to_string()
 }
 
 #[cfg(test)]
@@ -177,6 +151,10 @@ mod tests {
         assert_eq!(rfc3339_millis(t), "2023-11-14T22:13:20.400Z");
         assert_eq!(graph_date(t), "2023-11-14T22:13:20");
         assert_eq!(entra_timestamp(t), "2023-11-14 22:13:20Z");
+        // Milliseconds are cut, not rounded: the log never shows a time that has not come yet.
+        let late = Duration::new(1_700_000_000, 400_999_999);
+        assert_eq!(rfc3339_millis(late), "2023-11-14T22:13:20.400Z");
+        assert_eq!(graph_date(late), "2023-11-14T22:13:20");
         // A leap day.
         let leap = Duration::from_secs(951_782_400 + 86_399); // 2000-02-29T23:59:59Z
         assert_eq!(rfc3339_millis(leap), "2000-02-29T23:59:59.000Z");
@@ -190,7 +168,7 @@ mod tests {
     fn agrees_with_httpdate_on_many_days() {
         for day in (0..30_000u64).step_by(97) {
             let t = Duration::from_secs(day * 86_400 + 45_296); // 12:34:56
-            let http = httpdate::fmt_http_date(std::time::SystemTime::UNIX_EPOCH + t);
+            let http = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + t);
             let ours = rfc3339_millis(t);
             let (year, rest) = ours.split_at(4);
             let day_of_month = &rest[4..6];

@@ -11,10 +11,11 @@ use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::graph::model::Action;
 
@@ -32,9 +33,11 @@ pub(crate) struct Shared {
     pub(crate) local_addr: SocketAddr,
     static_tokens: HashSet<String>,
     gcra: Option<Gcra>,
+    /// On tokio's clock, not std's, so that a test under `tokio::time::pause()` drives throttle
+    /// windows, token expiry and latency with `advance()` instead of sleeping (issue 11).
     started: Instant,
     /// Wall-clock time at `started`; wall time is derived from it plus the monotonic clock, so
-    /// windows told as HTTP-dates and as seconds agree exactly.
+    /// windows told as HTTP-dates and as seconds agree exactly, and dates follow a paused clock.
     started_wall: Duration,
     counters: Counters,
     clocks: Mutex<HashMap<String, TokenClock>>,
@@ -487,6 +490,19 @@ mod tests {
             Some(AccountState::Enabled)
         );
         assert_eq!(s.account("ia", "b"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_stands_still_until_tokio_time_advances() {
+        let s = shared(MockConfig::default()).await;
+        let wall_at_start = s.wall(0);
+        assert_eq!(s.now_ns(), 0);
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(s.now_ns(), 1_500_000_000);
+        assert_eq!(
+            s.wall(s.now_ns()) - wall_at_start,
+            Duration::from_millis(1500)
+        );
     }
 
     #[tokio::test]

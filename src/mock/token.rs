@@ -12,8 +12,12 @@ use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
+use jsonwebtoken::errors::ErrorKind;
 use percent_encoding::percent_decode_str;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::MockConfig;
 use super::log::{self, LoggedRequest};
@@ -273,7 +277,9 @@ pub(crate) fn judge(
 }
 
 /// Checks a client assertion's structure and claims as Entra's certificate-credentials page
-/// describes them. The signature is not verified: the mock holds no certificate.
+/// describes them. jsonwebtoken reads the header and the claims; the signature is not verified
+/// (the mock holds no certificate), and times are checked here against the mock's clock, not by
+/// jsonwebtoken's `Validation`, which reads the system clock.
 pub(crate) fn check_assertion(
     jwt: &str,
     audiences: &[String],
@@ -281,38 +287,48 @@ pub(crate) fn check_assertion(
     now_secs: f64,
 ) -> Result<(), String> {
     let parts: Vec<&str> = jwt.split('.').collect();
-    let [header, claims, signature] = parts.as_slice() else {
+    let [header_part, claims_part, signature] = parts.as_slice() else {
         return Err(
             "the assertion is not a JWT: it must be three base64url parts separated by dots"
                 .to_owned(),
         );
     };
-    let header = decode_json(header).ok_or("the JWT header is not base64url-encoded JSON")?;
-    let claims = decode_json(claims).ok_or("the JWT claims are not base64url-encoded JSON")?;
-    if signature.is_empty() || decode_base64(signature, Alphabet::Url).is_none() {
+    // jsonwebtoken reads unpadded base64url only; padded parts have always been accepted here.
+    let unpadded = [header_part, claims_part, signature].map(|part| part.trim_end_matches('='));
+    let unpadded = unpadded.join(".");
+    // A header that is JSON but does not fit jsonwebtoken's `Header` (an unknown or missing alg,
+    // most likely) is reported where the alg check stands, after the claims and the signature.
+    let header = jsonwebtoken::decode_header(&unpadded);
+    if let Err(e) = &header
+        && !matches!(e.kind(), ErrorKind::Json(e) if e.is_data())
+    {
+        return Err(HEADER_NOT_JSON.to_owned());
+    }
+    let claims: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(&unpadded)
+        .map_err(|_| "the JWT claims are not base64url-encoded JSON")?;
+    if signature.is_empty() || decode_base64(&URL_SAFE_NO_PAD, signature).is_none() {
         return Err("the JWT signature part is missing or not base64url".to_owned());
     }
+    let header = header.map_err(|e| untyped_header(header_part, &e))?;
 
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if !matches!(alg, "PS256" | "RS256") {
-        return Err(format!("header alg must be PS256 (or RS256), not '{alg}'"));
+    if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256) {
+        // `Algorithm`'s Debug is its JOSE name.
+        return Err(format!(
+            "header alg must be PS256 (or RS256), not '{:?}'",
+            header.alg
+        ));
     }
     if !header
-        .get("typ")
-        .and_then(Value::as_str)
+        .typ
+        .as_deref()
         .is_some_and(|typ| typ.eq_ignore_ascii_case("JWT"))
     {
         return Err("header typ must be JWT".to_owned());
     }
-    let has_thumbprint = ["x5t#S256", "x5t"].iter().any(|key| {
-        header
-            .get(*key)
-            .and_then(Value::as_str)
-            .is_some_and(|t| !t.is_empty())
-    });
+    let has_thumbprint = [&header.x5t_s256, &header.x5t]
+        .into_iter()
+        .flatten()
+        .any(|thumbprint| !thumbprint.is_empty());
     if !has_thumbprint {
         return Err("header must carry x5t#S256 (or x5t), the certificate thumbprint".to_owned());
     }
@@ -373,49 +389,31 @@ pub(crate) fn check_assertion(
     Ok(())
 }
 
-fn decode_json(part: &str) -> Option<serde_json::Map<String, Value>> {
-    let bytes = decode_base64(part, Alphabet::Url)?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
+const HEADER_NOT_JSON: &str = "the JWT header is not base64url-encoded JSON";
+
+/// Why a JSON header did not fit jsonwebtoken's `Header`. jsonwebtoken refuses an alg it does not
+/// know and a missing one; those get the alg check's words, as before. Otherwise some other
+/// registered field has the wrong type, and jsonwebtoken's error names it.
+fn untyped_header(part: &str, error: &jsonwebtoken::errors::Error) -> String {
+    let Some(header) = decode_base64(&URL_SAFE_NO_PAD, part)
+        .and_then(|bytes| serde_json::from_slice::<Map<String, Value>>(&bytes).ok())
+    else {
+        return HEADER_NOT_JSON.to_owned();
+    };
+    match header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+    {
+        "PS256" | "RS256" => format!("the JWT header is not a valid JOSE header: {error}"),
+        alg => format!("header alg must be PS256 (or RS256), not '{alg}'"),
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alphabet {
-    /// RFC 4648 section 4, as in HTTP Basic.
-    Standard,
-    /// RFC 4648 section 5, as in JWTs.
-    Url,
-}
-
-/// Decodes base64 in the given alphabet, with or without `=` padding.
-pub(crate) fn decode_base64(text: &str, alphabet: Alphabet) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for byte in text.bytes() {
-        let value = match (byte, alphabet) {
-            (b'A'..=b'Z', _) => byte - b'A',
-            (b'a'..=b'z', _) => byte - b'a' + 26,
-            (b'0'..=b'9', _) => byte - b'0' + 52,
-            (b'-', Alphabet::Url) | (b'+', Alphabet::Standard) => 62,
-            (b'_', Alphabet::Url) | (b'/', Alphabet::Standard) => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(value);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+/// Decodes base64 with or without `=` padding, as clients send both: `engine` is one of the
+/// unpadded engines (`STANDARD_NO_PAD` for HTTP Basic, `URL_SAFE_NO_PAD` for JWTs).
+fn decode_base64(engine: &impl Engine, text: &str) -> Option<Vec<u8>> {
+    engine.decode(text.trim_end_matches('=')).ok()
 }
 
 /// A decoded `application/x-www-form-urlencoded` body, plus HTTP Basic credentials if sent.
@@ -427,16 +425,10 @@ pub(crate) struct Form {
 
 impl Form {
     pub(crate) fn parse(body: &[u8]) -> Form {
-        let text = String::from_utf8_lossy(body);
-        let pairs = text
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (form_decode(key), form_decode(value))
-            })
-            .collect();
-        Form { pairs, basic: None }
+        Form {
+            pairs: url::form_urlencoded::parse(body).into_owned().collect(),
+            basic: None,
+        }
     }
 
     fn with_basic(mut self, headers: &HeaderMap) -> Form {
@@ -453,6 +445,9 @@ impl Form {
     }
 }
 
+/// One form-urlencoded component, as RFC 6749 section 2.3.1 encodes each half of HTTP Basic
+/// credentials. `form_urlencoded::parse` reads whole bodies only, and would split a raw `=` or
+/// `&` that a careless client left in a secret.
 fn form_decode(text: &str) -> String {
     percent_decode_str(&text.replace('+', " "))
         .decode_utf8_lossy()
@@ -466,7 +461,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(decode_base64(encoded.trim(), Alphabet::Standard)?).ok()?;
+    let decoded = String::from_utf8(decode_base64(&STANDARD_NO_PAD, encoded.trim())?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     Some((form_decode(id), form_decode(secret)))
 }
@@ -479,19 +474,7 @@ mod tests {
     const NOW: f64 = 1_700_000_000.0;
 
     fn b64url(bytes: &[u8]) -> String {
-        const TABLE: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-            for i in 0..=chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            }
-        }
-        out
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     fn jwt(header: Value, claims: Value) -> String {
@@ -520,14 +503,35 @@ mod tests {
 
     #[test]
     fn decodes_both_base64_alphabets() {
-        assert_eq!(decode_base64("aGk_", Alphabet::Url).unwrap(), b"hi?");
-        assert_eq!(decode_base64("aGk/", Alphabet::Standard).unwrap(), b"hi?");
-        assert_eq!(decode_base64("aGk/", Alphabet::Url), None);
-        assert_eq!(decode_base64("aA==", Alphabet::Standard).unwrap(), b"h");
-        assert_eq!(decode_base64("a", Alphabet::Url), None);
+        let url = &URL_SAFE_NO_PAD;
+        assert_eq!(decode_base64(url, "aGk_").unwrap(), b"hi?");
+        assert_eq!(decode_base64(&STANDARD_NO_PAD, "aGk/").unwrap(), b"hi?");
+        assert_eq!(decode_base64(url, "aGk/"), None);
+        assert_eq!(decode_base64(&STANDARD_NO_PAD, "aA==").unwrap(), b"h");
+        assert_eq!(decode_base64(&STANDARD_NO_PAD, "aA").unwrap(), b"h");
+        assert_eq!(decode_base64(url, "a"), None);
         for text in [&b""[..], b"a", b"ab", b"abc", b"abcd", b"\xff\xfe\x00"] {
-            assert_eq!(decode_base64(&b64url(text), Alphabet::Url).unwrap(), text);
+            assert_eq!(decode_base64(url, &b64url(text)).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn reads_forms_as_entra_does() {
+        let form = Form::parse(b"a=1&&b=x+y%2Bz&c&scope=&scope=s%2F.default&a=2&d=%FF");
+        assert_eq!(form.get("a"), Some("1"));
+        assert_eq!(form.get("b"), Some("x y+z"));
+        assert_eq!(
+            form.get("c"),
+            None,
+            "a key without a value counts as absent"
+        );
+        assert_eq!(
+            form.get("scope"),
+            Some("s/.default"),
+            "the first non-empty value"
+        );
+        assert_eq!(form.get("d"), Some("\u{FFFD}"));
+        assert_eq!(form.get("e"), None);
     }
 
     #[test]
@@ -541,6 +545,12 @@ mod tests {
             check_assertion(&jwt(old_style, good_claims()), &aud(), ID, NOW),
             Ok(())
         );
+        // Padded parts are read as well.
+        let padded = [good_header(), good_claims()]
+            .map(|part| base64::engine::general_purpose::URL_SAFE.encode(part.to_string()));
+        let padded = format!("{}.{}.c2lnbmVk", padded[0], padded[1]);
+        assert!(padded.contains('='), "{padded}");
+        assert_eq!(check_assertion(&padded, &aud(), ID, NOW), Ok(()));
         // 59 s of clock skew is tolerated.
         let mut claims = good_claims();
         claims["nbf"] = json!(NOW + 59.0);
@@ -570,8 +580,26 @@ mod tests {
                 json!({"alg": "HS256", "typ": "JWT", "x5t#S256": "a"}),
                 "alg must be PS256",
             ),
+            (
+                json!({"alg": "none", "typ": "JWT", "x5t#S256": "a"}),
+                "alg must be PS256 (or RS256), not 'none'",
+            ),
+            (
+                json!({"typ": "JWT", "x5t#S256": "a"}),
+                "alg must be PS256 (or RS256), not ''",
+            ),
             (json!({"alg": "PS256", "x5t#S256": "a"}), "typ must be JWT"),
             (json!({"alg": "PS256", "typ": "JWT"}), "x5t#S256"),
+            (
+                json!({"alg": "PS256", "typ": "JWT", "x5t": ""}),
+                "x5t#S256 (or x5t)",
+            ),
+            (json!([1]), "header is not base64url-encoded JSON"),
+            // jsonwebtoken types every registered header field.
+            (
+                json!({"alg": "PS256", "typ": "JWT", "x5t#S256": "a", "kid": 5}),
+                "not a valid JOSE header",
+            ),
         ];
         for (header, wanted) in header_cases {
             cases.push((jwt(header, good_claims()), wanted));
@@ -595,6 +623,16 @@ mod tests {
             claims[claim] = value;
             cases.push((jwt(good_header(), claims), wanted));
         }
+        // With more than one fault, the first check in Entra's order names it: claims that are
+        // not JSON come before an alg jsonwebtoken does not know.
+        let none = json!({"alg": "none", "typ": "JWT", "x5t#S256": "a"});
+        let bad_claims = jwt(none, good_claims());
+        let (header, rest) = bad_claims.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        cases.push((
+            format!("{header}.e30K!.{signature}"),
+            "claims are not base64url",
+        ));
         for (assertion, wanted) in cases {
             let reason = check_assertion(&assertion, &aud(), ID, NOW).unwrap_err();
             assert!(
@@ -656,7 +694,7 @@ mod tests {
 
         let mut headers = HeaderMap::new();
         let basic = format!("{ID}:pw");
-        let encoded = b64url(basic.as_bytes()).replace('-', "+").replace('_', "/");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(basic);
         headers.insert(
             header::AUTHORIZATION,
             format!("Basic {encoded}").parse().unwrap(),
