@@ -3,7 +3,7 @@
 //!
 //! Log lines go through tracing-indicatif's stderr writer, which lifts the bar while a line is
 //! written, so lines print above the bar and never through it. The bar's layer sees only spans
-//! that ask for a bar ([`BAR_FIELD`]); the log filter does not apply to it, so `-q` or
+//! that ask for a bar (`BAR_FIELD`); the log filter does not apply to it, so `-q` or
 //! `RUST_LOG=off` quiet the logs without hiding the bar (indicatif #702).
 
 use std::io::IsTerminal;

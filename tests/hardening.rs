@@ -362,16 +362,14 @@ async fn issue_10_exit_2_only_when_nothing_was_sent() {
     assert_eq!(h.graph_requests(), 0);
     std::fs::remove_dir(h.path("results.jsonl.lock")).unwrap();
 
-    // The summary cannot be written after every row was sent: exit 4, not 2, and the results
-    // hold every row.
+    // A directory or a link where the summary goes is refused up front too.
     let blocked = h.path("summary-is-a-dir");
     std::fs::create_dir(&blocked).unwrap();
     let result = h
         .run(&input, &["--summary-json", blocked.to_str().unwrap()])
         .await;
-    assert_eq!(status(&result), ExitStatus::StoppedEarly, "{result:?}");
-    assert_eq!(h.graph_requests(), 2);
-    assert_eq!(read_jsonl(&h.results()).len(), 2);
+    assert_eq!(status(&result), ExitStatus::InputError, "{result:?}");
+    assert_eq!(h.graph_requests(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,3 +156,29 @@ async fn issue_11_resume_after_kill_9_never_under_counts_attempts() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_a_summary_that_cannot_be_written_after_sending_is_exit_4_and_loses_no_record() {
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(3));
+    // The summary's directory exists (so the run starts) but takes no new file.
+    let summaries = h.path("summaries");
+    std::fs::create_dir(&summaries).unwrap();
+    let Some(_lock) = Immutable::set(&summaries) else {
+        eprintln!("chattr +i is not available here (root on ext4 needed): not checked");
+        return;
+    };
+    let summary = summaries.join("summary.json");
+    let result = h
+        .run(&input, &["--summary-json", summary.to_str().unwrap()])
+        .await;
+    assert_eq!(
+        status(&result),
+        graph_remediate::ExitStatus::StoppedEarly,
+        "{result:?}"
+    );
+    assert_eq!(h.graph_requests(), 3);
+    let records = read_jsonl(&h.results());
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r["status"] == "succeeded"));
+}

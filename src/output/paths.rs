@@ -45,6 +45,10 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// Refuses when two of `files` are the same file, or when the directory of a file to write is
 /// missing. `reads` are only read (the input), `writes` are written.
 pub fn check_files(reads: &[NamedPath<'_>], writes: &[NamedPath<'_>]) -> Result<(), String> {
+    for file in reads {
+        std::fs::metadata(file.path)
+            .map_err(|e| format!("cannot read the {} {}: {e}", file.role, file.path.display()))?;
+    }
     for file in writes {
         let dir = parent_dir(file.path);
         if !dir.is_dir() {
@@ -53,6 +57,27 @@ pub fn check_files(reads: &[NamedPath<'_>], writes: &[NamedPath<'_>]) -> Result<
                 file.role,
                 file.path.display()
             ));
+        }
+        // What is there already must be a file the run may replace: never a directory, and
+        // never a link, which the run would not write through (issue 10).
+        if let Ok(metadata) = std::fs::symlink_metadata(file.path) {
+            let kind = metadata.file_type();
+            let wrong = if kind.is_dir() {
+                Some("a directory")
+            } else if kind.is_symlink() {
+                Some("a symbolic link (the tool does not write through links)")
+            } else if !kind.is_file() {
+                Some("not a regular file")
+            } else {
+                None
+            };
+            if let Some(wrong) = wrong {
+                return Err(format!(
+                    "the {} {} is {wrong}; give the path of a file",
+                    file.role,
+                    file.path.display()
+                ));
+            }
         }
     }
     let mut seen: Vec<(Identity, &NamedPath<'_>)> = Vec::new();
@@ -126,6 +151,33 @@ mod tests {
                 alias.display()
             );
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn directories_and_links_where_a_file_goes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a_dir = dir.path().join("summary.json");
+        std::fs::create_dir(&a_dir).unwrap();
+        let error = check_files(&[], &[named("summary file", &a_dir)]).unwrap_err();
+        assert!(error.contains("is a directory"), "{error}");
+        let link = dir.path().join("undo.csv");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+        let error = check_files(&[], &[named("undo file", &link)]).unwrap_err();
+        assert!(error.contains("symbolic link"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_input_is_named_before_any_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("nope").join("in.csv");
+        let results = dir.path().join("nope").join("in.results.jsonl");
+        let error = check_files(
+            &[named("input", &input)],
+            &[named("results file", &results)],
+        )
+        .unwrap_err();
+        assert!(error.starts_with("cannot read the input"), "{error}");
     }
 
     #[test]
