@@ -17,7 +17,7 @@ use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
-use crate::input::{InputFormat, InputOptions, InputSource};
+use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
 use crate::mock::MockArgs;
 use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
@@ -176,6 +176,11 @@ pub struct InputArgs {
     /// Send action/provider pairs that Microsoft does not document (each is warned about).
     #[arg(long)]
     pub allow_unlisted: bool,
+
+    /// Send no read to look identities up: every row must carry identityAccountId, accountId
+    /// and identityProvider (a row that names its identity by upn, sid or objectId is an error).
+    #[arg(long)]
+    pub no_lookup: bool,
 }
 
 impl InputArgs {
@@ -189,6 +194,11 @@ impl InputArgs {
             delimiter: self.delimiter,
             default_action: self.action,
             default_provider: self.provider,
+            lookup: if self.no_lookup {
+                Lookup::Forbidden
+            } else {
+                Lookup::Allowed
+            },
         }
     }
 
@@ -233,6 +243,12 @@ pub struct RunArgs {
     /// Print the plan, the settings and the expected duration; send nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Look every row's identity up before acting, also rows that carry all three ids, and
+    /// refuse a row whose ids Graph does not confirm (the account, its provider, the action
+    /// offered for it, and any upn, sid or objectId the row also gives).
+    #[arg(long, conflicts_with = "no_lookup")]
+    pub verify: bool,
 
     /// Do not ask for confirmation before sending (needed when not on a terminal).
     #[arg(short = 'y', long)]
@@ -445,6 +461,7 @@ impl TryFrom<RunArgs> for RunConfig {
                 Confirm::Ask
             },
             max_failures: args.max_failures,
+            verify: args.verify,
             progress: if args.no_progress {
                 ProgressMode::Off
             } else {

@@ -34,6 +34,8 @@ pub struct RunConfig {
     pub confirm: Confirm,
     /// After this many failed rows, start nothing new.
     pub max_failures: Option<u64>,
+    /// `--verify`: look every row up, also rows that carry all three ids (SPEC section 8).
+    pub verify: bool,
     pub progress: ProgressMode,
     /// The command line the run was started with, for the summary's `--resume` command; empty
     /// when the run is built in process.

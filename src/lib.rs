@@ -14,6 +14,7 @@ pub mod config;
 pub(crate) mod graph;
 pub(crate) mod input;
 pub mod logging;
+pub(crate) mod lookup;
 pub mod mock;
 pub(crate) mod outcome;
 pub(crate) mod output;

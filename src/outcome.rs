@@ -190,12 +190,17 @@ pub struct InflightNote {
 }
 
 impl InflightNote {
-    pub fn new(job: &Job, client_request_id: &str, attempt: u32) -> InflightNote {
+    pub fn new(
+        job: &Job,
+        provider: Provider,
+        client_request_id: &str,
+        attempt: u32,
+    ) -> InflightNote {
         InflightNote {
             identity_account_id: job.identity_account_id.clone(),
             account_id: job.account_id.clone(),
             action: job.action,
-            identity_provider: job.provider,
+            identity_provider: provider,
             client_request_id: client_request_id.to_owned(),
             attempt,
         }
@@ -205,7 +210,7 @@ impl InflightNote {
         RowKey::new(
             AccountKey::new(&self.identity_account_id, &self.account_id),
             self.action,
-            self.identity_provider,
+            Some(self.identity_provider),
         )
     }
 }

@@ -333,6 +333,7 @@ async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
         "clientRequestId",
         "startedAt",
         "finishedAt",
+        "resolvedBy",
         "upn",
         "note",
     ];
@@ -374,7 +375,7 @@ async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
             let first = records.iter().find(|r| &r[1] == "2").unwrap();
             assert_eq!(&first[6], "succeeded");
             assert_eq!(
-                &first[16], "'=HYPERLINK(\"http://evil\")",
+                &first[17], "'=HYPERLINK(\"http://evil\")",
                 "formula neutralised"
             );
             let duplicate = records.iter().find(|r| &r[1] == "3").unwrap();

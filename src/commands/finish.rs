@@ -14,6 +14,7 @@ use crate::cli::LogFormat;
 use crate::config::RunConfig;
 use crate::input::InputSource;
 use crate::input::plan::Plan;
+use crate::lookup::ReadCounts;
 use crate::outcome::StopReason;
 use crate::output::journal::{InflightLog, WriterEnd, open_private, private_options};
 use crate::output::summary::{RunFacts, Summary, Tally, resume_command};
@@ -40,7 +41,12 @@ pub(super) struct Acted {
 }
 
 /// Finishes the run and returns its exit status.
-pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> ExitStatus {
+pub(super) async fn finish(
+    config: &RunConfig,
+    plan: &Plan,
+    acted: Acted,
+    lookup: ReadCounts,
+) -> ExitStatus {
     let results = &config.files.results;
     let tally = &acted.tally;
     let mut problems = acted.problems;
@@ -120,7 +126,7 @@ pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> Exi
             finished_at: SystemTime::now(),
             elapsed: acted.elapsed,
             requests: acted.shared.requests(),
-            responses_429: acted.shared.responses_429(),
+            responses_429: acted.shared.responses_429() + lookup.responses_429,
             pauses: acted.shared.gate.pauses(),
             paused: acted.shared.gate.paused_total(),
             rate: config.pacing.rate,
@@ -131,6 +137,7 @@ pub(super) async fn finish(config: &RunConfig, plan: &Plan, acted: Acted) -> Exi
             resume_command: &resume,
             undo: config.files.undo.as_deref().zip(undo_rows),
             rehearsal: config.target.is_rehearsal(),
+            lookup_reads: lookup.reads,
             problems,
         };
         Summary::new(tally, &facts)

@@ -5,6 +5,7 @@
 
 pub mod completions;
 pub mod finish;
+pub mod look_up;
 pub mod prepare;
 pub mod run;
 pub mod validate;

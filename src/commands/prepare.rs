@@ -17,13 +17,14 @@ use crate::config::{Confirm, InputConfig, OutputFiles, Resume, RunConfig, Target
 use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::input::InputSource;
 use crate::input::plan::Plan;
+use crate::lookup::Wanted;
 use crate::output::journal::InflightLog;
 use crate::output::lock::{self, Claim, LockError, RunLock, RunState};
 use crate::output::paths::{self, NamedPath};
-use crate::output::resume::{self, Prior};
+use crate::output::resume::{self, Earlier, Prior};
 use crate::{Fatal, logging, output};
 
-use super::validate::check_input_against;
+use super::validate::{Checked, check_rows};
 
 /// Refuses, before any file is touched, a run whose files are not distinct or whose output
 /// directories do not exist (issue 10).
@@ -252,24 +253,50 @@ pub(super) async fn earlier_results(
     Ok(Some(Arc::new(prior)))
 }
 
-/// Every row checked before the first request leaves: the plan, and the input's fingerprint for
-/// the run state.
+/// The first read of the input, checked.
+pub(super) struct CheckedInput {
+    pub(super) plan: Plan,
+    /// What the lookup must ask before the first action.
+    pub(super) wanted: Wanted,
+    /// For the run state, and to tell whether the input changed since an earlier run.
+    pub(super) fingerprint: String,
+    /// The input is the file the earlier run read (`--resume`).
+    pub(super) same_input: bool,
+}
+
+/// Every row checked before the first request leaves: the plan, what to look up, and the
+/// input's fingerprint for the run state.
 pub(super) async fn check_input(
     input: &Input,
     prior: Option<Arc<Prior>>,
+    previous: Option<&RunState>,
+    verify: bool,
     interrupt: &CancellationToken,
-) -> anyhow::Result<(Plan, String)> {
+) -> anyhow::Result<CheckedInput> {
     let config = input.config.clone();
+    let previous_fingerprint = previous.map(|state| state.input_fingerprint.clone());
     unless_interrupted(interrupt, "checking the input", move || {
-        let done = prior.as_deref().map(|p| &p.succeeded);
-        let plan = check_input_against(&config.source, &config.options, config.unlisted, done)?;
         let fingerprint = match &config.source {
             InputSource::File(path) | InputSource::Spooled { path, .. } => {
                 lock::fingerprint(path).context("cannot read the input")?
             }
             InputSource::Stdin => String::new(),
         };
-        Ok((plan, fingerprint))
+        let same_input = previous_fingerprint.as_deref() == Some(fingerprint.as_str());
+        let earlier = prior.as_deref().map(|prior| Earlier { prior, same_input });
+        let Checked { plan, wanted } = check_rows(
+            &config.source,
+            &config.options,
+            config.unlisted,
+            earlier.as_ref(),
+            verify,
+        )?;
+        Ok(CheckedInput {
+            plan,
+            wanted,
+            fingerprint,
+            same_input,
+        })
     })
     .await
 }

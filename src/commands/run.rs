@@ -20,24 +20,29 @@ use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::graph::client::GraphClient;
 use crate::input::plan::{Checker, Plan, RowKey, Verdict};
 use crate::input::{Job, RowReader};
+use crate::lookup::directory::Found;
+use crate::lookup::{Directory, ReadCounts, Settled, settle};
 use crate::mock::{MockConfig, MockServer};
-use crate::outcome::{Entry, Outcome, StopReason};
+use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
 use crate::output::journal::{
     InflightLog, Journal, JournalStart, SYNC_INTERVAL, Sinks, WriterEnd, write_entries,
 };
 use crate::output::lock::RunState;
 use crate::output::progress::{Progress, RowCounts, Snapshot};
-use crate::output::resume::{self, Prior};
+use crate::output::resume::{self, Earlier, Prior};
+use crate::output::snapshot;
 use crate::output::summary::Tally;
+use crate::runner::rate::ThrottleGate;
 use crate::runner::shutdown::{self, Stop};
 use crate::runner::{RunSettings, Shared, run_batch};
 use crate::units::Rate;
 use crate::{ExitStatus, Fatal};
 
 use super::finish::{Acted, finish};
+use super::look_up::{decide_rows, find};
 use super::prepare::{
-    CreatedResults, Input, check_files, check_input, check_resumable, claim_results, confirm,
-    credentials, earlier_results, print_dry_run, read_input, report_bad_rows,
+    CheckedInput, CreatedResults, Input, check_files, check_input, check_resumable, claim_results,
+    confirm, credentials, earlier_results, print_dry_run, read_input, report_bad_rows,
 };
 
 /// The client id `run --mock` signs in with, at the in-process mock's token endpoint.
@@ -58,20 +63,54 @@ pub async fn run(
     let mut claim = claim_results(&config.files)?;
     let mut created = CreatedResults::new(&config.files.results, claim.created);
     let prior = earlier_results(&config, &claim).await?;
-    let (plan, fingerprint) = check_input(&input, prior.clone(), &interrupt).await?;
-    if !plan.is_clean() {
-        report_bad_rows(&plan);
+    let checked = check_input(
+        &input,
+        prior.clone(),
+        claim.previous.as_ref(),
+        config.verify,
+        &interrupt,
+    )
+    .await?;
+    if !checked.plan.is_clean() {
+        report_bad_rows(&checked.plan);
         return Ok(ExitStatus::InputError);
     }
     if prior.is_some() {
-        check_resumable(&config, claim.previous.as_ref(), &fingerprint, &interrupt).await?;
+        check_resumable(
+            &config,
+            claim.previous.as_ref(),
+            &checked.fingerprint,
+            &interrupt,
+        )
+        .await?;
     }
+    // Identities are looked up before the plan is confirmed, so that it says what will be sent.
+    let security = Arc::new(ThrottleGate::new());
+    let (plan, connection, lookup) = if checked.wanted.is_empty() {
+        (checked.plan.clone(), None, None)
+    } else {
+        let connection = connect(&config).await?;
+        let looked_up = look_up_rows(
+            &config,
+            &connection,
+            &security,
+            &input,
+            &checked,
+            prior.clone(),
+            &interrupt,
+        )
+        .await?;
+        (looked_up.plan.clone(), Some(connection), Some(looked_up))
+    };
     confirm(&config, &plan, &interrupt).await?;
-    let connection = connect(&config).await?;
+    let connection = match connection {
+        Some(connection) => connection,
+        None => connect(&config).await?,
+    };
     let state = RunState {
         pid: std::process::id(),
         input: plan.input.clone(),
-        input_fingerprint: fingerprint,
+        input_fingerprint: checked.fingerprint.clone(),
         rows: plan.rows,
         endpoint: Some(config.target.endpoint()),
     };
@@ -110,15 +149,86 @@ pub async fn run(
         })?),
     };
     created.keep();
+    let lookup_counts = lookup
+        .as_ref()
+        .map_or_else(ReadCounts::default, |looked_up| looked_up.counts);
     let batch = Batch {
         config: &config,
         input,
         plan: &plan,
         prior,
+        same_input: checked.same_input,
+        directory: lookup.map(|looked_up| looked_up.directory),
+        security,
         interrupt,
     };
     let acted = batch.act(connection, sinks).await;
-    Ok(finish(&config, &plan, acted).await)
+    Ok(finish(&config, &plan, acted, lookup_counts).await)
+}
+
+/// What the lookup found for `run`.
+struct LookedUp {
+    directory: Arc<Directory>,
+    /// The plan with every row decided.
+    plan: Plan,
+    counts: ReadCounts,
+}
+
+/// Looks up the rows' identities, decides every row, and keeps the identities they resolved to
+/// in the snapshot file beside the results. Nothing is sent but reads.
+async fn look_up_rows(
+    config: &RunConfig,
+    connection: &Connection,
+    security: &Arc<ThrottleGate>,
+    input: &Input,
+    checked: &CheckedInput,
+    prior: Option<Arc<Prior>>,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<LookedUp> {
+    let (directory, strategy, counts) = find(
+        config,
+        &connection.client,
+        &connection.tokens,
+        security,
+        &checked.wanted,
+        interrupt,
+    )
+    .await?;
+    let resuming = prior.is_some();
+    let (plan, resolved) = decide_rows(
+        input,
+        &directory,
+        prior,
+        checked.same_input,
+        config.verify,
+        interrupt,
+    )
+    .await?;
+    let path = snapshot::path_for(&config.files.results);
+    let identities = resolved.iter().filter_map(|id| match directory.by_id(id) {
+        Found::One(fetched) => Some(fetched),
+        _ => None,
+    });
+    snapshot::write(&path, identities, resuming).with_context(|| {
+        format!(
+            "cannot write the snapshot {}; nothing was sent",
+            path.display()
+        )
+    })?;
+    info!(
+        rows = checked.wanted.rows,
+        reads = counts.reads,
+        pages = strategy.pages,
+        wholeList = strategy.walked_whole_list,
+        refused = plan.refused.count,
+        snapshot = %path.display(),
+        "identities looked up"
+    );
+    Ok(LookedUp {
+        directory,
+        plan,
+        counts,
+    })
 }
 
 /// `--dry-run`: the input checked, the plan and the settings printed; nothing is sent or written.
@@ -127,7 +237,9 @@ async fn dry_run(
     input: &Input,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<ExitStatus> {
-    let (plan, _) = check_input(input, None, interrupt).await?;
+    let plan = check_input(input, None, None, config.verify, interrupt)
+        .await?
+        .plan;
     if !plan.is_clean() {
         report_bad_rows(&plan);
         return Ok(ExitStatus::InputError);
@@ -195,6 +307,12 @@ struct Batch<'a> {
     input: Input,
     plan: &'a Plan,
     prior: Option<Arc<Prior>>,
+    /// The input is the file the earlier run read (`--resume`).
+    same_input: bool,
+    /// What the lookup found, when rows needed it.
+    directory: Option<Arc<Directory>>,
+    /// `/security`'s throttle gate, which the lookup's reads may already have closed.
+    security: Arc<ThrottleGate>,
     interrupt: CancellationToken,
 }
 
@@ -230,6 +348,9 @@ impl Batch<'_> {
                 input: self.input,
                 carry_columns: self.plan.carry_columns.clone(),
                 prior: self.prior,
+                same_input: self.same_input,
+                directory: self.directory,
+                verify: config.verify,
                 results: config.files.results.clone(),
                 accounts: usize::try_from(self.plan.accounts).unwrap_or(0),
             };
@@ -248,6 +369,7 @@ impl Batch<'_> {
             connection.tokens,
             settings,
             stop.clone(),
+            self.security,
         ));
         let progress = start_progress(self.plan.rows, config, &shared, &counts);
         run_batch(shared.clone(), row_rx, entry_tx).await;
@@ -358,22 +480,26 @@ fn start_progress(
     })
 }
 
-/// The second read of the input, feeding the dispatcher.
+/// The last read of the input, feeding the dispatcher.
 struct Feed {
     input: Input,
     carry_columns: Vec<String>,
     prior: Option<Arc<Prior>>,
+    same_input: bool,
+    directory: Option<Arc<Directory>>,
+    verify: bool,
     results: PathBuf,
-    /// Distinct accounts, from the first pass: sizes the second pass's checker.
+    /// Distinct accounts, from the plan: sizes the checker.
     accounts: usize,
 }
 
 impl Feed {
-    /// The checker gives each row its verdict again (duplicates), exactly as in the first pass.
-    /// On `--resume`, a row that already succeeded is not sent again: its earlier record is
-    /// carried over (with this input's row number and columns), and a row an interrupted run
-    /// had sent without recording an answer keeps count of those attempts. Returns whether the
-    /// whole input was read.
+    /// Each row is decided again exactly as for the plan: its ids as given or as the lookup
+    /// found them (a refused row is recorded `failed` at once, and sends nothing), and the
+    /// checker's verdict (duplicates). On `--resume`, a row that already succeeded is not sent
+    /// again: its earlier record is carried over (with this input's row number and columns),
+    /// and a row an interrupted run had sent without recording an answer keeps count of those
+    /// attempts. Returns whether the whole input was read.
     fn run(
         self,
         row_tx: &mpsc::Sender<Vec<(Job, Verdict)>>,
@@ -382,40 +508,79 @@ impl Feed {
     ) -> anyhow::Result<bool> {
         let config = &self.input.config;
         let mut rows = RowReader::open(&config.source, &config.options)?
-            .with_carry_columns(self.carry_columns);
+            .with_carry_columns(self.carry_columns.clone());
         let mut checker = Checker::with_capacity(
             rows.file(),
             Some(rows.format()),
             config.unlisted,
             self.accounts,
         );
+        let earlier = self.prior.as_deref().map(|prior| Earlier {
+            prior,
+            same_input: self.same_input,
+        });
+        // The writer drains until every sender is gone; a failed send means it died.
+        let record = |outcome: Outcome| {
+            entry_tx
+                .blocking_send(Entry::Outcome(Box::new(outcome)))
+                .is_ok()
+        };
+        let changed = |line: u64, reason: &str| {
+            stop.stop(StopReason::InputChanged {
+                detail: format!("line {line} is now invalid: {reason}"),
+            });
+        };
         let mut chunk = Vec::with_capacity(ROW_CHUNK);
         for row in rows.by_ref() {
-            let verdict = row?.and_then(|job| checker.check(&job).map(|verdict| (job, verdict)));
-            let (mut job, verdict) = match verdict {
-                Ok(pair) => pair,
+            let row = match row? {
+                Ok(row) => row,
                 Err(error) => {
-                    stop.stop(StopReason::InputChanged {
-                        detail: format!("line {} is now invalid: {}", error.line, error.reason),
-                    });
+                    changed(error.line, &error.reason);
                     let _ = row_tx.blocking_send(chunk);
                     return Ok(false);
                 }
             };
-            if let (Some(prior), Verdict::Send) = (&self.prior, verdict) {
-                let key = RowKey::of(&job);
-                if let Some(offset) = prior.succeeded.get(&key) {
-                    let outcome = resume::carried_over(&self.results, *offset, job)?;
-                    // The writer drains until every sender is gone; a failed send means it died.
-                    if entry_tx
-                        .blocking_send(Entry::Outcome(Box::new(outcome)))
-                        .is_err()
-                    {
+            if let Some(offset) = earlier.as_ref().and_then(|e| e.record_of_line(&row)) {
+                let outcome = resume::carried_over(&self.results, offset, row.unresolved())?;
+                if !record(outcome) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let mut job = match settle(row, self.directory.as_deref(), self.verify) {
+                Settled::Send(job) => job,
+                Settled::Refused(job, refusal) => {
+                    let mut outcome = Outcome::unsent(job, RowStatus::Failed, refusal.message);
+                    outcome.error_code = Some(refusal.code.to_owned());
+                    if !record(outcome) {
                         return Ok(false);
                     }
                     continue;
                 }
-                job.earlier_attempts = prior.unknown_attempts.get(&key).copied().unwrap_or(0);
+            };
+            let verdict = match checker.check(&job) {
+                Ok(verdict) => verdict,
+                Err(error) => {
+                    changed(error.line, &error.reason);
+                    let _ = row_tx.blocking_send(chunk);
+                    return Ok(false);
+                }
+            };
+            if let (Some(earlier), Verdict::Send) = (&earlier, verdict) {
+                let key = RowKey::of(&job);
+                if let Some(offset) = earlier.prior.succeeded.get(&key) {
+                    let outcome = resume::carried_over(&self.results, *offset, job)?;
+                    if !record(outcome) {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                job.earlier_attempts = earlier
+                    .prior
+                    .unknown_attempts
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(0);
             }
             chunk.push((job, verdict));
             if chunk.len() == ROW_CHUNK {

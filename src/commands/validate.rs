@@ -1,13 +1,16 @@
 //! `validate`: read and check every row, print the plan, send nothing; and the input check that
 //! `run` shares.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 
 use anyhow::Context;
 
 use crate::cli::{PlanFormat, ValidateArgs};
-use crate::input::plan::{Checker, KeyMap, Plan, RowKey, Unlisted, Verdict};
+use crate::input::plan::{Checker, Plan, Unlisted, Verdict};
 use crate::input::{InputError, InputOptions, InputSource, RowReader};
+use crate::lookup::{Directory, Settled, Wanted, settle};
+use crate::output::resume::Earlier;
 use crate::{ExitStatus, output};
 
 /// `validate`: check every row, print the plan, send nothing.
@@ -41,36 +44,117 @@ pub fn check_input(
     options: &InputOptions,
     unlisted: Unlisted,
 ) -> Result<Plan, InputError> {
-    check_input_against(source, options, unlisted, None)
+    check_rows(source, options, unlisted, None, false).map(|checked| checked.plan)
 }
 
-/// [`check_input`], also counting the rows an earlier run already did (`--resume`).
-pub fn check_input_against(
+/// What the first read of the input found: the plan, and what the lookup must ask.
+pub(crate) struct Checked {
+    pub(crate) plan: Plan,
+    pub(crate) wanted: Wanted,
+}
+
+/// Reads the whole input once, checking every row. Rows that carry all three ids are decided
+/// here (duplicates, Microsoft's table); rows to look up (or every row, with `verify`) are
+/// counted and their keys gathered for the lookup, and decided once it has answered
+/// ([`resolve_rows`]). With `earlier` (`--resume`), rows an earlier run already did are counted.
+pub(crate) fn check_rows(
     source: &InputSource,
     options: &InputOptions,
     unlisted: Unlisted,
-    already_succeeded: Option<&KeyMap<RowKey, u64>>,
-) -> Result<Plan, InputError> {
+    earlier: Option<&Earlier<'_>>,
+    verify: bool,
+) -> Result<Checked, InputError> {
     let mut rows = RowReader::open(source, options)?;
     let mut checker = Checker::new(rows.file(), Some(rows.format()), unlisted);
+    let mut wanted = Wanted::default();
     let mut done = 0u64;
     for row in rows.by_ref() {
-        match row? {
-            Ok(job) => {
+        let row = match row? {
+            Ok(row) => row,
+            Err(error) => {
+                checker.reject(error);
+                continue;
+            }
+        };
+        if let Some(earlier) = earlier
+            && earlier.did_line(&row)
+        {
+            // Done by the earlier run, ids and all: carried over, not looked up again.
+            checker.defer();
+            done += 1;
+            continue;
+        }
+        match row.as_given().filter(|_| !verify) {
+            Some(job) => {
                 // A refused row is recorded in the plan by the checker itself.
                 let verdict = checker.check(&job);
-                if verdict == Ok(Verdict::Send)
-                    && already_succeeded.is_some_and(|keys| keys.contains_key(&RowKey::of(&job)))
-                {
+                if verdict == Ok(Verdict::Send) && earlier.is_some_and(|e| e.did(&job)) {
                     done += 1;
                 }
             }
-            Err(error) => checker.reject(error),
+            None => {
+                checker.defer();
+                wanted.add(&row, verify);
+            }
         }
     }
     let mut plan = checker.finish(rows.carry_columns());
     plan.already_succeeded = done;
-    Ok(plan)
+    Ok(Checked { plan, wanted })
+}
+
+/// Reads the whole input again once the lookup has answered: each row resolved or refused,
+/// duplicates found among the resolved ids (the same identity named by SID on one line and by
+/// UPN on another runs once). The plan the responder confirms, and the identities the rows
+/// resolved to (for the snapshot file).
+pub(crate) fn resolve_rows(
+    source: &InputSource,
+    options: &InputOptions,
+    unlisted: Unlisted,
+    directory: &Directory,
+    earlier: Option<&Earlier<'_>>,
+    verify: bool,
+) -> Result<(Plan, BTreeSet<String>), InputError> {
+    let mut rows = RowReader::open(source, options)?;
+    let mut checker = Checker::new(rows.file(), Some(rows.format()), unlisted);
+    let mut done = 0u64;
+    let mut identities = BTreeSet::new();
+    for row in rows.by_ref() {
+        let row = match row? {
+            Ok(row) => row,
+            Err(error) => {
+                checker.reject(error);
+                continue;
+            }
+        };
+        if let Some(earlier) = earlier
+            && earlier.did_line(&row)
+        {
+            checker.defer();
+            done += 1;
+            continue;
+        }
+        match settle(row, Some(directory), verify) {
+            Settled::Send(job) => {
+                if job.resolved_by.is_some() {
+                    identities.insert(job.identity_account_id.clone());
+                }
+                let verdict = checker.check(&job);
+                if verdict == Ok(Verdict::Send) && earlier.is_some_and(|e| e.did(&job)) {
+                    done += 1;
+                }
+            }
+            Settled::Refused(job, refusal) => {
+                if let Some(id) = &refusal.identity_id {
+                    identities.insert(id.clone());
+                }
+                checker.refuse(job.row, refusal.code, &refusal.message);
+            }
+        }
+    }
+    let mut plan = checker.finish(rows.carry_columns());
+    plan.already_succeeded = done;
+    Ok((plan, identities))
 }
 
 /// A closed pipe (`| head`) is not an error for a command that only prints.

@@ -26,8 +26,13 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The largest response body we read; Graph's are a few hundred bytes.
-const MAX_BODY: usize = 64 * 1024;
+/// Characters left as they are in an OData key segment `('...')`: the unreserved ones, and the
+/// parentheses and quotes of the key syntax itself.
+const KEY: &AsciiSet = &SEGMENT.remove(b'(').remove(b')').remove(b'\'');
+
+/// The largest response body we read: an action's answer is a few hundred bytes, but a page of
+/// identities runs to hundreds of kilobytes. A longer body is cut, and a cut page fails to parse.
+const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Graph API version (`--api-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -268,13 +273,124 @@ impl GraphClient {
             action,
             identity_provider: provider,
         };
-        let response = self
+        let request = self
             .http
             .post(self.url_for(identity_account_id)?)
+            .json(&body);
+        let (status, ids, body) = self.exchange(request, token, client_request_id).await?;
+        Ok(Accepted {
+            status,
+            result: InvokeActionResult::parse(&body),
+            ids,
+        })
+    }
+
+    /// One read: `GET url`, the body of a 2xx answer (the caller parses it), or the error.
+    pub async fn get(
+        &self,
+        url: reqwest::Url,
+        token: &SecretString,
+        client_request_id: &str,
+    ) -> Result<Vec<u8>, GraphError> {
+        let (_, _, body) = self
+            .exchange(self.http.get(url), token, client_request_id)
+            .await?;
+        Ok(body)
+    }
+
+    /// `.../security/identities/identityAccounts/{id}`.
+    pub fn identity_url(&self, identity_account_id: &str) -> Result<reqwest::Url, GraphError> {
+        let mut path = self.accounts_path.clone();
+        path.extend(utf8_percent_encode(identity_account_id, SEGMENT));
+        self.with_path(&path, identity_account_id)
+    }
+
+    /// The identityAccounts list: its first page, or with the one filter Microsoft documents on
+    /// it, `onPremisesSecurityIdentifier eq '{sid}'` (a quote in the value doubled, as OData
+    /// wants).
+    pub fn identity_list_url(&self, sid: Option<&str>) -> reqwest::Url {
+        let mut url = self.root.clone();
+        url.set_path(self.accounts_path.trim_end_matches('/'));
+        if let Some(sid) = sid {
+            let filter = format!(
+                "onPremisesSecurityIdentifier eq '{}'",
+                sid.replace('\'', "''")
+            );
+            url.query_pairs_mut().append_pair("$filter", &filter);
+        }
+        url
+    }
+
+    /// A page's `@odata.nextLink`, followed whole, but only to this Graph's own origin: the
+    /// token must never be sent anywhere a server's answer points it.
+    pub fn next_link(&self, link: &str) -> Result<reqwest::Url, GraphError> {
+        let url = reqwest::Url::parse(link).map_err(|_| {
+            GraphError::Unsendable(format!(
+                "the next page's link {:?} is not a URL",
+                printable(link)
+            ))
+        })?;
+        if url.origin() != self.root.origin() {
+            return Err(GraphError::Unsendable(format!(
+                "the next page's link points to {}, not to {}; it is not followed",
+                printable(&url.origin().ascii_serialization()),
+                self.root.origin().ascii_serialization()
+            )));
+        }
+        Ok(url)
+    }
+
+    /// `.../users/{id | userPrincipalName}?$select=id,userPrincipalName,onPremisesSecurityIdentifier,displayName`.
+    /// A UPN starting with `$` takes Graph's key form, `/users('$x@y.com')`, since the plain form
+    /// fails with 400; every other character that is not unreserved is percent-encoded (a `#` of
+    /// a guest's UPN as `%23`), so a cell can never address another resource.
+    pub fn user_url(&self, key: &str) -> Result<reqwest::Url, GraphError> {
+        let users = format!("{}/users", self.version_path());
+        let path = if key.starts_with('$') {
+            let quoted = format!("('{}')", key.replace('\'', "''"));
+            format!("{users}{}", utf8_percent_encode(&quoted, KEY))
+        } else {
+            format!("{users}/{}", utf8_percent_encode(key, SEGMENT))
+        };
+        let mut url = self.with_path(&path, key)?;
+        url.query_pairs_mut().append_pair(
+            "$select",
+            "id,userPrincipalName,onPremisesSecurityIdentifier,displayName",
+        );
+        Ok(url)
+    }
+
+    /// `{root path}/{version}`.
+    fn version_path(&self) -> &str {
+        self.accounts_path
+            .trim_end_matches("/security/identities/identityAccounts/")
+    }
+
+    /// The root with `path`, which must come out exactly as built (see [`GraphClient::url_for`]).
+    fn with_path(&self, path: &str, key: &str) -> Result<reqwest::Url, GraphError> {
+        let mut url = self.root.clone();
+        url.set_path(path);
+        if url.path() != path || key.is_empty() || key == "." || key == ".." {
+            return Err(GraphError::Unsendable(format!(
+                "{:?} would change the request path",
+                printable(key)
+            )));
+        }
+        Ok(url)
+    }
+
+    /// Sends `request` with the token and the client request id; the status, ids and body of a
+    /// 2xx answer, or the error.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        token: &SecretString,
+        client_request_id: &str,
+    ) -> Result<(u16, ResponseIds, Vec<u8>), GraphError> {
+        let response = request
             .bearer_auth(token.expose_secret())
             .header("client-request-id", client_request_id)
             .header(reqwest::header::ACCEPT, "application/json")
-            .json(&body)
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
@@ -287,11 +403,7 @@ impl GraphClient {
             .map(str::to_owned);
         let body = read_body(response).await;
         if (200..300).contains(&status) {
-            return Ok(Accepted {
-                status,
-                result: InvokeActionResult::parse(&body),
-                ids,
-            });
+            return Ok((status, ids, body));
         }
         let error = GraphErrorBody::parse(&body);
         // A server may echo the request back; the token must not reach the results or a log.

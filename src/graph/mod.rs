@@ -5,8 +5,6 @@
 pub mod assertion;
 pub mod auth;
 pub mod client;
-// Read by the identity lookup (SPEC section 8), which lands in the commits that follow.
-#[allow(dead_code)]
 pub mod identity;
 pub mod model;
 

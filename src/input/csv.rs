@@ -3,7 +3,11 @@
 
 use std::io::{BufRead, BufReader, Read};
 
-use super::{Field, InputError, InputOptions, Job, RawRow, RowError, build_job, missing_columns};
+use crate::sanitize::printable;
+
+use super::{
+    FIELDS, Field, InputError, InputOptions, RawRow, Row, RowError, build_row, missing_columns,
+};
 
 pub(crate) struct CsvRows {
     reader: csv::Reader<BufReader<Box<dyn Read + Send>>>,
@@ -11,7 +15,7 @@ pub(crate) struct CsvRows {
     file: String,
     options: InputOptions,
     /// Where each of the four fields sits in a record.
-    positions: [Option<usize>; 4],
+    positions: [Option<usize>; FIELDS],
     /// (position, name) of every other column, in header order.
     carry: Vec<(usize, String)>,
     carry_names: Vec<String>,
@@ -54,7 +58,7 @@ impl CsvRows {
             reason,
         };
 
-        let mut positions: [Option<usize>; 4] = [None; 4];
+        let mut positions: [Option<usize>; FIELDS] = [None; FIELDS];
         let mut carry = Vec::new();
         for (index, cell) in header.iter().enumerate() {
             let name = std::str::from_utf8(cell)
@@ -68,14 +72,25 @@ impl CsvRows {
             match Field::from_header(name) {
                 Some(field) => {
                     if let Some(first) = positions[field as usize] {
+                        // Exports often carry two columns of one kind (AccountSid and
+                        // InitiatingProcessAccountSid): which one names the person is the
+                        // responder's call, as Defender's own actions ask for one column.
+                        let first_name = std::str::from_utf8(header.get(first).unwrap_or_default())
+                            .unwrap_or_default()
+                            .trim();
                         return Err(header_error(format!(
-                            "columns {} and {} both name \"{}\"; keep one",
+                            "columns {} ({}) and {} ({}) both name \"{}\"; keep one (rename or remove the other)",
                             first + 1,
+                            printable(first_name),
                             index + 1,
+                            printable(name),
                             field.name()
                         )));
                     }
                     positions[field as usize] = Some(index);
+                    if field.is_carried() {
+                        carry.push((index, name.to_owned()));
+                    }
                 }
                 None => {
                     let name = if name.is_empty() {
@@ -115,7 +130,7 @@ impl CsvRows {
         &self.carry_names
     }
 
-    pub(crate) fn next_row(&mut self) -> Option<Result<Result<Job, RowError>, InputError>> {
+    pub(crate) fn next_row(&mut self) -> Option<Result<Result<Row, RowError>, InputError>> {
         loop {
             match self.reader.read_byte_record(&mut self.record) {
                 Ok(false) => return None,
@@ -134,7 +149,7 @@ impl CsvRows {
         }
     }
 
-    fn current_row(&self) -> Result<Job, RowError> {
+    fn current_row(&self) -> Result<Row, RowError> {
         let line = self.record.position().map_or(0, |p| p.line());
         if self.record.len() != self.header_len {
             return Err(RowError {
@@ -156,7 +171,7 @@ impl CsvRows {
                 ),
             })
         };
-        let mut values: [Option<&str>; 4] = [None; 4];
+        let mut values: [Option<&str>; FIELDS] = [None; FIELDS];
         for (slot, position) in values.iter_mut().zip(self.positions) {
             if let Some(index) = position {
                 *slot = Some(cell(index)?);
@@ -167,7 +182,7 @@ impl CsvRows {
             .iter()
             .map(|(index, _)| cell(*index).map(str::to_owned))
             .collect::<Result<Vec<_>, _>>()?;
-        build_job(RawRow { line, values }, carry, &self.options)
+        build_row(RawRow { line, values }, carry, &self.options)
     }
 }
 

@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::sanitize::printable;
 
 use super::{
-    Field, InputError, InputOptions, Job, Line, MAX_CARRY_COLUMNS, MAX_LINE, RawRow, RowError,
-    build_job, read_line,
+    FIELDS, Field, InputError, InputOptions, Line, MAX_CARRY_COLUMNS, MAX_LINE, RawRow, Row,
+    RowError, build_row, read_line,
 };
 
 pub(crate) struct JsonlRows {
@@ -61,7 +61,7 @@ impl JsonlRows {
         &self.carry_names
     }
 
-    pub(crate) fn next_row(&mut self) -> Option<Result<Result<Job, RowError>, InputError>> {
+    pub(crate) fn next_row(&mut self) -> Option<Result<Result<Row, RowError>, InputError>> {
         loop {
             match read_line(&mut self.input, &mut self.buf, MAX_LINE) {
                 Ok(Line::End) => return None,
@@ -97,7 +97,7 @@ impl JsonlRows {
         }
     }
 
-    fn parse_line(&mut self, text: &[u8]) -> Result<Job, RowError> {
+    fn parse_line(&mut self, text: &[u8]) -> Result<Row, RowError> {
         let line = self.line;
         let error = |reason: String| RowError { line, reason };
         let text = std::str::from_utf8(text)
@@ -122,9 +122,9 @@ impl JsonlRows {
             }
         };
 
-        let mut values: [Option<&str>; 4] = [None; 4];
+        let mut values: [Option<&str>; FIELDS] = [None; FIELDS];
         // Fields already reported as malformed, so "missing" is not said of them as well.
-        let mut malformed = [false; 4];
+        let mut malformed = [false; FIELDS];
         let mut carry = vec![String::new(); self.carry_names.len()];
         let mut problems = Vec::new();
         for (key, value) in &object {
@@ -133,7 +133,20 @@ impl JsonlRows {
                     _ if values[field as usize].is_some() || malformed[field as usize] => {
                         problems.push(format!("\"{}\" is given twice", field.name()));
                     }
-                    Value::String(text) => values[field as usize] = Some(text.as_str()),
+                    Value::String(text) => {
+                        values[field as usize] = Some(text.as_str());
+                        if field.is_carried() {
+                            match self.carry_slot(key) {
+                                Ok(index) => {
+                                    if carry.len() <= index {
+                                        carry.resize(index + 1, String::new());
+                                    }
+                                    carry[index] = text.clone();
+                                }
+                                Err(reason) => problems.push(reason),
+                            }
+                        }
+                    }
                     other => {
                         malformed[field as usize] = true;
                         problems.push(format!(
@@ -161,11 +174,11 @@ impl JsonlRows {
                 },
             }
         }
-        let job = build_job(RawRow { line, values }, carry, &self.options);
+        let row = build_row(RawRow { line, values }, carry, &self.options);
         if problems.is_empty() {
-            return job;
+            return row;
         }
-        if let Err(row) = job {
+        if let Err(row) = row {
             let already_said = |reason: &str| {
                 Field::ALL.into_iter().any(|field| {
                     malformed[field as usize] && reason == format!("missing \"{}\"", field.name())

@@ -79,9 +79,115 @@ pub struct InputOptions {
     pub default_action: Option<Action>,
     /// `--provider`: used where the input has no provider column.
     pub default_provider: Option<Provider>,
+    /// Whether rows may be looked up (`--no-lookup` forbids it: a row that would need a read
+    /// is an input error).
+    pub lookup: Lookup,
 }
 
-/// One row to act on, normalised: trimmed, with Graph's spelling of action and provider.
+/// Whether a row that lacks one of the three ids Graph needs may be looked up (SPEC section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lookup {
+    #[default]
+    Allowed,
+    /// `--no-lookup`: no read is sent; every row must carry all three ids.
+    Forbidden,
+}
+
+/// One row of the input, normalised: trimmed, with Graph's spelling of action and provider. It
+/// names its account by the three ids Graph needs, or by its identity's UPN, SID or Entra
+/// object id for the lookup to find them (SPEC section 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The line the row starts on (a spreadsheet's row number for CSV with a header).
+    pub line: u64,
+    pub identity_account_id: Option<String>,
+    pub account_id: Option<String>,
+    pub action: Action,
+    pub provider: Option<Provider>,
+    pub sid: Option<String>,
+    pub object_id: Option<String>,
+    pub upn: Option<String>,
+    /// The carried-through cells, aligned with [`RowReader::carry_columns`].
+    pub carry: Vec<String>,
+}
+
+/// The column that named a row's identity, in the order SPEC section 8 tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdentityColumn {
+    IdentityAccountId,
+    Sid,
+    ObjectId,
+    Upn,
+}
+
+impl IdentityColumn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityColumn::IdentityAccountId => "identityAccountId",
+            IdentityColumn::Sid => "sid",
+            IdentityColumn::ObjectId => "objectId",
+            IdentityColumn::Upn => "upn",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<IdentityColumn> {
+        [
+            IdentityColumn::IdentityAccountId,
+            IdentityColumn::Sid,
+            IdentityColumn::ObjectId,
+            IdentityColumn::Upn,
+        ]
+        .into_iter()
+        .find(|column| column.as_str() == text)
+    }
+}
+
+impl Row {
+    /// The job exactly as the row gives it, when it carries all three ids.
+    pub fn as_given(&self) -> Option<Job> {
+        Some(Job {
+            row: self.line,
+            identity_account_id: self.identity_account_id.clone()?,
+            account_id: self.account_id.clone()?,
+            action: self.action,
+            provider: Some(self.provider?),
+            carry: self.carry.clone(),
+            resolved_by: None,
+            earlier_attempts: 0,
+        })
+    }
+
+    /// The column that names the identity: the first of `identityAccountId`, `sid`, `objectId`,
+    /// `upn` that the row fills, with its value.
+    pub fn names_identity_by(&self) -> Option<(IdentityColumn, &str)> {
+        [
+            (IdentityColumn::IdentityAccountId, &self.identity_account_id),
+            (IdentityColumn::Sid, &self.sid),
+            (IdentityColumn::ObjectId, &self.object_id),
+            (IdentityColumn::Upn, &self.upn),
+        ]
+        .into_iter()
+        .find_map(|(column, value)| value.as_deref().map(|value| (column, value)))
+    }
+
+    /// The row as a results record before (or without) a lookup: what it gave, unresolved.
+    pub fn unresolved(&self) -> Job {
+        Job {
+            row: self.line,
+            identity_account_id: self.identity_account_id.clone().unwrap_or_default(),
+            account_id: self.account_id.clone().unwrap_or_default(),
+            action: self.action,
+            provider: self.provider,
+            carry: self.carry.clone(),
+            resolved_by: None,
+            earlier_attempts: 0,
+        }
+    }
+}
+
+/// One row to act on: the three ids Graph needs, as given or as the lookup found them. A row the
+/// lookup refused keeps what it gave (`provider` may then be unknown); only a row with all three
+/// is ever sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// The line the row starts on (a spreadsheet's row number for CSV with a header).
@@ -89,9 +195,11 @@ pub struct Job {
     pub identity_account_id: String,
     pub account_id: String,
     pub action: Action,
-    pub provider: Provider,
+    pub provider: Option<Provider>,
     /// The carried-through cells, aligned with [`RowReader::carry_columns`].
     pub carry: Vec<String>,
+    /// The column whose lookup found the ids; `None` when the row gave them.
+    pub resolved_by: Option<IdentityColumn>,
     /// Attempts an earlier, interrupted run made whose outcome is unknown (set by `--resume`).
     pub earlier_attempts: u32,
 }
@@ -123,21 +231,31 @@ pub enum InputError {
     Empty { file: String },
 }
 
-/// The four columns Graph needs. Everything else is carried through.
+/// The columns the tool reads: the three ids Graph needs and the action, and the three ways a
+/// responder's export names a person (SPEC section 8). Everything else is carried through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     IdentityAccountId,
     AccountId,
     Action,
     Provider,
+    Sid,
+    ObjectId,
+    Upn,
 }
 
+/// How many [`Field`]s there are: the length of a row's value array.
+pub(crate) const FIELDS: usize = 7;
+
 impl Field {
-    pub(crate) const ALL: [Field; 4] = [
+    pub(crate) const ALL: [Field; FIELDS] = [
         Field::IdentityAccountId,
         Field::AccountId,
         Field::Action,
         Field::Provider,
+        Field::Sid,
+        Field::ObjectId,
+        Field::Upn,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -146,16 +264,48 @@ impl Field {
             Field::AccountId => "accountId",
             Field::Action => "action",
             Field::Provider => "identityProvider",
+            Field::Sid => "sid",
+            Field::ObjectId => "objectId",
+            Field::Upn => "upn",
         }
     }
 
-    /// Matches a header ignoring case, spaces, `_` and `-`, with the aliases SPEC section 3 lists.
+    /// Whether the column also goes to the results under its own name: the identity columns a
+    /// responder named people by stay beside the outcome, so the next shift reads who, not ids.
+    pub(crate) fn is_carried(self) -> bool {
+        matches!(self, Field::Sid | Field::ObjectId | Field::Upn)
+    }
+
+    /// Matches a header ignoring case, spaces, `_` and `-`, with the aliases SPEC sections 3 and
+    /// 8 list. The identity columns also take the spellings of the exports responders hold:
+    /// Defender XDR advanced hunting (IdentityInfo `OnPremSid`, `AccountUpn`, `AccountObjectId`;
+    /// the event tables' `AccountSid` and `InitiatingProcessAccount*`; `RequestAccountSid`,
+    /// `RecipientObjectId`), Sentinel (`AccountSID`, `AccountUPN`, `AadUserId`), Entra's user
+    /// export (`objectId`, `userPrincipalName`) and Graph PowerShell (`UserPrincipalName`,
+    /// `OnPremisesSecurityIdentifier`). Cloud SIDs, AD object GUIDs, `TargetAccountUpn` and mail
+    /// addresses name something else, and are carried through.
     pub(crate) fn from_header(header: &str) -> Option<Field> {
         match fold_name(header.trim()).as_str() {
             "identityaccountid" | "identityaccountsid" => Some(Field::IdentityAccountId),
             "accountid" => Some(Field::AccountId),
             "action" => Some(Field::Action),
             "identityprovider" | "provider" => Some(Field::Provider),
+            "sid"
+            | "onpremsid"
+            | "accountsid"
+            | "onpremisessecurityidentifier"
+            | "usersid"
+            | "initiatingprocessaccountsid"
+            | "requestaccountsid" => Some(Field::Sid),
+            "objectid"
+            | "accountobjectid"
+            | "aaduserid"
+            | "azureaduserid"
+            | "initiatingprocessaccountobjectid"
+            | "recipientobjectid" => Some(Field::ObjectId),
+            "upn" | "userprincipalname" | "accountupn" | "initiatingprocessaccountupn" => {
+                Some(Field::Upn)
+            }
             _ => None,
         }
     }
@@ -248,7 +398,7 @@ impl RowReader {
     }
 
     /// The next row, or `None` at the end. A hard I/O error ends the stream with an `Err`.
-    pub fn next_row(&mut self) -> Option<Result<Result<Job, RowError>, InputError>> {
+    pub fn next_row(&mut self) -> Option<Result<Result<Row, RowError>, InputError>> {
         match &mut self.inner {
             Inner::Csv(rows) => rows.next_row(),
             Inner::Jsonl(rows) => rows.next_row(),
@@ -257,28 +407,37 @@ impl RowReader {
 }
 
 impl Iterator for RowReader {
-    type Item = Result<Result<Job, RowError>, InputError>;
+    type Item = Result<Result<Row, RowError>, InputError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_row()
     }
 }
 
-/// A row's four values as found, before normalisation. `None` means the column or key is absent.
+/// A row's values as found, before normalisation, by [`Field`]. `None` means the column or key
+/// is absent.
 pub(crate) struct RawRow<'a> {
     pub(crate) line: u64,
-    pub(crate) values: [Option<&'a str>; 4],
+    pub(crate) values: [Option<&'a str>; FIELDS],
 }
 
-/// Turns raw cells into a [`Job`], collecting every problem with the row.
-pub(crate) fn build_job(
+impl RawRow<'_> {
+    /// The trimmed value of `field`, `None` when absent or empty: an empty cell names nothing.
+    fn filled(&self, field: Field) -> Option<String> {
+        self.values[field as usize]
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    }
+}
+
+/// Turns raw cells into a [`Row`], collecting every problem with the row.
+pub(crate) fn build_row(
     raw: RawRow<'_>,
     carry: Vec<String>,
     options: &InputOptions,
-) -> Result<Job, RowError> {
+) -> Result<Row, RowError> {
     let mut reasons: Vec<String> = Vec::new();
-    let identity_account_id = required(&raw, Field::IdentityAccountId, &mut reasons);
-    let account_id = required(&raw, Field::AccountId, &mut reasons);
     let action = match (raw.values[Field::Action as usize], options.default_action) {
         (None, Some(default)) => Some(default),
         _ => required(&raw, Field::Action, &mut reasons).and_then(|text| {
@@ -292,12 +451,9 @@ pub(crate) fn build_job(
             parsed
         }),
     };
-    let provider = match (
-        raw.values[Field::Provider as usize],
-        options.default_provider,
-    ) {
-        (None, Some(default)) => Some(default),
-        _ => required(&raw, Field::Provider, &mut reasons).and_then(|text| {
+    let provider = match (raw.filled(Field::Provider), options.default_provider) {
+        (None, default) => default,
+        (Some(text), _) => {
             let parsed = Provider::parse(&text);
             if parsed.is_none() {
                 reasons.push(format!(
@@ -306,40 +462,81 @@ pub(crate) fn build_job(
                 ));
             }
             parsed
-        }),
+        }
     };
-    if let Some(id) = &identity_account_id
+    let row = Row {
+        line: raw.line,
+        identity_account_id: raw.filled(Field::IdentityAccountId),
+        account_id: raw.filled(Field::AccountId),
+        action: action.unwrap_or(Action::Disable),
+        provider,
+        sid: raw.filled(Field::Sid),
+        object_id: raw.filled(Field::ObjectId),
+        upn: raw.filled(Field::Upn),
+        carry,
+    };
+    if let Some(id) = &row.identity_account_id
         && let Err(reason) = check_path_id(id)
     {
         reasons.push(reason);
     }
-    if let Some(id) = &account_id
-        && let Some(c) = id.chars().find(|c| c.is_control())
+    for (field, value) in [
+        (Field::AccountId, &row.account_id),
+        (Field::Sid, &row.sid),
+        (Field::ObjectId, &row.object_id),
+        (Field::Upn, &row.upn),
+    ] {
+        if let Some(c) = value
+            .as_deref()
+            .and_then(|v| v.chars().find(|c| c.is_control()))
+        {
+            reasons.push(format!(
+                "\"{}\" holds a control character (U+{:04X})",
+                field.name(),
+                u32::from(c)
+            ));
+        }
+    }
+    if let Some(sid) = &row.sid
+        && sid.to_ascii_uppercase().starts_with("S-1-12-")
     {
         reasons.push(format!(
-            "\"accountId\" holds a control character (U+{:04X})",
-            u32::from(c)
+            "\"sid\" {sid:?} is a cloud SID (S-1-12-...), not an on-premises SID; name the person by objectId or upn instead"
         ));
     }
-    match (identity_account_id, account_id, action, provider) {
-        (Some(identity_account_id), Some(account_id), Some(action), Some(provider))
-            if reasons.is_empty() =>
-        {
-            Ok(Job {
-                row: raw.line,
-                identity_account_id,
-                account_id,
-                action,
-                provider,
-                carry,
-                earlier_attempts: 0,
-            })
+    if row.as_given().is_none() && reasons.is_empty() {
+        match (row.names_identity_by(), options.lookup) {
+            (None, _) => reasons.push(
+                "names no account: give identityAccountId, accountId and identityProvider, or a sid, upn or objectId to look the identity up"
+                    .to_owned(),
+            ),
+            (Some(_), Lookup::Forbidden) => reasons.push(format!(
+                "needs a lookup ({}), and --no-lookup sends no read: give identityAccountId, accountId and identityProvider",
+                missing_ids(&row)
+            )),
+            (Some(_), Lookup::Allowed) => {}
         }
+    }
+    match action {
+        Some(_) if reasons.is_empty() => Ok(row),
         _ => Err(RowError {
             line: raw.line,
             reason: reasons.join("; "),
         }),
     }
+}
+
+/// Which of the three ids a row lacks, for messages.
+fn missing_ids(row: &Row) -> String {
+    let missing: Vec<&str> = [
+        ("identityAccountId", row.identity_account_id.is_none()),
+        ("accountId", row.account_id.is_none()),
+        ("identityProvider", row.provider.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(name, missing)| missing.then_some(name))
+    .collect();
+    format!("no {}", missing.join(", no "))
 }
 
 /// The trimmed value of a field that must be present and non-empty.
@@ -382,24 +579,47 @@ pub(crate) fn check_path_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Names the missing columns that no `--action`/`--provider` default covers.
-pub(crate) fn missing_columns(found: &[bool; 4], options: &InputOptions) -> Vec<String> {
-    Field::ALL
-        .into_iter()
-        .filter(|field| !found[*field as usize])
-        .filter(|field| match field {
-            Field::Action => options.default_action.is_none(),
-            Field::Provider => options.default_provider.is_none(),
-            _ => true,
-        })
-        .map(|field| match field {
-            Field::Action => "missing column \"action\": add it, or give --action".to_owned(),
-            Field::Provider => {
-                "missing column \"identityProvider\": add it, or give --provider".to_owned()
+/// What a header lacks: the action (unless `--action` gives it), and a way to name the account:
+/// the three ids (where `--provider` may stand in for the provider column), or, when lookups
+/// are allowed, any of identityAccountId, sid, objectId or upn.
+pub(crate) fn missing_columns(found: &[bool; FIELDS], options: &InputOptions) -> Vec<String> {
+    let has = |field: Field| found[field as usize];
+    let mut missing = Vec::new();
+    if !has(Field::Action) && options.default_action.is_none() {
+        missing.push("missing column \"action\": add it, or give --action".to_owned());
+    }
+    let provider = has(Field::Provider) || options.default_provider.is_some();
+    let all_three = has(Field::IdentityAccountId) && has(Field::AccountId) && provider;
+    let names_someone = [
+        Field::IdentityAccountId,
+        Field::Sid,
+        Field::ObjectId,
+        Field::Upn,
+    ]
+    .into_iter()
+    .any(has);
+    match options.lookup {
+        Lookup::Allowed if !all_three && !names_someone => missing.push(
+            "no column names the account: give identityAccountId, accountId and identityProvider, or a column of UPNs, SIDs or Entra object ids (upn, sid, objectId, or an export's AccountUpn, OnPremSid, AccountObjectId ...) to look them up".to_owned(),
+        ),
+        Lookup::Forbidden if !all_three => {
+            for field in [Field::IdentityAccountId, Field::AccountId] {
+                if !has(field) {
+                    missing.push(format!(
+                        "missing column \"{}\" (--no-lookup: every row must carry it)",
+                        field.name()
+                    ));
+                }
             }
-            other => format!("missing column \"{}\"", other.name()),
-        })
-        .collect()
+            if !provider {
+                missing.push(
+                    "missing column \"identityProvider\": add it, or give --provider".to_owned(),
+                );
+            }
+        }
+        _ => {}
+    }
+    missing
 }
 
 /// The longest JSONL line read; a longer one is a row error, and reading goes on after it. Keeps
@@ -465,8 +685,22 @@ impl fmt::Display for RowError {
 mod tests {
     use super::*;
 
-    fn raw(values: [Option<&str>; 4]) -> RawRow<'_> {
+    /// A raw row holding `cells` by field; every other field absent.
+    fn raw<'a>(cells: &[(Field, &'a str)]) -> RawRow<'a> {
+        let mut values = [None; FIELDS];
+        for (field, value) in cells {
+            values[*field as usize] = Some(*value);
+        }
         RawRow { line: 7, values }
+    }
+
+    fn all_three<'a>(action: &'a str, provider: &'a str) -> RawRow<'a> {
+        raw(&[
+            (Field::IdentityAccountId, " id-1 "),
+            (Field::AccountId, "\tS-1-5 "),
+            (Field::Action, action),
+            (Field::Provider, provider),
+        ])
     }
 
     #[test]
@@ -485,28 +719,45 @@ mod tests {
             Field::from_header("identity-provider"),
             Some(Field::Provider)
         );
-        assert_eq!(Field::from_header("upn"), None);
         assert_eq!(Field::from_header("account"), None);
     }
 
     #[test]
+    fn issue_12_export_spellings_name_the_identity_columns() {
+        for (header, field) in [
+            ("OnPremSid", Field::Sid),
+            ("AccountSid", Field::Sid),
+            ("OnPremisesSecurityIdentifier", Field::Sid),
+            ("AccountObjectId", Field::ObjectId),
+            ("AadUserId", Field::ObjectId),
+            ("objectId", Field::ObjectId),
+            ("AccountUpn", Field::Upn),
+            ("UserPrincipalName", Field::Upn),
+            ("upn", Field::Upn),
+        ] {
+            assert_eq!(Field::from_header(header), Some(field), "{header}");
+        }
+        // Names for something else are carried, not guessed at.
+        for header in ["TargetAccountUpn", "CloudSid", "AccountName", "mail"] {
+            assert_eq!(Field::from_header(header), None, "{header}");
+        }
+    }
+
+    #[test]
     fn values_are_trimmed_and_names_normalised() {
-        let job = build_job(
-            raw([
-                Some(" id-1 "),
-                Some("\tS-1-5 "),
-                Some("Force Password Reset"),
-                Some("AD"),
-            ]),
+        let row = build_row(
+            all_three("Force Password Reset", "AD"),
             vec![],
             &InputOptions::default(),
         )
         .unwrap();
+        let job = row.as_given().unwrap();
         assert_eq!(job.identity_account_id, "id-1");
         assert_eq!(job.account_id, "S-1-5");
         assert_eq!(job.action, Action::ForcePasswordReset);
-        assert_eq!(job.provider, Provider::ActiveDirectory);
+        assert_eq!(job.provider, Some(Provider::ActiveDirectory));
         assert_eq!(job.row, 7);
+        assert_eq!(job.resolved_by, None);
     }
 
     #[test]
@@ -516,13 +767,14 @@ mod tests {
             default_provider: Some(Provider::Okta),
             ..InputOptions::default()
         };
-        let job = build_job(raw([Some("i"), Some("a"), None, None]), vec![], &options).unwrap();
+        let ids = [(Field::IdentityAccountId, "i"), (Field::AccountId, "a")];
+        let row = build_row(raw(&ids), vec![], &options).unwrap();
         assert_eq!(
-            (job.action, job.provider),
-            (Action::Disable, Provider::Okta)
+            (row.action, row.provider),
+            (Action::Disable, Some(Provider::Okta))
         );
-        let err = build_job(
-            raw([Some("i"), Some("a"), Some(" "), None]),
+        let err = build_row(
+            raw(&[ids[0], ids[1], (Field::Action, " ")]),
             vec![],
             &options,
         )
@@ -532,24 +784,114 @@ mod tests {
 
     #[test]
     fn every_problem_in_a_row_is_reported() {
-        let err = build_job(
-            raw([Some("a/b"), Some(""), Some("delete"), Some("google")]),
+        let err = build_row(
+            raw(&[
+                (Field::IdentityAccountId, "a/b"),
+                (Field::Action, "delete"),
+                (Field::Provider, "google"),
+                (Field::Upn, "ann\u{1b}@contoso.com"),
+            ]),
             vec![],
             &InputOptions::default(),
         )
         .unwrap_err();
-        assert!(err.reason.contains("empty \"accountId\""), "{}", err.reason);
-        assert!(
-            err.reason.contains("unknown action \"delete\""),
-            "{}",
-            err.reason
+        for part in [
+            "unknown action \"delete\"",
+            "unknown identity provider \"google\"",
+            "holds '/'",
+            "\"upn\" holds a control character (U+001B)",
+        ] {
+            assert!(err.reason.contains(part), "{part}: {}", err.reason);
+        }
+    }
+
+    #[test]
+    fn issue_12_a_row_may_name_its_identity_by_any_identity_column() {
+        for (field, value, column) in [
+            (
+                Field::IdentityAccountId,
+                "id-1",
+                IdentityColumn::IdentityAccountId,
+            ),
+            (Field::Sid, "S-1-5-21-1-2-3-1104", IdentityColumn::Sid),
+            (
+                Field::ObjectId,
+                "0b9f4c7e-1111-4a2b-9c3d-0123456789ab",
+                IdentityColumn::ObjectId,
+            ),
+            (Field::Upn, "ann@contoso.com", IdentityColumn::Upn),
+        ] {
+            let row = build_row(
+                raw(&[(field, value), (Field::Action, "disable")]),
+                vec![],
+                &InputOptions::default(),
+            )
+            .unwrap();
+            assert_eq!(row.names_identity_by(), Some((column, value)));
+            assert_eq!(row.as_given(), None, "needs a lookup");
+        }
+    }
+
+    #[test]
+    fn issue_12_the_first_filled_identity_column_names_the_identity() {
+        let row = build_row(
+            raw(&[
+                (Field::IdentityAccountId, " "),
+                (Field::Sid, ""),
+                (Field::ObjectId, "oid-1"),
+                (Field::Upn, "ann@contoso.com"),
+                (Field::Action, "disable"),
+            ]),
+            vec![],
+            &InputOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            row.names_identity_by(),
+            Some((IdentityColumn::ObjectId, "oid-1"))
         );
-        assert!(
-            err.reason.contains("unknown identity provider \"google\""),
-            "{}",
-            err.reason
+    }
+
+    #[test]
+    fn issue_12_a_row_that_names_no_one_is_an_input_error() {
+        let err = build_row(
+            raw(&[(Field::AccountId, "a"), (Field::Action, "disable")]),
+            vec![],
+            &InputOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.reason.starts_with("names no account"), "{}", err.reason);
+    }
+
+    #[test]
+    fn issue_12_no_lookup_makes_a_row_that_needs_one_an_input_error() {
+        let options = InputOptions {
+            lookup: Lookup::Forbidden,
+            ..InputOptions::default()
+        };
+        let err = build_row(
+            raw(&[(Field::Upn, "ann@contoso.com"), (Field::Action, "disable")]),
+            vec![],
+            &options,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.reason,
+            "needs a lookup (no identityAccountId, no accountId, no identityProvider), and --no-lookup sends no read: give identityAccountId, accountId and identityProvider"
         );
-        assert!(err.reason.contains("holds '/'"), "{}", err.reason);
+        // A row carrying all three is fine without a read.
+        assert!(build_row(all_three("disable", "okta"), vec![], &options).is_ok());
+    }
+
+    #[test]
+    fn issue_12_a_cloud_sid_is_refused_in_the_sid_column() {
+        let err = build_row(
+            raw(&[(Field::Sid, "S-1-12-1-1-2-3-4"), (Field::Action, "disable")]),
+            vec![],
+            &InputOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("cloud SID"), "{}", err.reason);
     }
 
     #[test]

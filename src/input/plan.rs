@@ -64,11 +64,13 @@ impl RowKey {
         RowKey::new(AccountKey::of(job), job.action, job.provider)
     }
 
-    pub fn new(account: AccountKey, action: Action, provider: Provider) -> RowKey {
+    /// A row refused before its provider was known keys with no provider: it matches nothing
+    /// that was sent.
+    pub fn new(account: AccountKey, action: Action, provider: Option<Provider>) -> RowKey {
         let mut hasher = DefaultHasher::new();
         hasher.write_u64(account.0);
         hasher.write_u8(action as u8);
-        hasher.write_u8(provider as u8);
+        hasher.write_u8(provider.map_or(u8::MAX, |p| p as u8));
         RowKey(hasher.finish())
     }
 }
@@ -128,6 +130,11 @@ pub struct Plan {
     /// Rows to send that an earlier run already did (`--resume`); they are skipped.
     #[serde(skip_serializing_if = "is_zero")]
     pub already_succeeded: u64,
+    /// Rows whose identity is looked up before the first action (SPEC section 8).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lookups: u64,
+    /// Rows the lookup refused (`identityNotFound`, ...): they send nothing.
+    pub refused: Counted<Note>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -216,6 +223,21 @@ impl Checker {
         }
     }
 
+    /// Records a row that will be looked up: it is decided once the lookup has found it.
+    pub fn defer(&mut self) {
+        self.plan.rows += 1;
+        self.plan.lookups += 1;
+    }
+
+    /// Records a row the lookup refused.
+    pub fn refuse(&mut self, line: u64, code: &str, message: &str) {
+        self.plan.rows += 1;
+        self.plan.refused.push(Note {
+            line,
+            message: format!("{code}: {message}"),
+        });
+    }
+
     /// Records a row that failed its own checks.
     pub fn reject(&mut self, error: RowError) {
         self.plan.rows += 1;
@@ -228,8 +250,21 @@ impl Checker {
     /// Decides a well-formed row. `Err` is a row error (already recorded in the plan).
     pub fn check(&mut self, job: &Job) -> Result<Verdict, RowError> {
         self.plan.rows += 1;
-        let (action, provider) = (job.action, job.provider);
-        if !is_documented(action, provider) {
+        let action = job.action;
+        let Some(provider) = job.provider else {
+            let error = RowError {
+                line: job.row,
+                reason: "no identityProvider".to_owned(),
+            };
+            self.plan.errors.push(Note {
+                line: error.line,
+                message: error.reason.clone(),
+            });
+            return Err(error);
+        };
+        // Microsoft's table is only an offline guess: a looked-up account's own `actions` list
+        // already said yes (SPEC sections 1 and 8).
+        if job.resolved_by.is_none() && !is_documented(action, provider) {
             match self.unlisted {
                 Unlisted::Refuse => {
                     let error = RowError {
@@ -340,8 +375,9 @@ mod tests {
             identity_account_id: id.to_owned(),
             account_id: format!("acct-{id}"),
             action,
-            provider,
+            provider: Some(provider),
             carry: vec![],
+            resolved_by: None,
             earlier_attempts: 0,
         }
     }

@@ -22,9 +22,12 @@ fn read_all(bytes: Vec<u8>, format: InputFormat, delimiter: Option<u8>) {
     let mut checker = Checker::new("fuzz", Some(format), Unlisted::Allow);
     for row in rows.by_ref() {
         match row {
-            Ok(Ok(job)) => {
-                let _ = checker.check(&job);
-            }
+            Ok(Ok(row)) => match row.as_given() {
+                Some(job) => {
+                    let _ = checker.check(&job);
+                }
+                None => checker.defer(),
+            },
             Ok(Err(error)) => checker.reject(error),
             Err(_) => break,
         }

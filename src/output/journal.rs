@@ -10,10 +10,12 @@ use serde::ser::{SerializeMap, Serializer};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::graph::model::Provider;
+use crate::input::IdentityColumn;
 use crate::outcome::{Entry, InflightNote, Outcome};
 
 /// The fixed fields, in the order SPEC section 5 gives; carried columns follow.
-pub const FIELDS: [&str; 15] = [
+pub const FIELDS: [&str; 16] = [
     "correlationId",
     "row",
     "identityAccountId",
@@ -29,6 +31,7 @@ pub const FIELDS: [&str; 15] = [
     "clientRequestId",
     "startedAt",
     "finishedAt",
+    "resolvedBy",
 ];
 
 /// The results file's format, from its extension.
@@ -500,7 +503,7 @@ impl serde::Serialize for JsonRecord<'_> {
         map.serialize_entry("identityAccountId", &o.job.identity_account_id)?;
         map.serialize_entry("accountId", &o.job.account_id)?;
         map.serialize_entry("action", o.job.action.as_str())?;
-        map.serialize_entry("identityProvider", o.job.provider.as_str())?;
+        map.serialize_entry("identityProvider", &o.job.provider.map(Provider::as_str))?;
         map.serialize_entry("status", o.status.as_str())?;
         map.serialize_entry("httpStatus", &o.http_status)?;
         map.serialize_entry("attempts", &o.attempts)?;
@@ -510,6 +513,7 @@ impl serde::Serialize for JsonRecord<'_> {
         map.serialize_entry("clientRequestId", &o.client_request_id)?;
         map.serialize_entry("startedAt", &o.started_at.map(rfc3339))?;
         map.serialize_entry("finishedAt", &o.finished_at.map(rfc3339))?;
+        map.serialize_entry("resolvedBy", &o.job.resolved_by.map(IdentityColumn::as_str))?;
         for (name, value) in self.carry_names.iter().zip(&o.job.carry) {
             map.serialize_entry(name, value)?;
         }
@@ -517,7 +521,7 @@ impl serde::Serialize for JsonRecord<'_> {
     }
 }
 
-fn csv_cells(o: &Outcome) -> [String; 15] {
+fn csv_cells(o: &Outcome) -> [String; 16] {
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
     [
         text(&o.correlation_id),
@@ -525,7 +529,11 @@ fn csv_cells(o: &Outcome) -> [String; 15] {
         o.job.identity_account_id.clone(),
         o.job.account_id.clone(),
         o.job.action.as_str().to_owned(),
-        o.job.provider.as_str().to_owned(),
+        o.job
+            .provider
+            .map(Provider::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         o.status.as_str().to_owned(),
         o.http_status.map(|s| s.to_string()).unwrap_or_default(),
         o.attempts.to_string(),
@@ -535,6 +543,11 @@ fn csv_cells(o: &Outcome) -> [String; 15] {
         text(&o.client_request_id),
         o.started_at.map(rfc3339).unwrap_or_default(),
         o.finished_at.map(rfc3339).unwrap_or_default(),
+        o.job
+            .resolved_by
+            .map(IdentityColumn::as_str)
+            .unwrap_or_default()
+            .to_owned(),
     ]
 }
 

@@ -7,5 +7,6 @@ pub mod paths;
 pub mod plan;
 pub mod progress;
 pub mod resume;
+pub mod snapshot;
 pub mod summary;
 pub mod undo;

@@ -122,13 +122,41 @@ impl Progress {
         mode: ProgressMode,
         read: impl Fn() -> Snapshot + Send + 'static,
     ) -> Option<Progress> {
+        Progress::draw(Some(total), style(), mode, move || {
+            let now = read();
+            (now.done, message(&now))
+        })
+    }
+
+    /// The lookup's phase (SPEC section 8): a spinner with the reads sent so far, since how many
+    /// a walk of the list takes is not known until it ends.
+    pub fn start_lookup(
+        mode: ProgressMode,
+        read: impl Fn() -> Snapshot + Send + 'static,
+    ) -> Option<Progress> {
+        let style = ProgressStyle::with_template(
+            "{spinner:.cyan} looking identities up: {pos} reads · {elapsed}",
+        )
+        .expect("the lookup's progress template is valid");
+        Progress::draw(None, style, mode, move || (read().done, String::new()))
+    }
+
+    /// Draws a bar of `total` (a spinner when unknown) with `style`, refreshed from `read`.
+    fn draw(
+        total: Option<u64>,
+        style: ProgressStyle,
+        mode: ProgressMode,
+        read: impl Fn() -> (u64, String) + Send + 'static,
+    ) -> Option<Progress> {
         if mode == ProgressMode::Off || !std::io::stderr().is_terminal() {
             return None;
         }
         let bar = tracing::info_span!("progress", indicatif.pb_show = tracing::field::Empty);
-        bar.pb_set_style(&style());
-        bar.pb_set_length(total);
-        bar.pb_set_message(&message(&read()));
+        bar.pb_set_style(&style);
+        if let Some(total) = total {
+            bar.pb_set_length(total);
+        }
+        bar.pb_set_message(&read().1);
         bar.pb_start();
         let task = tokio::spawn(async move {
             let mut every = tokio::time::interval(REFRESH);
@@ -136,13 +164,12 @@ impl Progress {
             let (mut shown_done, mut shown_text) = (0, String::new());
             loop {
                 every.tick().await;
-                let now = read();
-                if now.done != shown_done {
-                    bar.pb_set_position(now.done);
-                    shown_done = now.done;
+                let (done, text) = read();
+                if done != shown_done {
+                    bar.pb_set_position(done);
+                    shown_done = done;
                 }
                 // Compared as shown: the countdown changes once a second, not every tick.
-                let text = message(&now);
                 if text != shown_text {
                     bar.pb_set_message(&text);
                     shown_text = text;

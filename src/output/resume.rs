@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::journal::{FIELDS, InflightLog, ResultsFormat, unneutralise};
 use crate::graph::model::{Action, Provider};
-use crate::input::Job;
 use crate::input::plan::{AccountKey, KeyMap, RowKey};
+use crate::input::{IdentityColumn, Job, Row};
 use crate::outcome::{InflightNote, Outcome, RowStatus};
 
 /// Why an earlier results file cannot be resumed.
@@ -36,6 +36,10 @@ pub enum ResumeError {
 pub struct Prior {
     /// Rows that succeeded, and where their latest succeeded record starts.
     pub succeeded: KeyMap<RowKey, u64>,
+    /// Looked-up rows that succeeded, by input line, and where the record starts: with the same
+    /// input, line N is the same row, and it is carried over without being looked up again (a
+    /// disabled account no longer offers `disable`, so a second lookup could refuse it).
+    pub succeeded_lines: KeyMap<u64, u64>,
     /// Requests that left but whose answer was never recorded, by row.
     pub unknown_attempts: KeyMap<RowKey, u32>,
     /// Complete records read.
@@ -50,18 +54,30 @@ pub struct Prior {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeyFields {
+    #[serde(default)]
+    row: Option<u64>,
     identity_account_id: String,
     account_id: String,
     action: String,
-    identity_provider: String,
+    /// Empty for a row the lookup refused before its provider was known.
+    #[serde(default)]
+    identity_provider: Option<String>,
     status: RowStatus,
     client_request_id: Option<String>,
+    #[serde(default)]
+    resolved_by: Option<String>,
 }
 
 /// What a carried-over succeeded record keeps.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeptFields {
+    identity_account_id: String,
+    account_id: String,
+    #[serde(default)]
+    identity_provider: Option<String>,
+    #[serde(default)]
+    resolved_by: Option<String>,
     correlation_id: Option<String>,
     http_status: Option<u16>,
     attempts: u32,
@@ -84,6 +100,9 @@ pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
         let key = key_of(&fields)?;
         if fields.status == RowStatus::Succeeded {
             prior.succeeded.insert(key, offset);
+            if let (Some(row), Some(_)) = (fields.row, &fields.resolved_by) {
+                prior.succeeded_lines.insert(row, offset);
+            }
         }
         if let Some(id) = fields.client_request_id {
             finished_requests.insert(id, ());
@@ -123,7 +142,14 @@ pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
 
 fn key_of(fields: &KeyFields) -> Result<RowKey, String> {
     let action = Action::parse(&fields.action).ok_or("unknown action")?;
-    let provider = Provider::parse(&fields.identity_provider).ok_or("unknown identity provider")?;
+    let provider = match fields
+        .identity_provider
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        None => None,
+        Some(text) => Some(Provider::parse(text).ok_or("unknown identity provider")?),
+    };
     let account = AccountKey::new(&fields.identity_account_id, &fields.account_id);
     Ok(RowKey::new(account, action, provider))
 }
@@ -190,7 +216,8 @@ fn scan_csv(
         .clone();
     let index = |name: &str| headers.iter().position(|h| h == name);
     let columns: Vec<Option<usize>> = FIELDS.iter().map(|f| index(f)).collect();
-    if columns.iter().any(Option::is_none) {
+    // `resolvedBy` came with the lookup: results written before it lack the column.
+    if columns[..FIELDS.len() - 1].iter().any(Option::is_none) {
         return Err(not_a_record(
             1,
             "the header lacks the results fields".to_owned(),
@@ -232,13 +259,16 @@ fn scan_csv(
                 ));
             }
         };
+        let filled = |field: &str| Some(cell(field)).filter(|s| !s.is_empty());
         let fields = KeyFields {
+            row: cell("row").parse().ok(),
             identity_account_id: cell("identityAccountId"),
             account_id: cell("accountId"),
             action: cell("action"),
-            identity_provider: cell("identityProvider"),
+            identity_provider: filled("identityProvider"),
             status,
-            client_request_id: Some(cell("clientRequestId")).filter(|s| !s.is_empty()),
+            client_request_id: filled("clientRequestId"),
+            resolved_by: filled("resolvedBy"),
         };
         on_record(start.byte(), fields, prior)
             .map_err(|reason| not_a_record(start.line(), reason))?;
@@ -258,28 +288,41 @@ fn ends_with_newline(path: &Path, end: u64) -> bool {
         && last[0] == b'\n'
 }
 
-/// Re-reads the succeeded record at `offset`, to carry it over to this run's results for `job`
-/// (which may sit on another line now, if the input changed and the user accepted that).
-pub fn carried_over(path: &Path, offset: u64, job: Job) -> Result<Outcome, ResumeError> {
+/// Re-reads the succeeded record at `offset`, to carry it over to this run's results for the row
+/// `template` (its line, action and carried columns, which may differ from the earlier run's if
+/// the input changed and the user accepted that). The ids, and the column a lookup found them
+/// by, are the record's.
+pub fn carried_over(path: &Path, offset: u64, template: Job) -> Result<Outcome, ResumeError> {
     let io_error = |cause| ResumeError::Io {
         path: path.to_path_buf(),
         cause,
     };
+    let not_a_record = |reason: String| ResumeError::NotARecord {
+        path: path.to_path_buf(),
+        line: 0,
+        reason,
+    };
     let mut file = File::open(path).map_err(io_error)?;
+    let header = match ResultsFormat::from_path(path) {
+        ResultsFormat::Csv => Some(
+            csv::ReaderBuilder::new()
+                .from_reader(&mut file)
+                .headers()
+                .map_err(|e| not_a_record(e.to_string()))?
+                .clone(),
+        ),
+        ResultsFormat::Jsonl => None,
+    };
     file.seek(SeekFrom::Start(offset)).map_err(io_error)?;
-    let kept: KeptFields = match ResultsFormat::from_path(path) {
-        ResultsFormat::Jsonl => {
+    let kept: KeptFields = match header {
+        None => {
             let mut line = Vec::new();
             BufReader::new(file)
                 .read_until(b'\n', &mut line)
                 .map_err(io_error)?;
-            serde_json::from_slice(&line).map_err(|e| ResumeError::NotARecord {
-                path: path.to_path_buf(),
-                line: 0,
-                reason: e.to_string(),
-            })?
+            serde_json::from_slice(&line).map_err(|e| not_a_record(e.to_string()))?
         }
-        ResultsFormat::Csv => {
+        Some(header) => {
             let mut record = csv::StringRecord::new();
             let mut reader = csv::ReaderBuilder::new()
                 .has_headers(false)
@@ -287,28 +330,39 @@ pub fn carried_over(path: &Path, offset: u64, job: Job) -> Result<Outcome, Resum
                 .from_reader(file);
             reader
                 .read_record(&mut record)
-                .map_err(|e| ResumeError::NotARecord {
-                    path: path.to_path_buf(),
-                    line: 0,
-                    reason: e.to_string(),
-                })?;
-            let text = |i: usize| {
-                Some(unneutralise(record.get(i).unwrap_or_default()).to_owned())
+                .map_err(|e| not_a_record(e.to_string()))?;
+            let text = |name: &str| {
+                header
+                    .iter()
+                    .position(|h| h == name)
+                    .and_then(|i| record.get(i))
+                    .map(|cell| unneutralise(cell).to_owned())
                     .filter(|s| !s.is_empty())
             };
             KeptFields {
-                correlation_id: text(0),
-                http_status: text(7).and_then(|s| s.parse().ok()),
-                attempts: text(8).and_then(|s| s.parse().ok()).unwrap_or(1),
-                request_id: text(11),
-                client_request_id: text(12),
-                started_at: text(13),
-                finished_at: text(14),
+                identity_account_id: text("identityAccountId").unwrap_or_default(),
+                account_id: text("accountId").unwrap_or_default(),
+                identity_provider: text("identityProvider"),
+                resolved_by: text("resolvedBy"),
+                correlation_id: text("correlationId"),
+                http_status: text("httpStatus").and_then(|s| s.parse().ok()),
+                attempts: text("attempts").and_then(|s| s.parse().ok()).unwrap_or(1),
+                request_id: text("requestId"),
+                client_request_id: text("clientRequestId"),
+                started_at: text("startedAt"),
+                finished_at: text("finishedAt"),
             }
         }
     };
     let time = |text: Option<String>| -> Option<SystemTime> {
         humantime::parse_rfc3339(text.as_deref()?).ok()
+    };
+    let job = Job {
+        identity_account_id: kept.identity_account_id,
+        account_id: kept.account_id,
+        provider: kept.identity_provider.as_deref().and_then(Provider::parse),
+        resolved_by: kept.resolved_by.as_deref().and_then(IdentityColumn::parse),
+        ..template
     };
     Ok(Outcome {
         correlation_id: kept.correlation_id,
@@ -323,4 +377,32 @@ pub fn carried_over(path: &Path, offset: u64, job: Job) -> Result<Outcome, Resum
         status: RowStatus::Succeeded,
         job,
     })
+}
+
+/// What `--resume` knows of the earlier run, as the input checks use it.
+pub(crate) struct Earlier<'p> {
+    pub(crate) prior: &'p Prior,
+    /// The input is the file the earlier run read (its fingerprint is unchanged).
+    pub(crate) same_input: bool,
+}
+
+impl Earlier<'_> {
+    /// Whether the earlier run already did this job (the same ids, action and provider).
+    pub(crate) fn did(&self, job: &Job) -> bool {
+        self.prior.succeeded.contains_key(&RowKey::of(job))
+    }
+
+    /// The earlier record of a looked-up row on this line, when it succeeded and the input is
+    /// the same file.
+    pub(crate) fn record_of_line(&self, row: &Row) -> Option<u64> {
+        if !self.same_input {
+            return None;
+        }
+        self.prior.succeeded_lines.get(&row.line).copied()
+    }
+
+    /// Whether [`Earlier::record_of_line`] has one.
+    pub(crate) fn did_line(&self, row: &Row) -> bool {
+        self.record_of_line(row).is_some()
+    }
 }

@@ -87,6 +87,8 @@ pub struct RunFacts<'a> {
     pub undo: Option<(&'a Path, u64)>,
     /// A rehearsal against the built-in mock: nothing was sent to Microsoft.
     pub rehearsal: bool,
+    /// Reads the identity lookup sent before the first action (SPEC section 8).
+    pub lookup_reads: u64,
     /// What went wrong after the first request (writing the results, the undo file, the
     /// summary): each makes the exit status 4, never 2.
     pub problems: &'a [String],
@@ -123,6 +125,8 @@ pub struct Summary {
     pub finished_at: String,
     pub elapsed_seconds: f64,
     pub requests: u64,
+    /// Reads the identity lookup sent before the first action.
+    pub lookup_reads: u64,
     /// Rows this run sent and got a final answer for, per second of the run.
     pub rows_per_second: f64,
     pub responses429: u64,
@@ -188,6 +192,7 @@ impl Summary {
             finished_at: rfc3339(facts.finished_at),
             elapsed_seconds: round3(seconds),
             requests: facts.requests,
+            lookup_reads: facts.lookup_reads,
             rows_per_second: round3(rows_per_second),
             responses429: facts.responses_429,
             throttle_pauses: facts.pauses,
@@ -453,8 +458,9 @@ mod tests {
             identity_account_id: "i".into(),
             account_id: "a".into(),
             action: Action::Disable,
-            provider: Provider::Okta,
+            provider: Some(Provider::Okta),
             carry: vec![],
+            resolved_by: None,
             earlier_attempts: 0,
         };
         let mut outcome = Outcome::unsent(job, status, "x");
@@ -520,6 +526,7 @@ mod tests {
             resume_command: "graph-remediate run incident-4711.csv --yes --resume",
             undo: None,
             rehearsal: false,
+            lookup_reads: 0,
             problems: &[],
         }
     }

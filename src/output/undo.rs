@@ -35,7 +35,7 @@ pub fn write_undo(results: &Path, target: &Path, carry_columns: &[String]) -> io
         let key = RowKey::new(
             AccountKey::new(&row.identity_account_id, &row.account_id),
             row.action,
-            row.provider,
+            Some(row.provider),
         );
         if seen.insert(key) {
             rows.push(row);

@@ -17,6 +17,7 @@ use tracing::{debug, error, warn};
 
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
+use crate::graph::model::Provider;
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
 use crate::outcome::{Entry, InflightNote, Outcome, RowStatus, StopReason};
@@ -41,7 +42,8 @@ pub struct Shared {
     pub client: GraphClient,
     pub tokens: Tokens,
     pub limiter: Limiter,
-    pub gate: ThrottleGate,
+    /// `/security`'s throttle gate: shared with the lookup's reads, which may have closed it.
+    pub gate: Arc<ThrottleGate>,
     pub stop: Arc<Stop>,
     pub settings: RunSettings,
     failures: AtomicU64,
@@ -58,12 +60,13 @@ impl Shared {
         tokens: Tokens,
         settings: RunSettings,
         stop: Arc<Stop>,
+        gate: Arc<ThrottleGate>,
     ) -> Shared {
         Shared {
             client,
             tokens,
             limiter: Limiter::new(settings.rate, settings.burst),
-            gate: ThrottleGate::new(),
+            gate,
             stop,
             settings,
             failures: AtomicU64::new(0),
@@ -180,6 +183,14 @@ enum Ending {
 
 /// Takes one row through its attempts.
 async fn process(shared: &Shared, job: Job, entry_tx: &mpsc::Sender<Entry>) -> Outcome {
+    // Only a row with all three ids reaches a worker; a lookup refuses the others first.
+    let Some(provider) = job.provider else {
+        return Outcome::unsent(
+            job,
+            RowStatus::Failed,
+            "not sent: the row's identityProvider is unknown",
+        );
+    };
     let client_request_id = uuid::Uuid::new_v4().to_string();
     // Set when the first attempt leaves, not when a worker picks the row up.
     let mut started_at: Option<SystemTime> = None;
@@ -187,6 +198,7 @@ async fn process(shared: &Shared, job: Job, entry_tx: &mpsc::Sender<Entry>) -> O
     let ending = attempt_until_done(
         shared,
         &job,
+        provider,
         &client_request_id,
         &mut started_at,
         &mut attempts,
@@ -231,6 +243,7 @@ async fn process(shared: &Shared, job: Job, entry_tx: &mpsc::Sender<Entry>) -> O
 async fn attempt_until_done(
     shared: &Shared,
     job: &Job,
+    provider: Provider,
     client_request_id: &str,
     started_at: &mut Option<SystemTime>,
     attempts: &mut u32,
@@ -278,7 +291,8 @@ async fn attempt_until_done(
         };
         // Noted, and the note on disk, before the request leaves: a crash cannot hide an
         // attempt from `--resume`, and no request leaves whose note could not be written.
-        if let Err(reason) = note_attempt(entry_tx, job, client_request_id, *attempts + 1).await {
+        let note = InflightNote::new(job, provider, client_request_id, *attempts + 1);
+        if let Err(reason) = note_attempt(entry_tx, note).await {
             return match last_error {
                 None => Ending::NotSent(reason),
                 Some(error) => Ending::Failed(error, Some(reason)),
@@ -304,7 +318,7 @@ async fn attempt_until_done(
                 &job.identity_account_id,
                 &job.account_id,
                 job.action,
-                job.provider,
+                provider,
                 &token,
                 client_request_id,
             )
@@ -469,16 +483,9 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Asks the writer to note attempt `attempt` of `job` in the in-flight log and waits until the
-/// note is on disk. `Err` says why the request must not leave.
-async fn note_attempt(
-    entry_tx: &mpsc::Sender<Entry>,
-    job: &Job,
-    client_request_id: &str,
-    attempt: u32,
-) -> Result<(), String> {
+/// Asks the writer to write `note` in the in-flight log and waits until it is on disk. `Err` says why the request must not leave.
+async fn note_attempt(entry_tx: &mpsc::Sender<Entry>, note: InflightNote) -> Result<(), String> {
     let (ack_tx, ack_rx) = oneshot::channel();
-    let note = InflightNote::new(job, client_request_id, attempt);
     let gone = || "not sent: the results writer has stopped".to_owned();
     entry_tx
         .send(Entry::Started { note, ack: ack_tx })
@@ -557,7 +564,7 @@ mod tests {
     use super::*;
     use crate::graph::auth::{CredentialSources, TokenEndpoint};
     use crate::graph::client::ApiVersion;
-    use crate::graph::model::{Action, Provider};
+    use crate::graph::model::Action;
     use crate::mock::{MockConfig, MockServer};
 
     fn job(row: u64) -> Job {
@@ -566,8 +573,9 @@ mod tests {
             identity_account_id: format!("id-{row}"),
             account_id: format!("00u{row}"),
             action: Action::Disable,
-            provider: Provider::Okta,
+            provider: Some(Provider::Okta),
             carry: vec![],
+            resolved_by: None,
             earlier_attempts: 0,
         }
     }
@@ -592,7 +600,13 @@ mod tests {
             retry: RetryPolicy::default(),
             max_failures: None,
         };
-        Arc::new(Shared::new(client, tokens, settings, Arc::new(Stop::new())))
+        Arc::new(Shared::new(
+            client,
+            tokens,
+            settings,
+            Arc::new(Stop::new()),
+            Arc::new(ThrottleGate::new()),
+        ))
     }
 
     #[tokio::test]

@@ -172,8 +172,9 @@ mod tests {
             identity_account_id: format!("ia-{account}"),
             account_id: account.to_owned(),
             action,
-            provider: Provider::Okta,
+            provider: Some(Provider::Okta),
             carry: vec![],
+            resolved_by: None,
             earlier_attempts: 0,
         }
     }

@@ -1,0 +1,90 @@
+//! The lookup step of `run` and `resolve` (SPEC section 8): the reads, with progress shown and the
+//! first signal honoured, then the input read again to decide every row from what was found.
+//! A lookup that cannot go on (a 403 naming the permission, no token) stops the run with
+//! nothing sent.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::Fatal;
+use crate::config::RunConfig;
+use crate::graph::auth::Tokens;
+use crate::graph::client::GraphClient;
+use crate::input::plan::Plan;
+use crate::lookup::{Directory, LookupStop, ReadCounts, Reader, Strategy, Wanted, look_up};
+use crate::output::progress::{Progress, Snapshot};
+use crate::output::resume::{Earlier, Prior};
+use crate::runner::rate::{Limiter, ThrottleGate};
+
+use super::prepare::{Input, unless_interrupted};
+use super::validate::resolve_rows;
+
+/// Sends the reads `wanted` needs, paced by `--rate`, through `security` (the `/security`
+/// throttle gate, which the actions then share).
+pub(super) async fn find(
+    config: &RunConfig,
+    client: &GraphClient,
+    tokens: &Tokens,
+    security: &Arc<ThrottleGate>,
+    wanted: &Wanted,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<(Arc<Directory>, Strategy, ReadCounts)> {
+    let reader = Arc::new(Reader::new(
+        client.clone(),
+        tokens.clone(),
+        Limiter::new(config.pacing.rate, config.pacing.burst),
+        security.clone(),
+        config.retry,
+        config.pacing.concurrency,
+        interrupt.clone(),
+    ));
+    let progress = {
+        let reader = reader.clone();
+        Progress::start_lookup(config.progress, move || Snapshot {
+            done: reader.stats().reads(),
+            ..Snapshot::default()
+        })
+    };
+    let looked_up = look_up(wanted, &reader).await;
+    if let Some(progress) = progress {
+        progress.finish().await;
+    }
+    let counts = reader.stats().counts();
+    match looked_up {
+        Ok((directory, strategy)) => Ok((Arc::new(directory), strategy, counts)),
+        Err(LookupStop::Interrupted) => Err(Fatal::interrupted(anyhow::Error::new(
+            LookupStop::Interrupted,
+        ))),
+        Err(stop) => Err(Fatal::stopped(anyhow::Error::new(stop))),
+    }
+}
+
+/// The input read again, every row decided from what the lookup found: the plan to confirm,
+/// and the identities the rows resolved to.
+pub(super) async fn decide_rows(
+    input: &Input,
+    directory: &Arc<Directory>,
+    prior: Option<Arc<Prior>>,
+    same_input: bool,
+    verify: bool,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<(Plan, BTreeSet<String>)> {
+    let config = input.config.clone();
+    let directory = directory.clone();
+    unless_interrupted(interrupt, "deciding the rows", move || {
+        let earlier = prior.as_deref().map(|prior| Earlier { prior, same_input });
+        resolve_rows(
+            &config.source,
+            &config.options,
+            config.unlisted,
+            &directory,
+            earlier.as_ref(),
+            verify,
+        )
+        .context("reading the input again")
+    })
+    .await
+}

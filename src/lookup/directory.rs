@@ -1,0 +1,155 @@
+//! What the lookup found, held for the run: every identity read (by id, by the SID filter, or
+//! from pages of the list), indexed by what rows name them by, and the users read by UPN or
+//! object id. The directory answers "which identities does this name?" only where its answer is
+//! complete: a SID the filter was asked about, an id that was read, or anything once the whole
+//! list was walked. The lookup makes sure every question the rows will ask is answerable.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::graph::identity::{Fetched, User};
+
+/// Which identities a key names, as far as the directory knows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Found<'d> {
+    One(&'d Fetched),
+    None,
+    /// More than one identity: the count.
+    Many(usize),
+    /// The read that would tell failed (the error is in [`Directory::failure`]).
+    Failed,
+}
+
+/// Keys are compared as Graph compares them: SIDs, GUIDs and UPNs ignoring case.
+pub(crate) fn key(text: &str) -> String {
+    text.trim().to_ascii_lowercase()
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    identities: Vec<Fetched>,
+    by_id: HashMap<String, usize>,
+    by_sid: HashMap<String, Vec<usize>>,
+    by_object_id: HashMap<String, Vec<usize>>,
+    by_upn: HashMap<String, Vec<usize>>,
+    /// SIDs the filter was asked about: the index's answer for them is complete.
+    queried_sids: HashSet<String>,
+    /// Ids read one by one and not found (404).
+    missing_ids: HashSet<String>,
+    /// Users read by UPN or object id; `None`: no such user (404).
+    users: HashMap<String, Option<User>>,
+    /// Reads that failed for good, by the key they were for: the error to record.
+    failures: HashMap<String, String>,
+    /// The whole list was walked: absence from the index means there is no such identity.
+    complete: bool,
+}
+
+impl Directory {
+    /// Adds an identity (once, whichever read found it) to every index.
+    pub(crate) fn add(&mut self, fetched: Fetched) -> usize {
+        if let Some(&at) = self.by_id.get(&key(&fetched.identity.id)) {
+            return at;
+        }
+        let at = self.identities.len();
+        let identity = &fetched.identity;
+        self.by_id.insert(key(&identity.id), at);
+        if let Some(sid) = &identity.on_premises_security_identifier {
+            self.by_sid.entry(key(sid)).or_default().push(at);
+        }
+        for object_id in identity.entra_object_ids() {
+            let slot = self.by_object_id.entry(key(object_id)).or_default();
+            if !slot.contains(&at) {
+                slot.push(at);
+            }
+        }
+        if let Some(upn) = &identity.user_principal_name {
+            self.by_upn.entry(key(upn)).or_default().push(at);
+        }
+        self.identities.push(fetched);
+        at
+    }
+
+    pub(crate) fn note_sid_queried(&mut self, sid: &str) {
+        self.queried_sids.insert(key(sid));
+    }
+
+    pub(crate) fn note_missing_id(&mut self, id: &str) {
+        self.missing_ids.insert(key(id));
+    }
+
+    pub(crate) fn note_user(&mut self, looked_up_by: &str, user: Option<User>) {
+        self.users.insert(key(looked_up_by), user);
+    }
+
+    pub(crate) fn note_failure(&mut self, looked_up_by: &str, error: String) {
+        self.failures.insert(key(looked_up_by), error);
+    }
+
+    pub(crate) fn note_complete(&mut self) {
+        self.complete = true;
+    }
+
+    pub(crate) fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Every identity read, in the order first read: for the snapshot file.
+    pub(crate) fn identities(&self) -> &[Fetched] {
+        &self.identities
+    }
+
+    pub(crate) fn failure(&self, looked_up_by: &str) -> Option<&str> {
+        self.failures.get(&key(looked_up_by)).map(String::as_str)
+    }
+
+    /// The user read by this UPN or object id: `Some(None)` when Graph has none.
+    pub(crate) fn user(&self, looked_up_by: &str) -> Option<Option<&User>> {
+        self.users.get(&key(looked_up_by)).map(Option::as_ref)
+    }
+
+    pub(crate) fn knows_sid(&self, sid: &str) -> bool {
+        self.complete || self.queried_sids.contains(&key(sid))
+    }
+
+    pub(crate) fn knows_user(&self, looked_up_by: &str) -> bool {
+        self.users.contains_key(&key(looked_up_by))
+    }
+
+    pub(crate) fn knows_upn_in_index(&self, upn: &str) -> bool {
+        self.complete && self.by_upn.contains_key(&key(upn))
+    }
+
+    pub(crate) fn by_id(&self, id: &str) -> Found<'_> {
+        if self.failures.contains_key(&key(id)) {
+            return Found::Failed;
+        }
+        match self.by_id.get(&key(id)) {
+            Some(&at) => Found::One(&self.identities[at]),
+            None => Found::None,
+        }
+    }
+
+    pub(crate) fn by_sid(&self, sid: &str) -> Found<'_> {
+        if self.failures.contains_key(&key(sid)) {
+            return Found::Failed;
+        }
+        self.found(self.by_sid.get(&key(sid)))
+    }
+
+    /// Identities with an Entra ID account of this object id (from the walked list).
+    pub(crate) fn by_object_id_in_index(&self, object_id: &str) -> Found<'_> {
+        self.found(self.by_object_id.get(&key(object_id)))
+    }
+
+    /// Identities whose `userPrincipalName` is this UPN (from the walked list).
+    pub(crate) fn by_upn_in_index(&self, upn: &str) -> Found<'_> {
+        self.found(self.by_upn.get(&key(upn)))
+    }
+
+    fn found(&self, hits: Option<&Vec<usize>>) -> Found<'_> {
+        match hits.map(Vec::as_slice) {
+            None | Some([]) => Found::None,
+            Some([one]) => Found::One(&self.identities[*one]),
+            Some(many) => Found::Many(many.len()),
+        }
+    }
+}

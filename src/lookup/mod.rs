@@ -1,0 +1,418 @@
+//! Looking identities up (SPEC section 8): the reads `run` and `resolve` send before the first
+//! action, for the rows that name a person by UPN, on-premises SID or Entra object id (or, with
+//! `--verify`, for every row). Owns which reads to send and in what order; [`directory`] holds
+//! what they found, and [`resolve`] decides each row from it.
+//!
+//! Only documented queries are sent: `GET identityAccounts/{id}`, the list filtered by
+//! `onPremisesSecurityIdentifier eq '{sid}'`, `GET /users/{id | upn}` with `$select`, and the list
+//! itself, paged by following `@odata.nextLink` whole. Reads are paced by `--rate`, retried by
+//! the same policy as actions, and a 429 pauses the reads of its own service only (`/security`
+//! and `/users` are throttled apart).
+//!
+//! Which reads: identities named by id or SID cost one read each, and those named by UPN or
+//! object id two (the user, then its SID); a cloud-only user (no SID) can be found only among
+//! the list's identities. The list is walked first, for at most as many pages as those
+//! per-identity reads would number: if it ends within that budget, it answers every row and the
+//! per-identity reads are not sent. Otherwise the per-identity reads go out, and the rest of the
+//! list is walked only if a cloud-only user needs it. So a spreadsheet naming much of a tenant
+//! costs the list's pages, a short one its per-identity reads, and neither more than twice what
+//! the better choice would have cost.
+
+pub(crate) mod directory;
+mod read;
+pub(crate) mod resolve;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub(crate) use directory::Directory;
+pub(crate) use read::{LookupStop, ReadCounts, Reader, Service};
+
+use crate::graph::identity::{Page, parse_identity, parse_user};
+use crate::input::{IdentityColumn, Job, Row};
+use directory::key;
+use read::ReadError;
+use resolve::Refusal;
+
+/// The distinct keys the rows ask about, by how they name the identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    ids: BTreeSet<String>,
+    sids: BTreeSet<String>,
+    object_ids: BTreeSet<String>,
+    upns: BTreeSet<String>,
+    /// UPNs a row fills besides the column that names its identity: read only if the identity
+    /// found carries no `userPrincipalName` to compare with.
+    check_upns: BTreeSet<String>,
+    /// Rows that will be looked up.
+    pub(crate) rows: u64,
+}
+
+impl Wanted {
+    /// Notes what `row` will ask. Rows that carry all three ids ask nothing unless `verify`.
+    pub(crate) fn add(&mut self, row: &Row, verify: bool) {
+        if row.as_given().is_some() && !verify {
+            return;
+        }
+        let Some((column, value)) = row.names_identity_by() else {
+            return;
+        };
+        self.rows += 1;
+        let value = key(value);
+        match column {
+            IdentityColumn::IdentityAccountId => self.ids.insert(value),
+            IdentityColumn::Sid => self.sids.insert(value),
+            IdentityColumn::ObjectId => self.object_ids.insert(value),
+            IdentityColumn::Upn => self.upns.insert(value),
+        };
+        if column != IdentityColumn::Upn
+            && let Some(upn) = &row.upn
+        {
+            self.check_upns.insert(key(upn));
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The reads the per-identity way would send: one for an id or a SID, two for a UPN or an
+    /// object id (the user, then the identity by its SID).
+    pub(crate) fn per_identity_reads(&self) -> u64 {
+        (self.ids.len() + self.sids.len()) as u64
+            + 2 * (self.upns.len() + self.object_ids.len()) as u64
+    }
+
+    /// Distinct identities asked about, for messages.
+    pub(crate) fn identities(&self) -> usize {
+        self.ids.len() + self.sids.len() + self.upns.len() + self.object_ids.len()
+    }
+}
+
+/// What becomes of a row before anything is sent.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    /// Send it: the ids as given, or as the lookup found them.
+    Send(Job),
+    /// Refused (SPEC section 8): the row's record, and why.
+    Refused(Job, Refusal),
+}
+
+/// Decides a row: as given when it carries all three ids (unless `verify`), else as the lookup
+/// found it.
+pub(crate) fn settle(row: Row, directory: Option<&Directory>, verify: bool) -> Settled {
+    if !verify && let Some(job) = row.as_given() {
+        return Settled::Send(job);
+    }
+    let Some(directory) = directory else {
+        let refusal = Refusal {
+            code: resolve::LOOKUP_FAILED,
+            message: "the row needs a lookup, and none was made".to_owned(),
+            identity_id: None,
+            resolved_by: None,
+        };
+        return Settled::Refused(refusal.record(&row), refusal);
+    };
+    match resolve::resolve(&row, directory) {
+        Ok(resolved) => Settled::Send(resolved.job),
+        Err(refusal) => Settled::Refused(refusal.record(&row), refusal),
+    }
+}
+
+/// What the lookup did, for the log and the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Strategy {
+    /// The per-identity reads the rows needed: the walk's budget.
+    pub(crate) per_identity_reads: u64,
+    /// Pages of the list walked.
+    pub(crate) pages: u64,
+    /// Whether the whole list was walked.
+    pub(crate) walked_whole_list: bool,
+}
+
+/// Sends the reads `wanted` needs and returns what they found.
+pub(crate) async fn look_up(
+    wanted: &Wanted,
+    reader: &Arc<Reader>,
+) -> Result<(Directory, Strategy), LookupStop> {
+    let mut directory = Directory::default();
+    let mut strategy = Strategy {
+        per_identity_reads: wanted.per_identity_reads(),
+        ..Strategy::default()
+    };
+    info!(
+        rows = wanted.rows,
+        identities = wanted.identities(),
+        perIdentityReads = strategy.per_identity_reads,
+        "looking identities up"
+    );
+    let mut walk = Walk::default();
+    // The list first, within the budget of the reads it would save.
+    walk.go(reader, &mut directory, Some(strategy.per_identity_reads))
+        .await?;
+    strategy.pages = walk.pages;
+    if !directory.is_complete() {
+        per_identity(wanted, reader, &mut directory).await?;
+        // A cloud-only user (a user without an on-premises SID) is found only in the list.
+        if needs_index(wanted, &directory) {
+            walk.go(reader, &mut directory, None).await?;
+            strategy.pages = walk.pages;
+        }
+    } else {
+        // The whole list is known; a UPN Graph's identities do not carry still needs its user.
+        let users: Vec<String> = wanted
+            .upns
+            .iter()
+            .filter(|upn| !directory.knows_upn_in_index(upn))
+            .cloned()
+            .collect();
+        read_users(&users, reader, &mut directory).await?;
+    }
+    strategy.walked_whole_list = directory.is_complete();
+    // UPNs to compare with identities that carry none of their own.
+    let checks: Vec<String> = wanted
+        .check_upns
+        .iter()
+        .filter(|upn| !directory.knows_user(upn) && !directory.knows_upn_in_index(upn))
+        .cloned()
+        .collect();
+    read_users(&checks, reader, &mut directory).await?;
+    info!(
+        identities = directory.identities().len(),
+        pages = strategy.pages,
+        wholeList = strategy.walked_whole_list,
+        reads = reader.stats().reads(),
+        "identities looked up"
+    );
+    Ok((directory, strategy))
+}
+
+/// Where the walk of the list stands, so that it can go on where it stopped.
+#[derive(Debug, Default)]
+struct Walk {
+    next: Option<String>,
+    started: bool,
+    pages: u64,
+}
+
+impl Walk {
+    /// Walks on until the list ends, or until `budget` pages have been read in all.
+    async fn go(
+        &mut self,
+        reader: &Reader,
+        directory: &mut Directory,
+        budget: Option<u64>,
+    ) -> Result<(), LookupStop> {
+        loop {
+            if directory.is_complete() || budget.is_some_and(|budget| self.pages >= budget) {
+                return Ok(());
+            }
+            let url = match (&self.next, self.started) {
+                (None, false) => reader.client().identity_list_url(None),
+                (Some(link), _) => match reader.client().next_link(link) {
+                    Ok(url) => url,
+                    Err(error) => {
+                        warn!(error = %error, "the list's next page cannot be followed; the lookup goes on without it");
+                        return Ok(());
+                    }
+                },
+                (None, true) => return Ok(()),
+            };
+            self.started = true;
+            let body = match reader.read(Service::Security, url).await {
+                Ok(Some(body)) => body,
+                Ok(None) => Vec::new(),
+                Err(ReadError::Stop(stop)) => return Err(stop),
+                Err(ReadError::Failed(error)) => {
+                    warn!(error = %error, "a page of the identity list could not be read; rows it would answer are refused");
+                    return Ok(());
+                }
+            };
+            self.pages += 1;
+            let page = match Page::parse(&body) {
+                Ok(page) => page,
+                Err(error) => {
+                    warn!(error = %error, "a page of the identity list is not readable; rows it would answer are refused");
+                    return Ok(());
+                }
+            };
+            for fetched in page.identities {
+                directory.add(fetched);
+            }
+            self.next = page.next_link;
+            if self.next.is_none() {
+                directory.note_complete();
+            }
+        }
+    }
+}
+
+/// Whether a user the rows name was found without an on-premises SID, so that only the list's
+/// Entra ID accounts can tell whose it is.
+fn needs_index(wanted: &Wanted, directory: &Directory) -> bool {
+    wanted
+        .upns
+        .iter()
+        .chain(&wanted.object_ids)
+        .any(|looked_up_by| {
+            matches!(directory.user(looked_up_by), Some(Some(user)) if user.on_premises_security_identifier.is_none())
+        })
+}
+
+/// One read per identity: ids, SIDs and users at once, then the SIDs the users carry.
+async fn per_identity(
+    wanted: &Wanted,
+    reader: &Arc<Reader>,
+    directory: &mut Directory,
+) -> Result<(), LookupStop> {
+    let users: Vec<String> = wanted
+        .upns
+        .iter()
+        .chain(&wanted.object_ids)
+        .cloned()
+        .collect();
+    let mut reads = JoinSet::new();
+    for id in &wanted.ids {
+        reads.spawn(read_one(reader.clone(), Ask::Id(id.clone())));
+    }
+    for sid in &wanted.sids {
+        reads.spawn(read_one(reader.clone(), Ask::Sid(sid.clone())));
+    }
+    for user in users {
+        reads.spawn(read_one(reader.clone(), Ask::User(user)));
+    }
+    collect(&mut reads, directory).await?;
+    // The identities of hybrid users, by the SID their user carries.
+    let learned: BTreeSet<String> = wanted
+        .upns
+        .iter()
+        .chain(&wanted.object_ids)
+        .filter_map(|looked_up_by| match directory.user(looked_up_by) {
+            Some(Some(user)) => user.on_premises_security_identifier.as_deref().map(key),
+            _ => None,
+        })
+        .filter(|sid| !directory.knows_sid(sid))
+        .collect();
+    for sid in learned {
+        reads.spawn(read_one(reader.clone(), Ask::Sid(sid)));
+    }
+    collect(&mut reads, directory).await
+}
+
+async fn read_users(
+    users: &[String],
+    reader: &Arc<Reader>,
+    directory: &mut Directory,
+) -> Result<(), LookupStop> {
+    let mut reads = JoinSet::new();
+    for user in users {
+        reads.spawn(read_one(reader.clone(), Ask::User(user.clone())));
+    }
+    collect(&mut reads, directory).await
+}
+
+/// One question to Graph.
+#[derive(Debug, Clone)]
+enum Ask {
+    Id(String),
+    Sid(String),
+    User(String),
+}
+
+/// What one read answered.
+enum Answer {
+    Identity(crate::graph::identity::Fetched),
+    MissingId(String),
+    Sid(String, Vec<crate::graph::identity::Fetched>),
+    User(String, Option<crate::graph::identity::User>),
+    Failed(String, String),
+}
+
+/// Sends one read (with its retries); the reader's semaphore bounds how many run at once.
+async fn read_one(reader: Arc<Reader>, ask: Ask) -> Result<Answer, LookupStop> {
+    let _slot = reader.slot().await;
+    let (service, url, asked) = match &ask {
+        Ask::Id(id) => (Service::Security, reader.client().identity_url(id), id),
+        Ask::Sid(sid) => (
+            Service::Security,
+            Ok(reader
+                .client()
+                .identity_list_url(Some(&sid.to_ascii_uppercase()))),
+            sid,
+        ),
+        Ask::User(user) => (Service::Users, reader.client().user_url(user), user),
+    };
+    let url = match url {
+        Ok(url) => url,
+        Err(error) => return Ok(Answer::Failed(asked.clone(), error.to_string())),
+    };
+    let body = match reader.read(service, url).await {
+        Ok(body) => body,
+        Err(ReadError::Stop(stop)) => return Err(stop),
+        Err(ReadError::Failed(error)) => {
+            return Ok(Answer::Failed(asked.clone(), error.to_string()));
+        }
+    };
+    let shape = |error: crate::graph::identity::ShapeError| {
+        Answer::Failed(asked.clone(), error.to_string())
+    };
+    Ok(match (ask.clone(), body) {
+        (Ask::Id(id), None) => Answer::MissingId(id),
+        (Ask::Id(_), Some(body)) => match parse_identity(&body) {
+            Ok(fetched) => Answer::Identity(fetched),
+            Err(error) => shape(error),
+        },
+        (Ask::Sid(sid), None) => Answer::Sid(sid, Vec::new()),
+        (Ask::Sid(sid), Some(body)) => match Page::parse(&body) {
+            Ok(page) => Answer::Sid(sid, page.identities),
+            Err(error) => shape(error),
+        },
+        (Ask::User(user), None) => Answer::User(user, None),
+        (Ask::User(user), Some(body)) => match parse_user(&body) {
+            Ok(found) => Answer::User(user, Some(found)),
+            Err(error) => shape(error),
+        },
+    })
+}
+
+async fn collect(
+    reads: &mut JoinSet<Result<Answer, LookupStop>>,
+    directory: &mut Directory,
+) -> Result<(), LookupStop> {
+    let mut stop = None;
+    while let Some(joined) = reads.join_next().await {
+        let answer = match joined {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(why)) => {
+                // The first reason wins; the other reads end on their own.
+                stop.get_or_insert(why);
+                continue;
+            }
+            Err(error) => Answer::Failed(
+                String::new(),
+                format!("a read stopped unexpectedly: {error}"),
+            ),
+        };
+        match answer {
+            Answer::Identity(fetched) => {
+                directory.add(fetched);
+            }
+            Answer::MissingId(id) => directory.note_missing_id(&id),
+            Answer::Sid(sid, identities) => {
+                for fetched in identities {
+                    directory.add(fetched);
+                }
+                directory.note_sid_queried(&sid);
+            }
+            Answer::User(looked_up_by, user) => directory.note_user(&looked_up_by, user),
+            Answer::Failed(asked, error) => directory.note_failure(&asked, error),
+        }
+    }
+    match stop {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
+}
