@@ -79,7 +79,7 @@ fn excel_export_with_bom_crlf_semicolons_and_quoted_newlines_reads_cleanly() {
 fn bad_sample_lists_each_mistake_and_exits_2() {
     validate(&["samples/bad.csv"])
         .code(2)
-        .stderr(contains("samples/bad.csv:3: empty \"accountId\""))
+        .stderr(contains("samples/bad.csv:3: empty \"action\""))
         .stderr(contains("samples/bad.csv:4: unknown action \"delete\""))
         .stderr(contains(
             "samples/bad.csv:5: unknown identity provider \"google\"",
@@ -103,7 +103,7 @@ const CORPUS: &[(&str, &str)] = &[
         "missing-column.csv",
         ":1: missing column \"action\": add it, or give --action",
     ),
-    ("empty-cell.csv", ":3: empty \"accountId\""),
+    ("empty-cell.csv", ":3: empty \"action\""),
     ("unknown-action.csv", ":2: unknown action \"lock\""),
     (
         "unknown-provider.csv",

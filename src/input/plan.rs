@@ -229,6 +229,11 @@ impl Checker {
         self.plan.lookups += 1;
     }
 
+    /// Counts a row an earlier run already did (`--resume`): nothing to check or look up.
+    pub fn done_earlier(&mut self) {
+        self.plan.rows += 1;
+    }
+
     /// Records a row the lookup refused.
     pub fn refuse(&mut self, line: u64, code: &str, message: &str) {
         self.plan.rows += 1;

@@ -30,6 +30,25 @@ pub fn render_text(plan: &Plan) -> String {
             );
         }
     }
+    if plan.lookups > 0 {
+        let _ = writeln!(
+            out,
+            "\nLookup: {} row(s) name their identity by sid, objectId or upn, or lack one of the three ids; \
+             they are looked up before the first action, and join the table above once found.",
+            plan.lookups
+        );
+    }
+    if plan.refused.count > 0 {
+        let _ = writeln!(
+            out,
+            "\nRefused by the lookup: {} row(s) send nothing (recorded failed with the code):",
+            plan.refused.count
+        );
+        for note in &plan.refused.shown {
+            let _ = writeln!(out, "  {}", located(&plan.input, note));
+        }
+        more(&mut out, plan.refused.count, plan.refused.shown.len());
+    }
     if plan.duplicates.count > 0 {
         let _ = writeln!(
             out,
@@ -57,11 +76,18 @@ pub fn render_text(plan: &Plan) -> String {
     }
     let _ = writeln!(out);
     if plan.is_clean() {
-        let _ = writeln!(
-            out,
-            "OK: every row is valid; {} actions would be sent.",
-            plan.actions
-        );
+        let _ = match plan.lookups {
+            0 => writeln!(
+                out,
+                "OK: every row is valid; {} actions would be sent.",
+                plan.actions
+            ),
+            lookups => writeln!(
+                out,
+                "OK: every row is valid; {} actions would be sent, and up to {lookups} more once looked up.",
+                plan.actions
+            ),
+        };
     } else {
         let _ = writeln!(
             out,
