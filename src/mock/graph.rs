@@ -144,6 +144,7 @@ impl<'a> Exchange<'a> {
                 time: log::rfc3339_millis(shared.wall(self.now_ns)),
                 method: method.to_string(),
                 path: uri.path().to_owned(),
+                query: uri.query().map(str::to_owned),
                 status: answer.status.as_u16(),
                 body,
                 token: self
