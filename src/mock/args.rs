@@ -112,6 +112,8 @@ impl MockArgs {
             static_tokens: Vec::new(),
             accept_any_token: self.accept_any_token,
             seed: self.seed,
+            tenant: None,
+            page_size: 100,
         })
     }
 }

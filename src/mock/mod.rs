@@ -9,12 +9,22 @@
 //! Scenario ids (the `{id}` path segment): `http{NNN}-...` always answers status NNN (400-599) with
 //! Graph's error body; `http{NNN}x{K}-...` answers NNN for the first K requests to that id, then
 //! behaves normally; `nullcorr-...` succeeds with `"correlationId": null`.
+//!
+//! With a [`Tenant`] ([`MockConfig::tenant`]) the mock also serves the reads a lookup makes
+//! (SPEC section 8; see `reads.rs`): identityAccounts paged, filtered by SID and by id, users by
+//! UPN or object id, and directory role assignments. Scenario ids work there too, as an identity
+//! id or a user's key. And actions are then checked against the tenant: an unknown identity is
+//! 404, an account it does not have or an action that account does not offer is 400, and a
+//! `disable` or `enable` changes what the account offers afterwards. Without a tenant none of
+//! those paths exist and actions are checked against the documented support matrix, as before.
 
 mod args;
 mod graph;
 mod log;
+mod reads;
 mod reply;
 mod state;
+mod tenant;
 mod throttle;
 mod token;
 
@@ -39,6 +49,11 @@ use crate::units::Rate;
 
 pub use args::{MockArgs, run_cli, run_cli_with_output};
 pub use log::LoggedRequest;
+pub use tenant::{RoleAssignment, Tenant, TenantError};
+
+/// The identity model a [`Tenant`] holds and [`MockServer::identity`] returns (shared with the
+/// client, so the mock serves exactly what the tool parses).
+pub use crate::graph::identity::{Identity, LinkedAccount};
 
 use state::Shared;
 
@@ -58,7 +73,8 @@ pub enum RetryAfterFormat {
 /// What the mock does. `Default` is a well-behaved Graph: no limit, no faults, no latency.
 #[derive(Clone)]
 pub struct MockConfig {
-    /// Per-token limit; `None`: unlimited.
+    /// Per-token limit, counted apart for each Graph service (`/security`; `/users` with
+    /// `/roleManagement`), as Graph limits them; `None`: unlimited.
     pub rate: Option<Rate>,
     /// Requests a token may send back to back (at least 1).
     pub burst: u32,
@@ -85,6 +101,11 @@ pub struct MockConfig {
     pub accept_any_token: bool,
     /// Seed for reproducible fault injection.
     pub seed: Option<u64>,
+    /// Identities to serve and check actions against; `None`: no reads, and actions are checked
+    /// against the support matrix only.
+    pub tenant: Option<Tenant>,
+    /// Identities per page of the identityAccounts list (at least 1).
+    pub page_size: usize,
 }
 
 impl Default for MockConfig {
@@ -105,6 +126,8 @@ impl Default for MockConfig {
             static_tokens: Vec::new(),
             accept_any_token: false,
             seed: None,
+            tenant: None,
+            page_size: 100,
         }
     }
 }
@@ -134,6 +157,14 @@ impl fmt::Debug for MockConfig {
             )
             .field("accept_any_token", &self.accept_any_token)
             .field("seed", &self.seed)
+            .field(
+                "tenant",
+                &self
+                    .tenant
+                    .as_ref()
+                    .map(|t| format!("<{} identities>", t.len())),
+            )
+            .field("page_size", &self.page_size)
             .finish()
     }
 }
@@ -148,6 +179,17 @@ pub struct MockStats {
     pub inside_told_window: u64,
     /// Graph responses by HTTP status (token endpoint responses are not included).
     pub by_status: BTreeMap<u16, u64>,
+    /// Reads, however they were answered (a read whose query was refused with 400 counts in
+    /// none of these): `GET .../identityAccounts/{id}`.
+    pub identity_gets: u64,
+    /// Pages of the identityAccounts list asked for (no `$filter`).
+    pub identity_list_pages: u64,
+    /// identityAccounts lists filtered by on-premises SID.
+    pub sid_filter_queries: u64,
+    /// `GET /users/{key}` and `GET /users('{upn}')`.
+    pub user_reads: u64,
+    /// Lists of directory role assignments.
+    pub role_reads: u64,
 }
 
 impl MockStats {
@@ -230,6 +272,12 @@ impl MockServer {
             .map(|(state, _)| state)
     }
 
+    /// The identity as the tenant holds it now (after any actions); `None` without a tenant or
+    /// when no identity has this id.
+    pub fn identity(&self, id: &str) -> Option<Identity> {
+        self.shared.directory()?.identity(id).cloned()
+    }
+
     /// The last action applied successfully to the account.
     pub fn last_action(&self, identity_account_id: &str, account_id: &str) -> Option<Action> {
         self.shared
@@ -282,12 +330,30 @@ async fn serve(
 const ROOT: &str = "root";
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route(
             "/{root}/security/identities/identityAccounts/{id}/{action}",
             any(graph::invoke_action),
         )
-        .route("/{root}/oauth2/v2.0/token", any(token::issue_token))
-        .fallback(graph::not_found)
-        .with_state(shared)
+        .route("/{root}/oauth2/v2.0/token", any(token::issue_token));
+    // Without a tenant these paths stay unknown (404), as they always were.
+    if shared.has_tenant() {
+        router = router
+            .route(
+                "/{root}/security/identities/identityAccounts",
+                any(reads::list_identities),
+            )
+            .route(
+                "/{root}/security/identities/identityAccounts/{id}",
+                any(reads::get_identity),
+            )
+            .route("/{root}/users/{key}", any(reads::get_user))
+            // `users('{upn}')`: one segment after the version.
+            .route("/{root}/{resource}", any(reads::get_user_by_key))
+            .route(
+                "/{root}/roleManagement/directory/roleAssignments",
+                any(reads::list_role_assignments),
+            );
+    }
+    router.fallback(graph::not_found).with_state(shared)
 }
