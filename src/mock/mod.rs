@@ -47,7 +47,7 @@ use tokio::task::JoinHandle;
 use crate::graph::model::{Action, ResponseShape};
 use crate::units::Rate;
 
-pub use args::{MockArgs, run_cli, run_cli_with_output};
+pub use args::{IdentitySource, MockArgs, run_cli, run_cli_with_output};
 pub use log::LoggedRequest;
 pub use tenant::{RoleAssignment, Tenant, TenantError};
 
