@@ -2,7 +2,8 @@
 //! token endpoint, for tests, benches, `graph-remediate mock` and `run --mock` (SPEC section 7).
 //!
 //! It validates bodies and the support matrix as Graph does, demands bearer tokens, limits each
-//! token's rate with 429 + `Retry-After` and keeps every window it told, injects 503/504 faults and
+//! token's rate per Graph service (`/security`; `/users` with `/roleManagement`) with 429 +
+//! `Retry-After` and keeps every window it told, injects 503/504 faults and
 //! latency, plays scripted scenarios chosen by the identity account id, and can record every
 //! request in memory or as JSONL. This file holds the public API; each submodule owns one part.
 //!
@@ -169,7 +170,9 @@ impl fmt::Debug for MockConfig {
     }
 }
 
-/// Counters since the server started.
+/// Counters since the server started. The read counters (`identity_gets` to `role_reads`) count
+/// every read of that kind however it was answered (401, 429 and faults included), except reads
+/// whose query was refused with 400, which count in none of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MockStats {
     /// Requests to anything but the token endpoint.
@@ -179,16 +182,15 @@ pub struct MockStats {
     pub inside_told_window: u64,
     /// Graph responses by HTTP status (token endpoint responses are not included).
     pub by_status: BTreeMap<u16, u64>,
-    /// Reads, however they were answered (a read whose query was refused with 400 counts in
-    /// none of these): `GET .../identityAccounts/{id}`.
+    /// `GET .../security/identities/identityAccounts/{id}`.
     pub identity_gets: u64,
-    /// Pages of the identityAccounts list asked for (no `$filter`).
+    /// Pages of the identityAccounts list (requests without `$filter`).
     pub identity_list_pages: u64,
-    /// identityAccounts lists filtered by on-premises SID.
+    /// identityAccounts requests with `$filter=onPremisesSecurityIdentifier eq '...'`.
     pub sid_filter_queries: u64,
     /// `GET /users/{key}` and `GET /users('{upn}')`.
     pub user_reads: u64,
-    /// Lists of directory role assignments.
+    /// `GET .../roleManagement/directory/roleAssignments`.
     pub role_reads: u64,
 }
 
