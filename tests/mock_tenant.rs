@@ -194,10 +194,29 @@ async fn the_list_pages_in_order_and_is_followed_whole_by_its_next_links() {
             .unwrap()
             .contains("/beta/security/identities/identityAccounts?$skiptoken=100")
     );
+    // Links name the host the client used, so a client that follows them only to its own
+    // origin accepts them whether it was given localhost or 127.0.0.1.
+    let by_name = send(
+        client()
+            .get(format!(
+                "{}/v1.0/security/identities/identityAccounts",
+                server.base_url()
+            ))
+            .header("host", format!("localhost:{}", server.addr().port()))
+            .bearer_auth(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        by_name.body["@odata.nextLink"],
+        format!(
+            "http://localhost:{}/v1.0/security/identities/identityAccounts?$skiptoken=100",
+            server.addr().port()
+        )
+    );
     let past = list(&server, &[("$skiptoken", "900")]).await;
     assert_eq!(past.status, 200);
     assert_eq!(past.body, json!({"value": []}));
-    assert_eq!(server.stats().identity_list_pages, 6);
+    assert_eq!(server.stats().identity_list_pages, 7);
     server.shutdown().await;
 }
 

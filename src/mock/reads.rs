@@ -1,7 +1,8 @@
 //! The reads a lookup makes (SPEC section 8), served from the tenant, and only when there is one:
 //!
 //! - `GET /{v}/security/identities/identityAccounts`: pages of `page_size` in the tenant's order,
-//!   each but the last with an absolute `@odata.nextLink` (`...?$skiptoken=N`); or, with
+//!   each but the last with an absolute `@odata.nextLink` (`http://{the Host the client
+//!   used}/{v}/security/identities/identityAccounts?$skiptoken=N`); or, with
 //!   `$filter=onPremisesSecurityIdentifier eq '{sid}'`, the matches in one `value` array.
 //! - `GET /{v}/security/identities/identityAccounts/{id}`: one identity.
 //! - `GET /{v}/users/{object id | upn}` and `GET /{v}/users('{upn}')`: `id`, `userPrincipalName`,
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde::Serialize;
 
@@ -515,10 +516,22 @@ async fn serve(
                 .as_ref()
                 .and_then(|p| param(p, super::ROOT))
                 .unwrap_or("v1.0");
-            decide(&mut exchange, route, read, version)
+            let base = format!("http://{}/{version}", host(shared, &headers));
+            decide(&mut exchange, route, read, &base)
         }
     };
     exchange.finish(answer, &method, &uri, &body)
+}
+
+/// The host the client addressed (its `Host` header), else the bound address: links point
+/// where the client already sends its token, and a client that follows them only to its own
+/// origin (as the tool does) accepts them whether it was given `localhost` or `127.0.0.1`.
+fn host(shared: &Shared, headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@']))
+        .map_or_else(|| shared.local_addr.to_string(), str::to_owned)
 }
 
 /// Checks made before the bearer token, as for an action: the method and the version.
@@ -559,7 +572,7 @@ fn decide(
     exchange: &mut Exchange<'_>,
     route: Route,
     read: Result<Read, Invalid>,
-    version: &str,
+    base: &str,
 ) -> Answer {
     let (scenario_key, vocabulary) = match &read {
         Ok(Read::Identity { id }) => (Some(format!("identity:{id}")), Vocabulary::Security),
@@ -595,7 +608,6 @@ fn decide(
             "This mock serves no tenant.",
         );
     };
-    let base = format!("http://{}/{version}", shared.local_addr);
     let shape = shared.config.response_shape;
     match read {
         Read::ListPage { skip } => {
@@ -624,7 +636,7 @@ fn decide(
                 &format!("The identity account '{id}' was not found."),
             ),
         },
-        Read::User { key, select_sid } => match user_body(&directory, &key, select_sid, &base) {
+        Read::User { key, select_sid } => match user_body(&directory, &key, select_sid, base) {
             Some(body) => Answer::ok(body),
             None => exchange.error(
                 StatusCode::NOT_FOUND,
@@ -636,7 +648,7 @@ fn decide(
             &directory,
             filter.as_ref(),
             expand,
-            &base,
+            base,
         )),
     }
 }
