@@ -13,7 +13,20 @@ use tokio::net::TcpListener;
 use crate::graph::model::ResponseShape;
 use crate::units::{self, Rate};
 
-use super::{MockConfig, RetryAfterFormat, serve_until};
+use super::{MockConfig, RetryAfterFormat, Tenant, serve_until};
+
+/// The most identities `--identities N` seeds: past this a mistyped number would eat the
+/// machine's memory (each identity is about a kilobyte).
+const MAX_SYNTHETIC: usize = 1_000_000;
+
+/// Where `--identities` takes the tenant from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A number: [`Tenant::synthetic`] of that many.
+    Synthetic(usize),
+    /// Anything else: a file for [`Tenant::load`].
+    File(PathBuf),
+}
 
 /// Serve a local imitation of Graph's invokeAction endpoint and of the Entra token endpoint.
 #[derive(clap::Args, Debug, Clone)]
@@ -75,6 +88,18 @@ pub struct MockArgs {
     /// Seed for the fault injection, to make a run reproducible.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+
+    /// Serve a tenant of identities to look up, and check actions against it: N synthetic ones
+    /// (user000000@contoso.com, ...; every 5th cloud-only, every 4th with Okta, 1-4 privileged),
+    /// or those in FILE (JSONL or a JSON array of identityAccounts objects; ./N for a file named
+    /// like a number). Adds GET identityAccounts (paged, or $filter by SID), identityAccounts/{id},
+    /// users/{upn|id} and roleManagement/directory/roleAssignments.
+    #[arg(long, value_name = "FILE|N", value_parser = parse_identity_source)]
+    pub identities: Option<IdentitySource>,
+
+    /// Identities per page of the identityAccounts list (with --identities).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = parse_page_size)]
+    pub page_size: usize,
 }
 
 impl MockArgs {
@@ -95,6 +120,11 @@ impl MockArgs {
             }
             None => None,
         };
+        let tenant = match &self.identities {
+            None => None,
+            Some(IdentitySource::Synthetic(n)) => Some(Tenant::synthetic(*n)),
+            Some(IdentitySource::File(path)) => Some(Tenant::load(path)?),
+        };
         Ok(MockConfig {
             rate: self.rate,
             burst: self.burst,
@@ -112,6 +142,8 @@ impl MockArgs {
             static_tokens: Vec::new(),
             accept_any_token: self.accept_any_token,
             seed: self.seed,
+            tenant,
+            page_size: self.page_size,
         })
     }
 }
@@ -180,6 +212,33 @@ fn is_loopback(ip: IpAddr) -> bool {
     }
 }
 
+/// A count of synthetic identities (all digits), or else a file.
+fn parse_identity_source(text: &str) -> Result<IdentitySource, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("write a number of synthetic identities or a file of identities".to_owned());
+    }
+    if !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(IdentitySource::File(PathBuf::from(text)));
+    }
+    match trimmed.parse::<usize>() {
+        Ok(n) if n <= MAX_SYNTHETIC => Ok(IdentitySource::Synthetic(n)),
+        _ => Err(format!(
+            "{trimmed} synthetic identities is more than the mock seeds (at most {MAX_SYNTHETIC}); \
+             for a file named like a number write ./{trimmed}"
+        )),
+    }
+}
+
+fn parse_page_size(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a page size: write a whole number, at least 1"
+        )),
+    }
+}
+
 fn parse_fraction(text: &str) -> Result<f64, String> {
     let value: f64 = text.trim().parse().map_err(|_| {
         format!("{text:?} is not a number: write a fraction from 0 to 1, e.g. 0.05")
@@ -229,6 +288,40 @@ mod tests {
         assert_eq!(config.token_lifetime, Duration::from_secs(3599));
         assert!(!config.accept_any_token);
         assert_eq!(config.client_secret, None);
+        assert!(config.tenant.is_none());
+        assert_eq!(config.page_size, 100);
+    }
+
+    #[test]
+    fn identities_are_a_number_or_a_file() {
+        let args = parse(&["--identities", "250", "--page-size", "7"]).unwrap();
+        assert_eq!(args.identities, Some(IdentitySource::Synthetic(250)));
+        let config = args.into_config().unwrap();
+        assert_eq!(config.tenant, Some(Tenant::synthetic(250)));
+        assert_eq!(config.page_size, 7);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tenant.jsonl");
+        std::fs::write(&file, "{\"id\":\"a\"}\n{\"id\":\"b\"}\n").unwrap();
+        let args = parse(&["--identities", file.to_str().unwrap()]).unwrap();
+        assert_eq!(args.identities, Some(IdentitySource::File(file.clone())));
+        assert_eq!(args.into_config().unwrap().tenant.unwrap().len(), 2);
+        assert_eq!(
+            parse(&["--identities", "./100"]).unwrap().identities,
+            Some(IdentitySource::File(PathBuf::from("./100")))
+        );
+
+        let missing = parse(&["--identities", "/nonexistent/tenant.jsonl"]).unwrap();
+        let error = format!("{:#}", missing.into_config().unwrap_err());
+        assert!(error.contains("cannot read the identities file"), "{error}");
+        for bad in [
+            &["--identities", ""][..],
+            &["--identities", "99999999999"],
+            &["--page-size", "0"],
+            &["--page-size", "many"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The Graph side of the mock: `POST /{version}/security/identities/identityAccounts/{id}/{action}`
 //! and the 404 for every other path. Checks run in Graph's order: bearer token, per-token throttle,
-//! latency, injected faults, scripted scenario ids, the body, the support matrix; then a 200 in
-//! the configured response shape.
+//! latency, injected faults, scripted scenario ids, the body, then either the tenant's identity
+//! and its linked account (when a tenant is served) or the support matrix; then a 200 in the
+//! configured response shape. The reads (`reads.rs`) share this file's exchange, admission and
+//! scripted answers.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,7 +22,8 @@ use crate::graph::model::{self, Action, Provider, ResponseShape};
 
 use super::log::{self, LoggedRequest};
 use super::reply::{self, Ids};
-use super::state::{Bearer, Shared, Throttled};
+use super::state::{Bearer, Service, Shared, Throttled};
+use super::tenant::Refusal;
 use super::throttle;
 
 /// Graph answers `POST .../identityAccounts/{id}/{action}`.
@@ -71,24 +74,36 @@ pub(crate) async fn not_found(
 }
 
 /// One request in flight and what is known about it so far.
-struct Exchange<'a> {
-    shared: &'a Shared,
-    now_ns: u64,
+pub(crate) struct Exchange<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) now_ns: u64,
     ids: Ids,
     token: Option<&'a str>,
     inside_told_window: bool,
 }
 
 /// What to answer.
-struct Answer {
+pub(crate) struct Answer {
     status: StatusCode,
     body: Vec<u8>,
     retry_after: Option<String>,
     window_end_ns: Option<u64>,
 }
 
+impl Answer {
+    /// A 200 with this JSON body.
+    pub(crate) fn ok(body: Vec<u8>) -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            body,
+            retry_after: None,
+            window_end_ns: None,
+        }
+    }
+}
+
 impl<'a> Exchange<'a> {
-    fn new(shared: &'a Shared, headers: &'a HeaderMap) -> Exchange<'a> {
+    pub(crate) fn new(shared: &'a Shared, headers: &'a HeaderMap) -> Exchange<'a> {
         Exchange {
             shared,
             now_ns: shared.now_ns(),
@@ -98,7 +113,8 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    fn error(&self, status: StatusCode, code: &str, message: &str) -> Answer {
+    /// Graph's error body, `{"error": {"code", "message", "innerError"}}`, with this status.
+    pub(crate) fn error(&self, status: StatusCode, code: &str, message: &str) -> Answer {
         let date = log::graph_date(self.shared.wall(self.now_ns));
         let mut inner = json!({
             "date": date,
@@ -130,7 +146,14 @@ impl<'a> Exchange<'a> {
         answer
     }
 
-    fn finish(self, answer: Answer, method: &Method, uri: &Uri, body: &Bytes) -> Response {
+    /// Counts and logs the exchange, and turns the answer into a response.
+    pub(crate) fn finish(
+        self,
+        answer: Answer,
+        method: &Method,
+        uri: &Uri,
+        body: &Bytes,
+    ) -> Response {
         let shared = self.shared;
         shared.count_graph(answer.status, self.inside_told_window);
         if shared.logging() {
@@ -144,6 +167,7 @@ impl<'a> Exchange<'a> {
                 time: log::rfc3339_millis(shared.wall(self.now_ns)),
                 method: method.to_string(),
                 path: uri.path().to_owned(),
+                query: uri.query().map(str::to_owned),
                 status: answer.status.as_u16(),
                 body,
                 token: self
@@ -166,7 +190,7 @@ impl<'a> Exchange<'a> {
     }
 }
 
-/// Checks made before the latency sleep: method, path, bearer token, throttle.
+/// Checks made before the latency sleep: method, path, then [`admit`].
 fn preliminary(
     exchange: &mut Exchange<'_>,
     method: &Method,
@@ -203,6 +227,11 @@ fn preliminary(
             ));
         }
     }
+    admit(exchange, Service::Security)
+}
+
+/// The bearer token, then `service`'s per-token throttle and told windows.
+pub(crate) fn admit(exchange: &mut Exchange<'_>, service: Service) -> Option<Answer> {
     match exchange
         .shared
         .check_bearer(exchange.token, exchange.now_ns)
@@ -223,7 +252,7 @@ fn preliminary(
         }
     }
     let token = exchange.token.unwrap_or_default();
-    match exchange.shared.throttle(token, exchange.now_ns) {
+    match exchange.shared.throttle(token, service, exchange.now_ns) {
         Throttled::Admit { inside_told_window } => {
             exchange.inside_told_window = inside_told_window;
             None
@@ -247,48 +276,151 @@ fn unauthenticated(exchange: &Exchange<'_>, message: &str) -> Answer {
     )
 }
 
-/// Checks made after the latency sleep: faults, scenarios, body, support matrix; then success.
+/// Checks made after the latency sleep: faults, scenarios, body, the tenant or the support
+/// matrix; then success.
 fn decide(exchange: &mut Exchange<'_>, identity_account_id: &str, body: &[u8]) -> Answer {
     let shared = exchange.shared;
-    if let Some(status) = shared.draw_fault() {
-        return scripted(exchange, status);
-    }
     let scenario = Scenario::parse(identity_account_id);
-    if let Scenario::Status { status, first } = scenario {
-        let applies = match first {
-            None => true,
-            Some(k) => shared.scenario_hit(identity_account_id) <= k,
-        };
-        if applies {
-            return scripted(exchange, status);
-        }
+    if let Some(answer) = fault_or_scenario(
+        exchange,
+        scenario,
+        identity_account_id,
+        Vocabulary::Security,
+    ) {
+        return answer;
     }
     let request = match ValidBody::parse(body) {
         Ok(request) => request,
         Err(message) => return exchange.error(StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
-    if let Err(message) = supported(request.action, request.provider) {
-        return exchange.error(StatusCode::BAD_REQUEST, "BadRequest", &message);
+    // With a tenant, the account's own `actions` are the answer, not the documented matrix.
+    let checked = match shared.directory_mut() {
+        Some(mut directory) => directory
+            .invoke(
+                identity_account_id,
+                &request.account_id,
+                request.provider,
+                request.action,
+            )
+            .map_err(|refusal| refused(exchange, refusal, identity_account_id, &request)),
+        None => supported(request.action, request.provider)
+            .map_err(|message| exchange.error(StatusCode::BAD_REQUEST, "BadRequest", &message)),
+    };
+    if let Err(answer) = checked {
+        return answer;
     }
     let correlation =
         (scenario != Scenario::NullCorrelation).then(|| reply::new_uuid().to_string());
     shared.apply(identity_account_id, &request.account_id, request.action);
-    let body = success_body(
+    Answer::ok(success_body(
         shared.config.response_shape,
         &request,
         correlation.as_deref(),
-    );
-    Answer {
-        status: StatusCode::OK,
-        body,
-        retry_after: None,
-        window_end_ns: None,
+    ))
+}
+
+/// The tenant's refusal of an action, as Graph's error.
+fn refused(
+    exchange: &Exchange<'_>,
+    refusal: Refusal,
+    identity_account_id: &str,
+    request: &ValidBody<'_>,
+) -> Answer {
+    match refusal {
+        Refusal::UnknownIdentity => exchange.error(
+            StatusCode::NOT_FOUND,
+            "itemNotFound",
+            &format!("The identity account '{identity_account_id}' was not found."),
+        ),
+        Refusal::NoSuchAccount => exchange.error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "The identity account '{identity_account_id}' has no {} account with the \
+                 identifier '{}'.",
+                request.provider, request.account_id
+            ),
+        ),
+        Refusal::NotOffered(offered) => exchange.error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "The action {} is not offered for this account (offered: {}).",
+                request.action,
+                if offered.is_empty() {
+                    "none".to_owned()
+                } else {
+                    offered.join(", ")
+                }
+            ),
+        ),
     }
 }
 
-/// A scripted or injected failure with Graph's error body for that status.
-fn scripted(exchange: &mut Exchange<'_>, status: StatusCode) -> Answer {
+/// Whose error codes a scripted answer uses: `/security`'s, or the directory's (`/users`,
+/// `/roleManagement`), which has its own (`Request_ResourceNotFound`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vocabulary<'k> {
+    Security,
+    /// The key the request named, for the 404 message.
+    Directory {
+        key: &'k str,
+    },
+}
+
+impl Vocabulary<'_> {
+    fn service(self) -> Service {
+        match self {
+            Vocabulary::Security => Service::Security,
+            Vocabulary::Directory { .. } => Service::Directory,
+        }
+    }
+}
+
+/// An injected fault, or the answer a scenario scripts for `key` (counted per key); `None`: go on.
+pub(crate) fn fault_or_scenario(
+    exchange: &mut Exchange<'_>,
+    scenario: Scenario,
+    key: &str,
+    vocabulary: Vocabulary<'_>,
+) -> Option<Answer> {
     let shared = exchange.shared;
+    if let Some(status) = shared.draw_fault() {
+        return Some(scripted(exchange, status, vocabulary));
+    }
+    if let Scenario::Status { status, first } = scenario {
+        let applies = match first {
+            None => true,
+            Some(k) => shared.scenario_hit(key) <= k,
+        };
+        if applies {
+            return Some(scripted(exchange, status, vocabulary));
+        }
+    }
+    None
+}
+
+/// A scripted or injected failure with Graph's error body for that status.
+fn scripted(exchange: &mut Exchange<'_>, status: StatusCode, vocabulary: Vocabulary<'_>) -> Answer {
+    let shared = exchange.shared;
+    if let Vocabulary::Directory { key } = vocabulary {
+        match status.as_u16() {
+            400 => {
+                return exchange.error(status, "Request_BadRequest", "Invalid request.");
+            }
+            403 => {
+                return exchange.error(
+                    status,
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                );
+            }
+            404 => {
+                return exchange.error(status, "Request_ResourceNotFound", &not_found_message(key));
+            }
+            _ => {}
+        }
+    }
     let (code, message) = scripted_error(status);
     match status {
         StatusCode::TOO_MANY_REQUESTS => {
@@ -298,7 +430,8 @@ fn scripted(exchange: &mut Exchange<'_>, status: StatusCode) -> Answer {
                 shared.wall(exchange.now_ns),
             );
             let token = exchange.token.unwrap_or_default();
-            let window_end_ns = shared.watch_window(token, exchange.now_ns, told.told);
+            let window_end_ns =
+                shared.watch_window(token, vocabulary.service(), exchange.now_ns, told.told);
             exchange.throttled(told, window_end_ns)
         }
         StatusCode::SERVICE_UNAVAILABLE => {
@@ -348,7 +481,15 @@ fn scripted_error(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
-async fn wait_latency(shared: &Shared) {
+/// The directory's 404 message for a key that names nothing.
+pub(crate) fn not_found_message(key: &str) -> String {
+    format!(
+        "Resource '{key}' does not exist or one of its queried reference-property objects are not \
+         present."
+    )
+}
+
+pub(crate) async fn wait_latency(shared: &Shared) {
     if !shared.config.latency.is_zero() {
         tokio::time::sleep(shared.config.latency).await;
     }

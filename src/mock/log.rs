@@ -21,6 +21,9 @@ pub struct LoggedRequest {
     pub time: String,
     pub method: String,
     pub path: String,
+    /// The query string as sent (still percent-encoded), when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     pub status: u16,
     /// The parsed JSON body of a Graph call. For the token endpoint only `grantType` and
     /// `clientId`: its form body holds secrets and is never logged.
@@ -188,6 +191,7 @@ mod tests {
             time: "x".into(),
             method: "POST".into(),
             path: "/p".into(),
+            query: Some("$filter=x".into()),
             status: 429,
             body: None,
             token: Some("t1".into()),

@@ -2,19 +2,30 @@
 //! token endpoint, for tests, benches, `graph-remediate mock` and `run --mock` (SPEC section 7).
 //!
 //! It validates bodies and the support matrix as Graph does, demands bearer tokens, limits each
-//! token's rate with 429 + `Retry-After` and keeps every window it told, injects 503/504 faults and
+//! token's rate per Graph service (`/security`; `/users` with `/roleManagement`) with 429 +
+//! `Retry-After` and keeps every window it told, injects 503/504 faults and
 //! latency, plays scripted scenarios chosen by the identity account id, and can record every
 //! request in memory or as JSONL. This file holds the public API; each submodule owns one part.
 //!
 //! Scenario ids (the `{id}` path segment): `http{NNN}-...` always answers status NNN (400-599) with
 //! Graph's error body; `http{NNN}x{K}-...` answers NNN for the first K requests to that id, then
 //! behaves normally; `nullcorr-...` succeeds with `"correlationId": null`.
+//!
+//! With a [`Tenant`] ([`MockConfig::tenant`]) the mock also serves the reads a lookup makes
+//! (SPEC section 8; see `reads.rs`): identityAccounts paged, filtered by SID and by id, users by
+//! UPN or object id, and directory role assignments. Scenario ids work there too, as an identity
+//! id or a user's key. And actions are then checked against the tenant: an unknown identity is
+//! 404, an account it does not have or an action that account does not offer is 400, and a
+//! `disable` or `enable` changes what the account offers afterwards. Without a tenant none of
+//! those paths exist and actions are checked against the documented support matrix, as before.
 
 mod args;
 mod graph;
 mod log;
+mod reads;
 mod reply;
 mod state;
+mod tenant;
 mod throttle;
 mod token;
 
@@ -37,8 +48,13 @@ use tokio::task::JoinHandle;
 use crate::graph::model::{Action, ResponseShape};
 use crate::units::Rate;
 
-pub use args::{MockArgs, run_cli, run_cli_with_output};
+pub use args::{IdentitySource, MockArgs, run_cli, run_cli_with_output};
 pub use log::LoggedRequest;
+pub use tenant::{RoleAssignment, Tenant, TenantError};
+
+/// The identity model a [`Tenant`] holds and [`MockServer::identity`] returns (shared with the
+/// client, so the mock serves exactly what the tool parses).
+pub use crate::graph::identity::{Identity, LinkedAccount};
 
 use state::Shared;
 
@@ -58,7 +74,8 @@ pub enum RetryAfterFormat {
 /// What the mock does. `Default` is a well-behaved Graph: no limit, no faults, no latency.
 #[derive(Clone)]
 pub struct MockConfig {
-    /// Per-token limit; `None`: unlimited.
+    /// Per-token limit, counted apart for each Graph service (`/security`; `/users` with
+    /// `/roleManagement`), as Graph limits them; `None`: unlimited.
     pub rate: Option<Rate>,
     /// Requests a token may send back to back (at least 1).
     pub burst: u32,
@@ -85,6 +102,11 @@ pub struct MockConfig {
     pub accept_any_token: bool,
     /// Seed for reproducible fault injection.
     pub seed: Option<u64>,
+    /// Identities to serve and check actions against; `None`: no reads, and actions are checked
+    /// against the support matrix only.
+    pub tenant: Option<Tenant>,
+    /// Identities per page of the identityAccounts list (at least 1).
+    pub page_size: usize,
 }
 
 impl Default for MockConfig {
@@ -105,6 +127,8 @@ impl Default for MockConfig {
             static_tokens: Vec::new(),
             accept_any_token: false,
             seed: None,
+            tenant: None,
+            page_size: 100,
         }
     }
 }
@@ -134,11 +158,21 @@ impl fmt::Debug for MockConfig {
             )
             .field("accept_any_token", &self.accept_any_token)
             .field("seed", &self.seed)
+            .field(
+                "tenant",
+                &self
+                    .tenant
+                    .as_ref()
+                    .map(|t| format!("<{} identities>", t.len())),
+            )
+            .field("page_size", &self.page_size)
             .finish()
     }
 }
 
-/// Counters since the server started.
+/// Counters since the server started. The read counters (`identity_gets` to `role_reads`) count
+/// every read of that kind however it was answered (401, 429 and faults included), except reads
+/// whose query was refused with 400, which count in none of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MockStats {
     /// Requests to anything but the token endpoint.
@@ -148,6 +182,16 @@ pub struct MockStats {
     pub inside_told_window: u64,
     /// Graph responses by HTTP status (token endpoint responses are not included).
     pub by_status: BTreeMap<u16, u64>,
+    /// `GET .../security/identities/identityAccounts/{id}`.
+    pub identity_gets: u64,
+    /// Pages of the identityAccounts list (requests without `$filter`).
+    pub identity_list_pages: u64,
+    /// identityAccounts requests with `$filter=onPremisesSecurityIdentifier eq '...'`.
+    pub sid_filter_queries: u64,
+    /// `GET /users/{key}` and `GET /users('{upn}')`.
+    pub user_reads: u64,
+    /// `GET .../roleManagement/directory/roleAssignments`.
+    pub role_reads: u64,
 }
 
 impl MockStats {
@@ -230,6 +274,12 @@ impl MockServer {
             .map(|(state, _)| state)
     }
 
+    /// The identity as the tenant holds it now (after any actions); `None` without a tenant or
+    /// when no identity has this id.
+    pub fn identity(&self, id: &str) -> Option<Identity> {
+        self.shared.directory()?.identity(id).cloned()
+    }
+
     /// The last action applied successfully to the account.
     pub fn last_action(&self, identity_account_id: &str, account_id: &str) -> Option<Action> {
         self.shared
@@ -282,12 +332,30 @@ async fn serve(
 const ROOT: &str = "root";
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route(
             "/{root}/security/identities/identityAccounts/{id}/{action}",
             any(graph::invoke_action),
         )
-        .route("/{root}/oauth2/v2.0/token", any(token::issue_token))
-        .fallback(graph::not_found)
-        .with_state(shared)
+        .route("/{root}/oauth2/v2.0/token", any(token::issue_token));
+    // Without a tenant these paths stay unknown (404), as they always were.
+    if shared.has_tenant() {
+        router = router
+            .route(
+                "/{root}/security/identities/identityAccounts",
+                any(reads::list_identities),
+            )
+            .route(
+                "/{root}/security/identities/identityAccounts/{id}",
+                any(reads::get_identity),
+            )
+            .route("/{root}/users/{key}", any(reads::get_user))
+            // `users('{upn}')`: one segment after the version.
+            .route("/{root}/{resource}", any(reads::get_user_by_key))
+            .route(
+                "/{root}/roleManagement/directory/roleAssignments",
+                any(reads::list_role_assignments),
+            );
+    }
+    router.fallback(graph::not_found).with_state(shared)
 }

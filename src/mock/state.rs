@@ -1,6 +1,6 @@
 //! Everything the mock remembers between requests: the clock, counters, issued tokens, each
-//! token's throttle state, scenario hit counts, account states, token labels and the request
-//! log's sinks.
+//! token's throttle state (per Graph service), scenario hit counts, account states, the tenant's
+//! identities, token labels and the request log's sinks.
 //!
 //! Kept cheap for the benches: counters are atomics, account states are sharded, and the per-token
 //! throttle map is only locked when a rate is set or a told window may still be open.
@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::graph::model::Action;
 
 use super::log::{self, LogMessage, LoggedRequest};
+use super::tenant::Directory;
 use super::throttle::{self, Gcra, TokenClock, ToldWait, Verdict};
 use super::{AccountState, MockConfig, MockStats};
 
@@ -40,7 +41,8 @@ pub(crate) struct Shared {
     /// windows told as HTTP-dates and as seconds agree exactly, and dates follow a paused clock.
     started_wall: Duration,
     counters: Counters,
-    clocks: Mutex<HashMap<String, TokenClock>>,
+    /// Each token's throttle state, one map per [`Service`]: Graph limits each service apart.
+    clocks: Mutex<[HashMap<String, TokenClock>; Service::COUNT]>,
     /// The end (ns since start) of the latest told window of any token: when it has passed, no
     /// window is open and an unlimited server can skip the `clocks` lock.
     latest_window_end_ns: AtomicU64,
@@ -50,6 +52,8 @@ pub(crate) struct Shared {
     scenario_hits: Mutex<HashMap<String, u32>>,
     accounts: [Mutex<HashMap<String, HashMap<String, AccountRecord>>>; ACCOUNT_SHARDS],
     account_hasher: RandomState,
+    /// The tenant's identities as actions left them; `None`: no tenant, no reads served.
+    directory: Option<RwLock<Directory>>,
     recorded: Mutex<Vec<LoggedRequest>>,
     log_tx: Option<mpsc::UnboundedSender<LogMessage>>,
     fault_seed: u64,
@@ -61,6 +65,33 @@ struct Counters {
     token_requests: AtomicU64,
     inside_told_window: AtomicU64,
     by_status: [AtomicU64; STATUS_SLOTS],
+    reads: [AtomicU64; ReadKind::COUNT],
+}
+
+/// A Graph service with its own throttle: `/security` (invokeAction and identityAccounts) and
+/// identity and access (`/users`, `/roleManagement`), which Graph documents and limits apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Service {
+    Security = 0,
+    Directory = 1,
+}
+
+impl Service {
+    const COUNT: usize = 2;
+}
+
+/// The kinds of read counted in [`MockStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadKind {
+    IdentityGet = 0,
+    ListPage = 1,
+    SidFilter = 2,
+    User = 3,
+    RoleAssignments = 4,
+}
+
+impl ReadKind {
+    const COUNT: usize = 5;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,11 +122,19 @@ pub(crate) enum Throttled {
 }
 
 impl Shared {
-    pub(crate) async fn new(config: MockConfig, local_addr: SocketAddr) -> std::io::Result<Shared> {
+    pub(crate) async fn new(
+        mut config: MockConfig,
+        local_addr: SocketAddr,
+    ) -> std::io::Result<Shared> {
         let log_tx = match &config.request_log {
             Some(path) => Some(log::start_writer(path.clone()).await?),
             None => None,
         };
+        // Moved out rather than cloned: a large tenant is held once.
+        let directory = config
+            .tenant
+            .take()
+            .map(|tenant| RwLock::new(Directory::new(tenant)));
         let started = Instant::now();
         let started_wall = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -113,8 +152,9 @@ impl Shared {
                 token_requests: AtomicU64::new(0),
                 inside_told_window: AtomicU64::new(0),
                 by_status: std::array::from_fn(|_| AtomicU64::new(0)),
+                reads: std::array::from_fn(|_| AtomicU64::new(0)),
             },
-            clocks: Mutex::new(HashMap::new()),
+            clocks: Mutex::new(std::array::from_fn(|_| HashMap::new())),
             latest_window_end_ns: AtomicU64::new(0),
             issued: RwLock::new(HashMap::new()),
             issued_count: AtomicUsize::new(0),
@@ -122,6 +162,7 @@ impl Shared {
             scenario_hits: Mutex::new(HashMap::new()),
             accounts: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             account_hasher: RandomState::new(),
+            directory,
             recorded: Mutex::new(Vec::new()),
             log_tx,
             fault_draws: AtomicU64::new(0),
@@ -199,14 +240,16 @@ impl Shared {
 
     // --- throttle ---------------------------------------------------------------------------
 
-    /// Applies the per-token limit and told windows to a request from `token` at `now_ns`.
-    pub(crate) fn throttle(&self, token: &str, now_ns: u64) -> Throttled {
+    /// Applies the per-token limit and told windows of `service` to a request from `token` at
+    /// `now_ns`.
+    pub(crate) fn throttle(&self, token: &str, service: Service, now_ns: u64) -> Throttled {
         if self.gcra.is_none() && self.latest_window_end_ns.load(Ordering::Relaxed) <= now_ns {
             return Throttled::Admit {
                 inside_told_window: false,
             };
         }
-        let mut clocks = lock(&self.clocks);
+        let mut all_clocks = lock(&self.clocks);
+        let clocks = &mut all_clocks[service as usize];
         if !clocks.contains_key(token) {
             clocks.insert(token.to_owned(), TokenClock::default());
         }
@@ -223,7 +266,7 @@ impl Shared {
         let told = throttle::tell(self.config.retry_after_format, wait, self.wall(now_ns));
         let window_end_ns = now_ns.saturating_add(throttle::duration_ns(told.told));
         clock.tell_window(now_ns, window_end_ns, true);
-        drop(clocks);
+        drop(all_clocks);
         self.latest_window_end_ns
             .fetch_max(window_end_ns, Ordering::Relaxed);
         Throttled::Refuse {
@@ -233,10 +276,17 @@ impl Shared {
         }
     }
 
-    /// Remembers a window told by a scripted 429: later requests inside it are marked, not refused.
-    pub(crate) fn watch_window(&self, token: &str, now_ns: u64, told: Duration) -> u64 {
+    /// Remembers a window told by a scripted 429 for `service`: later requests inside it are
+    /// marked, not refused.
+    pub(crate) fn watch_window(
+        &self,
+        token: &str,
+        service: Service,
+        now_ns: u64,
+        told: Duration,
+    ) -> u64 {
         let window_end_ns = now_ns.saturating_add(throttle::duration_ns(told));
-        lock(&self.clocks)
+        lock(&self.clocks)[service as usize]
             .entry(token.to_owned())
             .or_default()
             .tell_window(now_ns, window_end_ns, false);
@@ -267,19 +317,40 @@ impl Shared {
         })
     }
 
-    /// Counts a request to a scripted identity account id; returns how many it has had.
-    pub(crate) fn scenario_hit(&self, identity_account_id: &str) -> u32 {
+    /// Counts a request to a scripted key (an identity account id, or a read's key with its
+    /// kind in front); returns how many it has had.
+    pub(crate) fn scenario_hit(&self, key: &str) -> u32 {
         let mut hits = lock(&self.scenario_hits);
-        match hits.get_mut(identity_account_id) {
+        match hits.get_mut(key) {
             Some(n) => {
                 *n = n.saturating_add(1);
                 *n
             }
             None => {
-                hits.insert(identity_account_id.to_owned(), 1);
+                hits.insert(key.to_owned(), 1);
                 1
             }
         }
+    }
+
+    // --- tenant -----------------------------------------------------------------------------
+
+    pub(crate) fn has_tenant(&self) -> bool {
+        self.directory.is_some()
+    }
+
+    /// The tenant, for reading; `None` without one.
+    pub(crate) fn directory(&self) -> Option<RwLockReadGuard<'_, Directory>> {
+        self.directory
+            .as_ref()
+            .map(|d| d.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The tenant, for an action to change; `None` without one.
+    pub(crate) fn directory_mut(&self) -> Option<RwLockWriteGuard<'_, Directory>> {
+        self.directory
+            .as_ref()
+            .map(|d| d.write().unwrap_or_else(PoisonError::into_inner))
     }
 
     // --- accounts ---------------------------------------------------------------------------
@@ -351,6 +422,10 @@ impl Shared {
         }
     }
 
+    pub(crate) fn count_read(&self, kind: ReadKind) {
+        self.counters.reads[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_token(&self) {
         self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -371,7 +446,16 @@ impl Shared {
             token_requests: self.counters.token_requests.load(Ordering::Relaxed),
             inside_told_window: self.counters.inside_told_window.load(Ordering::Relaxed),
             by_status,
+            identity_gets: self.read_count(ReadKind::IdentityGet),
+            identity_list_pages: self.read_count(ReadKind::ListPage),
+            sid_filter_queries: self.read_count(ReadKind::SidFilter),
+            user_reads: self.read_count(ReadKind::User),
+            role_reads: self.read_count(ReadKind::RoleAssignments),
         }
+    }
+
+    fn read_count(&self, kind: ReadKind) -> u64 {
+        self.counters.reads[kind as usize].load(Ordering::Relaxed)
     }
 
     pub(crate) fn log(&self, entry: LoggedRequest) {

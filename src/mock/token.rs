@@ -97,6 +97,7 @@ pub(crate) async fn issue_token(
             time: log::rfc3339_millis(shared.wall(now_ns)),
             method: method.to_string(),
             path: uri.path().to_owned(),
+            query: None,
             status: status.as_u16(),
             // Never the form itself: it carries the secret or the assertion.
             body: Some(json!({
