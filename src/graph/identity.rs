@@ -54,6 +54,15 @@ impl LinkedAccount {
         Provider::parse(&self.identity_provider)
     }
 
+    /// The provider as this tool spells it (`activeDirectory`, as `--provider` takes it), or as
+    /// Graph wrote it when the tool does not know it.
+    pub fn provider_name(&self) -> String {
+        match self.provider() {
+            Some(provider) => provider.as_str().to_owned(),
+            None => crate::sanitize::printable(&self.identity_provider).into_owned(),
+        }
+    }
+
     /// Whether Graph offers `action` for this account (names compared ignoring case).
     pub fn offers(&self, action: Action) -> bool {
         self.actions

@@ -275,14 +275,15 @@ async fn per_identity(
         .cloned()
         .collect();
     let mut reads = JoinSet::new();
+    // Users first: the SIDs they carry need reads of their own, so they are the longer path.
+    for user in users {
+        reads.spawn(read_one(reader.clone(), Ask::User(user)));
+    }
     for id in &wanted.ids {
         reads.spawn(read_one(reader.clone(), Ask::Id(id.clone())));
     }
     for sid in &wanted.sids {
         reads.spawn(read_one(reader.clone(), Ask::Sid(sid.clone())));
-    }
-    for user in users {
-        reads.spawn(read_one(reader.clone(), Ask::User(user)));
     }
     collect(&mut reads, directory).await?;
     // The identities of hybrid users, by the SID their user carries.

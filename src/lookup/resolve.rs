@@ -91,7 +91,7 @@ pub(crate) fn resolve<'d>(row: &Row, directory: &'d Directory) -> Result<Resolve
     if !account.offers(row.action) {
         let message = format!(
             "the {} account {:?} of {} does not offer {} (it offers: {}); pick another action or account",
-            account.identity_provider,
+            account.provider_name(),
             printable(&account.identifier),
             shown(identity),
             row.action,
@@ -292,7 +292,7 @@ fn choose_account<'d>(
                 many.len(),
                 row.action,
                 many.iter()
-                    .map(|account| account.identity_provider.as_str())
+                    .map(|account| account.provider_name())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -318,7 +318,7 @@ fn accounts_listed(identity: &Identity) -> String {
         .map(|account| {
             format!(
                 "{} {} offering {}",
-                account.identity_provider,
+                account.provider_name(),
                 printable(&account.identifier),
                 offered_or_none(account)
             )

@@ -258,6 +258,14 @@ impl Summary {
                 self.throttle_pauses
             );
         }
+        if self.lookup_reads > 0 {
+            let _ = writeln!(
+                out,
+                "  lookup      {} reads before the first action; identities as found in {}",
+                self.lookup_reads,
+                crate::output::snapshot::path_for(std::path::Path::new(&self.results)).display()
+            );
+        }
         let _ = writeln!(out, "  results     {}", self.results);
         if self.rehearsal {
             let _ = writeln!(
@@ -403,6 +411,21 @@ fn code_hint(code: &str) -> Option<&'static str> {
         | "timeout"
         | "connectionfailed" => {
             "transient; running the rest again usually succeeds (more --max-retries or --max-retry-wait ride it out)."
+        }
+        "identitynotfound" => {
+            "no identity in Defender for Identity has the row's sid, upn, objectId or id; check the value, or that the account is known to Defender for Identity."
+        }
+        "identityambiguous" | "accountambiguous" => {
+            "the row names more than one; give identityProvider (or --provider), or the accountId, to pick one. `graph-remediate resolve` shows what each row finds."
+        }
+        "accountnotfound" | "actionnotoffered" => {
+            "the identity has no linked account that fits (its accounts and the actions they offer are in the errorMessage, and in the .identities.jsonl snapshot)."
+        }
+        "identitymismatch" => {
+            "the row's columns name different people (a slipped column, or a stale export); correct the row before acting on it."
+        }
+        "lookupfailed" => {
+            "a read failed for good (errorMessage says which); running the rest again usually finds it."
         }
         _ => return None,
     };
