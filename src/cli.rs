@@ -11,7 +11,7 @@ use clap_complete::Shell;
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    Cloud, Confirm, InputConfig, Mode, OutputFiles, Pacing, Resume, RunConfig, Target,
+    Cloud, Confirm, GraphAccess, InputConfig, Mode, OutputFiles, Pacing, Resume, RunConfig, Target,
 };
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
@@ -277,6 +277,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub undo_file: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub graph: GraphArgs,
+}
+
+/// Where requests go and how they are sent: the flags `run` and `resolve` share.
+#[derive(Debug, Args)]
+pub struct GraphArgs {
     /// Requests per second or minute, shared by all workers: N/s or N/min.
     #[arg(long, default_value = "2/s", value_parser = parse_rate)]
     pub rate: Rate,
@@ -384,6 +391,64 @@ impl TryFrom<RunArgs> for RunConfig {
     /// enums. Every error here is a usage error (exit 2), raised before any file is touched.
     fn try_from(args: RunArgs) -> anyhow::Result<RunConfig> {
         let source = args.input.source();
+        let graph = GraphAccess::try_from(&args.graph)?;
+        let results = match (&args.output, &source) {
+            (Some(path), _) => path.clone(),
+            (None, InputSource::File(path)) => OutputFiles::default_results(path, args.graph.mock),
+            (None, _) => {
+                return Err(anyhow!(
+                    "reading from standard input: name the results file with -o"
+                ));
+            }
+        };
+        Ok(RunConfig {
+            input: InputConfig {
+                source,
+                options: args.input.options(),
+                unlisted: args.input.unlisted(),
+            },
+            graph,
+            files: OutputFiles {
+                results,
+                undo: args.undo_file,
+                summary_json: args.summary_json,
+            },
+            resume: if args.resume {
+                Resume::Continue {
+                    accept_changed_input: args.accept_changed_input,
+                }
+            } else {
+                Resume::Fresh
+            },
+            mode: if args.dry_run {
+                Mode::DryRun
+            } else {
+                Mode::Act
+            },
+            // A rehearsal never asks: nothing leaves the machine.
+            confirm: if args.yes || args.graph.mock {
+                Confirm::Yes
+            } else {
+                Confirm::Ask
+            },
+            max_failures: args.max_failures,
+            verify: args.verify,
+            progress: if args.no_progress {
+                ProgressMode::Off
+            } else {
+                ProgressMode::Auto
+            },
+            command_line: args.argv,
+        })
+    }
+}
+
+impl TryFrom<&GraphArgs> for GraphAccess {
+    type Error = anyhow::Error;
+
+    /// The target checked (URLs, cloud, authority) and the pacing and retry flags typed. Every
+    /// error here is a usage error (exit 2).
+    fn try_from(args: &GraphArgs) -> anyhow::Result<GraphAccess> {
         let target = if args.mock {
             Target::Mock {
                 api_version: args.api_version.unwrap_or(ApiVersion::V1),
@@ -407,24 +472,9 @@ impl TryFrom<RunArgs> for RunConfig {
                 cloud: args.cloud,
             }
         };
-        let results = match (&args.output, &source) {
-            (Some(path), _) => path.clone(),
-            (None, InputSource::File(path)) => OutputFiles::default_results(path, args.mock),
-            (None, _) => {
-                return Err(anyhow!(
-                    "reading from standard input: name the results file with -o"
-                ));
-            }
-        };
-        let credentials = credential_sources(&args);
-        Ok(RunConfig {
-            input: InputConfig {
-                source,
-                options: args.input.options(),
-                unlisted: args.input.unlisted(),
-            },
+        Ok(GraphAccess {
             target,
-            credentials,
+            credentials: credential_sources(args),
             pacing: Pacing {
                 rate: args.rate,
                 burst: args.burst,
@@ -437,44 +487,13 @@ impl TryFrom<RunArgs> for RunConfig {
                 ..RetryPolicy::default()
             },
             timeout: args.timeout,
-            files: OutputFiles {
-                results,
-                undo: args.undo_file,
-                summary_json: args.summary_json,
-            },
-            resume: if args.resume {
-                Resume::Continue {
-                    accept_changed_input: args.accept_changed_input,
-                }
-            } else {
-                Resume::Fresh
-            },
-            mode: if args.dry_run {
-                Mode::DryRun
-            } else {
-                Mode::Act
-            },
-            // A rehearsal never asks: nothing leaves the machine.
-            confirm: if args.yes || args.mock {
-                Confirm::Yes
-            } else {
-                Confirm::Ask
-            },
-            max_failures: args.max_failures,
-            verify: args.verify,
-            progress: if args.no_progress {
-                ProgressMode::Off
-            } else {
-                ProgressMode::Auto
-            },
-            command_line: args.argv,
         })
     }
 }
 
 /// The credential sources given by flags and environment. Secrets come from the environment (or
 /// files), never from argv.
-fn credential_sources(args: &RunArgs) -> CredentialSources {
+fn credential_sources(args: &GraphArgs) -> CredentialSources {
     let env_secret = |name: &str| {
         std::env::var(name)
             .ok()
@@ -545,6 +564,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("run expected");
         };
+        let args = &args.graph;
         assert_eq!(args.rate.to_string(), "2/s");
         assert_eq!(args.burst.get(), 1);
         assert_eq!(args.concurrency, 8);
@@ -566,17 +586,21 @@ mod tests {
 
     #[test]
     fn issue_10_the_api_version_defaults_to_v1_on_global_and_beta_on_us_government() {
-        assert_eq!(config(&[]).target.api_version(), ApiVersion::V1);
-        assert_eq!(config(&["--mock"]).target.api_version(), ApiVersion::V1);
+        assert_eq!(config(&[]).graph.target.api_version(), ApiVersion::V1);
+        assert_eq!(
+            config(&["--mock"]).graph.target.api_version(),
+            ApiVersion::V1
+        );
         for cloud in ["usgov", "usgovdod"] {
             assert_eq!(
-                config(&["--cloud", cloud]).target.api_version(),
+                config(&["--cloud", cloud]).graph.target.api_version(),
                 ApiVersion::Beta,
                 "{cloud}"
             );
         }
         assert_eq!(
             config(&["--cloud", "usgov", "--api-version", "v1.0"])
+                .graph
                 .target
                 .api_version(),
             ApiVersion::V1

@@ -1,4 +1,4 @@
-//! The typed run configuration: what `run` does, decided once from the command line (see
+//! The typed configurations: what `run` and `resolve` do, decided once from the command line (see
 //! `cli.rs`, `RunConfig::try_from(RunArgs)`) or built directly by tests and benches. Nothing past
 //! this point sees a clap type: paths are resolved, URLs checked, durations and rates parsed,
 //! and flags turned into enums (ripgrep's LowArgs -> HiArgs).
@@ -20,14 +20,8 @@ use crate::units::Rate;
 #[derive(Debug)]
 pub struct RunConfig {
     pub input: InputConfig,
-    /// Where the requests go.
-    pub target: Target,
-    /// The credentials given (read only when the run connects); unused for the mock.
-    pub credentials: CredentialSources,
-    pub pacing: Pacing,
-    pub retry: RetryPolicy,
-    /// Time limit of one request.
-    pub timeout: Duration,
+    /// Where the requests go, and how.
+    pub graph: GraphAccess,
     pub files: OutputFiles,
     pub resume: Resume,
     pub mode: Mode,
@@ -40,6 +34,28 @@ pub struct RunConfig {
     /// The command line the run was started with, for the summary's `--resume` command; empty
     /// when the run is built in process.
     pub command_line: Vec<OsString>,
+}
+
+/// Where requests go and how they are sent: what `run` and `resolve` share.
+#[derive(Debug, Clone)]
+pub struct GraphAccess {
+    pub target: Target,
+    /// The credentials given (read only when the command connects); unused for the mock.
+    pub credentials: CredentialSources,
+    pub pacing: Pacing,
+    pub retry: RetryPolicy,
+    /// Time limit of one request.
+    pub timeout: Duration,
+}
+
+/// Everything `resolve` needs: the input, Graph, and the file to write (SPEC section 8).
+#[derive(Debug)]
+pub struct ResolveConfig {
+    pub input: InputConfig,
+    pub graph: GraphAccess,
+    /// The input written back with the ids filled in: `.csv` or `.jsonl`.
+    pub output: PathBuf,
+    pub progress: ProgressMode,
 }
 
 /// The input and how to read it.

@@ -129,14 +129,14 @@ pub(super) async fn finish(
             responses_429: acted.shared.responses_429() + lookup.responses_429,
             pauses: acted.shared.gate.pauses(),
             paused: acted.shared.gate.paused_total(),
-            rate: config.pacing.rate,
+            rate: config.graph.pacing.rate,
             already_succeeded: plan.already_succeeded,
             results,
             stop,
             exit: status,
             resume_command: &resume,
             undo: config.files.undo.as_deref().zip(undo_rows),
-            rehearsal: config.target.is_rehearsal(),
+            rehearsal: config.graph.target.is_rehearsal(),
             lookup_reads: lookup.reads,
             problems,
         };
@@ -185,7 +185,7 @@ fn invoked_as(config: &RunConfig) -> Vec<std::ffi::OsString> {
         _ => "-".into(),
     };
     let mut words = vec!["graph-remediate".into(), "run".into(), input];
-    if config.target.is_rehearsal() {
+    if config.graph.target.is_rehearsal() {
         words.push("--mock".into());
     }
     words.push("-o".into());

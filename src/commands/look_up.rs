@@ -10,12 +10,12 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::Fatal;
-use crate::config::RunConfig;
+use crate::config::GraphAccess;
 use crate::graph::auth::Tokens;
 use crate::graph::client::GraphClient;
 use crate::input::plan::Plan;
 use crate::lookup::{Directory, LookupStop, ReadCounts, Reader, Strategy, Wanted, look_up};
-use crate::output::progress::{Progress, Snapshot};
+use crate::output::progress::{Progress, ProgressMode, Snapshot};
 use crate::output::resume::{Earlier, Prior};
 use crate::runner::rate::{Limiter, ThrottleGate};
 
@@ -25,7 +25,8 @@ use super::validate::resolve_rows;
 /// Sends the reads `wanted` needs, paced by `--rate`, through `security` (the `/security`
 /// throttle gate, which the actions then share).
 pub(super) async fn find(
-    config: &RunConfig,
+    graph: &GraphAccess,
+    progress: ProgressMode,
     client: &GraphClient,
     tokens: &Tokens,
     security: &Arc<ThrottleGate>,
@@ -35,15 +36,15 @@ pub(super) async fn find(
     let reader = Arc::new(Reader::new(
         client.clone(),
         tokens.clone(),
-        Limiter::new(config.pacing.rate, config.pacing.burst),
+        Limiter::new(graph.pacing.rate, graph.pacing.burst),
         security.clone(),
-        config.retry,
-        config.pacing.concurrency,
+        graph.retry,
+        graph.pacing.concurrency,
         interrupt.clone(),
     ));
     let progress = {
         let reader = reader.clone();
-        Progress::start_lookup(config.progress, move || Snapshot {
+        Progress::start_lookup(progress, move || Snapshot {
             done: reader.stats().reads(),
             ..Snapshot::default()
         })

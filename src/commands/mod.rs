@@ -4,6 +4,7 @@
 //! lives in [`crate::mock`].
 
 pub mod completions;
+mod connect;
 pub mod finish;
 pub mod look_up;
 pub mod prepare;

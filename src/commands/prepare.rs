@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::cli::LogFormat;
-use crate::config::{Confirm, InputConfig, OutputFiles, Resume, RunConfig, Target};
+use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
 use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::input::InputSource;
 use crate::input::plan::Plan;
@@ -200,7 +200,7 @@ pub(super) async fn earlier_results(
         return Ok(None);
     }
     let results = &config.files.results;
-    let rehearsal = config.target.is_rehearsal();
+    let rehearsal = config.graph.target.is_rehearsal();
     let previous = claim.previous.as_ref();
     let Resume::Continue { .. } = config.resume else {
         if rehearsal && previous.is_some_and(RunState::is_rehearsal) {
@@ -218,7 +218,7 @@ pub(super) async fn earlier_results(
             results.display()
         );
     };
-    let endpoint = config.target.endpoint();
+    let endpoint = config.graph.target.endpoint();
     match previous.and_then(|state| state.endpoint.as_deref()) {
         Some(earlier) if earlier != endpoint => {
             let what = if earlier == lock::MOCK_ENDPOINT {
@@ -422,7 +422,7 @@ fn ask(question: &str) -> anyhow::Result<bool> {
 pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     use std::fmt::Write as _;
     let to_send = plan.actions - plan.already_succeeded;
-    let (graph, cloud) = match &config.target {
+    let (graph, cloud) = match &config.graph.target {
         Target::Graph { root, cloud, .. } => (
             root.as_str().trim_end_matches('/').to_owned(),
             format!("{cloud:?}"),
@@ -432,7 +432,7 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
             "none (rehearsal)".to_owned(),
         ),
     };
-    let pacing = &config.pacing;
+    let pacing = &config.graph.pacing;
     let seconds = to_send as f64 / pacing.rate.per_second_f64();
     let mut text = output::plan::render_text(plan);
     let _ = writeln!(text);
@@ -440,7 +440,7 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     let _ = writeln!(
         text,
         "  endpoint      {graph}/{}/security/identities/identityAccounts/{{id}}/microsoft.graph.security.invokeAction",
-        config.target.api_version().as_str()
+        config.graph.target.api_version().as_str()
     );
     let _ = writeln!(text, "  cloud         {cloud}");
     let _ = writeln!(text, "  credentials   {}", credential_source(config));
@@ -452,8 +452,8 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     let _ = writeln!(
         text,
         "  retries       up to {} per row, waiting at most {} per row",
-        config.retry.max_retries,
-        humantime::format_duration(config.retry.max_wait)
+        config.graph.retry.max_retries,
+        humantime::format_duration(config.graph.retry.max_wait)
     );
     let _ = writeln!(text, "  results       {}", config.files.results.display());
     if plan.already_succeeded > 0 {
@@ -474,13 +474,13 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
 
 /// The run's credentials (SPEC section 2) for a Graph target. Missing or unreadable credentials
 /// stop the run before anything is sent (exit 4).
-pub(super) fn credentials(config: &RunConfig) -> anyhow::Result<Tokens> {
+pub(super) fn credentials(graph: &GraphAccess) -> anyhow::Result<Tokens> {
     let Target::Graph {
         root,
         authority,
         cloud,
         ..
-    } = &config.target
+    } = &graph.target
     else {
         bail!("the built-in mock signs in by itself");
     };
@@ -498,17 +498,17 @@ pub(super) fn credentials(config: &RunConfig) -> anyhow::Result<Tokens> {
             );
         }
     }
-    Tokens::from_sources(config.credentials.clone(), &endpoint, config.timeout).map_err(|error| {
+    Tokens::from_sources(graph.credentials.clone(), &endpoint, graph.timeout).map_err(|error| {
         Fatal::stopped(anyhow::Error::new(error).context("no usable credentials; nothing was sent"))
     })
 }
 
 /// Which credential the run would use, without reading it: for `--dry-run`.
 fn credential_source(config: &RunConfig) -> String {
-    if config.target.is_rehearsal() {
+    if config.graph.target.is_rehearsal() {
         return "the built-in mock's token endpoint (no credentials needed)".to_owned();
     }
-    match config.credentials.given().first() {
+    match config.graph.credentials.given().first() {
         Some(kind) => kind.describe().to_owned(),
         None => "none found (the run would stop: see --help for the ways to give credentials)"
             .to_owned(),

@@ -6,23 +6,20 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context;
-use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Mode, RunConfig, Target};
-use crate::graph::auth::{TokenEndpoint, Tokens};
-use crate::graph::client::GraphClient;
+use crate::ExitStatus;
+use crate::config::{Mode, RunConfig};
 use crate::input::plan::{Checker, Plan, RowKey, Verdict};
 use crate::input::{Job, RowReader};
 use crate::lookup::directory::Found;
 use crate::lookup::{Directory, ReadCounts, Settled, settle};
-use crate::mock::{MockConfig, MockServer};
 use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
 use crate::output::journal::{
     InflightLog, Journal, JournalStart, SYNC_INTERVAL, Sinks, WriterEnd, write_entries,
@@ -35,18 +32,14 @@ use crate::output::summary::Tally;
 use crate::runner::rate::ThrottleGate;
 use crate::runner::shutdown::{self, Stop};
 use crate::runner::{RunSettings, Shared, run_batch};
-use crate::units::Rate;
-use crate::{ExitStatus, Fatal};
 
+use super::connect::{Connection, connect};
 use super::finish::{Acted, finish};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
     CheckedInput, CreatedResults, Input, check_files, check_input, check_resumable, claim_results,
-    confirm, credentials, earlier_results, print_dry_run, read_input, report_bad_rows,
+    confirm, earlier_results, print_dry_run, read_input, report_bad_rows,
 };
-
-/// The client id `run --mock` signs in with, at the in-process mock's token endpoint.
-const MOCK_CLIENT_ID: &str = "graph-remediate-mock";
 
 /// `run`: check every row, then act on each and record every outcome. `shutdown` resolves on the
 /// first Ctrl-C or SIGTERM.
@@ -89,7 +82,7 @@ pub async fn run(
     let (plan, connection, lookup) = if checked.wanted.is_empty() {
         (checked.plan.clone(), None, None)
     } else {
-        let connection = connect(&config).await?;
+        let connection = connect(&config.graph, &input.config).await?;
         let looked_up = look_up_rows(
             &config,
             &connection,
@@ -105,14 +98,14 @@ pub async fn run(
     confirm(&config, &plan, &interrupt).await?;
     let connection = match connection {
         Some(connection) => connection,
-        None => connect(&config).await?,
+        None => connect(&config.graph, &input.config).await?,
     };
     let state = RunState {
         pid: std::process::id(),
         input: plan.input.clone(),
         input_fingerprint: checked.fingerprint.clone(),
         rows: plan.rows,
-        endpoint: Some(config.target.endpoint()),
+        endpoint: Some(config.graph.target.endpoint()),
     };
     claim.lock.record(&state).with_context(|| {
         format!(
@@ -186,7 +179,8 @@ async fn look_up_rows(
     interrupt: &CancellationToken,
 ) -> anyhow::Result<LookedUp> {
     let (directory, strategy, counts) = find(
-        config,
+        &config.graph,
+        config.progress,
         &connection.client,
         &connection.tokens,
         security,
@@ -248,59 +242,6 @@ async fn dry_run(
     Ok(ExitStatus::Success)
 }
 
-/// Where the run sends its requests, and with which tokens.
-struct Connection {
-    client: GraphClient,
-    tokens: Tokens,
-    /// The in-process mock of `--mock`, shut down when the run ends.
-    mock: Option<MockServer>,
-}
-
-/// Credentials for the Graph target, or the in-process mock for a rehearsal; then the first
-/// token, before the first row: wrong credentials fail in seconds, with nothing sent.
-async fn connect(config: &RunConfig) -> anyhow::Result<Connection> {
-    let (tokens, graph_root, mock) = match &config.target {
-        Target::Graph { root, .. } => (credentials(config)?, root.to_string(), None),
-        Target::Mock { .. } => {
-            // A secret made up for this run: `--mock` goes through the same token fetch and
-            // renewal as app credentials, and needs none from the user.
-            let secret = uuid::Uuid::new_v4().to_string();
-            let mock = MockServer::start(mock_profile(config.pacing.rate, &secret))
-                .await
-                .context("cannot start the built-in mock")?;
-            // A log line, so that `--log-format json` output stays JSON throughout.
-            info!(
-                mock = %mock.base_url(),
-                "--mock: running against the built-in mock (nothing is sent to Microsoft)"
-            );
-            let endpoint = TokenEndpoint::new(&mock.base_url(), &mock.base_url())?;
-            let tokens = Tokens::for_mock(
-                &endpoint,
-                MOCK_CLIENT_ID,
-                SecretString::from(secret),
-                config.timeout,
-            )?;
-            (tokens, mock.base_url(), Some(mock))
-        }
-    };
-    let client = GraphClient::new(
-        &graph_root,
-        config.target.api_version(),
-        config.timeout,
-        config.pacing.concurrency,
-    )?;
-    tokens.current().await.map_err(|error| {
-        Fatal::stopped(
-            anyhow::Error::new(error).context("cannot get an access token; nothing was sent"),
-        )
-    })?;
-    Ok(Connection {
-        client,
-        tokens,
-        mock,
-    })
-}
-
 /// The batch itself, from the first request to the last outcome.
 struct Batch<'a> {
     config: &'a RunConfig,
@@ -327,8 +268,8 @@ impl Batch<'_> {
             rows = self.plan.rows,
             actions = self.plan.actions,
             accounts = self.plan.accounts,
-            rate = %config.pacing.rate,
-            concurrency = config.pacing.concurrency,
+            rate = %config.graph.pacing.rate,
+            concurrency = config.graph.pacing.concurrency,
             graph = %connection.client.service_root(),
             credentials = connection.tokens.describe(),
             results = %config.files.results.display(),
@@ -358,10 +299,10 @@ impl Batch<'_> {
             tokio::task::spawn_blocking(move || feed.run(&row_tx, &entry_tx, &stop))
         };
         let settings = RunSettings {
-            concurrency: config.pacing.concurrency,
-            rate: config.pacing.rate,
-            burst: config.pacing.burst,
-            retry: config.retry,
+            concurrency: config.graph.pacing.concurrency,
+            rate: config.graph.pacing.rate,
+            burst: config.graph.pacing.burst,
+            retry: config.graph.retry,
             max_failures: config.max_failures,
         };
         let shared = Arc::new(Shared::new(
@@ -600,22 +541,3 @@ impl Feed {
 /// Rows the reader hands the dispatcher at a time: one wake-up per chunk instead of per row
 /// (the profile showed the reader and the dispatcher waking each other for every row).
 const ROW_CHUNK: usize = 256;
-
-/// The in-process mock behind `run --mock`: some latency, an occasional 503 or 504, and a limit a
-/// little under the run's rate so that an occasional 429 shows how throttling is handled.
-fn mock_profile(run_rate: Rate, client_secret: &str) -> MockConfig {
-    let slower = Rate {
-        count: run_rate.count,
-        per: run_rate.per.mul_f64(1.25),
-    };
-    MockConfig {
-        rate: Some(slower),
-        burst: 3,
-        fail_rate: 0.05,
-        fault_retry_after: Some(Duration::from_secs(1)),
-        latency: Duration::from_millis(40),
-        client_id: Some(MOCK_CLIENT_ID.to_owned()),
-        client_secret: Some(client_secret.to_owned()),
-        ..MockConfig::default()
-    }
-}

@@ -7,6 +7,7 @@ pub mod paths;
 pub mod plan;
 pub mod progress;
 pub mod resume;
+pub(crate) mod sheet;
 pub mod snapshot;
 pub mod summary;
 pub mod undo;

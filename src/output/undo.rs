@@ -9,10 +9,13 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
-use super::journal::{FIELDS, ResultsFormat, carry_names, csv_line, sync_parent_dir, unneutralise};
+use serde_json::Value;
+
+use super::journal::{FIELDS, ResultsFormat, carry_names, unneutralise};
+use super::sheet::write_sheet;
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::{AccountKey, RowKey};
 
@@ -101,59 +104,23 @@ fn undo_row<'r>(text: &impl Fn(&str) -> &'r str, results_names: &[String]) -> Op
 }
 
 fn write_rows(target: &Path, carry_columns: &[String], rows: &[UndoRow]) -> io::Result<()> {
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = tempfile::Builder::new()
-        .prefix(".graph-remediate-undo-")
-        .tempfile_in(dir)?;
-    let mut out = BufWriter::new(temp.as_file());
-    match ResultsFormat::from_path(target) {
-        ResultsFormat::Csv => {
-            let header = FIELDS[2..6]
-                .iter()
-                .copied()
-                .chain(carry_columns.iter().map(String::as_str));
-            out.write_all(&csv_line(header, &[])?)?;
-            for row in rows {
-                let cells = [
-                    row.identity_account_id.as_str(),
-                    &row.account_id,
-                    row.action.as_str(),
-                    row.provider.as_str(),
-                ]
-                .into_iter()
-                .chain(row.carry.iter().map(String::as_str));
-                // The four ids as they are: they are sent to Graph when the file is replayed.
-                out.write_all(&csv_line(cells, &[0, 1, 2, 3])?)?;
-            }
-        }
-        ResultsFormat::Jsonl => {
-            for row in rows {
-                let mut object = serde_json::Map::new();
-                object.insert(
-                    "identityAccountId".into(),
-                    row.identity_account_id.clone().into(),
-                );
-                object.insert("accountId".into(), row.account_id.clone().into());
-                object.insert("action".into(), row.action.as_str().into());
-                object.insert("identityProvider".into(), row.provider.as_str().into());
-                for (name, value) in carry_columns.iter().zip(&row.carry) {
-                    object
-                        .entry(name.clone())
-                        .or_insert_with(|| value.clone().into());
-                }
-                serde_json::to_writer(&mut out, &object).map_err(io::Error::other)?;
-                out.write_all(b"\n")?;
-            }
-        }
-    }
-    out.flush()?;
-    drop(out);
-    temp.as_file().sync_all()?;
-    // A rename replaces whatever the name was (a link included) and never writes through it.
-    temp.persist(target).map_err(|e| e.error)?;
-    sync_parent_dir(target);
-    Ok(())
+    let columns: Vec<String> = FIELDS[2..6]
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(carry_columns.iter().cloned())
+        .collect();
+    let cells = rows.iter().map(|row| {
+        [
+            row.identity_account_id.as_str(),
+            &row.account_id,
+            row.action.as_str(),
+            row.provider.as_str(),
+        ]
+        .into_iter()
+        .chain(row.carry.iter().map(String::as_str))
+        .map(Value::from)
+        .collect()
+    });
+    // The four ids as they are: they are sent to Graph when the file is replayed.
+    write_sheet(target, &columns, &[0, 1, 2, 3], cells)
 }
