@@ -11,7 +11,8 @@ use clap_complete::Shell;
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    Cloud, Confirm, GraphAccess, InputConfig, Mode, OutputFiles, Pacing, Resume, RunConfig, Target,
+    Cloud, Confirm, GraphAccess, InputConfig, Mode, OutputFiles, Pacing, ResolveConfig, Resume,
+    RunConfig, Target,
 };
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
@@ -98,6 +99,27 @@ pub enum Command {
     ///       --summary-json summary.json
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
+
+    /// Look every row's identity up and write the input back with its ids; send no action.
+    ///
+    /// The review step before acting on a spreadsheet that names people by UPN, SID or Entra
+    /// object id (SPEC section 8). The output (-o, .csv or .jsonl) holds every row with
+    /// identityAccountId, accountId and identityProvider filled in, and resolvedBy,
+    /// displayName, isEnabled and offeredActions beside; `run` takes it as it is. Each row
+    /// that cannot be resolved is listed on stderr as FILE:LINE: reason, and its resolvedBy
+    /// is left empty. Reads need SecurityIdentitiesAccount.Read.All (and User.Read.All for
+    /// upn and objectId).
+    ///
+    /// Exit codes: 0 every row resolved; 2 usage or input errors, nothing read; 3 some rows
+    /// unresolved; 4 stopped (403, credentials); 130 interrupted.
+    ///
+    /// Examples:
+    ///   # rehearse: the built-in mock holds everyone the export names
+    ///   graph-remediate resolve export.csv --action disable -o resolved.csv --mock
+    ///   graph-remediate resolve export.csv --action disable -o resolved.csv
+    ///   graph-remediate run resolved.csv
+    #[command(verbatim_doc_comment)]
+    Resolve(Box<ResolveArgs>),
 
     /// Serve a local imitation of Graph's invokeAction and token endpoints, for rehearsals,
     /// tests and benchmarks. Runs until Ctrl-C.
@@ -279,6 +301,50 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub graph: GraphArgs,
+}
+
+/// `resolve`'s flags (SPEC section 8).
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// Where to write the input back with the ids filled in: .csv or .jsonl.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// No progress bar (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+}
+
+impl TryFrom<ResolveArgs> for ResolveConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: ResolveArgs) -> anyhow::Result<ResolveConfig> {
+        if args.input.no_lookup {
+            return Err(anyhow!(
+                "--no-lookup: resolve is the lookup; leave the flag out"
+            ));
+        }
+        Ok(ResolveConfig {
+            input: InputConfig {
+                source: args.input.source(),
+                options: args.input.options(),
+                unlisted: args.input.unlisted(),
+            },
+            graph: GraphAccess::try_from(&args.graph)?,
+            output: args.output,
+            progress: if args.no_progress {
+                ProgressMode::Off
+            } else {
+                ProgressMode::Auto
+            },
+        })
+    }
 }
 
 /// Where requests go and how they are sent: the flags `run` and `resolve` share.

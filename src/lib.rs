@@ -99,6 +99,9 @@ pub async fn execute(
     match command {
         Command::Validate(args) => commands::validate::validate(&args),
         Command::Run(args) => run(config::RunConfig::try_from(*args)?, shutdown).await,
+        Command::Resolve(args) => {
+            commands::resolve::resolve(config::ResolveConfig::try_from(*args)?, shutdown).await
+        }
         Command::Mock(args) => {
             mock::run_cli(args, shutdown).await?;
             Ok(ExitStatus::Success)

@@ -33,6 +33,11 @@ fn run_help() {
 }
 
 #[test]
+fn resolve_help() {
+    insta::assert_snapshot!(help(&["resolve"]));
+}
+
+#[test]
 fn mock_help() {
     insta::assert_snapshot!(help(&["mock"]));
 }

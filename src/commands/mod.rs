@@ -8,5 +8,6 @@ mod connect;
 pub mod finish;
 pub mod look_up;
 pub mod prepare;
+pub mod resolve;
 pub mod run;
 pub mod validate;

@@ -32,6 +32,7 @@ pub(super) fn check_files(config: &RunConfig) -> anyhow::Result<()> {
     let files = &config.files;
     let lock = RunLock::path_for(&files.results);
     let inflight = InflightLog::path_for(&files.results);
+    let snapshot = output::snapshot::path_for(&files.results);
     let mut writes = vec![
         NamedPath {
             role: "results file",
@@ -44,6 +45,10 @@ pub(super) fn check_files(config: &RunConfig) -> anyhow::Result<()> {
         NamedPath {
             role: "in-flight log",
             path: &inflight,
+        },
+        NamedPath {
+            role: "identity snapshot",
+            path: &snapshot,
         },
     ];
     if let Some(path) = &files.undo {

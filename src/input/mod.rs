@@ -311,6 +311,49 @@ impl Field {
     }
 }
 
+/// A reader that turns `\r\n` and a lone `\r` into `\n`, so that line numbers count the lines a
+/// spreadsheet shows whichever line ending the file uses (Windows' CRLF, old Macs' CR).
+struct UnixNewlines<R> {
+    inner: R,
+    /// The last byte read was a `\r`: a `\n` right after it is the same line end.
+    after_cr: bool,
+}
+
+impl<R> UnixNewlines<R> {
+    fn new(inner: R) -> UnixNewlines<R> {
+        UnixNewlines {
+            inner,
+            after_cr: false,
+        }
+    }
+}
+
+impl<R: Read> Read for UnixNewlines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let read = self.inner.read(buf)?;
+            if read == 0 {
+                return Ok(0);
+            }
+            let mut kept = 0;
+            for at in 0..read {
+                let byte = buf[at];
+                if byte == b'\n' && self.after_cr {
+                    self.after_cr = false;
+                    continue;
+                }
+                self.after_cr = byte == b'\r';
+                buf[kept] = if self.after_cr { b'\n' } else { byte };
+                kept += 1;
+            }
+            // A read that held only the `\n` of a CRLF is not the end of the file.
+            if kept > 0 {
+                return Ok(kept);
+            }
+        }
+    }
+}
+
 /// The most distinct carry-through columns a JSONL file may introduce. Keeps a hostile file from
 /// growing the column list without bound.
 pub(crate) const MAX_CARRY_COLUMNS: usize = 1000;
@@ -357,10 +400,23 @@ impl RowReader {
         file: &str,
         options: &InputOptions,
     ) -> Result<RowReader, InputError> {
-        let buffered = BufReader::with_capacity(64 * 1024, reader);
         let inner = match format {
-            InputFormat::Csv => Inner::Csv(csv::CsvRows::new(buffered, file, options)?),
-            InputFormat::Jsonl => Inner::Jsonl(jsonl::JsonlRows::new(buffered, file, options)),
+            // The csv crate counts lines by `\n` and, with CRLF, puts each record on the line
+            // before its own (rust-csv issue 395): Excel's files would name the wrong rows. CR
+            // and CRLF become LF before it parses.
+            InputFormat::Csv => Inner::Csv(csv::CsvRows::new(
+                BufReader::with_capacity(
+                    64 * 1024,
+                    Box::new(UnixNewlines::new(reader)) as Box<dyn Read + Send>,
+                ),
+                file,
+                options,
+            )?),
+            InputFormat::Jsonl => Inner::Jsonl(jsonl::JsonlRows::new(
+                BufReader::with_capacity(64 * 1024, reader),
+                file,
+                options,
+            )),
         };
         Ok(RowReader {
             inner,
@@ -935,6 +991,51 @@ mod tests {
                 (Line::Read, "last".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn crlf_and_cr_become_lf_even_across_reads() {
+        struct OneByteAtATime<'a>(&'a [u8]);
+        impl Read for OneByteAtATime<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                match self.0.split_first() {
+                    Some((first, rest)) if !buf.is_empty() => {
+                        buf[0] = *first;
+                        self.0 = rest;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let mut out = String::new();
+        UnixNewlines::new(OneByteAtATime(b"a\r\nb\rc\n\r\n\nd"))
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "a\nb\nc\n\n\nd");
+    }
+
+    #[test]
+    fn issue_12_rows_of_a_crlf_file_are_named_by_the_lines_a_spreadsheet_shows() {
+        for text in [
+            "identityAccountId,accountId,action,identityProvider\r\na,b,disable,okta\r\nc,d,\"lo\r\nck\",okta\r\ne,f,disable,okta\r\n",
+            "identityAccountId,accountId,action,identityProvider\ra,b,disable,okta\rc,d,\"lo\rck\",okta\re,f,disable,okta\r",
+        ] {
+            let rows = RowReader::from_reader(
+                Box::new(io::Cursor::new(text.as_bytes().to_vec())),
+                InputFormat::Csv,
+                "x.csv",
+                &InputOptions::default(),
+            )
+            .unwrap();
+            let lines: Vec<u64> = rows
+                .map(|row| match row.unwrap() {
+                    Ok(row) => row.line,
+                    Err(error) => error.line,
+                })
+                .collect();
+            assert_eq!(lines, [2, 3, 5], "{text:?}");
+        }
     }
 
     #[test]

@@ -464,8 +464,13 @@ pub(crate) fn unneutralise(cell: &str) -> &str {
 /// with an earlier column, is renamed `input.<name>` (then `input.<name>.2`, ...), so that no
 /// JSON record holds a key twice (issue 10).
 pub(crate) fn carry_names(columns: &[String]) -> Vec<String> {
+    carry_names_besides(columns, &FIELDS)
+}
+
+/// [`carry_names`] beside other fixed columns than the results' (`resolve`'s output).
+pub(crate) fn carry_names_besides(columns: &[String], fixed: &[&str]) -> Vec<String> {
     let mut taken: std::collections::HashSet<String> =
-        FIELDS.iter().map(|field| (*field).to_owned()).collect();
+        fixed.iter().map(|field| (*field).to_owned()).collect();
     columns
         .iter()
         .map(|name| {

@@ -1,0 +1,247 @@
+//! `resolve`: the review step before acting on a spreadsheet that names people (SPEC section 8).
+//! Every row is looked up (as `run --verify` would), the input is written back with the three ids
+//! Graph needs filled in and what was found beside them, and each row that cannot be resolved is
+//! listed as `FILE:LINE: reason`. No action is sent.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use serde_json::Value;
+use tracing::info;
+
+use crate::config::ResolveConfig;
+use crate::input::{InputSource, RowReader};
+use crate::lookup::Directory;
+use crate::lookup::directory::Found;
+use crate::lookup::resolve::resolve as resolve_row;
+use crate::output::journal::carry_names_besides;
+use crate::output::paths::{self, NamedPath};
+use crate::output::sheet::write_sheet;
+use crate::runner::rate::ThrottleGate;
+use crate::runner::shutdown;
+use crate::sanitize::printable;
+use crate::{ExitStatus, logging};
+
+use super::connect::connect;
+use super::look_up::find;
+use super::prepare::{read_input, report_bad_rows, unless_interrupted};
+use super::validate::check_rows;
+
+/// The columns `resolve` writes before the input's own: the four `run` reads.
+const ID_COLUMNS: [&str; 4] = [
+    "identityAccountId",
+    "accountId",
+    "action",
+    "identityProvider",
+];
+/// The columns it writes after them: what the lookup found.
+const FOUND_COLUMNS: [&str; 4] = ["resolvedBy", "displayName", "isEnabled", "offeredActions"];
+
+/// `resolve`: look every row up, write the input back with the ids, send no action.
+pub async fn resolve(
+    config: ResolveConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitStatus> {
+    let interrupt = shutdown::listen(shutdown);
+    check_files(&config)?;
+    let input = read_input(&config.input, &interrupt).await?;
+    let checked = {
+        let input = input.config.clone();
+        unless_interrupted(&interrupt, "checking the input", move || {
+            check_rows(&input.source, &input.options, input.unlisted, None, true)
+                .map_err(anyhow::Error::new)
+        })
+        .await?
+    };
+    if !checked.plan.is_clean() {
+        report_bad_rows(&checked.plan);
+        return Ok(ExitStatus::InputError);
+    }
+    let connection = connect(&config.graph, &input.config).await?;
+    let security = Arc::new(ThrottleGate::new());
+    let (directory, _, counts) = find(
+        &config.graph,
+        config.progress,
+        &connection.client,
+        &connection.tokens,
+        &security,
+        &checked.wanted,
+        &interrupt,
+    )
+    .await?;
+    let written = {
+        let input = input.config.clone();
+        let carry_columns = checked.plan.carry_columns.clone();
+        let output = config.output.clone();
+        unless_interrupted(&interrupt, "writing the resolved rows", move || {
+            let file = input.source.display_name();
+            let mut rows = RowReader::open(&input.source, &input.options)?
+                .with_carry_columns(carry_columns.clone());
+            let sheet = resolved_sheet(&mut rows, &directory, &carry_columns, &file)?;
+            let names = column_names(&carry_columns);
+            write_sheet(&output, &names, &[0, 1, 2, 3], sheet.cells)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(sheet.unresolved)
+        })
+        .await?
+    };
+    if let Some(mock) = connection.mock {
+        mock.shutdown().await;
+    }
+    let rows = checked.plan.rows;
+    for line in &written {
+        eprintln!("{line}");
+    }
+    let message = format!(
+        "{} of {rows} row(s) resolved with {} read(s); written to {}",
+        rows - written.len() as u64,
+        counts.reads,
+        config.output.display()
+    );
+    match logging::format() {
+        crate::cli::LogFormat::Text => eprintln!("{message}"),
+        crate::cli::LogFormat::Json => info!(
+            rows,
+            unresolved = written.len(),
+            reads = counts.reads,
+            output = %config.output.display(),
+            "identities resolved"
+        ),
+    }
+    Ok(if written.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::RowsFailed
+    })
+}
+
+/// The input and the output must be different files, the output's directory must exist, and
+/// what the output names must be a file (issue 10's checks, as `run` makes them).
+fn check_files(config: &ResolveConfig) -> anyhow::Result<()> {
+    let reads: Vec<NamedPath<'_>> = match &config.input.source {
+        InputSource::File(path) => vec![NamedPath {
+            role: "input",
+            path,
+        }],
+        _ => Vec::new(),
+    };
+    let writes = [NamedPath {
+        role: "output (-o)",
+        path: &config.output,
+    }];
+    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))
+}
+
+/// The output's column names: the ids, the input's carried columns (renamed where they clash),
+/// then what was found.
+fn column_names(carry_columns: &[String]) -> Vec<String> {
+    let fixed: Vec<&str> = ID_COLUMNS.iter().chain(&FOUND_COLUMNS).copied().collect();
+    ID_COLUMNS
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(carry_names_besides(carry_columns, &fixed))
+        .chain(FOUND_COLUMNS.iter().map(|name| (*name).to_owned()))
+        .collect()
+}
+
+/// Every row's output cells, and the `FILE:LINE: reason` of each that did not resolve.
+struct Sheet {
+    cells: Vec<Vec<Value>>,
+    unresolved: Vec<String>,
+}
+
+fn resolved_sheet(
+    rows: &mut RowReader,
+    directory: &Directory,
+    carry_columns: &[String],
+    file: &str,
+) -> anyhow::Result<Sheet> {
+    let mut sheet = Sheet {
+        cells: Vec::new(),
+        unresolved: Vec::new(),
+    };
+    for row in rows.by_ref() {
+        let row = match row? {
+            Ok(row) => row,
+            // The input was checked a moment ago: a row that no longer parses changed since.
+            Err(error) => {
+                sheet.unresolved.push(format!(
+                    "{file}:{}: {} (the input changed while it was read)",
+                    error.line, error.reason
+                ));
+                continue;
+            }
+        };
+        let text = |value: &Option<String>| Value::from(value.clone().unwrap_or_default());
+        let mut carry: Vec<Value> = row.carry.iter().cloned().map(Value::from).collect();
+        carry.resize(carry_columns.len(), Value::from(""));
+        let (ids, found) = match resolve_row(&row, directory) {
+            Ok(resolved) => {
+                let identity = &resolved.identity.identity;
+                (
+                    [
+                        Value::from(resolved.job.identity_account_id.clone()),
+                        Value::from(resolved.job.account_id.clone()),
+                        Value::from(resolved.account.provider_name()),
+                    ],
+                    [
+                        Value::from(resolved.job.resolved_by.map_or("", |c| c.as_str())),
+                        Value::from(identity.display_name.clone().unwrap_or_default()),
+                        identity.is_enabled.map_or(Value::Null, Value::from),
+                        Value::from(resolved.account.offered()),
+                    ],
+                )
+            }
+            Err(refusal) => {
+                sheet.unresolved.push(format!(
+                    "{file}:{}: {}: {}",
+                    row.line,
+                    refusal.code,
+                    printable(&refusal.message)
+                ));
+                // What the row gave, and the identity when one was found: the responder sees
+                // whom the row names, and resolvedBy stays empty.
+                let found =
+                    refusal
+                        .identity_id
+                        .as_deref()
+                        .and_then(|id| match directory.by_id(id) {
+                            Found::One(fetched) => Some(fetched),
+                            _ => None,
+                        });
+                (
+                    [
+                        found.map_or_else(
+                            || text(&row.identity_account_id),
+                            |fetched| Value::from(fetched.identity.id.clone()),
+                        ),
+                        text(&row.account_id),
+                        Value::from(row.provider.map_or("", |p| p.as_str())),
+                    ],
+                    [
+                        Value::from(""),
+                        found
+                            .and_then(|f| f.identity.display_name.clone())
+                            .map_or(Value::from(""), Value::from),
+                        found
+                            .and_then(|f| f.identity.is_enabled)
+                            .map_or(Value::Null, Value::from),
+                        Value::Array(Vec::new()),
+                    ],
+                )
+            }
+        };
+        let [identity_account_id, account_id, provider] = ids;
+        let mut cells = vec![
+            identity_account_id,
+            account_id,
+            Value::from(row.action.as_str()),
+            provider,
+        ];
+        cells.extend(carry);
+        cells.extend(found);
+        sheet.cells.push(cells);
+    }
+    Ok(sheet)
+}
