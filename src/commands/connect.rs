@@ -215,8 +215,8 @@ fn made_up_identity(row: &Row) -> Identity {
     }
 }
 
-/// Gives `identity` the accounts `row` needs: the one it names (`accountId`, provider) offering
-/// its action, or a hybrid user's usual accounts.
+/// Gives `identity` the accounts `row` needs: the one it names (by provider, and `accountId`
+/// when given) offering its action, or a hybrid user's usual accounts.
 fn add_accounts(identity: &mut Identity, row: &Row) {
     let named = row.names_identity_by().map_or("", |(_, named)| named);
     let mut wanted: Vec<(Provider, String)> = Vec::new();
@@ -253,10 +253,13 @@ fn add_accounts(identity: &mut Identity, row: &Row) {
                 &mut identity.accounts[last]
             }
         };
-        if !account
-            .actions
-            .iter()
-            .any(|offered| Action::parse(offered) == Some(row.action))
+        // The account the row names offers its action; without a provider, a hybrid user's
+        // accounts offer what such accounts do, and the lookup's rules pick among them.
+        if row.provider.is_some()
+            && !account
+                .actions
+                .iter()
+                .any(|offered| Action::parse(offered) == Some(row.action))
         {
             account.actions.push(row.action.as_str().to_owned());
         }

@@ -34,7 +34,7 @@ pub fn render_text(plan: &Plan) -> String {
         let _ = writeln!(
             out,
             "\nLookup: {} row(s) name their identity by sid, objectId or upn, or lack one of the three ids; \
-             they are looked up before the first action, and join the table above once found.",
+             run looks them up before the first action (resolve shows what each row finds).",
             plan.lookups
         );
     }
