@@ -93,6 +93,15 @@ impl Target {
         matches!(self, Target::Mock { .. })
     }
 
+    /// Whether requests go to Microsoft: a cloud's Graph, or a `--graph-url` off this machine
+    /// (a mock on loopback, in process or not, is not Microsoft).
+    pub fn reaches_microsoft(&self) -> bool {
+        match self {
+            Target::Graph { root, .. } => !crate::graph::client::is_loopback(root),
+            Target::Mock { .. } => false,
+        }
+    }
+
     /// The endpoint recorded in the run state, so that results are never resumed against
     /// another one (a rehearsal's least of all).
     pub fn endpoint(&self) -> String {

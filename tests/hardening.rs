@@ -31,6 +31,69 @@ fn applied(h: &Harness) -> HashMap<String, usize> {
     counts
 }
 
+/// An endpoint off this machine that can never resolve (RFC 2606): a real run's target, for a
+/// test that must stop before sending anything.
+const OFF_MACHINE: &str = "https://graph-remediate-test.invalid";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_rehearsal_records_never_count_for_a_real_run_even_without_their_lock() {
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(3));
+    let rehearsal = h.path("input.rehearsal.jsonl");
+    let rehearse = [input.to_str().unwrap(), "--mock", "--rate", "200/s"].map(String::from);
+    assert_eq!(run_args(&rehearse).await.unwrap(), ExitStatus::Success);
+    // The results name a real run's file now, and the lock file that said "mock" is gone.
+    let copied = h.path("input.results.jsonl");
+    std::fs::copy(&rehearsal, &copied).unwrap();
+    let real_resume = [
+        input.to_str().unwrap(),
+        "-o",
+        copied.to_str().unwrap(),
+        "--resume",
+        "--graph-url",
+        OFF_MACHINE,
+        "--access-token-file",
+        h.token.to_str().unwrap(),
+        "--yes",
+    ]
+    .map(String::from);
+    let refused = run_args(&real_resume).await;
+    assert_eq!(status(&refused), ExitStatus::InputError, "{refused:?}");
+    let message = format!("{:#}", refused.unwrap_err());
+    assert!(
+        message.contains("3 record(s) answered by this tool's mock"),
+        "{message}"
+    );
+    // Against a mock on this machine (the tests' own), the same file may be continued.
+    let local = with_flag(
+        h.args(&input, &["--resume"]),
+        "-o",
+        copied.to_str().unwrap(),
+    );
+    assert_eq!(run_args(&local).await.unwrap(), ExitStatus::Success);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_10_a_rehearsal_never_continues_records_microsoft_answered() {
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(1));
+    // A real run's record (its request id is Microsoft's), beside a rehearsal's lock file.
+    let results = h.path("input.rehearsal.jsonl");
+    let rehearse = [input.to_str().unwrap(), "--mock", "--rate", "200/s"].map(String::from);
+    assert_eq!(run_args(&rehearse).await.unwrap(), ExitStatus::Success);
+    let record = std::fs::read_to_string(&results).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(record.trim()).unwrap();
+    value["requestId"] = "0b9f4c7e-1111-4a2b-9c3d-0123456789ab".into();
+    std::fs::write(&results, format!("{value}\n")).unwrap();
+    let refused = run_args(&[&rehearse[..], &["--resume".to_owned()]].concat()).await;
+    assert_eq!(status(&refused), ExitStatus::InputError, "{refused:?}");
+    assert!(format!("{:#}", refused.unwrap_err()).contains("not answered by this tool's mock"),);
+    assert_eq!(
+        std::fs::read_to_string(&results).unwrap(),
+        format!("{value}\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_10_a_rehearsal_never_overwrites_or_stands_in_for_a_real_run() {
     let h = Harness::new().await;

@@ -255,6 +255,21 @@ pub(super) async fn earlier_results(
     let prior = tokio::task::spawn_blocking(move || resume::scan(&path))
         .await
         .context("reading the earlier results stopped unexpectedly")??;
+    // The records themselves say who answered them, whatever became of the lock file.
+    if config.graph.target.reaches_microsoft() && prior.answered_by_mock > 0 {
+        bail!(
+            "{} holds {} record(s) answered by this tool's mock (a rehearsal's results); they never count for a real run. Run into another file with -o. Nothing was sent",
+            results.display(),
+            prior.answered_by_mock
+        );
+    }
+    if rehearsal && prior.answered_by_other > 0 {
+        bail!(
+            "{} holds {} record(s) not answered by this tool's mock (a real run's results); a rehearsal never continues them. Leave out -o, or choose another file. Nothing was sent",
+            results.display(),
+            prior.answered_by_other
+        );
+    }
     Ok(Some(Arc::new(prior)))
 }
 

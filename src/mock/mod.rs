@@ -24,6 +24,7 @@ mod graph;
 mod log;
 mod reads;
 mod reply;
+pub(crate) use reply::is_mock_request_id;
 mod state;
 mod tenant;
 mod throttle;

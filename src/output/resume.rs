@@ -48,6 +48,11 @@ pub struct Prior {
     pub complete_len: u64,
     /// The file ended in a partial record (now to be cut off).
     pub torn: bool,
+    /// Records whose answer came from this tool's mock (its request ids say so), and from
+    /// anything else: a rehearsal's results never count for a real run, even without the lock
+    /// file that names their endpoint (issue 10).
+    pub answered_by_mock: u64,
+    pub answered_by_other: u64,
 }
 
 /// The fields a resume needs from a record.
@@ -66,6 +71,8 @@ struct KeyFields {
     client_request_id: Option<String>,
     #[serde(default)]
     resolved_by: Option<String>,
+    #[serde(default)]
+    request_id: Option<String>,
 }
 
 /// What a carried-over succeeded record keeps.
@@ -106,6 +113,11 @@ pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
         }
         if let Some(id) = fields.client_request_id {
             finished_requests.insert(id, ());
+        }
+        match fields.request_id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) if crate::mock::is_mock_request_id(id) => prior.answered_by_mock += 1,
+            Some(_) => prior.answered_by_other += 1,
+            None => {}
         }
         prior.records += 1;
         Ok(())
@@ -269,6 +281,7 @@ fn scan_csv(
             status,
             client_request_id: filled("clientRequestId"),
             resolved_by: filled("resolvedBy"),
+            request_id: filled("requestId"),
         };
         on_record(start.byte(), fields, prior)
             .map_err(|reason| not_a_record(start.line(), reason))?;
