@@ -451,3 +451,41 @@ async fn the_id_is_percent_encoded_and_the_qualified_segment_is_used() {
         "/v1.0/security/identities/identityAccounts/id%20with%20space/microsoft.graph.security.invokeAction"
     );
 }
+
+/// Issue 13: the lock file beside the results records who ran the batch and how (for `report`),
+/// from the ready token's own claims, and never the token.
+#[tokio::test]
+async fn issue_13_the_run_records_its_tenant_app_and_command_line_never_a_secret() {
+    use base64::Engine;
+    let encode = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let token = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        encode(r#"{"tid":"11111111-2222-3333-4444-555555555555","appid":"66666666-7777-8888-9999-000000000000","exp":4102444800}"#)
+    );
+    let h = Harness::start(MockConfig {
+        static_tokens: vec![token.clone()],
+        ..MockConfig::default()
+    })
+    .await;
+    std::fs::write(&h.token, &token).unwrap();
+    let input = h.input(&common::plain_rows(2));
+    assert_eq!(h.run(&input, &[]).await.unwrap(), ExitStatus::Success);
+    let lock = std::fs::read_to_string(h.path("results.jsonl.lock")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(lock.trim()).unwrap();
+    assert_eq!(state["tenant"], "11111111-2222-3333-4444-555555555555");
+    assert_eq!(state["clientId"], "66666666-7777-8888-9999-000000000000");
+    assert_eq!(
+        state["credential"],
+        "a ready access token (--access-token-file)"
+    );
+    assert!(state["startedAt"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        state["commandLine"]
+            .as_str()
+            .unwrap()
+            .contains("graph-remediate run"),
+        "{state}"
+    );
+    assert!(!lock.contains(&token), "the token never reaches the file");
+}

@@ -176,7 +176,7 @@ fn exit_status(stop: Option<&StopReason>, tally: &Tally, problems: &[String]) ->
 
 /// The command line this run was started with; in process (tests, benches), where there is
 /// none, the shortest command that names the same input and results.
-fn invoked_as(config: &RunConfig) -> Vec<std::ffi::OsString> {
+pub(super) fn invoked_as(config: &RunConfig) -> Vec<std::ffi::OsString> {
     if !config.command_line.is_empty() {
         return config.command_line.clone();
     }

@@ -16,25 +16,29 @@ use tracing::{info, warn};
 
 use crate::ExitStatus;
 use crate::config::{Mode, RunConfig};
+use crate::graph::auth::token_tenant_and_app;
 use crate::input::plan::{Checker, Plan, RowKey, Verdict};
 use crate::input::{Job, RowReader};
 use crate::lookup::directory::Found;
 use crate::lookup::{Directory, ReadCounts, Settled, settle};
 use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
+use crate::output::journal::rfc3339;
 use crate::output::journal::{
     InflightLog, Journal, JournalStart, SYNC_INTERVAL, Sinks, WriterEnd, write_entries,
 };
-use crate::output::lock::RunState;
+use crate::output::lock::{RunAbout, RunState};
 use crate::output::progress::{Progress, RowCounts, Snapshot};
 use crate::output::resume::{self, Earlier, Prior};
 use crate::output::snapshot;
 use crate::output::summary::Tally;
+use crate::output::summary::shell_words;
 use crate::runner::rate::ThrottleGate;
 use crate::runner::shutdown::{self, Stop};
 use crate::runner::{RunSettings, Shared, run_batch};
+use secrecy::ExposeSecret;
 
 use super::connect::{Connection, connect};
-use super::finish::{Acted, finish};
+use super::finish::{Acted, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
     CheckedInput, CreatedResults, Input, check_files, check_input, check_resumable, claim_results,
@@ -106,6 +110,7 @@ pub async fn run(
         input_fingerprint: checked.fingerprint.clone(),
         rows: plan.rows,
         endpoint: Some(config.graph.target.endpoint()),
+        about: run_about(&config, &connection).await,
     };
     claim.lock.record(&state).with_context(|| {
         format!(
@@ -157,6 +162,33 @@ pub async fn run(
     };
     let acted = batch.act(connection, sinks).await;
     Ok(finish(&config, &plan, acted, lookup_counts).await)
+}
+
+/// Who runs this and how, for the lock file and `report`: ids and kinds, never a secret.
+async fn run_about(config: &RunConfig, connection: &Connection) -> RunAbout {
+    let given = &config.graph.credentials;
+    let (token_tenant, token_app) = match connection.tokens.current().await {
+        Ok(token) => token_tenant_and_app(token.expose_secret()),
+        Err(_) => (None, None),
+    };
+    RunAbout {
+        started_at: Some(rfc3339(SystemTime::now())),
+        tenant: given.tenant_id.clone().or(token_tenant),
+        client_id: given.client_id.clone().or(token_app),
+        credential: Some(connection.tokens.describe().to_owned()),
+        command_line: Some(shell_words(
+            &invoked_as(config)
+                .iter()
+                .map(|word| word.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        )),
+        undo_file: config
+            .files
+            .undo
+            .as_ref()
+            .map(|path| path.display().to_string()),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+    }
 }
 
 /// What the lookup found for `run`.

@@ -795,12 +795,33 @@ fn warn_if_shared(path: &Path, what: &str) {
     }
 }
 
-/// When a ready token says it expires (`exp` of a JWT); `None` for opaque tokens.
-fn ready_token_expiry(token: &str) -> Option<SystemTime> {
+/// The claims of a JWT (unverified: Graph verifies; this reads what the token says of itself);
+/// `None` for opaque tokens.
+fn token_claims(token: &str) -> Option<serde_json::Value> {
     let mut parts = token.split('.');
     let (_, claims, _) = (parts.next()?, parts.next()?, parts.next()?);
     let claims = URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
+    serde_json::from_slice(&claims).ok()
+}
+
+/// The tenant (`tid`) and application (`appid`, or `azp` in v2 tokens) a token was issued for:
+/// ids, not secrets, for the run's record.
+pub(crate) fn token_tenant_and_app(token: &str) -> (Option<String>, Option<String>) {
+    let Some(claims) = token_claims(token) else {
+        return (None, None);
+    };
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(crate::sanitize::printable_owned)
+    };
+    (text("tid"), text("appid").or_else(|| text("azp")))
+}
+
+/// When a ready token says it expires (`exp` of a JWT); `None` for opaque tokens.
+fn ready_token_expiry(token: &str) -> Option<SystemTime> {
+    let claims = token_claims(token)?;
     let exp = claims.get("exp")?.as_u64()?;
     // An absurd `exp` (u64::MAX) is as good as "no expiry we can tell" (issue 10).
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))

@@ -25,6 +25,33 @@ pub struct RunState {
     /// files written before it was recorded.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Who ran it and how, for `report`: never a secret. Absent in older lock files.
+    #[serde(default, flatten)]
+    pub about: RunAbout,
+}
+
+/// When a run started, as whom, and the command line it was started with (which never holds a
+/// secret: secrets come from files or the environment). `report` reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunAbout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// The directory (tenant) id or domain, as given or as the ready token names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The application (client) id, as given or as the ready token names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Which kind of credential signed in (a certificate, a secret, a ready token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// The endpoint recorded for `run --mock`: a rehearsal against the built-in mock.
@@ -212,6 +239,7 @@ mod tests {
             input_fingerprint: "x".into(),
             rows: 3,
             endpoint: Some(MOCK_ENDPOINT.into()),
+            about: RunAbout::default(),
         })
         .unwrap();
         match RunLock::claim(&results) {

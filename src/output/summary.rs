@@ -449,7 +449,7 @@ pub fn resume_command(argv: &[OsString]) -> String {
 }
 
 /// Words joined for a POSIX shell, quoted where needed (shlex); plain words stay as they are.
-fn shell_words(words: &[String]) -> String {
+pub(crate) fn shell_words(words: &[String]) -> String {
     // Command-line words cannot hold a NUL, the one thing shlex refuses.
     shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
 }
