@@ -461,7 +461,9 @@ async fn issue_13_the_run_records_its_tenant_app_and_command_line_never_a_secret
     let token = format!(
         "{}.{}.c2lnbmF0dXJl",
         encode(r#"{"alg":"RS256","typ":"JWT"}"#),
-        encode(r#"{"tid":"11111111-2222-3333-4444-555555555555","appid":"66666666-7777-8888-9999-000000000000","exp":4102444800}"#)
+        encode(
+            r#"{"tid":"11111111-2222-3333-4444-555555555555","appid":"66666666-7777-8888-9999-000000000000","exp":4102444800}"#
+        )
     );
     let h = Harness::start(MockConfig {
         static_tokens: vec![token.clone()],
