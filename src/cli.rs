@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -11,8 +11,8 @@ use clap_complete::Shell;
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    Cloud, Confirm, GraphAccess, InputConfig, Mode, OutputFiles, Pacing, ResolveConfig, Resume,
-    RunConfig, Target,
+    Cloud, Confirm, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing, ProtectList,
+    ResolveConfig, Resume, RunConfig, Target,
 };
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
@@ -276,6 +276,26 @@ pub struct RunArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
+    /// Never act on the people FILE names: one UPN, on-premises SID, Entra object id or
+    /// identityAccounts id a line, `#` for comments, and an `[allow]` section for
+    /// --protect-privileged. Repeatable; read besides the default file
+    /// (<config dir>/graph-remediate/protect.txt, e.g. ~/.config on Linux) when that exists.
+    /// While a list is in force every row is looked up; a protected row is recorded failed
+    /// (protectedIdentity) and nothing is sent for it.
+    #[arg(long, value_name = "FILE")]
+    pub protect: Vec<PathBuf>,
+
+    /// Never act on members of Entra's privileged directory roles (read before acting; the app
+    /// needs RoleManagement.Read.Directory) unless a protect file's [allow] section names them:
+    /// such rows are recorded failed (privilegedIdentity). Every row is looked up.
+    #[arg(long)]
+    pub protect_privileged: bool,
+
+    /// Refuse to start (exit 2, nothing sent) when the plan holds more than N actions: for
+    /// scheduled jobs that must never act on more than they expect.
+    #[arg(long, value_name = "N")]
+    pub max_actions: Option<u64>,
+
     /// After this many failed rows, start nothing new (exit 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_failures: Option<u64>,
@@ -467,6 +487,13 @@ impl TryFrom<RunArgs> for RunConfig {
                 ));
             }
         };
+        let guardrails = guardrails(&args, default_protect_file().as_deref())?;
+        if args.input.no_lookup && guardrails.look_up_every_row() {
+            return Err(anyhow!(
+                "--no-lookup: the guardrails in force ({}) look every row up to know whom it names; leave --no-lookup out. Nothing was sent",
+                guardrails.describe()
+            ));
+        }
         Ok(RunConfig {
             input: InputConfig {
                 source,
@@ -498,7 +525,8 @@ impl TryFrom<RunArgs> for RunConfig {
                 Confirm::Ask
             },
             max_failures: args.max_failures,
-            verify: args.verify,
+            verify: args.verify || guardrails.look_up_every_row(),
+            guardrails,
             progress: if args.no_progress {
                 ProgressMode::Off
             } else {
@@ -507,6 +535,36 @@ impl TryFrom<RunArgs> for RunConfig {
             command_line: args.argv,
         })
     }
+}
+
+/// `<the user's config directory>/graph-remediate/protect.txt`, read by every run when it exists.
+pub fn default_protect_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|dir| dir.join("graph-remediate").join("protect.txt"))
+}
+
+/// The guardrails from `--protect`, the default protect file (when it exists),
+/// `--protect-privileged` and `--max-actions`.
+fn guardrails(args: &RunArgs, default_file: Option<&Path>) -> anyhow::Result<Guardrails> {
+    let mut files: Vec<PathBuf> = args.protect.clone();
+    if let Some(default_file) = default_file
+        && default_file.is_file()
+        && !files.iter().any(|given| given == default_file)
+    {
+        files.insert(0, default_file.to_path_buf());
+    }
+    let mut protect: Option<ProtectList> = None;
+    for file in &files {
+        let list = ProtectList::load(file)?;
+        match &mut protect {
+            Some(merged) => merged.merge(list),
+            None => protect = Some(list),
+        }
+    }
+    Ok(Guardrails {
+        protect,
+        privileged: args.protect_privileged,
+        max_actions: args.max_actions,
+    })
 }
 
 impl TryFrom<&GraphArgs> for GraphAccess {

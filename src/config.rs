@@ -12,6 +12,9 @@ use crate::graph::auth::CredentialSources;
 use crate::graph::client::ApiVersion;
 use crate::input::plan::Unlisted;
 use crate::input::{InputOptions, InputSource};
+pub use crate::lookup::guard::{
+    EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectList,
+};
 use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
 use crate::units::Rate;
@@ -28,8 +31,11 @@ pub struct RunConfig {
     pub confirm: Confirm,
     /// After this many failed rows, start nothing new.
     pub max_failures: Option<u64>,
-    /// `--verify`: look every row up, also rows that carry all three ids (SPEC section 8).
+    /// `--verify`: look every row up, also rows that carry all three ids (SPEC section 8). Also
+    /// set when a guardrail needs to know whom every row names.
     pub verify: bool,
+    /// `--protect`, `--protect-privileged`, `--max-actions` (issue 13).
+    pub guardrails: Guardrails,
     pub progress: ProgressMode,
     /// The command line the run was started with, for the summary's `--resume` command; empty
     /// when the run is built in process.

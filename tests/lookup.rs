@@ -17,32 +17,6 @@ fn tenant_mock(tenant: Tenant, page_size: usize) -> MockConfig {
     }
 }
 
-/// Writes `lines` (the first is the header) as `name` in the harness's directory.
-fn write(h: &Harness, name: &str, lines: &[&str]) -> std::path::PathBuf {
-    let path = h.path(name);
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-/// The invokeAction requests the mock received: (identity id in the path, body).
-fn actions_sent(h: &Harness) -> Vec<(String, Value)> {
-    h.mock
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("invokeAction"))
-        .map(|r| {
-            let id = r
-                .path
-                .split('/')
-                .rev()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            (id, r.body.unwrap_or(Value::Null))
-        })
-        .collect()
-}
-
 fn code(record: &Value) -> &str {
     record["errorCode"].as_str().unwrap_or_default()
 }
@@ -84,8 +58,7 @@ async fn issue_12_each_identity_column_finds_its_person_in_either_response_shape
         let oid_3 = Tenant::synthetic_object_id(3);
         let id_6 = Tenant::synthetic_id(6);
         let oid_5 = Tenant::synthetic_object_id(5);
-        let input = write(
-            &h,
+        let input = h.write(
             "in.csv",
             &[
                 "identityAccountId,sid,objectId,upn,action,identityProvider",
@@ -145,7 +118,7 @@ async fn issue_12_each_identity_column_finds_its_person_in_either_response_shape
             assert_eq!(record["accountId"].as_str(), account.as_deref());
         }
         // What was sent is what was found.
-        let sent = actions_sent(&h);
+        let sent = h.actions_sent();
         assert_eq!(sent.len(), 5);
         assert!(sent.iter().any(|(id, body)| id == &Tenant::synthetic_id(5)
             && body["identityProvider"] == "entraID"
@@ -168,7 +141,7 @@ async fn issue_12_a_list_of_many_pages_is_followed_whole_when_it_costs_fewer_rea
     lines.push(format!("{},,forcePasswordReset", Tenant::synthetic_upn(7)));
     lines.push(format!("{},,forcePasswordReset", Tenant::synthetic_upn(28)));
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let input = write(&h, "in.csv", &lines);
+    let input = h.write("in.csv", &lines);
     assert_eq!(h.run(&input, &[]).await.unwrap(), ExitStatus::Success);
     let stats = h.mock.stats();
     assert_eq!(stats.identity_list_pages, 6, "every page, in order");
@@ -187,8 +160,7 @@ async fn issue_12_a_short_spreadsheet_in_a_large_tenant_is_read_identity_by_iden
     // 400 identities in pages of 10: forty pages. Two SIDs and a UPN cost four reads one by one;
     // the walk stops at that budget and the per-identity reads answer.
     let h = Harness::start(tenant_mock(Tenant::synthetic(400), 10)).await;
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "OnPremSid,AccountUpn,action",
@@ -206,7 +178,7 @@ async fn issue_12_a_short_spreadsheet_in_a_large_tenant_is_read_identity_by_iden
     assert_eq!(stats.identity_list_pages, 4, "the walk's budget");
     assert_eq!(stats.user_reads, 1);
     assert_eq!(stats.sid_filter_queries, 3, "two rows' SIDs and the user's");
-    assert_eq!(actions_sent(&h).len(), 3);
+    assert_eq!(h.actions_sent().len(), 3);
 }
 
 #[tokio::test]
@@ -227,8 +199,7 @@ async fn issue_12_each_refusal_sends_nothing_and_says_what_to_fix() {
     ));
     let h = Harness::start(tenant_mock(tenant, 100)).await;
     let sid = |i| Tenant::synthetic_sid(i).unwrap();
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "sid,upn,accountId,identityProvider,action",
@@ -269,7 +240,7 @@ async fn issue_12_each_refusal_sends_nothing_and_says_what_to_fix() {
         assert!(message.contains(says), "row {row}: {message}");
     }
     assert_eq!(rows[&8]["status"], "succeeded");
-    let sent = actions_sent(&h);
+    let sent = h.actions_sent();
     assert_eq!(sent.len(), 1, "only the row that resolved: {sent:?}");
     assert_eq!(sent[0].0, Tenant::synthetic_id(3));
 }
@@ -277,8 +248,7 @@ async fn issue_12_each_refusal_sends_nothing_and_says_what_to_fix() {
 #[tokio::test]
 async fn issue_12_one_identity_named_twice_runs_once() {
     let h = Harness::start(tenant_mock(Tenant::synthetic(10), 100)).await;
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "sid,upn,action",
@@ -294,7 +264,7 @@ async fn issue_12_one_identity_named_twice_runs_once() {
     let rows = by_row(&read_jsonl(&h.results()));
     assert_eq!(rows[&2]["status"], "succeeded");
     assert_eq!(rows[&3]["status"], "skipped", "{}", rows[&3]);
-    assert_eq!(actions_sent(&h).len(), 1);
+    assert_eq!(h.actions_sent().len(), 1);
 }
 
 #[tokio::test]
@@ -311,8 +281,7 @@ async fn issue_12_rows_with_all_three_ids_send_no_read_unless_verify() {
         Tenant::synthetic_id(1),
         Tenant::synthetic_ad_account(2).unwrap()
     );
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "identityAccountId,accountId,action,identityProvider",
@@ -333,8 +302,7 @@ async fn issue_12_rows_with_all_three_ids_send_no_read_unless_verify() {
         "no lookup, no snapshot"
     );
 
-    let input = write(
-        &h,
+    let input = h.write(
         "verify.csv",
         &[
             "identityAccountId,accountId,action,identityProvider",
@@ -360,8 +328,7 @@ async fn issue_12_rows_with_all_three_ids_send_no_read_unless_verify() {
 #[tokio::test]
 async fn issue_12_no_lookup_refuses_a_row_that_needs_one_before_anything_is_sent() {
     let h = Harness::start(tenant_mock(Tenant::synthetic(10), 100)).await;
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "upn,action",
@@ -391,8 +358,7 @@ async fn issue_12_a_403_on_a_read_names_the_permission_and_sends_no_action() {
     bob.user_principal_name = None;
     tenant.push(bob);
     let h = Harness::start(tenant_mock(tenant, 100)).await;
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "upn,action,identityProvider",
@@ -403,7 +369,7 @@ async fn issue_12_a_403_on_a_read_names_the_permission_and_sends_no_action() {
     assert_eq!(common::status(&result), ExitStatus::StoppedEarly);
     let message = format!("{:#}", result.unwrap_err());
     assert!(message.contains("User.Read.All"), "{message}");
-    assert!(actions_sent(&h).is_empty());
+    assert!(h.actions_sent().is_empty());
 
     // Fifty identities in pages of five: the one row's budget stops the walk after a page, so
     // the identity is read by its id.
@@ -415,8 +381,7 @@ async fn issue_12_a_403_on_a_read_names_the_permission_and_sends_no_action() {
         "oid-eve",
     ));
     let h = Harness::start(tenant_mock(tenant, 5)).await;
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &["identityAccountId,action", "http403-ia,disable"],
     );
@@ -453,7 +418,7 @@ async fn issue_12_a_429_on_users_pauses_only_the_users_reads() {
     }
     lines.retain(|line| !line.starts_with(",,"));
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let input = write(&h, "in.csv", &lines);
+    let input = h.write("in.csv", &lines);
     let status = h
         .run(
             &input,
@@ -502,7 +467,7 @@ async fn issue_12_lookup_reads_and_actions_send_nothing_inside_a_told_window() {
         lines.push(format!("{},disable", Tenant::synthetic_sid(i).unwrap()));
     }
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let input = write(&h, "in.csv", &lines);
+    let input = h.write("in.csv", &lines);
     let status = h
         .run(
             &input,
@@ -527,8 +492,7 @@ async fn issue_12_snapshot_undo_and_resume_work_for_looked_up_rows() {
         "oid-flaky",
     ));
     let h = Harness::start(tenant_mock(tenant, 100)).await;
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "sid,action,ticket",
@@ -574,7 +538,7 @@ async fn issue_12_snapshot_undo_and_resume_work_for_looked_up_rows() {
     );
     assert_eq!(rows[&3]["identityAccountId"], "http503x1-flaky");
     assert_eq!(rows[&3]["resolvedBy"], "sid");
-    assert_eq!(actions_sent(&h).len(), 3, "row 2 once, row 3 twice");
+    assert_eq!(h.actions_sent().len(), 3, "row 2 once, row 3 twice");
 
     // The undo file names the resolved ids, ready to run as it is.
     let undo_text = std::fs::read_to_string(&undo).unwrap();
@@ -595,8 +559,7 @@ async fn issue_12_snapshot_undo_and_resume_work_for_looked_up_rows() {
 #[tokio::test]
 async fn issue_12_dry_run_stays_offline_and_validate_plans_the_lookup() {
     let h = Harness::start(tenant_mock(Tenant::synthetic(10), 100)).await;
-    let input = write(
-        &h,
+    let input = h.write(
         "in.csv",
         &[
             "AccountUpn,action",

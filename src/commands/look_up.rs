@@ -14,6 +14,7 @@ use crate::config::GraphAccess;
 use crate::graph::auth::Tokens;
 use crate::graph::client::GraphClient;
 use crate::input::plan::Plan;
+use crate::lookup::guard::{Guardrails, read_guard};
 use crate::lookup::{Directory, LookupStop, ReadCounts, Reader, Strategy, Wanted, look_up};
 use crate::output::progress::{Progress, ProgressMode, Snapshot};
 use crate::output::resume::{Earlier, Prior};
@@ -22,10 +23,12 @@ use crate::runner::rate::{Limiter, ThrottleGate};
 use super::prepare::{Input, unless_interrupted};
 use super::validate::resolve_rows;
 
-/// Sends the reads `wanted` needs, paced by `--rate`, through `security` (the `/security`
-/// throttle gate, which the actions then share).
+/// Sends the reads `wanted` needs, then those of the `guardrails`, paced by `--rate`, through
+/// `security` (the `/security` throttle gate, which the actions then share).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn find(
     graph: &GraphAccess,
+    guardrails: &Guardrails,
     progress: ProgressMode,
     client: &GraphClient,
     tokens: &Tokens,
@@ -49,7 +52,13 @@ pub(super) async fn find(
             ..Snapshot::default()
         })
     };
-    let looked_up = look_up(wanted, &reader).await;
+    let looked_up = async {
+        let (mut directory, strategy) = look_up(wanted, &reader).await?;
+        let guard = read_guard(guardrails, &reader, &mut directory).await?;
+        directory.set_guard(guard);
+        Ok::<_, LookupStop>((directory, strategy))
+    }
+    .await;
     if let Some(progress) = progress {
         progress.finish().await;
     }

@@ -3,6 +3,7 @@
 //! earlier run's results may be continued or replaced, the input check, the user's confirmation,
 //! `--dry-run`, and the credentials. Every error here means nothing was sent.
 
+use crate::lookup::guard::PRIVILEGED_ROLES;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -379,11 +380,11 @@ pub(super) async fn check_resumable(
     );
     if is_interactive() {
         eprintln!("graph-remediate: {message}.");
-        if unless_interrupted(interrupt, "waiting for an answer", || {
+        let answer = unless_interrupted(interrupt, "waiting for an answer", || {
             ask("Resume anyway? [y/N] ")
         })
-        .await?
-        {
+        .await?;
+        if is_yes(&answer) {
             return Ok(());
         }
         bail!("not resumed; nothing was sent");
@@ -397,10 +398,17 @@ pub(super) async fn confirm(
     plan: &Plan,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let to_send = plan.actions - plan.already_succeeded;
+    if let Some(max) = config.guardrails.max_actions
+        && to_send > max
+    {
+        bail!(
+            "the plan holds {to_send} actions, more than --max-actions {max}; nothing was sent. Check the input (--dry-run shows the plan), then split it or raise --max-actions"
+        );
+    }
     if config.confirm == Confirm::Yes {
         return Ok(());
     }
-    let to_send = plan.actions - plan.already_succeeded;
     if !is_interactive() {
         bail!(
             "not on a terminal, so there is no one to confirm {to_send} actions on {} accounts; add --yes to send them (see the plan with --dry-run). Nothing was sent",
@@ -408,34 +416,59 @@ pub(super) async fn confirm(
         );
     }
     eprint!("{}", output::plan::render_text(plan));
-    let question = format!(
-        "Proceed with {to_send} actions on {} accounts? [y/N] ",
-        plan.accounts
-    );
-    if unless_interrupted(interrupt, "waiting for an answer", move || ask(&question)).await? {
+    let accounts = plan.accounts;
+    // A mass action takes a deliberate answer: a `y` typed out of habit does not start it.
+    let (question, typed) = if to_send > TYPED_CONFIRMATION_ABOVE {
+        (
+            format!(
+                "This sends {to_send} actions to {accounts} accounts. To proceed, type the number of accounts: "
+            ),
+            true,
+        )
+    } else {
+        (
+            format!("Proceed with {to_send} actions on {accounts} accounts? [y/N] "),
+            false,
+        )
+    };
+    let answer =
+        unless_interrupted(interrupt, "waiting for an answer", move || ask(&question)).await?;
+    let confirmed = if typed {
+        answer == accounts.to_string()
+    } else {
+        is_yes(&answer)
+    };
+    if confirmed {
         Ok(())
+    } else if typed {
+        bail!("not confirmed ({accounts} was not typed); nothing was sent")
     } else {
         bail!("not confirmed; nothing was sent")
     }
 }
+
+/// Plans of more actions than this ask for the number of accounts to be typed, not `y`.
+pub(crate) const TYPED_CONFIRMATION_ABOVE: u64 = 20;
 
 pub(super) fn is_interactive() -> bool {
     use std::io::IsTerminal;
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
-/// Asks a yes/no question on the terminal; only `y` or `yes` is yes.
-fn ask(question: &str) -> anyhow::Result<bool> {
+/// Only `y` or `yes` is yes.
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Asks a question on the terminal: the answer, trimmed.
+fn ask(question: &str) -> anyhow::Result<String> {
     eprint!("{question}");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)
         .context("cannot read the answer")?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    Ok(answer.trim().to_owned())
 }
 
 /// `--dry-run`: the plan, the resolved settings and the expected duration.
@@ -453,7 +486,6 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
         ),
     };
     let pacing = &config.graph.pacing;
-    let seconds = to_send as f64 / pacing.rate.per_second_f64();
     let mut text = output::plan::render_text(plan);
     let _ = writeln!(text);
     let _ = writeln!(text, "Dry run: nothing was sent. The run would use:");
@@ -483,12 +515,48 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
             plan.already_succeeded
         );
     }
+    // Rows still to be looked up may each become an action: count them as the upper bound.
+    let at_most = to_send + plan.lookups;
+    let seconds = at_most as f64 / pacing.rate.per_second_f64();
     let _ = writeln!(
         text,
-        "  expected      {to_send} requests take at least {} at {} (more if Graph throttles)",
+        "  expected      up to {at_most} actions take at least {} at {} (more if Graph throttles, and lookups come first)",
         humantime::format_duration(Duration::from_secs(seconds.ceil() as u64)),
         pacing.rate
     );
+    let rails = &config.guardrails;
+    if let Some(list) = &rails.protect {
+        let _ = writeln!(
+            text,
+            "  protected     {} people, {} allowed, from {}; every row is looked up",
+            list.protected.len(),
+            list.allowed.len(),
+            list.files
+                .iter()
+                .map(|file| file.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if rails.privileged {
+        let _ = writeln!(
+            text,
+            "  privileged    members of {} directory roles are read first and refused (needs RoleManagement.Read.Directory)",
+            PRIVILEGED_ROLES.len()
+        );
+    }
+    if let Some(max) = rails.max_actions {
+        let verdict = if to_send > max {
+            "the run would refuse to start".to_owned()
+        } else if at_most > max {
+            format!(
+                "up to {at_most} once looked up; the run refuses to start if more than {max} resolve"
+            )
+        } else {
+            "within it".to_owned()
+        };
+        let _ = writeln!(text, "  max actions   {max}: {verdict}");
+    }
     print!("{text}");
 }
 

@@ -3,6 +3,7 @@
 //! Graph needs filled in and what was found beside them, and each row that cannot be resolved is
 //! listed as `FILE:LINE: reason`. No action is sent.
 
+use crate::lookup::guard::Guardrails;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -60,8 +61,10 @@ pub async fn resolve(
     }
     let connection = connect(&config.graph, &input.config).await?;
     let security = Arc::new(ThrottleGate::new());
+    // `resolve` shows what rows name; the guardrails belong to the run that acts.
     let (directory, _, counts) = find(
         &config.graph,
+        &Guardrails::default(),
         config.progress,
         &connection.client,
         &connection.tokens,

@@ -212,6 +212,7 @@ async fn look_up_rows(
 ) -> anyhow::Result<LookedUp> {
     let (directory, strategy, counts) = find(
         &config.graph,
+        &config.guardrails,
         config.progress,
         &connection.client,
         &connection.tokens,

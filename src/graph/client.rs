@@ -360,6 +360,26 @@ impl GraphClient {
         Ok(url)
     }
 
+    /// `.../roleManagement/directory/roleAssignments?$filter=roleDefinitionId eq '{id}'&$expand=principal`:
+    /// who holds a directory role (Example 1 of Microsoft's "List unifiedRoleAssignments").
+    pub fn role_assignments_url(&self, role_definition_id: &str) -> reqwest::Url {
+        let mut url = self.root.clone();
+        url.set_path(&format!(
+            "{}/roleManagement/directory/roleAssignments",
+            self.version_path()
+        ));
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!(
+                    "roleDefinitionId eq '{}'",
+                    role_definition_id.replace('\'', "''")
+                ),
+            )
+            .append_pair("$expand", "principal");
+        url
+    }
+
     /// `{root path}/{version}`.
     fn version_path(&self) -> &str {
         self.accounts_path

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::guard::Guard;
 use crate::graph::identity::{Fetched, User};
 
 /// Which identities a key names, as far as the directory knows.
@@ -41,6 +42,8 @@ pub(crate) struct Directory {
     failures: HashMap<String, String>,
     /// The whole list was walked: absence from the index means there is no such identity.
     complete: bool,
+    /// Who the guardrails protect (issue 13); empty when none is in force.
+    guard: Guard,
 }
 
 impl Directory {
@@ -82,6 +85,14 @@ impl Directory {
 
     pub(crate) fn note_failure(&mut self, looked_up_by: &str, error: String) {
         self.failures.insert(key(looked_up_by), error);
+    }
+
+    pub(crate) fn set_guard(&mut self, guard: Guard) {
+        self.guard = guard;
+    }
+
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     pub(crate) fn note_complete(&mut self) {

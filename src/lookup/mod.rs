@@ -19,6 +19,7 @@
 //! the better choice would have cost.
 
 pub(crate) mod directory;
+pub(crate) mod guard;
 mod read;
 pub(crate) mod resolve;
 

@@ -24,6 +24,9 @@ pub(crate) enum Service {
     Security,
     /// `/users`: a user by UPN or object id.
     Users,
+    /// `/roleManagement/directory/roleAssignments`: who holds a directory role. Throttled with
+    /// `/users`, as the directory's other reads are.
+    Roles,
 }
 
 impl Service {
@@ -32,6 +35,16 @@ impl Service {
         match self {
             Service::Security => "SecurityIdentitiesAccount.Read.All",
             Service::Users => "User.Read.All",
+            Service::Roles => "RoleManagement.Read.Directory",
+        }
+    }
+
+    /// What a signed-in user (delegated permissions) needs besides the permission.
+    fn user_role(self) -> &'static str {
+        match self {
+            Service::Security => "the Security Administrator role",
+            Service::Users => "a directory role that can read users",
+            Service::Roles => "a role that can read role assignments, such as Global Reader",
         }
     }
 
@@ -39,6 +52,7 @@ impl Service {
         match self {
             Service::Security => "/security/identities/identityAccounts",
             Service::Users => "/users",
+            Service::Roles => "/roleManagement/directory/roleAssignments",
         }
     }
 }
@@ -47,9 +61,10 @@ impl Service {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum LookupStop {
     #[error(
-        "Graph refused to let the app read {} (403: {detail}); grant the application permission {} with admin consent (a signed-in user also needs the Security Administrator role), then run again. No action was sent",
+        "Graph refused to let the app read {} (403: {detail}); grant the application permission {} with admin consent (a signed-in user also needs {}), then run again. No action was sent",
         service.path(),
-        service.permission()
+        service.permission(),
+        service.user_role()
     )]
     Forbidden { service: Service, detail: String },
     #[error("no access token for the lookup: {0}; no action was sent")]
@@ -58,6 +73,10 @@ pub(crate) enum LookupStop {
     Throttled { wait: Duration },
     #[error("interrupted while looking identities up; no action was sent")]
     Interrupted,
+    #[error(
+        "{0}: the guardrails cannot know whom they protect, so no action was sent; run again later"
+    )]
+    Guard(String),
 }
 
 /// How a read ended other than with an answer.
@@ -153,7 +172,7 @@ impl Reader {
     fn gate(&self, service: Service) -> &ThrottleGate {
         match service {
             Service::Security => &self.security,
-            Service::Users => &self.users,
+            Service::Users | Service::Roles => &self.users,
         }
     }
 

@@ -81,6 +81,10 @@ pub(crate) fn resolve<'d>(row: &Row, directory: &'d Directory) -> Result<Resolve
     };
     let identity = &fetched.identity;
     let found = |code, message| Err(refusal(code, message, Some(&identity.id), Some(column)));
+    // The guard first: a protected person is refused whatever else is wrong with the row.
+    if let Some((code, message)) = directory.guard().check(row, identity, directory) {
+        return found(code, message);
+    }
     if let Some(disagreement) = mismatch(row, column, identity, directory) {
         return found(IDENTITY_MISMATCH, disagreement);
     }

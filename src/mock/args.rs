@@ -100,6 +100,11 @@ pub struct MockArgs {
     /// Identities per page of the identityAccounts list (with --identities).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = parse_page_size)]
     pub page_size: usize,
+
+    /// Answer role assignment reads 403, as Graph does for an app without
+    /// RoleManagement.Read.Directory (to rehearse --protect-privileged failing).
+    #[arg(long)]
+    pub deny_role_reads: bool,
 }
 
 impl MockArgs {
@@ -144,6 +149,7 @@ impl MockArgs {
             seed: self.seed,
             tenant,
             page_size: self.page_size,
+            deny_role_reads: self.deny_role_reads,
         })
     }
 }

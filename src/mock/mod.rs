@@ -108,6 +108,9 @@ pub struct MockConfig {
     pub tenant: Option<Tenant>,
     /// Identities per page of the identityAccounts list (at least 1).
     pub page_size: usize,
+    /// Answer role assignment reads 403, as Graph does for an app without
+    /// RoleManagement.Read.Directory.
+    pub deny_role_reads: bool,
 }
 
 impl Default for MockConfig {
@@ -130,6 +133,7 @@ impl Default for MockConfig {
             seed: None,
             tenant: None,
             page_size: 100,
+            deny_role_reads: false,
         }
     }
 }
@@ -167,6 +171,7 @@ impl fmt::Debug for MockConfig {
                     .map(|t| format!("<{} identities>", t.len())),
             )
             .field("page_size", &self.page_size)
+            .field("deny_role_reads", &self.deny_role_reads)
             .finish()
     }
 }

@@ -593,6 +593,13 @@ fn decide(
     if let Some(answer) = scripted {
         return answer;
     }
+    if exchange.shared.config.deny_role_reads && matches!(read, Ok(Read::RoleAssignments { .. })) {
+        return exchange.error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
+    }
     let read = match read {
         Ok(read) => read,
         Err(invalid) => {

@@ -33,8 +33,9 @@ pub fn render_text(plan: &Plan) -> String {
     if plan.lookups > 0 {
         let _ = writeln!(
             out,
-            "\nLookup: {} row(s) name their identity by sid, objectId or upn, or lack one of the three ids; \
-             run looks them up before the first action (resolve shows what each row finds).",
+            "\nLookup: {} row(s) are looked up before the first action: they name their identity by sid, \
+             objectId or upn or lack one of the three ids, or --verify or a guardrail asks for every row \
+             (resolve shows what each row finds).",
             plan.lookups
         );
     }

@@ -424,6 +424,12 @@ fn code_hint(code: &str) -> Option<&'static str> {
         "identitymismatch" => {
             "the row's columns name different people (a slipped column, or a stale export); correct the row before acting on it."
         }
+        "protectedidentity" => {
+            "the row reaches a person on the protect list (errorMessage names the entry); nothing was sent. Remove the entry only if this person must be acted on."
+        }
+        "privilegedidentity" => {
+            "the row reaches a member of a privileged directory role; nothing was sent. Name them in a protect file's [allow] section to act on them."
+        }
         "lookupfailed" => {
             "a read failed for good (errorMessage says which); running the rest again usually finds it."
         }

@@ -208,6 +208,34 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Writes `lines` (the first is the header) as `name` in the harness's directory.
+    pub fn write(&self, name: &str, lines: &[&str]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+
+    /// The invokeAction requests the mock received: (identity id in the path, body).
+    pub fn actions_sent(&self) -> Vec<(String, Value)> {
+        self.mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("invokeAction"))
+            .map(|r| {
+                let id = r
+                    .path
+                    .split('/')
+                    .rev()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                (id, r.body.unwrap_or(Value::Null))
+            })
+            .collect()
+    }
+}
+
 /// `run ARGS` in process, as `main` would: the exit status, or the error that ended the run
 /// (whose status is [`graph_remediate::status_of`]).
 pub async fn run_args(args: &[String]) -> anyhow::Result<ExitStatus> {

@@ -1,0 +1,326 @@
+//! Guardrails for mass actions (issue 13), end to end against a mock serving a seeded tenant:
+//! protected identities, privileged role members, `--max-actions`, and the typed confirmation on
+//! a terminal.
+//!
+//! The synthetic tenant's identities 1 and 2 hold Global Administrator, 3 Privileged Role
+//! Administrator and 4 Security Administrator; `i % 5 == 0` are cloud-only (no SID).
+
+mod common;
+
+use common::{Harness, by_row, read_jsonl};
+use graph_remediate::ExitStatus;
+use graph_remediate::mock::{MockConfig, Tenant};
+use serde_json::Value;
+
+fn tenant_mock(n: usize) -> MockConfig {
+    MockConfig {
+        tenant: Some(Tenant::synthetic(n)),
+        page_size: 5,
+        ..MockConfig::default()
+    }
+}
+
+fn sid(i: usize) -> String {
+    Tenant::synthetic_sid(i).expect("a hybrid identity")
+}
+
+fn code(record: &Value) -> &str {
+    record["errorCode"].as_str().unwrap_or_default()
+}
+
+fn message(record: &Value) -> &str {
+    record["errorMessage"].as_str().unwrap_or_default()
+}
+
+/// The identity ids invokeAction was sent for.
+fn acted_on(h: &Harness) -> Vec<String> {
+    h.actions_sent().into_iter().map(|(id, _)| id).collect()
+}
+
+#[tokio::test]
+async fn issue_13_a_person_protected_by_upn_is_refused_when_the_spreadsheet_names_them_by_sid() {
+    let h = Harness::start(tenant_mock(30)).await;
+    let protect = h.write(
+        "protect.txt",
+        &[
+            "# break-glass and the CISO",
+            &Tenant::synthetic_upn(7),
+            &Tenant::synthetic_object_id(9),
+        ],
+    );
+    let input = h.write(
+        "in.csv",
+        &[
+            "sid,action,identityProvider",
+            &format!("{},disable,activeDirectory", sid(7)),
+            &format!("{},disable,activeDirectory", sid(8)),
+            &format!("{},disable,activeDirectory", sid(9)),
+        ],
+    );
+    let protect_arg = protect.to_str().unwrap();
+    let status = h
+        .run(&input, &["--protect", protect_arg])
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::RowsFailed);
+    let records = by_row(&read_jsonl(&h.results()));
+    // Row 2 names 7 by SID; the list names 7 by UPN (line 2 of the file).
+    assert_eq!(records[&2]["status"], "failed");
+    assert_eq!(code(&records[&2]), "protectedIdentity");
+    assert!(
+        message(&records[&2]).contains("protect.txt:2"),
+        "{}",
+        message(&records[&2])
+    );
+    assert_eq!(records[&2]["identityAccountId"], Tenant::synthetic_id(7));
+    // Row 4 names 9 by SID; the list names 9 by its Entra object id.
+    assert_eq!(code(&records[&4]), "protectedIdentity");
+    assert_eq!(records[&3]["status"], "succeeded");
+    assert_eq!(acted_on(&h), [Tenant::synthetic_id(8)]);
+}
+
+#[tokio::test]
+async fn issue_13_rows_that_carry_every_id_are_looked_up_while_a_list_is_in_force() {
+    let h = Harness::start(tenant_mock(10)).await;
+    let protect = h.write("protect.txt", &[&sid(3)]);
+    let ad = |i| Tenant::synthetic_ad_account(i).unwrap();
+    let input = h.write(
+        "in.csv",
+        &[
+            "identityAccountId,accountId,action,identityProvider",
+            &format!(
+                "{},{},disable,activeDirectory",
+                Tenant::synthetic_id(3),
+                ad(3)
+            ),
+            &format!(
+                "{},{},disable,activeDirectory",
+                Tenant::synthetic_id(4),
+                ad(4)
+            ),
+        ],
+    );
+    let status = h
+        .run(&input, &["--protect", protect.to_str().unwrap()])
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::RowsFailed);
+    let records = by_row(&read_jsonl(&h.results()));
+    assert_eq!(code(&records[&2]), "protectedIdentity");
+    assert_eq!(records[&3]["status"], "succeeded");
+    assert_eq!(acted_on(&h), [Tenant::synthetic_id(4)]);
+    assert!(h.mock.stats().identity_gets + h.mock.stats().identity_list_pages > 0);
+}
+
+#[tokio::test]
+async fn issue_13_members_of_privileged_roles_are_refused_unless_the_allow_section_names_them() {
+    let rows = [
+        "upn,action,identityProvider".to_owned(),
+        format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(1)),
+        format!("{},disable,activeDirectory", Tenant::synthetic_upn(3)),
+        format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(6)),
+    ];
+    let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+
+    let h = Harness::start(tenant_mock(20)).await;
+    let input = h.write("in.csv", &rows);
+    let status = h
+        .run(&input, &["--protect-privileged"])
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::RowsFailed);
+    let records = by_row(&read_jsonl(&h.results()));
+    assert_eq!(code(&records[&2]), "privilegedIdentity");
+    assert!(
+        message(&records[&2]).contains("Global Administrator"),
+        "{}",
+        message(&records[&2])
+    );
+    assert_eq!(code(&records[&3]), "privilegedIdentity");
+    assert!(message(&records[&3]).contains("Privileged Role Administrator"));
+    assert_eq!(records[&4]["status"], "succeeded");
+    assert_eq!(acted_on(&h), [Tenant::synthetic_id(6)]);
+    // One read per privileged role (a page each here).
+    assert_eq!(h.mock.stats().role_reads, 20);
+
+    // The allow section lets the one named person through; the other stays refused.
+    let h = Harness::start(tenant_mock(20)).await;
+    let input = h.write("in.csv", &rows);
+    let allow = h.write(
+        "protect.txt",
+        &[
+            "[allow]",
+            &format!("{}  # offboarding", Tenant::synthetic_upn(1)),
+        ],
+    );
+    let status = h
+        .run(
+            &input,
+            &["--protect-privileged", "--protect", allow.to_str().unwrap()],
+        )
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::RowsFailed);
+    let records = by_row(&read_jsonl(&h.results()));
+    assert_eq!(records[&2]["status"], "succeeded");
+    assert_eq!(code(&records[&3]), "privilegedIdentity");
+    let mut sent = acted_on(&h);
+    sent.sort();
+    let mut expected = vec![Tenant::synthetic_id(1), Tenant::synthetic_id(6)];
+    expected.sort();
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test]
+async fn issue_13_without_the_role_permission_protect_privileged_stops_before_any_action() {
+    let h = Harness::start(MockConfig {
+        deny_role_reads: true,
+        ..tenant_mock(20)
+    })
+    .await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,action,identityProvider",
+            &format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(6)),
+        ],
+    );
+    let result = h.run(&input, &["--protect-privileged"]).await;
+    assert_eq!(common::status(&result), ExitStatus::StoppedEarly);
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(error.contains("RoleManagement.Read.Directory"), "{error}");
+    assert!(error.contains("No action was sent"), "{error}");
+    assert!(acted_on(&h).is_empty());
+}
+
+#[tokio::test]
+async fn issue_13_max_actions_refuses_a_larger_plan_and_sends_nothing() {
+    let h = Harness::new().await;
+    let input = h.input(&common::plain_rows(3));
+    let result = h.run(&input, &["--max-actions", "2"]).await;
+    assert_eq!(common::status(&result), ExitStatus::InputError);
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(
+        error.contains("3 actions, more than --max-actions 2"),
+        "{error}"
+    );
+    assert_eq!(h.graph_requests(), 0);
+    assert!(!h.results().exists(), "no results file is left behind");
+
+    let status = h
+        .run(&input, &["--max-actions", "3"])
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::Success);
+    assert_eq!(h.graph_requests(), 3);
+}
+
+#[tokio::test]
+async fn issue_13_a_protect_file_line_that_names_nobody_stops_the_run_with_its_place() {
+    let h = Harness::start(tenant_mock(10)).await;
+    let protect = h.write("protect.txt", &["ok@contoso.com", "Jon Smith"]);
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,action,identityProvider",
+            &format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(6)),
+        ],
+    );
+    let result = h
+        .run(&input, &["--protect", protect.to_str().unwrap()])
+        .await;
+    assert_eq!(common::status(&result), ExitStatus::InputError);
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(error.contains("protect.txt:2:"), "{error}");
+    assert_eq!(h.graph_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_13_the_default_protect_file_in_the_config_directory_is_in_force() {
+    let h = Harness::start(tenant_mock(10)).await;
+    let config_dir = h.path("config");
+    std::fs::create_dir_all(config_dir.join("graph-remediate")).unwrap();
+    std::fs::write(
+        config_dir.join("graph-remediate").join("protect.txt"),
+        format!("{}\n", Tenant::synthetic_upn(2)),
+    )
+    .unwrap();
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,action,identityProvider",
+            &format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(2)),
+        ],
+    );
+    let output = h
+        .binary(&input, &[])
+        .env("XDG_CONFIG_HOME", &config_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let records = read_jsonl(&h.results());
+    assert_eq!(code(&records[0]), "protectedIdentity");
+    assert!(message(&records[0]).contains("protect.txt:1"));
+    assert!(acted_on(&h).is_empty());
+
+    // --no-lookup cannot keep that promise, so it is refused rather than silently ignored.
+    let output = h
+        .binary(
+            &input,
+            &["--no-lookup", "-o", h.path("r2.jsonl").to_str().unwrap()],
+        )
+        .env("XDG_CONFIG_HOME", &config_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--no-lookup"));
+}
+
+/// Runs `run` without `--yes` in a pseudo-terminal, answers `answer` to the question, and returns
+/// the exit code and what the terminal showed.
+fn answer_on_a_terminal(args: Vec<String>, answer: &str) -> (Option<i32>, String) {
+    use rexpect::process::WaitStatus;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"));
+    command.arg("run").args(args).arg("--no-progress");
+    let mut session = rexpect::session::spawn_command(command, Some(30_000)).unwrap();
+    let asked = session.exp_string("To proceed, type the number of accounts: ");
+    let asked = asked.unwrap_or_else(|error| panic!("no typed question: {error}"));
+    session.send_line(answer).unwrap();
+    let rest = session.exp_eof().unwrap_or_default();
+    let code = match session.process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => Some(code),
+        _ => None,
+    };
+    (code, asked + &rest)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_13_a_plan_above_twenty_actions_takes_the_typed_number_of_accounts_on_a_terminal() {
+    let h = Harness::new().await;
+    let input = h.input(&common::plain_rows(25));
+    let args = |results: &str| {
+        h.args(
+            &input,
+            &["--no-yes", "-o", h.path(results).to_str().unwrap()],
+        )
+    };
+
+    // `y` out of habit does not start it.
+    let typed_y = args("y.jsonl");
+    let (code, shown) = tokio::task::spawn_blocking(move || answer_on_a_terminal(typed_y, "y"))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("25 actions to 25 accounts"), "{shown}");
+    assert!(shown.contains("not confirmed"), "{shown}");
+    assert_eq!(h.graph_requests(), 0);
+
+    // The number of accounts does.
+    let typed_count = args("n.jsonl");
+    let (code, shown) =
+        tokio::task::spawn_blocking(move || answer_on_a_terminal(typed_count, "25"))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(h.graph_requests(), 25);
+}
