@@ -1,0 +1,980 @@
+//! `report`'s facts (issue 13): everything the report for an incident ticket says, gathered from
+//! what a run wrote (the results file, the lock file beside it and the identity snapshot) into
+//! one plain [`Report`], which [`markdown`] and [`html`] lay out. Nothing here sends anything,
+//! and nothing read here holds a secret: the lock file records ids and kinds, never a secret.
+//!
+//! The values are kept as they were read; each renderer escapes them for its format, since every
+//! value from the results or the snapshot is attacker-influenced. The sentences both formats say
+//! (the facts of the run, what is missing, the undo advice) are made here once.
+//!
+//! A large run (100,000 rows and more) is streamed once: every row's latest status is kept (a
+//! few bytes a row, for the counts, the failure groups and their lines), but the per-row table
+//! keeps only the first [`MAX_LISTED_ROWS`] rows by input line, with a note of how many more the
+//! results hold; each failure group and the not-attempted list name at most
+//! [`MAX_LISTED_LINES`] lines, with a count of the rest (every failure is counted in its group).
+//! The snapshot is streamed after the results, keeping only the identities of the listed rows.
+//!
+//! A results file from an interrupted `--resume` may hold two records for one row: the last one
+//! counts, as it does for `--resume` and the undo file.
+
+pub mod html;
+pub mod markdown;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::{self, Write as _};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::journal::{FIELDS, ResultsFormat, unneutralise};
+use super::lock::{RunLock, RunState};
+use super::summary::{Tally, code_hint, resume_command, shell_words};
+use crate::graph::identity::Identity;
+use crate::graph::model::{Action, Provider, fold_name};
+use crate::input::Field;
+use crate::outcome::RowStatus;
+
+/// The most rows the per-row table lists (the first ones by input line).
+pub const MAX_LISTED_ROWS: usize = 1000;
+/// The most input lines a failure group (or the not-attempted list) names.
+pub const MAX_LISTED_LINES: usize = 1000;
+
+/// Why there is no report: the results cannot be read. Said as `FILE: reason`.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: {cause}", path.display())]
+    Unreadable { path: PathBuf, cause: io::Error },
+    #[error("{}: not a graph-remediate results file ({reason})", path.display())]
+    NotResults { path: PathBuf, reason: String },
+}
+
+/// Everything the report says, in the order it says it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The results file, as named on the command line.
+    pub results: PathBuf,
+    /// What the lock file beside the results says about the run.
+    pub lock: Found<RunState>,
+    /// The identity snapshot beside the results, and how many identities it held.
+    pub snapshot: Found<u64>,
+    pub snapshot_path: PathBuf,
+    /// The earliest `startedAt` and the latest `finishedAt` among the records.
+    pub first_started_at: Option<String>,
+    pub last_finished_at: Option<String>,
+    /// Counts by status (each row's latest record).
+    pub counts: Tally,
+    /// The first [`MAX_LISTED_ROWS`] rows, by input line.
+    pub rows: Vec<ReportRow>,
+    /// Failed rows by error code, most frequent first.
+    pub failures: Vec<FailureGroup>,
+    pub not_attempted: Lines,
+    /// Rows an undo file would hold: succeeded with an action that has an opposite.
+    pub undoable: u64,
+    pub undo: UndoAdvice,
+    /// Lines of the results (or snapshot) that are not records, and records a later one replaced.
+    pub unreadable_records: u64,
+    pub unreadable_snapshot_lines: u64,
+    pub superseded_records: u64,
+}
+
+/// A file beside the results: what it says, or why there is nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<T> {
+    Read(T),
+    Missing,
+    Unreadable(String),
+}
+
+impl<T> Found<T> {
+    pub fn read(&self) -> Option<&T> {
+        match self {
+            Found::Read(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the per-row table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    /// The input line.
+    pub line: u64,
+    pub display_name: String,
+    pub upn: String,
+    pub identity_account_id: String,
+    pub account_id: String,
+    pub action: String,
+    pub provider: String,
+    pub status: RowStatus,
+    pub error_code: String,
+    pub correlation_id: String,
+    pub request_id: String,
+    /// The identity as the snapshot holds it (read before the first action); `None` when the
+    /// snapshot does not hold it.
+    pub before: Option<Before>,
+}
+
+impl ReportRow {
+    /// The person: display name and UPN, either, or nothing.
+    pub fn person(&self) -> String {
+        match (self.display_name.is_empty(), self.upn.is_empty()) {
+            (false, false) if self.display_name != self.upn => {
+                format!("{} ({})", self.display_name, self.upn)
+            }
+            (false, _) => self.display_name.clone(),
+            (true, false) => self.upn.clone(),
+            (true, true) => String::new(),
+        }
+    }
+
+    /// The state before the action, in words; empty without a snapshot.
+    pub fn before_text(&self) -> String {
+        let Some(before) = &self.before else {
+            return String::new();
+        };
+        let enabled = match before.is_enabled {
+            Some(true) => "enabled",
+            Some(false) => "disabled",
+            None => "enabled: unknown",
+        };
+        match &before.offered {
+            Some(actions) if actions.is_empty() => format!("{enabled}; offered no action"),
+            Some(actions) => format!("{enabled}; offered {}", actions.join(", ")),
+            None => format!("{enabled}; no linked account matched the row"),
+        }
+    }
+}
+
+/// An identity's state before the action, from the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    pub is_enabled: Option<bool>,
+    /// The actions the row's linked account offered (matched by accountId, else by provider);
+    /// `None` when no linked account matched.
+    pub offered: Option<Vec<String>>,
+}
+
+impl Before {
+    fn of(identity: &Identity, account_id: &str, provider: &str) -> Before {
+        let provider = Provider::parse(provider);
+        let account = identity
+            .accounts
+            .iter()
+            .find(|a| !account_id.is_empty() && a.identifier.eq_ignore_ascii_case(account_id))
+            .or_else(|| {
+                identity
+                    .accounts
+                    .iter()
+                    .find(|a| provider.is_some() && a.provider() == provider)
+            });
+        Before {
+            is_enabled: identity.is_enabled,
+            offered: account.map(|account| account.offered()),
+        }
+    }
+}
+
+/// The failed rows of one error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureGroup {
+    pub code: String,
+    pub count: u64,
+    pub lines: Lines,
+    /// The errorMessage of the first such record read, as an example.
+    pub example: String,
+    /// What to do next ([`code_hint`]), when there is advice for the code.
+    pub hint: Option<&'static str>,
+}
+
+/// Input lines, listed up to [`MAX_LISTED_LINES`], with how many more there are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lines {
+    pub listed: Vec<u64>,
+    pub more: u64,
+}
+
+impl Lines {
+    fn from_unsorted(mut lines: Vec<u64>) -> Lines {
+        lines.sort_unstable();
+        let more = lines.len().saturating_sub(MAX_LISTED_LINES) as u64;
+        lines.truncate(MAX_LISTED_LINES);
+        Lines {
+            listed: lines,
+            more,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    /// `2-5, 9, 11-12`, and `and N more` past the listed ones.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let mut at = 0;
+        while at < self.listed.len() {
+            let first = self.listed[at];
+            let mut last = first;
+            while at + 1 < self.listed.len() && self.listed[at + 1] == last + 1 {
+                at += 1;
+                last = self.listed[at];
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            if first == last {
+                let _ = write!(out, "{first}");
+            } else {
+                let _ = write!(out, "{first}-{last}");
+            }
+            at += 1;
+        }
+        if self.more > 0 {
+            let _ = write!(out, ", and {} more", self.more);
+        }
+        out
+    }
+}
+
+/// What the report says about undoing the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UndoAdvice {
+    /// An undo file is there: the one the run wrote (`rows` unknown), or the one `report
+    /// --undo-file` just wrote.
+    Ready {
+        path: PathBuf,
+        rows: Option<u64>,
+        written_now: bool,
+    },
+    /// None is; the run may have named one that is gone.
+    NotWritten { named_but_missing: Option<String> },
+}
+
+/// The paths `report` reads beside the results.
+pub struct Beside {
+    pub lock: PathBuf,
+    pub snapshot: PathBuf,
+}
+
+impl Beside {
+    pub fn results(results: &Path) -> Beside {
+        Beside {
+            lock: RunLock::path_for(results),
+            snapshot: super::snapshot::path_for(results),
+        }
+    }
+}
+
+/// What the lock file beside the results says: the run's facts, or why there are none.
+pub fn read_lock(path: &Path) -> Found<RunState> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => match serde_json::from_str(text.trim()) {
+            Ok(state) => Found::Read(state),
+            Err(error) => Found::Unreadable(error.to_string()),
+        },
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Found::Missing,
+        Err(error) => Found::Unreadable(error.to_string()),
+    }
+}
+
+/// The undo file the run named, when it is there.
+pub fn named_undo_file(lock: &Found<RunState>) -> Option<PathBuf> {
+    let named = lock.read()?.about.undo_file.as_ref()?;
+    let path = PathBuf::from(named);
+    path.is_file().then_some(path)
+}
+
+/// Gathers the report for the results at `results` (and the lock file and snapshot beside
+/// them). `written_undo` is the undo file `report --undo-file` just wrote, with its rows.
+pub fn gather(results: &Path, written_undo: Option<(&Path, u64)>) -> Result<Report, ReportError> {
+    let beside = Beside::results(results);
+    let lock = read_lock(&beside.lock);
+    let mut gathering = Gathering::default();
+    let columns = carried_columns(results)?;
+    gathering.person = PersonColumns::among(&columns);
+    for_each_record(results, &mut |fields| gathering.take(fields))?;
+    let mut report = gathering.finish(results, lock);
+    report.snapshot_path = beside.snapshot;
+    read_snapshot(&mut report);
+    report.undo = match written_undo {
+        Some((path, rows)) => UndoAdvice::Ready {
+            path: path.to_path_buf(),
+            rows: Some(rows),
+            written_now: true,
+        },
+        None => match named_undo_file(&report.lock) {
+            Some(path) => UndoAdvice::Ready {
+                path,
+                rows: None,
+                written_now: false,
+            },
+            None => UndoAdvice::NotWritten {
+                named_but_missing: report
+                    .lock
+                    .read()
+                    .and_then(|state| state.about.undo_file.clone()),
+            },
+        },
+    };
+    Ok(report)
+}
+
+impl Report {
+    /// The input the run read, by file name (the results file's when the lock file is gone).
+    pub fn input_name(&self) -> String {
+        let input = match self.lock.read() {
+            Some(state) => PathBuf::from(&state.input),
+            None => self.results.clone(),
+        };
+        input
+            .file_name()
+            .map_or_else(|| input.display().to_string(), |n| n.to_string_lossy().into())
+    }
+
+    pub fn title(&self) -> String {
+        format!("Remediation report: {}", self.input_name())
+    }
+
+    /// Whether the run was a rehearsal against the built-in mock.
+    pub fn is_rehearsal(&self) -> bool {
+        self.lock.read().is_some_and(RunState::is_rehearsal)
+    }
+
+    /// The run's facts, by name: when, where, as whom, with what.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let state = self.lock.read();
+        let about = state.map(|s| &s.about);
+        let known = |value: Option<&String>| {
+            value.map_or_else(|| "not recorded".to_owned(), Clone::clone)
+        };
+        let started = about
+            .and_then(|a| a.started_at.clone())
+            .or_else(|| {
+                self.first_started_at
+                    .as_ref()
+                    .map(|t| format!("{t} (the first request)"))
+            })
+            .unwrap_or_else(|| "not recorded".to_owned());
+        let endpoint = match state {
+            Some(state) if state.is_rehearsal() => {
+                "rehearsal against the built-in mock: nothing was sent to Microsoft".to_owned()
+            }
+            Some(state) => known(state.endpoint.as_ref()),
+            None => "not recorded".to_owned(),
+        };
+        let snapshot = match &self.snapshot {
+            Found::Read(count) => format!(
+                "{} ({count} identities as read before the first action)",
+                self.snapshot_path.display()
+            ),
+            _ => "none".to_owned(),
+        };
+        vec![
+            ("Started", started),
+            (
+                "Last row finished",
+                known(self.last_finished_at.as_ref()),
+            ),
+            ("Endpoint", endpoint),
+            ("Tenant", known(about.and_then(|a| a.tenant.as_ref()))),
+            ("App (client id)", known(about.and_then(|a| a.client_id.as_ref()))),
+            ("Credential", known(about.and_then(|a| a.credential.as_ref()))),
+            ("Tool version", known(about.and_then(|a| a.version.as_ref()))),
+            ("Input", known(state.map(|s| &s.input))),
+            ("Results", self.results.display().to_string()),
+            ("Identity snapshot", snapshot),
+        ]
+    }
+
+    /// The command line the run was started with.
+    pub fn command_line(&self) -> Option<&str> {
+        self.lock.read()?.about.command_line.as_deref()
+    }
+
+    /// What the report could not read, one sentence each.
+    pub fn missing(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let lock = RunLock::path_for(&self.results);
+        match &self.lock {
+            Found::Read(_) => {}
+            Found::Missing => notes.push(format!(
+                "No lock file ({}): when, against which tenant and app, and with which command line the run was started are not known.",
+                lock.display()
+            )),
+            Found::Unreadable(reason) => notes.push(format!(
+                "The lock file {} could not be read ({reason}): when, against which tenant and app, and with which command line the run was started are not known.",
+                lock.display()
+            )),
+        }
+        let snapshot = self.snapshot_path.display();
+        match &self.snapshot {
+            Found::Read(_) => {}
+            Found::Missing => notes.push(format!(
+                "No identity snapshot ({snapshot}): the run looked nobody up (every row carried its ids), or the file was moved; the state before each action is not known."
+            )),
+            Found::Unreadable(reason) => notes.push(format!(
+                "The identity snapshot {snapshot} could not be read ({reason}): the state before each action is not known."
+            )),
+        }
+        if self.unreadable_records > 0 {
+            notes.push(format!(
+                "{} line(s) of the results are not records (a line cut short when a run was killed, or one edited by hand) and are left out.",
+                self.unreadable_records
+            ));
+        }
+        if self.unreadable_snapshot_lines > 0 {
+            notes.push(format!(
+                "{} line(s) of the identity snapshot could not be read and are left out.",
+                self.unreadable_snapshot_lines
+            ));
+        }
+        if self.superseded_records > 0 {
+            notes.push(format!(
+                "{} earlier record(s) of rows recorded again (a --resume that did not finish) are left out: each row counts by its last record.",
+                self.superseded_records
+            ));
+        }
+        notes
+    }
+
+    /// The note under the per-row table when it lists fewer rows than the results hold.
+    pub fn rows_cut(&self) -> Option<String> {
+        let total = self.counts.rows();
+        (total > self.rows.len() as u64).then(|| {
+            format!(
+                "The first {} rows of {total} are listed; the results file {} holds every row (failed rows are all counted under Failures).",
+                self.rows.len(),
+                self.results.display()
+            )
+        })
+    }
+
+    /// The command that sends the failed and not-attempted rows again: the run's own command
+    /// line with `--resume` (rows that succeeded are skipped).
+    pub fn rest_command(&self) -> Option<String> {
+        if self.counts.failed + self.counts.not_attempted == 0 {
+            return None;
+        }
+        let words = shlex::split(self.command_line()?)?;
+        let argv: Vec<std::ffi::OsString> = words.into_iter().map(Into::into).collect();
+        Some(resume_command(&argv))
+    }
+
+    /// What to say about undoing the batch: a sentence, and the command to run (if any).
+    pub fn undo_steps(&self) -> (String, Option<String>) {
+        let mock = if self.is_rehearsal() { " --mock" } else { "" };
+        let rehearsal = if self.is_rehearsal() {
+            " The run was a rehearsal: nothing changed at Microsoft, so the command rehearses the undo too (--mock)."
+        } else {
+            ""
+        };
+        match &self.undo {
+            UndoAdvice::Ready {
+                path,
+                rows,
+                written_now,
+            } => {
+                let who = if *written_now {
+                    "this report wrote"
+                } else {
+                    "the run wrote"
+                };
+                let rows = rows.map_or_else(String::new, |rows| format!(" ({rows} row(s))"));
+                let command = format!(
+                    "graph-remediate run {}{mock}",
+                    shell_words(&[path.display().to_string()])
+                );
+                (
+                    format!(
+                        "To reverse this batch's disable and enable actions, run the undo file {who}{rows}:{rehearsal}"
+                    ),
+                    Some(command),
+                )
+            }
+            UndoAdvice::NotWritten { .. } if self.undoable == 0 => (
+                "Nothing to undo: no row succeeded with an action that has an opposite (disable and enable reverse each other; other actions cannot be undone).".to_owned(),
+                None,
+            ),
+            UndoAdvice::NotWritten { named_but_missing } => {
+                let gone = named_but_missing.as_ref().map_or_else(String::new, |named| {
+                    format!(" (the run named {named}, which is not there)")
+                });
+                let command = format!(
+                    "graph-remediate report {} --undo-file undo.csv",
+                    shell_words(&[self.results.display().to_string()])
+                );
+                (
+                    format!(
+                        "No undo file was written{gone}. This writes one, holding the {} row(s) that reverse the succeeded disable and enable actions (it reads the results and sends nothing); then run it with graph-remediate run undo.csv{mock}:{rehearsal}",
+                        self.undoable
+                    ),
+                    Some(command),
+                )
+            }
+        }
+    }
+}
+
+// --- reading the results ------------------------------------------------------------------------
+
+/// One results record's fields by name, whichever the file's format.
+enum Fields<'r> {
+    Json(&'r serde_json::Map<String, Value>),
+    Csv {
+        columns: &'r HashMap<String, usize>,
+        record: &'r csv::StringRecord,
+    },
+}
+
+impl Fields<'_> {
+    /// The field as text: empty when absent or null; CSV cells with the spreadsheet-safety
+    /// quote taken off.
+    fn text(&self, name: &str) -> Cow<'_, str> {
+        match self {
+            Fields::Json(map) => match map.get(name) {
+                Some(Value::String(text)) => Cow::Borrowed(text),
+                None | Some(Value::Null) => Cow::Borrowed(""),
+                Some(other) => Cow::Owned(other.to_string()),
+            },
+            Fields::Csv { columns, record } => Cow::Borrowed(
+                columns
+                    .get(name)
+                    .and_then(|at| record.get(*at))
+                    .map(unneutralise)
+                    .unwrap_or(""),
+            ),
+        }
+    }
+}
+
+/// The keys of a JSON object in the order they are written (serde_json's map sorts them).
+struct KeysInOrder(Vec<String>);
+
+impl<'de> Deserialize<'de> for KeysInOrder {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<KeysInOrder, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = KeysInOrder;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeysInOrder, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, IgnoredAny)) = map.next_entry::<String, IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(KeysInOrder(keys))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
+/// The results' carried columns (the input's own columns, as the results name them), in order:
+/// from the CSV header, or the first JSONL record.
+pub fn carried_columns(results: &Path) -> Result<Vec<String>, ReportError> {
+    let unreadable = |cause| ReportError::Unreadable {
+        path: results.to_path_buf(),
+        cause,
+    };
+    let names = match ResultsFormat::from_path(results) {
+        ResultsFormat::Csv => {
+            let mut reader = csv_reader(results)?;
+            let headers = reader.headers().map_err(|e| unreadable(e.into()))?;
+            headers.iter().map(str::to_owned).collect()
+        }
+        ResultsFormat::Jsonl => {
+            let file = File::open(results).map_err(unreadable)?;
+            let mut names = Vec::new();
+            for line in BufReader::new(file).split(b'\n') {
+                let line = line.map_err(unreadable)?;
+                if let Ok(KeysInOrder(keys)) = serde_json::from_slice(&line) {
+                    names = keys;
+                    break;
+                }
+            }
+            names
+        }
+    };
+    Ok(names
+        .into_iter()
+        .filter(|name| !FIELDS.contains(&name.as_str()))
+        .collect())
+}
+
+fn csv_reader(results: &Path) -> Result<csv::Reader<File>, ReportError> {
+    let file = File::open(results).map_err(|cause| ReportError::Unreadable {
+        path: results.to_path_buf(),
+        cause,
+    })?;
+    Ok(csv::ReaderBuilder::new().flexible(true).from_reader(file))
+}
+
+/// Calls `take` with every record of the results, in file order. Lines that are not records
+/// are passed as `None` (counted, not fatal); a file with lines but no record is refused.
+fn for_each_record(
+    results: &Path,
+    take: &mut dyn FnMut(Option<&Fields<'_>>),
+) -> Result<(), ReportError> {
+    let unreadable = |cause| ReportError::Unreadable {
+        path: results.to_path_buf(),
+        cause,
+    };
+    let not_results = |reason: &str| ReportError::NotResults {
+        path: results.to_path_buf(),
+        reason: reason.to_owned(),
+    };
+    let (mut records, mut others) = (0u64, 0u64);
+    match ResultsFormat::from_path(results) {
+        ResultsFormat::Jsonl => {
+            let file = File::open(results).map_err(unreadable)?;
+            for line in BufReader::new(file).split(b'\n') {
+                let line = line.map_err(unreadable)?;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<serde_json::Map<String, Value>>(&line) {
+                    Ok(map) if map.contains_key("row") && map.contains_key("status") => {
+                        records += 1;
+                        take(Some(&Fields::Json(&map)));
+                    }
+                    _ => {
+                        others += 1;
+                        take(None);
+                    }
+                }
+            }
+        }
+        ResultsFormat::Csv => {
+            let mut reader = csv_reader(results)?;
+            let headers = reader.headers().map_err(|e| unreadable(e.into()))?.clone();
+            let columns: HashMap<String, usize> = headers
+                .iter()
+                .enumerate()
+                .map(|(at, name)| (name.to_owned(), at))
+                .collect();
+            if !columns.contains_key("row") || !columns.contains_key("status") {
+                return Err(not_results("the header has no row and status columns"));
+            }
+            let mut record = csv::StringRecord::new();
+            loop {
+                match reader.read_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        records += 1;
+                        take(Some(&Fields::Csv {
+                            columns: &columns,
+                            record: &record,
+                        }));
+                    }
+                    Err(error) if matches!(error.kind(), csv::ErrorKind::Io(_)) => {
+                        return Err(unreadable(error.into()));
+                    }
+                    Err(_) => {
+                        others += 1;
+                        take(None);
+                    }
+                }
+            }
+        }
+    }
+    if records == 0 && others > 0 {
+        return Err(not_results("no line is a record with row and status"));
+    }
+    Ok(())
+}
+
+/// A row's latest status, kept for every row.
+#[derive(Debug, Clone, Copy)]
+struct RowDigest {
+    status: RowStatus,
+    /// Index into [`Gathering::codes`], for failed rows.
+    code: Option<usize>,
+    undoable: bool,
+}
+
+/// The carried columns that name the person: a UPN column and a display-name column.
+#[derive(Debug, Default)]
+struct PersonColumns {
+    upn: Option<String>,
+    display_name: Option<String>,
+}
+
+impl PersonColumns {
+    fn among(columns: &[String]) -> PersonColumns {
+        PersonColumns {
+            upn: columns
+                .iter()
+                .find(|name| Field::from_header(name) == Some(Field::Upn))
+                .cloned(),
+            display_name: columns
+                .iter()
+                .find(|name| {
+                    matches!(
+                        fold_name(name.trim()).as_str(),
+                        "displayname" | "accountdisplayname"
+                    )
+                })
+                .cloned(),
+        }
+    }
+}
+
+/// The report as the records pass by.
+#[derive(Default)]
+struct Gathering {
+    person: PersonColumns,
+    latest: HashMap<u64, RowDigest>,
+    listed: BTreeMap<u64, ReportRow>,
+    codes: Vec<String>,
+    code_index: HashMap<String, usize>,
+    /// The first errorMessage read for each code.
+    examples: Vec<String>,
+    first_started_at: Option<String>,
+    last_finished_at: Option<String>,
+    unreadable: u64,
+    superseded: u64,
+}
+
+fn parse_status(text: &str) -> Option<RowStatus> {
+    match text {
+        "succeeded" => Some(RowStatus::Succeeded),
+        "failed" => Some(RowStatus::Failed),
+        "skipped" => Some(RowStatus::Skipped),
+        "not_attempted" => Some(RowStatus::NotAttempted),
+        _ => None,
+    }
+}
+
+impl Gathering {
+    fn take(&mut self, fields: Option<&Fields<'_>>) {
+        let Some(fields) = fields else {
+            self.unreadable += 1;
+            return;
+        };
+        let (Ok(line), Some(status)) = (
+            fields.text("row").parse::<u64>(),
+            parse_status(&fields.text("status")),
+        ) else {
+            self.unreadable += 1;
+            return;
+        };
+        // Times are RFC 3339 in UTC with milliseconds: their text sorts as they do.
+        let started = fields.text("startedAt");
+        if !started.is_empty() && self.first_started_at.as_deref().is_none_or(|t| *started < *t)
+        {
+            self.first_started_at = Some(started.into_owned());
+        }
+        let finished = fields.text("finishedAt");
+        if !finished.is_empty() && self.last_finished_at.as_deref().is_none_or(|t| *finished > *t)
+        {
+            self.last_finished_at = Some(finished.into_owned());
+        }
+        let code = (status == RowStatus::Failed).then(|| self.code_of(fields));
+        let action = fields.text("action");
+        let provider = fields.text("identityProvider");
+        let undoable = status == RowStatus::Succeeded
+            && Action::parse(&action).and_then(Action::opposite).is_some()
+            && Provider::parse(&provider).is_some();
+        let digest = RowDigest {
+            status,
+            code,
+            undoable,
+        };
+        if self.latest.insert(line, digest).is_some() {
+            self.superseded += 1;
+        }
+        let listed_already = self.listed.contains_key(&line);
+        let room = self.listed.len() < MAX_LISTED_ROWS;
+        let earlier_than_listed = self.listed.last_key_value().is_some_and(|(l, _)| line < *l);
+        if listed_already || room || earlier_than_listed {
+            let carried = |column: &Option<String>| {
+                column
+                    .as_deref()
+                    .map(|name| fields.text(name).into_owned())
+                    .unwrap_or_default()
+            };
+            let row = ReportRow {
+                line,
+                display_name: carried(&self.person.display_name),
+                upn: carried(&self.person.upn),
+                identity_account_id: fields.text("identityAccountId").into_owned(),
+                account_id: fields.text("accountId").into_owned(),
+                action: action.into_owned(),
+                provider: provider.into_owned(),
+                status,
+                error_code: fields.text("errorCode").into_owned(),
+                correlation_id: fields.text("correlationId").into_owned(),
+                request_id: fields.text("requestId").into_owned(),
+                before: None,
+            };
+            self.listed.insert(line, row);
+            if self.listed.len() > MAX_LISTED_ROWS {
+                self.listed.pop_last();
+            }
+        }
+    }
+
+    /// The failure's code as the summary tallies it: errorCode, else the HTTP status, else
+    /// `unknown`; interned, with the first message kept as the group's example.
+    fn code_of(&mut self, fields: &Fields<'_>) -> usize {
+        let code = fields.text("errorCode");
+        let http = fields.text("httpStatus");
+        let code = if !code.is_empty() {
+            code.into_owned()
+        } else if !http.is_empty() {
+            format!("HTTP {http}")
+        } else {
+            "unknown".to_owned()
+        };
+        if let Some(index) = self.code_index.get(&code) {
+            return *index;
+        }
+        let index = self.codes.len();
+        self.code_index.insert(code.clone(), index);
+        self.codes.push(code);
+        self.examples
+            .push(fields.text("errorMessage").into_owned());
+        index
+    }
+
+    fn finish(self, results: &Path, lock: Found<RunState>) -> Report {
+        let mut counts = Tally::default();
+        let mut failed_lines: Vec<Vec<u64>> = vec![Vec::new(); self.codes.len()];
+        let mut not_attempted = Vec::new();
+        let mut undoable = 0;
+        for (line, digest) in &self.latest {
+            match digest.status {
+                RowStatus::Succeeded => counts.succeeded += 1,
+                RowStatus::Failed => counts.failed += 1,
+                RowStatus::Skipped => counts.skipped += 1,
+                RowStatus::NotAttempted => {
+                    counts.not_attempted += 1;
+                    not_attempted.push(*line);
+                }
+            }
+            if let Some(code) = digest.code {
+                failed_lines[code].push(*line);
+            }
+            undoable += u64::from(digest.undoable);
+        }
+        for (code, lines) in self.codes.iter().zip(&failed_lines) {
+            if !lines.is_empty() {
+                counts
+                    .error_codes
+                    .insert(code.clone(), lines.len() as u64);
+            }
+        }
+        let failures = counts
+            .top_errors(usize::MAX)
+            .into_iter()
+            .filter_map(|(code, count)| {
+                let index = *self.code_index.get(code)?;
+                Some(FailureGroup {
+                    code: code.to_owned(),
+                    count,
+                    lines: Lines::from_unsorted(failed_lines[index].clone()),
+                    example: self.examples[index].clone(),
+                    hint: code_hint(code),
+                })
+            })
+            .collect();
+        Report {
+            results: results.to_path_buf(),
+            lock,
+            snapshot: Found::Missing,
+            snapshot_path: PathBuf::new(),
+            first_started_at: self.first_started_at,
+            last_finished_at: self.last_finished_at,
+            counts,
+            rows: self.listed.into_values().collect(),
+            failures,
+            not_attempted: Lines::from_unsorted(not_attempted),
+            undoable,
+            undo: UndoAdvice::NotWritten {
+                named_but_missing: None,
+            },
+            unreadable_records: self.unreadable,
+            unreadable_snapshot_lines: 0,
+            superseded_records: self.superseded,
+        }
+    }
+}
+
+// --- reading the snapshot -----------------------------------------------------------------------
+
+/// One line of the identity snapshot.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotLine {
+    identity_account_id: String,
+    identity: Identity,
+}
+
+/// Streams the snapshot, keeping the identities of the listed rows (the first line for each:
+/// the state before the first run's actions), and fills in the rows' person and state before.
+fn read_snapshot(report: &mut Report) {
+    let file = match File::open(&report.snapshot_path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            report.snapshot = Found::Missing;
+            return;
+        }
+        Err(error) => {
+            report.snapshot = Found::Unreadable(error.to_string());
+            return;
+        }
+    };
+    let wanted: HashSet<&str> = report
+        .rows
+        .iter()
+        .map(|row| row.identity_account_id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    let mut found: HashMap<String, Identity> = HashMap::new();
+    let mut identities = 0u64;
+    for line in BufReader::new(file).split(b'\n') {
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                report.snapshot = Found::Unreadable(error.to_string());
+                return;
+            }
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<SnapshotLine>(&line) {
+            Ok(entry) => {
+                identities += 1;
+                if wanted.contains(entry.identity_account_id.as_str())
+                    && !found.contains_key(&entry.identity_account_id)
+                {
+                    found.insert(entry.identity_account_id, entry.identity);
+                }
+            }
+            Err(_) => report.unreadable_snapshot_lines += 1,
+        }
+    }
+    report.snapshot = Found::Read(identities);
+    for row in &mut report.rows {
+        let Some(identity) = found.get(&row.identity_account_id) else {
+            continue;
+        };
+        if let Some(name) = identity.display_name.as_ref().filter(|n| !n.is_empty()) {
+            row.display_name.clone_from(name);
+        }
+        if let Some(upn) = identity.user_principal_name.as_ref().filter(|u| !u.is_empty()) {
+            row.upn.clone_from(upn);
+        }
+        row.before = Some(Before::of(identity, &row.account_id, &row.provider));
+    }
+}
+
+#[cfg(test)]
+mod tests;

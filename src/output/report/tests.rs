@@ -1,0 +1,1 @@
+//! Unit tests of the report: gathering, both renderers, escaping.
