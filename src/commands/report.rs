@@ -10,9 +10,10 @@ use anyhow::{Context, anyhow};
 
 use crate::ExitStatus;
 use crate::cli::{ReportArgs, ReportFormat};
+use crate::output::journal::FIELDS;
 use crate::output::journal::{open_private, private_options, restrict};
 use crate::output::paths::{self, NamedPath};
-use crate::output::report::{self, Beside, Report};
+use crate::output::report::{self, Beside, Report, UndoAdvice};
 use crate::output::undo::write_undo;
 
 use super::validate::ignore_broken_pipe;
@@ -26,16 +27,18 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
         cause,
     })?;
     check_files(args)?;
-    let written_undo = match &args.undo_file {
-        Some(target) => {
-            let columns = report::carried_columns(results)?;
-            let rows = write_undo(results, target, &columns)
-                .with_context(|| format!("cannot write the undo file {}", target.display()))?;
-            Some((target.as_path(), rows))
-        }
-        None => None,
-    };
-    let facts = report::gather(results, written_undo)?;
+    // Every line read before anything is written: results that are not results write nothing.
+    let mut facts = report::gather(results)?;
+    if let Some(target) = &args.undo_file {
+        let columns = input_names(&report::carried_columns(results)?);
+        let rows = write_undo(results, target, &columns)
+            .with_context(|| format!("cannot write the undo file {}", target.display()))?;
+        facts.undo = UndoAdvice::Ready {
+            path: target.clone(),
+            rows: Some(rows),
+            written_now: true,
+        };
+    }
     let text = render(&facts, format_for(args));
     match &args.output {
         Some(path) => write_report(path, &text)
@@ -71,6 +74,30 @@ pub fn format_for(args: &ReportArgs) -> ReportFormat {
     }
 }
 
+/// The carried columns by the input's names: the results rename a column that clashes with one
+/// of their own fields `input.<name>` (or `input.<name>.N`), and the undo file, which is input,
+/// names it as the input did.
+fn input_names(results_names: &[String]) -> Vec<String> {
+    results_names
+        .iter()
+        .map(|name| {
+            let Some(rest) = name.strip_prefix("input.") else {
+                return name.clone();
+            };
+            let base = match rest.rsplit_once('.') {
+                Some((base, n)) if n.parse::<u32>().is_ok() && FIELDS.contains(&base) => base,
+                _ => rest,
+            };
+            if FIELDS.contains(&base) {
+                base.to_owned()
+            } else {
+                name.clone()
+            }
+        })
+        .collect()
+}
+
+/// The report in `format`.
 pub fn render(facts: &Report, format: ReportFormat) -> String {
     match format {
         ReportFormat::Md => report::markdown::render(facts),
@@ -82,7 +109,7 @@ pub fn render(facts: &Report, format: ReportFormat) -> String {
 /// file, the snapshot, the run's undo file) or each other, or that goes where no directory is.
 fn check_files(args: &ReportArgs) -> anyhow::Result<()> {
     let beside = Beside::results(&args.results);
-    let named_undo = report::named_undo_file(&report::read_lock(&beside.lock));
+    let named_undo = report::named_undo_file(&report::read_lock(&beside.lock), &args.results);
     let mut reads = vec![NamedPath {
         role: "results file",
         path: &args.results,

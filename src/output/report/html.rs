@@ -5,12 +5,11 @@
 //!
 //! The page is written with maud, whose templates escape every value they insert: a value from
 //! the results or the snapshot cannot become markup, whatever it holds. Control characters are
-//! shown escaped ([`printable`]) first, as in the Markdown.
+//! shown escaped and tokens hidden ([`shown`]) first, as in the Markdown.
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::Report;
-use crate::sanitize::printable;
+use super::{Report, shown};
 
 /// The page's only style, inline.
 const STYLE: &str = "\
@@ -176,7 +175,7 @@ pub fn render(report: &Report) -> String {
     page.into_string()
 }
 
-/// A value for the page: control characters shown escaped; maud escapes the rest.
+/// A value for the page: control characters shown escaped, tokens hidden; maud escapes the rest.
 fn text(value: &str) -> Markup {
-    html! { (printable(value)) }
+    html! { (shown(value)) }
 }

@@ -1,14 +1,13 @@
 //! The report as Markdown (GitHub-flavoured: tables), for the text of an incident ticket.
 //!
 //! Every value from the results, the lock file or the snapshot goes through [`escape`] or
-//! [`code_block`]: control characters are shown escaped ([`printable`]), and Markdown's
+//! [`code_block`]: control characters are shown escaped and tokens hidden ([`shown`]), and Markdown's
 //! punctuation is backslash-escaped, so a value can neither break a table (`|`, a newline) nor
 //! become markup (a link, an image, emphasis, HTML such as `<script>`).
 
 use std::fmt::Write as _;
 
-use super::Report;
-use crate::sanitize::printable;
+use super::{Report, shown};
 
 /// The report as one Markdown document.
 pub fn render(report: &Report) -> String {
@@ -157,9 +156,9 @@ pub fn render(report: &Report) -> String {
 /// `value` made safe as Markdown text, also inside a table cell: control characters escaped,
 /// and every character Markdown could read as markup backslash-escaped.
 pub fn escape(value: &str) -> String {
-    let shown = printable(value);
-    let mut out = String::with_capacity(shown.len() + 8);
-    for c in shown.chars() {
+    let safe = shown(value);
+    let mut out = String::with_capacity(safe.len() + 8);
+    for c in safe.chars() {
         if matches!(
             c,
             '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' | '#' | '!'
@@ -174,12 +173,8 @@ pub fn escape(value: &str) -> String {
 /// `text` as a fenced code block: a fence longer than any run of backticks inside, and control
 /// characters escaped, so nothing in it ends the block early.
 pub fn code_block(text: &str) -> String {
-    let shown = printable(text);
-    let longest_run = shown
-        .split(|c| c != '`')
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
+    let safe = shown(text);
+    let longest_run = safe.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest_run.max(2) + 1);
-    format!("{fence}text\n{shown}\n{fence}\n")
+    format!("{fence}text\n{safe}\n{fence}\n")
 }

@@ -38,19 +38,75 @@ use crate::graph::identity::Identity;
 use crate::graph::model::{Action, Provider, fold_name};
 use crate::input::Field;
 use crate::outcome::RowStatus;
+use crate::sanitize::printable;
 
 /// The most rows the per-row table lists (the first ones by input line).
 pub const MAX_LISTED_ROWS: usize = 1000;
 /// The most input lines a failure group (or the not-attempted list) names.
 pub const MAX_LISTED_LINES: usize = 1000;
 
-/// Why there is no report: the results cannot be read. Said as `FILE: reason`.
+/// The most unreadable lines the report names one by one (the rest are counted).
+pub const MAX_NAMED_BAD_LINES: usize = 5;
+
+/// Why there is no report: the results cannot be read. Said as `FILE: reason`, or
+/// `FILE:LINE: reason` when one line is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{}: {cause}", path.display())]
     Unreadable { path: PathBuf, cause: io::Error },
-    #[error("{}: not a graph-remediate results file ({reason})", path.display())]
-    NotResults { path: PathBuf, reason: String },
+    #[error(
+        "{}{}: not a graph-remediate results file ({reason}); give the results file a run wrote (-o of run)",
+        path.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default()
+    )]
+    NotResults {
+        path: PathBuf,
+        line: Option<u64>,
+        reason: String,
+    },
+}
+
+/// A line of the results or the snapshot that is not a record, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// The lines of a file that are not records: the first [`MAX_NAMED_BAD_LINES`] by number, and
+/// how many there are in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BadLines {
+    pub named: Vec<BadLine>,
+    pub count: u64,
+}
+
+impl BadLines {
+    fn push(&mut self, line: u64, reason: impl Into<String>) {
+        self.count += 1;
+        if self.named.len() < MAX_NAMED_BAD_LINES {
+            self.named.push(BadLine {
+                line,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// `FILE line 7 (reason); line 9 (reason), and 3 more`, for the report's notes.
+    fn text(&self, file: &Path) -> String {
+        let mut out = String::new();
+        for (at, bad) in self.named.iter().enumerate() {
+            if at > 0 {
+                out.push_str("; ");
+            }
+            let _ = write!(out, "{}:{} ({})", file.display(), bad.line, bad.reason);
+        }
+        let more = self.count.saturating_sub(self.named.len() as u64);
+        if more > 0 {
+            let _ = write!(out, ", and {more} more");
+        }
+        out
+    }
 }
 
 /// Everything the report says, in the order it says it.
@@ -77,8 +133,8 @@ pub struct Report {
     pub undoable: u64,
     pub undo: UndoAdvice,
     /// Lines of the results (or snapshot) that are not records, and records a later one replaced.
-    pub unreadable_records: u64,
-    pub unreadable_snapshot_lines: u64,
+    pub bad_records: BadLines,
+    pub bad_snapshot_lines: BadLines,
     pub superseded_records: u64,
 }
 
@@ -282,43 +338,41 @@ pub fn read_lock(path: &Path) -> Found<RunState> {
     }
 }
 
-/// The undo file the run named, when it is there.
-pub fn named_undo_file(lock: &Found<RunState>) -> Option<PathBuf> {
+/// The undo file the run named, when it is there: as named (relative to where the run was
+/// started, which is often where the report is made), else beside the results.
+pub fn named_undo_file(lock: &Found<RunState>, results: &Path) -> Option<PathBuf> {
     let named = lock.read()?.about.undo_file.as_ref()?;
     let path = PathBuf::from(named);
-    path.is_file().then_some(path)
+    if path.is_file() {
+        return Some(path);
+    }
+    let beside = super::paths::parent_dir(results).join(path.file_name()?);
+    (path.is_relative() && beside.is_file()).then_some(beside)
 }
 
 /// Gathers the report for the results at `results` (and the lock file and snapshot beside
-/// them). `written_undo` is the undo file `report --undo-file` just wrote, with its rows.
-pub fn gather(results: &Path, written_undo: Option<(&Path, u64)>) -> Result<Report, ReportError> {
+/// them).
+pub fn gather(results: &Path) -> Result<Report, ReportError> {
     let beside = Beside::results(results);
     let lock = read_lock(&beside.lock);
     let mut gathering = Gathering::default();
     let columns = carried_columns(results)?;
     gathering.person = PersonColumns::among(&columns);
-    for_each_record(results, &mut |fields| gathering.take(fields))?;
+    for_each_record(results, &mut |at, fields| gathering.take(at, fields))?;
     let mut report = gathering.finish(results, lock);
     report.snapshot_path = beside.snapshot;
     read_snapshot(&mut report);
-    report.undo = match written_undo {
-        Some((path, rows)) => UndoAdvice::Ready {
-            path: path.to_path_buf(),
-            rows: Some(rows),
-            written_now: true,
+    report.undo = match named_undo_file(&report.lock, results) {
+        Some(path) => UndoAdvice::Ready {
+            path,
+            rows: None,
+            written_now: false,
         },
-        None => match named_undo_file(&report.lock) {
-            Some(path) => UndoAdvice::Ready {
-                path,
-                rows: None,
-                written_now: false,
-            },
-            None => UndoAdvice::NotWritten {
-                named_but_missing: report
-                    .lock
-                    .read()
-                    .and_then(|state| state.about.undo_file.clone()),
-            },
+        None => UndoAdvice::NotWritten {
+            named_but_missing: report
+                .lock
+                .read()
+                .and_then(|state| state.about.undo_file.clone()),
         },
     };
     Ok(report)
@@ -331,9 +385,10 @@ impl Report {
             Some(state) => PathBuf::from(&state.input),
             None => self.results.clone(),
         };
-        input
-            .file_name()
-            .map_or_else(|| input.display().to_string(), |n| n.to_string_lossy().into())
+        input.file_name().map_or_else(
+            || input.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        )
     }
 
     pub fn title(&self) -> String {
@@ -349,9 +404,8 @@ impl Report {
     pub fn facts(&self) -> Vec<(&'static str, String)> {
         let state = self.lock.read();
         let about = state.map(|s| &s.about);
-        let known = |value: Option<&String>| {
-            value.map_or_else(|| "not recorded".to_owned(), Clone::clone)
-        };
+        let known =
+            |value: Option<&String>| value.map_or_else(|| "not recorded".to_owned(), Clone::clone);
         let started = about
             .and_then(|a| a.started_at.clone())
             .or_else(|| {
@@ -376,15 +430,21 @@ impl Report {
         };
         vec![
             ("Started", started),
-            (
-                "Last row finished",
-                known(self.last_finished_at.as_ref()),
-            ),
+            ("Last row finished", known(self.last_finished_at.as_ref())),
             ("Endpoint", endpoint),
             ("Tenant", known(about.and_then(|a| a.tenant.as_ref()))),
-            ("App (client id)", known(about.and_then(|a| a.client_id.as_ref()))),
-            ("Credential", known(about.and_then(|a| a.credential.as_ref()))),
-            ("Tool version", known(about.and_then(|a| a.version.as_ref()))),
+            (
+                "App (client id)",
+                known(about.and_then(|a| a.client_id.as_ref())),
+            ),
+            (
+                "Credential",
+                known(about.and_then(|a| a.credential.as_ref())),
+            ),
+            (
+                "Tool version",
+                known(about.and_then(|a| a.version.as_ref())),
+            ),
             ("Input", known(state.map(|s| &s.input))),
             ("Results", self.results.display().to_string()),
             ("Identity snapshot", snapshot),
@@ -421,16 +481,18 @@ impl Report {
                 "The identity snapshot {snapshot} could not be read ({reason}): the state before each action is not known."
             )),
         }
-        if self.unreadable_records > 0 {
+        if self.bad_records.count > 0 {
             notes.push(format!(
-                "{} line(s) of the results are not records (a line cut short when a run was killed, or one edited by hand) and are left out.",
-                self.unreadable_records
+                "{} line(s) of the results are not records (a line cut short when a run was killed, or one edited by hand) and are left out: {}.",
+                self.bad_records.count,
+                self.bad_records.text(&self.results)
             ));
         }
-        if self.unreadable_snapshot_lines > 0 {
+        if self.bad_snapshot_lines.count > 0 {
             notes.push(format!(
-                "{} line(s) of the identity snapshot could not be read and are left out.",
-                self.unreadable_snapshot_lines
+                "{} line(s) of the identity snapshot could not be read and are left out: {}.",
+                self.bad_snapshot_lines.count,
+                self.bad_snapshot_lines.text(&self.snapshot_path)
             ));
         }
         if self.superseded_records > 0 {
@@ -484,14 +546,24 @@ impl Report {
                 } else {
                     "the run wrote"
                 };
-                let rows = rows.map_or_else(String::new, |rows| format!(" ({rows} row(s))"));
+                if *rows == Some(0) {
+                    return (
+                        format!(
+                            "The undo file {who} ({}) holds no row: no row succeeded with an action that has an opposite (disable and enable reverse each other; other actions cannot be undone).",
+                            path.display()
+                        ),
+                        None,
+                    );
+                }
+                let rows = rows.map_or_else(String::new, |rows| format!(", {rows} row(s)"));
                 let command = format!(
                     "graph-remediate run {}{mock}",
                     shell_words(&[path.display().to_string()])
                 );
                 (
                     format!(
-                        "To reverse this batch's disable and enable actions, run the undo file {who}{rows}:{rehearsal}"
+                        "To reverse this batch's disable and enable actions, run the undo file {who} ({}{rows}).{rehearsal}",
+                        path.display()
                     ),
                     Some(command),
                 )
@@ -510,7 +582,7 @@ impl Report {
                 );
                 (
                     format!(
-                        "No undo file was written{gone}. This writes one, holding the {} row(s) that reverse the succeeded disable and enable actions (it reads the results and sends nothing); then run it with graph-remediate run undo.csv{mock}:{rehearsal}",
+                        "No undo file was written{gone}. This command writes one, holding the {} row(s) that reverse the succeeded disable and enable actions (it reads the results and sends nothing); then run it with graph-remediate run undo.csv{mock}.{rehearsal}",
                         self.undoable
                     ),
                     Some(command),
@@ -518,6 +590,108 @@ impl Report {
             }
         }
     }
+}
+
+// --- values as the report shows them ---------------------------------------------------------
+
+/// What a token is shown as.
+pub const TOKEN_SHOWN_AS: &str = "[token hidden]";
+
+/// `value` as either format shows it: control characters and bidirectional overrides escaped,
+/// length bounded ([`printable`]), and anything that looks like an access token hidden
+/// ([`hide_tokens`]). The renderers then escape it for their format.
+pub fn shown(value: &str) -> String {
+    hide_tokens(&printable(value)).into_owned()
+}
+
+/// `text` with every JSON Web Token (`eyJ...`.`...`[.`...`]) and every `Bearer` credential
+/// replaced by [`TOKEN_SHOWN_AS`]. None of the files a report reads should hold one (the tool
+/// never records a token), but a hand-edited results file or a carried column could, and a
+/// report travels further than the files do.
+pub fn hide_tokens(text: &str) -> Cow<'_, str> {
+    let lower = text.to_ascii_lowercase();
+    if !text.contains("eyJ") && !lower.contains("bearer") {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut at) = (0, 0);
+    while at < bytes.len() {
+        let hidden = if bytes[at..].starts_with(b"eyJ") && !continues_word(bytes, at) {
+            jwt_end(bytes, at)
+        } else if lower.as_bytes()[at..].starts_with(b"bearer") && !continues_word(bytes, at) {
+            bearer_end(bytes, at)
+        } else {
+            None
+        };
+        match hidden {
+            Some((start, end)) => {
+                // `start` and `end` are at ASCII bytes, so on character boundaries.
+                out.push_str(&text[copied..start]);
+                out.push_str(TOKEN_SHOWN_AS);
+                copied = end;
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Whether the byte before `at` is part of the same word (a token starts a word).
+fn continues_word(bytes: &[u8], at: usize) -> bool {
+    at > 0 && is_token_byte(bytes[at - 1])
+}
+
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_')
+}
+
+/// The length of the run of base64url characters at `from`.
+fn token_run(bytes: &[u8], from: usize) -> usize {
+    bytes.get(from..).map_or(0, |rest| {
+        rest.iter().take_while(|b| is_token_byte(**b)).count()
+    })
+}
+
+/// The span of a JWT starting at `start`: a header of at least ten characters, a dot, a
+/// payload, and an optional dot and signature.
+fn jwt_end(bytes: &[u8], start: usize) -> Option<(usize, usize)> {
+    let header = token_run(bytes, start);
+    let mut end = start + header;
+    if header < 10 || bytes.get(end) != Some(&b'.') {
+        return None;
+    }
+    let payload = token_run(bytes, end + 1);
+    if payload == 0 {
+        return None;
+    }
+    end += 1 + payload;
+    if bytes.get(end) == Some(&b'.') {
+        end += 1 + token_run(bytes, end + 1);
+    }
+    Some((start, end))
+}
+
+/// The span of the credential after `Bearer` at `at` (`Bearer abc...`, `bearer=abc...`): at
+/// least 16 characters that are not space, quote or separator. `Bearer` itself stays.
+fn bearer_end(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut start = at + "bearer".len();
+    let gap = bytes
+        .get(start..)?
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'=' | b':'))
+        .count();
+    if gap == 0 {
+        return None;
+    }
+    start += gap;
+    let credential = bytes[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b',' | b';'))
+        .count();
+    (credential >= 16).then_some((start, start + credential))
 }
 
 // --- reading the results ------------------------------------------------------------------------
@@ -615,25 +789,31 @@ fn csv_reader(results: &Path) -> Result<csv::Reader<File>, ReportError> {
     Ok(csv::ReaderBuilder::new().flexible(true).from_reader(file))
 }
 
-/// Calls `take` with every record of the results, in file order. Lines that are not records
-/// are passed as `None` (counted, not fatal); a file with lines but no record is refused.
+/// Calls `take` with every line of the results, in file order: its line number, and its record
+/// or why it is none. A line that is not a record is not fatal (a killed run may leave one cut
+/// short); a file with lines but no record is refused, naming its first line.
 fn for_each_record(
     results: &Path,
-    take: &mut dyn FnMut(Option<&Fields<'_>>),
+    take: &mut dyn FnMut(u64, Result<&Fields<'_>, &str>),
 ) -> Result<(), ReportError> {
     let unreadable = |cause| ReportError::Unreadable {
         path: results.to_path_buf(),
         cause,
     };
-    let not_results = |reason: &str| ReportError::NotResults {
-        path: results.to_path_buf(),
-        reason: reason.to_owned(),
-    };
-    let (mut records, mut others) = (0u64, 0u64);
+    let mut records = 0u64;
+    let mut first_bad: Option<(u64, String)> = None;
+    let mut bad =
+        |line: u64, reason: String, take: &mut dyn FnMut(u64, Result<&Fields<'_>, &str>)| {
+            take(line, Err(&reason));
+            if first_bad.is_none() {
+                first_bad = Some((line, reason));
+            }
+        };
     match ResultsFormat::from_path(results) {
         ResultsFormat::Jsonl => {
             let file = File::open(results).map_err(unreadable)?;
-            for line in BufReader::new(file).split(b'\n') {
+            for (at, line) in BufReader::new(file).split(b'\n').enumerate() {
+                let number = at as u64 + 1;
                 let line = line.map_err(unreadable)?;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -641,12 +821,14 @@ fn for_each_record(
                 match serde_json::from_slice::<serde_json::Map<String, Value>>(&line) {
                     Ok(map) if map.contains_key("row") && map.contains_key("status") => {
                         records += 1;
-                        take(Some(&Fields::Json(&map)));
+                        take(number, Ok(&Fields::Json(&map)));
                     }
-                    _ => {
-                        others += 1;
-                        take(None);
-                    }
+                    Ok(_) => bad(
+                        number,
+                        "a JSON object without row and status".to_owned(),
+                        take,
+                    ),
+                    Err(error) => bad(number, format!("not JSON: {error}"), take),
                 }
             }
         }
@@ -659,34 +841,58 @@ fn for_each_record(
                 .map(|(at, name)| (name.to_owned(), at))
                 .collect();
             if !columns.contains_key("row") || !columns.contains_key("status") {
-                return Err(not_results("the header has no row and status columns"));
+                return Err(ReportError::NotResults {
+                    path: results.to_path_buf(),
+                    line: Some(1),
+                    reason: "the header has no row and status columns".to_owned(),
+                });
             }
             let mut record = csv::StringRecord::new();
             loop {
+                let number = reader.position().line();
                 match reader.read_record(&mut record) {
                     Ok(false) => break,
                     Ok(true) => {
                         records += 1;
-                        take(Some(&Fields::Csv {
-                            columns: &columns,
-                            record: &record,
-                        }));
+                        let number = record.position().map_or(number, csv::Position::line);
+                        take(
+                            number,
+                            Ok(&Fields::Csv {
+                                columns: &columns,
+                                record: &record,
+                            }),
+                        );
                     }
                     Err(error) if matches!(error.kind(), csv::ErrorKind::Io(_)) => {
                         return Err(unreadable(error.into()));
                     }
-                    Err(_) => {
-                        others += 1;
-                        take(None);
+                    Err(error) => {
+                        let number = error.position().map_or(number, csv::Position::line);
+                        bad(number, csv_reason(&error), take);
                     }
                 }
             }
         }
     }
-    if records == 0 && others > 0 {
-        return Err(not_results("no line is a record with row and status"));
+    match first_bad {
+        Some((line, reason)) if records == 0 => Err(ReportError::NotResults {
+            path: results.to_path_buf(),
+            line: Some(line),
+            reason,
+        }),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Why a CSV line is not a record, without the position (the report names the line itself).
+fn csv_reason(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_owned(),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} fields where the header has {expected_len}"),
+        _ => error.to_string(),
+    }
 }
 
 /// A row's latest status, kept for every row.
@@ -737,7 +943,7 @@ struct Gathering {
     examples: Vec<String>,
     first_started_at: Option<String>,
     last_finished_at: Option<String>,
-    unreadable: u64,
+    bad: BadLines,
     superseded: u64,
 }
 
@@ -752,26 +958,41 @@ fn parse_status(text: &str) -> Option<RowStatus> {
 }
 
 impl Gathering {
-    fn take(&mut self, fields: Option<&Fields<'_>>) {
-        let Some(fields) = fields else {
-            self.unreadable += 1;
+    fn take(&mut self, at: u64, fields: Result<&Fields<'_>, &str>) {
+        let fields = match fields {
+            Ok(fields) => fields,
+            Err(reason) => {
+                self.bad.push(at, reason);
+                return;
+            }
+        };
+        let Ok(line) = fields.text("row").parse::<u64>() else {
+            self.bad.push(at, "row is not a line number");
             return;
         };
-        let (Ok(line), Some(status)) = (
-            fields.text("row").parse::<u64>(),
-            parse_status(&fields.text("status")),
-        ) else {
-            self.unreadable += 1;
+        let Some(status) = parse_status(&fields.text("status")) else {
+            self.bad.push(
+                at,
+                "status is none of succeeded, failed, skipped, not_attempted",
+            );
             return;
         };
         // Times are RFC 3339 in UTC with milliseconds: their text sorts as they do.
         let started = fields.text("startedAt");
-        if !started.is_empty() && self.first_started_at.as_deref().is_none_or(|t| *started < *t)
+        if !started.is_empty()
+            && self
+                .first_started_at
+                .as_deref()
+                .is_none_or(|t| *started < *t)
         {
             self.first_started_at = Some(started.into_owned());
         }
         let finished = fields.text("finishedAt");
-        if !finished.is_empty() && self.last_finished_at.as_deref().is_none_or(|t| *finished > *t)
+        if !finished.is_empty()
+            && self
+                .last_finished_at
+                .as_deref()
+                .is_none_or(|t| *finished > *t)
         {
             self.last_finished_at = Some(finished.into_owned());
         }
@@ -838,8 +1059,7 @@ impl Gathering {
         let index = self.codes.len();
         self.code_index.insert(code.clone(), index);
         self.codes.push(code);
-        self.examples
-            .push(fields.text("errorMessage").into_owned());
+        self.examples.push(fields.text("errorMessage").into_owned());
         index
     }
 
@@ -865,9 +1085,7 @@ impl Gathering {
         }
         for (code, lines) in self.codes.iter().zip(&failed_lines) {
             if !lines.is_empty() {
-                counts
-                    .error_codes
-                    .insert(code.clone(), lines.len() as u64);
+                counts.error_codes.insert(code.clone(), lines.len() as u64);
             }
         }
         let failures = counts
@@ -899,8 +1117,8 @@ impl Gathering {
             undo: UndoAdvice::NotWritten {
                 named_but_missing: None,
             },
-            unreadable_records: self.unreadable,
-            unreadable_snapshot_lines: 0,
+            bad_records: self.bad,
+            bad_snapshot_lines: BadLines::default(),
             superseded_records: self.superseded,
         }
     }
@@ -938,7 +1156,7 @@ fn read_snapshot(report: &mut Report) {
         .collect();
     let mut found: HashMap<String, Identity> = HashMap::new();
     let mut identities = 0u64;
-    for line in BufReader::new(file).split(b'\n') {
+    for (at, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = match line {
             Ok(line) => line,
             Err(error) => {
@@ -958,7 +1176,9 @@ fn read_snapshot(report: &mut Report) {
                     found.insert(entry.identity_account_id, entry.identity);
                 }
             }
-            Err(_) => report.unreadable_snapshot_lines += 1,
+            Err(error) => report
+                .bad_snapshot_lines
+                .push(at as u64 + 1, format!("not an identity: {error}")),
         }
     }
     report.snapshot = Found::Read(identities);
@@ -969,7 +1189,11 @@ fn read_snapshot(report: &mut Report) {
         if let Some(name) = identity.display_name.as_ref().filter(|n| !n.is_empty()) {
             row.display_name.clone_from(name);
         }
-        if let Some(upn) = identity.user_principal_name.as_ref().filter(|u| !u.is_empty()) {
+        if let Some(upn) = identity
+            .user_principal_name
+            .as_ref()
+            .filter(|u| !u.is_empty())
+        {
             row.upn.clone_from(upn);
         }
         row.before = Some(Before::of(identity, &row.account_id, &row.provider));
