@@ -128,7 +128,8 @@ pub enum Command {
     /// correlationId and requestId, the identity's state before the action (from the
     /// identity snapshot), failures grouped with what to do next, and the undo command. Reads
     /// the results file, and the lock file and identity snapshot beside it (a report without
-    /// them says what is missing). None of them holds a secret.
+    /// them says what is missing). None of them holds a secret. A run of more than 1,000 rows
+    /// lists the first 1,000; every row is counted.
     ///
     /// Exit codes: 0 written; 2 usage errors or unreadable results.
     ///
