@@ -147,6 +147,9 @@ pub fn render(report: &Report) -> String {
                         }
                     }
                 }
+                @if let Some(note) = report.failures_cut() {
+                    p { (text(&note)) }
+                }
                 @if !report.not_attempted.is_empty() {
                     h3 { span.not_attempted { "Not attempted" } " (" (counts.not_attempted) ")" }
                     ul {

@@ -122,6 +122,10 @@ pub fn render(report: &Report) -> String {
         let _ = writeln!(out, "- What to do: {}", escape(advice));
         let _ = writeln!(out);
     }
+    if let Some(note) = report.failures_cut() {
+        let _ = writeln!(out, "{}", escape(&note));
+        let _ = writeln!(out);
+    }
     if !report.not_attempted.is_empty() {
         let _ = writeln!(out, "### Not attempted ({})", report.counts.not_attempted);
         let _ = writeln!(out);

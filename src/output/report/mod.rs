@@ -3,15 +3,17 @@
 //! one plain [`Report`], which [`markdown`] and [`html`] lay out. Nothing here sends anything,
 //! and nothing read here holds a secret: the lock file records ids and kinds, never a secret.
 //!
-//! The values are kept as they were read; each renderer escapes them for its format, since every
-//! value from the results or the snapshot is attacker-influenced. The sentences both formats say
-//! (the facts of the run, what is missing, the undo advice) are made here once.
+//! The values are kept as they were read; each renderer escapes them for its format, after
+//! [`shown`] has escaped control characters and hidden anything that looks like a token, since
+//! every value from the results or the snapshot is attacker-influenced. The sentences both
+//! formats say (the facts of the run, what is missing, the undo advice) are made here once.
 //!
 //! A large run (100,000 rows and more) is streamed once: every row's latest status is kept (a
 //! few bytes a row, for the counts, the failure groups and their lines), but the per-row table
 //! keeps only the first [`MAX_LISTED_ROWS`] rows by input line, with a note of how many more the
 //! results hold; each failure group and the not-attempted list name at most
-//! [`MAX_LISTED_LINES`] lines, with a count of the rest (every failure is counted in its group).
+//! [`MAX_LISTED_LINES`] lines, with a count of the rest (every failure is counted in its group),
+//! and the failures list the [`MAX_LISTED_GROUPS`] most frequent error codes.
 //! The snapshot is streamed after the results, keeping only the identities of the listed rows.
 //!
 //! A results file from an interrupted `--resume` may hold two records for one row: the last one
@@ -44,6 +46,8 @@ use crate::sanitize::printable;
 pub const MAX_LISTED_ROWS: usize = 1000;
 /// The most input lines a failure group (or the not-attempted list) names.
 pub const MAX_LISTED_LINES: usize = 1000;
+/// The most error codes the failures list (the most frequent ones); the rest are counted.
+pub const MAX_LISTED_GROUPS: usize = 100;
 
 /// The most unreadable lines the report names one by one (the rest are counted).
 pub const MAX_NAMED_BAD_LINES: usize = 5;
@@ -128,6 +132,8 @@ pub struct Report {
     pub rows: Vec<ReportRow>,
     /// Failed rows by error code, most frequent first.
     pub failures: Vec<FailureGroup>,
+    /// The error codes past [`MAX_LISTED_GROUPS`]: how many codes, and how many rows they hold.
+    pub more_failures: (u64, u64),
     pub not_attempted: Lines,
     /// Rows an undo file would hold: succeeded with an action that has an opposite.
     pub undoable: u64,
@@ -502,6 +508,17 @@ impl Report {
             ));
         }
         notes
+    }
+
+    /// The note under the failures when there are more error codes than they list.
+    pub fn failures_cut(&self) -> Option<String> {
+        let (codes, rows) = self.more_failures;
+        (codes > 0).then(|| {
+            format!(
+                "{codes} more error code(s), {rows} row(s) in all, are not listed; the results file {} holds every row.",
+                self.results.display()
+            )
+        })
     }
 
     /// The note under the per-row table when it lists fewer rows than the results hold.
@@ -1088,7 +1105,7 @@ impl Gathering {
                 counts.error_codes.insert(code.clone(), lines.len() as u64);
             }
         }
-        let failures = counts
+        let mut failures: Vec<FailureGroup> = counts
             .top_errors(usize::MAX)
             .into_iter()
             .filter_map(|(code, count)| {
@@ -1102,6 +1119,8 @@ impl Gathering {
                 })
             })
             .collect();
+        let rest = failures.split_off(failures.len().min(MAX_LISTED_GROUPS));
+        let more_failures = (rest.len() as u64, rest.iter().map(|g| g.count).sum());
         Report {
             results: results.to_path_buf(),
             lock,
@@ -1112,6 +1131,7 @@ impl Gathering {
             counts,
             rows: self.listed.into_values().collect(),
             failures,
+            more_failures,
             not_attempted: Lines::from_unsorted(not_attempted),
             undoable,
             undo: UndoAdvice::NotWritten {

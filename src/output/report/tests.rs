@@ -403,3 +403,23 @@ fn the_undo_advice_names_the_undo_file_or_how_to_write_one() {
         Some("graph-remediate run 'my undo.csv'")
     );
 }
+
+#[test]
+fn error_codes_past_the_cap_are_counted_not_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = 3;
+    let records: Vec<_> = (0..MAX_LISTED_GROUPS as u64 + extra)
+        .map(|i| {
+            let code = format!("code{i:04}");
+            record(i + 2, "failed", Some(&code))
+        })
+        .collect();
+    let results = write_jsonl(dir.path(), "r.jsonl", &records);
+    let report = gather(&results).unwrap();
+    assert_eq!(report.failures.len(), MAX_LISTED_GROUPS);
+    assert_eq!(report.more_failures, (extra, extra));
+    let note = report.failures_cut().expect("a note");
+    assert!(note.starts_with("3 more error code(s), 3 row(s)"), "{note}");
+    assert!(markdown::render(&report).contains("3 more error code(s)"));
+    assert!(html::render(&report).contains("3 more error code(s)"));
+}
