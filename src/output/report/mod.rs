@@ -621,10 +621,10 @@ pub fn shown(value: &str) -> String {
     hide_tokens(&printable(value)).into_owned()
 }
 
-/// `text` with every JSON Web Token (`eyJ...`.`...`[.`...`]) and every `Bearer` credential
-/// replaced by [`TOKEN_SHOWN_AS`]. None of the files a report reads should hold one (the tool
-/// never records a token), but a hand-edited results file or a carried column could, and a
-/// report travels further than the files do.
+/// `text` with every JSON Web Token (`header.payload.signature`, the header starting `eyJ`) and
+/// every `Bearer` credential replaced by [`TOKEN_SHOWN_AS`]. None of the files a report reads
+/// should hold one (the tool never records a token), but a hand-edited results file or a carried
+/// column could, and a report travels further than the files do.
 pub fn hide_tokens(text: &str) -> Cow<'_, str> {
     let lower = text.to_ascii_lowercase();
     if !text.contains("eyJ") && !lower.contains("bearer") {
