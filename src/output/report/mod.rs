@@ -182,7 +182,8 @@ pub struct ReportRow {
 }
 
 impl ReportRow {
-    /// The person: display name and UPN, either, or nothing.
+    /// The person: display name and UPN, either, or (a row that named its identity only by its
+    /// ids, with no snapshot entry) the identity account id.
     pub fn person(&self) -> String {
         match (self.display_name.is_empty(), self.upn.is_empty()) {
             (false, false) if self.display_name != self.upn => {
@@ -190,7 +191,8 @@ impl ReportRow {
             }
             (false, _) => self.display_name.clone(),
             (true, false) => self.upn.clone(),
-            (true, true) => String::new(),
+            (true, true) if self.identity_account_id.is_empty() => String::new(),
+            (true, true) => format!("identity {}", self.identity_account_id),
         }
     }
 
