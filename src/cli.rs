@@ -121,6 +121,26 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Resolve(Box<ResolveArgs>),
 
+    /// Write the report of a run for the incident ticket, from its results; send nothing.
+    ///
+    /// Markdown, or one self-contained HTML page: when, against which tenant and app, the
+    /// command line, counts by status, each row with the person, the action, the outcome,
+    /// correlationId and requestId, the identity's state before the action (from the
+    /// identity snapshot), failures grouped with what to do next, and the undo command. Reads
+    /// the results file, and the lock file and identity snapshot beside it (a report without
+    /// them says what is missing). None of them holds a secret. A run of more than 1,000 rows
+    /// lists the first 1,000; every row is counted.
+    ///
+    /// Exit codes: 0 written; 2 usage errors or unreadable results.
+    ///
+    /// Examples:
+    ///   graph-remediate report accounts.results.jsonl > INC-4711.md
+    ///   graph-remediate report accounts.results.jsonl -o INC-4711.html
+    ///   # the run wrote no undo file: write one from the results, and name it in the report
+    ///   graph-remediate report accounts.results.csv --undo-file undo.csv -o INC-4711.md
+    #[command(verbatim_doc_comment)]
+    Report(ReportArgs),
+
     /// Serve a local imitation of Graph's invokeAction and token endpoints, for rehearsals,
     /// tests and benchmarks. Runs until Ctrl-C.
     ///
@@ -241,6 +261,37 @@ pub struct ValidateArgs {
     /// Print the plan as text, or as one JSON object for scripts.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+}
+
+/// `report`'s flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The results file a run wrote (.jsonl or .csv).
+    #[arg(value_name = "RESULTS")]
+    pub results: PathBuf,
+
+    /// Where to write the report. Default: standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// md (Markdown) or html (one self-contained page). Default: html when -o ends in .html or
+    /// .htm, else md.
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+
+    /// Also write the undo file from the results (the opposite action for every row that
+    /// succeeded with disable or enable), and name it in the report. Sends nothing.
+    #[arg(long, value_name = "FILE")]
+    pub undo_file: Option<PathBuf>,
+}
+
+/// The report's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown, for the text of a ticket.
+    Md,
+    /// One HTML page with inline CSS, nothing loaded from elsewhere.
+    Html,
 }
 
 /// `run`'s flags (SPEC section 2).

@@ -102,6 +102,7 @@ pub async fn execute(
         Command::Resolve(args) => {
             commands::resolve::resolve(config::ResolveConfig::try_from(*args)?, shutdown).await
         }
+        Command::Report(args) => commands::report::report(&args),
         Command::Mock(args) => {
             mock::run_cli(args, shutdown).await?;
             Ok(ExitStatus::Success)

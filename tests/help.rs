@@ -38,6 +38,11 @@ fn resolve_help() {
 }
 
 #[test]
+fn report_help() {
+    insta::assert_snapshot!(help(&["report"]));
+}
+
+#[test]
 fn mock_help() {
     insta::assert_snapshot!(help(&["mock"]));
 }

@@ -1,13 +1,15 @@
 //! The subcommands, one module each, on top of the library's parts: `validate` (check and print
 //! the plan), `run` (the batch, with `prepare` for what happens before the first request:
-//! results path, resume checks, confirmation, dry run, credentials) and `completions`. `mock`
-//! lives in [`crate::mock`].
+//! results path, resume checks, confirmation, dry run, credentials), `resolve`, `report` (the
+//! report for the ticket, from what a run wrote) and `completions`. `mock` lives in
+//! [`crate::mock`].
 
 pub mod completions;
 mod connect;
 pub mod finish;
 pub mod look_up;
 pub mod prepare;
+pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod validate;

@@ -387,7 +387,7 @@ fn is_permission_code(code: &str) -> bool {
 }
 
 /// Advice for an error code seen on failed rows, when there is any.
-fn code_hint(code: &str) -> Option<&'static str> {
+pub(crate) fn code_hint(code: &str) -> Option<&'static str> {
     let hint = match code.to_ascii_lowercase().as_str() {
         "itemnotfound" | "notfound" | "http 404" => {
             "Graph has no identity account with that identityAccountId; check the id (the identity account's Graph id, not a UPN or SID)."

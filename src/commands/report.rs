@@ -1,0 +1,153 @@
+//! `report` (issue 13): the report for the incident ticket, from what a run wrote (its results,
+//! and the lock file and identity snapshot beside them), as Markdown or one HTML page, on
+//! standard output or in `-o FILE`. With `--undo-file`, it also writes the undo file from the
+//! results. It reads files and writes files; it sends nothing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+
+use crate::ExitStatus;
+use crate::cli::{ReportArgs, ReportFormat};
+use crate::output::journal::FIELDS;
+use crate::output::journal::{open_private, private_options, restrict};
+use crate::output::paths::{self, NamedPath};
+use crate::output::report::{self, Beside, Report, UndoAdvice};
+use crate::output::undo::write_undo;
+
+use super::validate::ignore_broken_pipe;
+
+/// `report`: gather the facts, render them, write them.
+pub fn report(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
+    let results = &args.results;
+    // `FILE: reason` for results that are not there, before any other file is looked at.
+    std::fs::metadata(results).map_err(|cause| report::ReportError::Unreadable {
+        path: results.clone(),
+        cause,
+    })?;
+    check_files(args)?;
+    // Every line read before anything is written: results that are not results write nothing.
+    let mut facts = report::gather(results)?;
+    if let Some(target) = &args.undo_file {
+        let columns = input_names(&report::carried_columns(results)?);
+        let rows = write_undo(results, target, &columns)
+            .with_context(|| format!("cannot write the undo file {}", target.display()))?;
+        facts.undo = UndoAdvice::Ready {
+            path: target.clone(),
+            rows: Some(rows),
+            written_now: true,
+        };
+    }
+    let text = render(&facts, format_for(args));
+    match &args.output {
+        Some(path) => write_report(path, &text)
+            .with_context(|| format!("cannot write the report {}", path.display()))?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut stdout = stdout.lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+                .or_else(ignore_broken_pipe)
+                .context("cannot write the report")?;
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `--format`, else from `-o`'s extension: `.html` or `.htm` is HTML, anything else Markdown.
+pub fn format_for(args: &ReportArgs) -> ReportFormat {
+    if let Some(format) = args.format {
+        return format;
+    }
+    let extension = args
+        .output
+        .as_deref()
+        .and_then(Path::extension)
+        .and_then(|e| e.to_str());
+    match extension {
+        Some(ext) if ext.eq_ignore_ascii_case("html") || ext.eq_ignore_ascii_case("htm") => {
+            ReportFormat::Html
+        }
+        _ => ReportFormat::Md,
+    }
+}
+
+/// The carried columns by the input's names: the results rename a column that clashes with one
+/// of their own fields `input.<name>` (or `input.<name>.N`), and the undo file, which is input,
+/// names it as the input did.
+fn input_names(results_names: &[String]) -> Vec<String> {
+    results_names
+        .iter()
+        .map(|name| {
+            let Some(rest) = name.strip_prefix("input.") else {
+                return name.clone();
+            };
+            let base = match rest.rsplit_once('.') {
+                Some((base, n)) if n.parse::<u32>().is_ok() && FIELDS.contains(&base) => base,
+                _ => rest,
+            };
+            if FIELDS.contains(&base) {
+                base.to_owned()
+            } else {
+                name.clone()
+            }
+        })
+        .collect()
+}
+
+/// The report in `format`.
+pub fn render(facts: &Report, format: ReportFormat) -> String {
+    match format {
+        ReportFormat::Md => report::markdown::render(facts),
+        ReportFormat::Html => report::html::render(facts),
+    }
+}
+
+/// Refuses a report or undo file that would replace what the run wrote (the results, the lock
+/// file, the snapshot, the run's undo file) or each other, or that goes where no directory is.
+fn check_files(args: &ReportArgs) -> anyhow::Result<()> {
+    let beside = Beside::results(&args.results);
+    let named_undo = report::named_undo_file(&report::read_lock(&beside.lock), &args.results);
+    let mut reads = vec![NamedPath {
+        role: "results file",
+        path: &args.results,
+    }];
+    let existing: [(&'static str, Option<&PathBuf>); 3] = [
+        ("lock file", Some(&beside.lock)),
+        ("identity snapshot", Some(&beside.snapshot)),
+        ("undo file the run wrote", named_undo.as_ref()),
+    ];
+    for (role, path) in existing {
+        if let Some(path) = path.filter(|p| p.exists()) {
+            reads.push(NamedPath { role, path });
+        }
+    }
+    let mut writes = Vec::new();
+    if let Some(path) = &args.output {
+        writes.push(NamedPath {
+            role: "report (-o)",
+            path,
+        });
+    }
+    if let Some(path) = &args.undo_file {
+        writes.push(NamedPath {
+            role: "undo file (--undo-file)",
+            path,
+        });
+    }
+    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))
+}
+
+/// The report file holds account data: readable by the owner only, like the results, and never
+/// written through a link.
+fn write_report(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = open_private(
+        private_options().write(true).create(true).truncate(true),
+        path,
+    )?;
+    restrict(&file)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}

@@ -1,0 +1,1226 @@
+//! `report`'s facts (issue 13): everything the report for an incident ticket says, gathered from
+//! what a run wrote (the results file, the lock file beside it and the identity snapshot) into
+//! one plain [`Report`], which [`markdown`] and [`html`] lay out. Nothing here sends anything,
+//! and nothing read here holds a secret: the lock file records ids and kinds, never a secret.
+//!
+//! The values are kept as they were read; each renderer escapes them for its format, after
+//! [`shown`] has escaped control characters and hidden anything that looks like a token, since
+//! every value from the results or the snapshot is attacker-influenced. The sentences both
+//! formats say (the facts of the run, what is missing, the undo advice) are made here once.
+//!
+//! A large run (100,000 rows and more) is streamed once: every row's latest status is kept (a
+//! few bytes a row, for the counts, the failure groups and their lines), but the per-row table
+//! keeps only the first [`MAX_LISTED_ROWS`] rows by input line, with a note of how many more the
+//! results hold; each failure group and the not-attempted list name at most
+//! [`MAX_LISTED_LINES`] lines, with a count of the rest (every failure is counted in its group),
+//! and the failures list the [`MAX_LISTED_GROUPS`] most frequent error codes.
+//! The snapshot is streamed after the results, keeping only the identities of the listed rows.
+//!
+//! A results file from an interrupted `--resume` may hold two records for one row: the last one
+//! counts, as it does for `--resume` and the undo file.
+
+pub mod html;
+pub mod markdown;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::{self, Write as _};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::journal::{FIELDS, ResultsFormat, unneutralise};
+use super::lock::{RunLock, RunState};
+use super::summary::{Tally, code_hint, resume_command, shell_words};
+use crate::graph::identity::Identity;
+use crate::graph::model::{Action, Provider, fold_name};
+use crate::input::Field;
+use crate::outcome::RowStatus;
+use crate::sanitize::printable;
+
+/// The most rows the per-row table lists (the first ones by input line).
+pub const MAX_LISTED_ROWS: usize = 1000;
+/// The most input lines a failure group (or the not-attempted list) names.
+pub const MAX_LISTED_LINES: usize = 1000;
+/// The most error codes the failures list (the most frequent ones); the rest are counted.
+pub const MAX_LISTED_GROUPS: usize = 100;
+
+/// The most unreadable lines the report names one by one (the rest are counted).
+pub const MAX_NAMED_BAD_LINES: usize = 5;
+
+/// Why there is no report: the results cannot be read. Said as `FILE: reason`, or
+/// `FILE:LINE: reason` when one line is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: {cause}", path.display())]
+    Unreadable { path: PathBuf, cause: io::Error },
+    #[error(
+        "{}{}: not a graph-remediate results file ({reason}); give the results file a run wrote (-o of run)",
+        path.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default()
+    )]
+    NotResults {
+        path: PathBuf,
+        line: Option<u64>,
+        reason: String,
+    },
+}
+
+/// A line of the results or the snapshot that is not a record, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// The lines of a file that are not records: the first [`MAX_NAMED_BAD_LINES`] by number, and
+/// how many there are in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BadLines {
+    pub named: Vec<BadLine>,
+    pub count: u64,
+}
+
+impl BadLines {
+    fn push(&mut self, line: u64, reason: impl Into<String>) {
+        self.count += 1;
+        if self.named.len() < MAX_NAMED_BAD_LINES {
+            self.named.push(BadLine {
+                line,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// `FILE line 7 (reason); line 9 (reason), and 3 more`, for the report's notes.
+    fn text(&self, file: &Path) -> String {
+        let mut out = String::new();
+        for (at, bad) in self.named.iter().enumerate() {
+            if at > 0 {
+                out.push_str("; ");
+            }
+            let _ = write!(out, "{}:{} ({})", file.display(), bad.line, bad.reason);
+        }
+        let more = self.count.saturating_sub(self.named.len() as u64);
+        if more > 0 {
+            let _ = write!(out, ", and {more} more");
+        }
+        out
+    }
+}
+
+/// Everything the report says, in the order it says it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The results file, as named on the command line.
+    pub results: PathBuf,
+    /// What the lock file beside the results says about the run.
+    pub lock: Found<RunState>,
+    /// The identity snapshot beside the results, and how many identities it held.
+    pub snapshot: Found<u64>,
+    pub snapshot_path: PathBuf,
+    /// The earliest `startedAt` and the latest `finishedAt` among the records.
+    pub first_started_at: Option<String>,
+    pub last_finished_at: Option<String>,
+    /// Counts by status (each row's latest record).
+    pub counts: Tally,
+    /// The first [`MAX_LISTED_ROWS`] rows, by input line.
+    pub rows: Vec<ReportRow>,
+    /// Failed rows by error code, most frequent first.
+    pub failures: Vec<FailureGroup>,
+    /// The error codes past [`MAX_LISTED_GROUPS`]: how many codes, and how many rows they hold.
+    pub more_failures: (u64, u64),
+    pub not_attempted: Lines,
+    /// Rows an undo file would hold: succeeded with an action that has an opposite.
+    pub undoable: u64,
+    pub undo: UndoAdvice,
+    /// Lines of the results (or snapshot) that are not records, and records a later one replaced.
+    pub bad_records: BadLines,
+    pub bad_snapshot_lines: BadLines,
+    pub superseded_records: u64,
+}
+
+/// A file beside the results: what it says, or why there is nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<T> {
+    Read(T),
+    Missing,
+    Unreadable(String),
+}
+
+impl<T> Found<T> {
+    pub fn read(&self) -> Option<&T> {
+        match self {
+            Found::Read(value) => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// One row of the per-row table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportRow {
+    /// The input line.
+    pub line: u64,
+    pub display_name: String,
+    pub upn: String,
+    pub identity_account_id: String,
+    pub account_id: String,
+    pub action: String,
+    pub provider: String,
+    pub status: RowStatus,
+    pub error_code: String,
+    pub correlation_id: String,
+    pub request_id: String,
+    /// The identity as the snapshot holds it (read before the first action); `None` when the
+    /// snapshot does not hold it.
+    pub before: Option<Before>,
+}
+
+impl ReportRow {
+    /// The person: display name and UPN, either, or (a row that named its identity only by its
+    /// ids, with no snapshot entry) the identity account id.
+    pub fn person(&self) -> String {
+        match (self.display_name.is_empty(), self.upn.is_empty()) {
+            (false, false) if self.display_name != self.upn => {
+                format!("{} ({})", self.display_name, self.upn)
+            }
+            (false, _) => self.display_name.clone(),
+            (true, false) => self.upn.clone(),
+            (true, true) if self.identity_account_id.is_empty() => String::new(),
+            (true, true) => format!("identity {}", self.identity_account_id),
+        }
+    }
+
+    /// The state before the action, in words; empty without a snapshot.
+    pub fn before_text(&self) -> String {
+        let Some(before) = &self.before else {
+            return String::new();
+        };
+        let enabled = match before.is_enabled {
+            Some(true) => "enabled",
+            Some(false) => "disabled",
+            None => "enabled: unknown",
+        };
+        match &before.offered {
+            Some(actions) if actions.is_empty() => format!("{enabled}; offered no action"),
+            Some(actions) => format!("{enabled}; offered {}", actions.join(", ")),
+            None => format!("{enabled}; no linked account matched the row"),
+        }
+    }
+}
+
+/// An identity's state before the action, from the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    pub is_enabled: Option<bool>,
+    /// The actions the row's linked account offered (matched by accountId, else by provider);
+    /// `None` when no linked account matched.
+    pub offered: Option<Vec<String>>,
+}
+
+impl Before {
+    fn of(identity: &Identity, account_id: &str, provider: &str) -> Before {
+        let provider = Provider::parse(provider);
+        let account = identity
+            .accounts
+            .iter()
+            .find(|a| !account_id.is_empty() && a.identifier.eq_ignore_ascii_case(account_id))
+            .or_else(|| {
+                identity
+                    .accounts
+                    .iter()
+                    .find(|a| provider.is_some() && a.provider() == provider)
+            });
+        Before {
+            is_enabled: identity.is_enabled,
+            offered: account.map(|account| account.offered()),
+        }
+    }
+}
+
+/// The failed rows of one error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureGroup {
+    pub code: String,
+    pub count: u64,
+    pub lines: Lines,
+    /// The errorMessage of the first such record read, as an example.
+    pub example: String,
+    /// What to do next ([`code_hint`]), when there is advice for the code.
+    pub hint: Option<&'static str>,
+}
+
+/// Input lines, listed up to [`MAX_LISTED_LINES`], with how many more there are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lines {
+    pub listed: Vec<u64>,
+    pub more: u64,
+}
+
+impl Lines {
+    fn from_unsorted(mut lines: Vec<u64>) -> Lines {
+        lines.sort_unstable();
+        let more = lines.len().saturating_sub(MAX_LISTED_LINES) as u64;
+        lines.truncate(MAX_LISTED_LINES);
+        Lines {
+            listed: lines,
+            more,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listed.is_empty()
+    }
+
+    /// `2-5, 9, 11-12`, and `and N more` past the listed ones.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        let mut at = 0;
+        while at < self.listed.len() {
+            let first = self.listed[at];
+            let mut last = first;
+            while at + 1 < self.listed.len() && self.listed[at + 1] == last + 1 {
+                at += 1;
+                last = self.listed[at];
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            if first == last {
+                let _ = write!(out, "{first}");
+            } else {
+                let _ = write!(out, "{first}-{last}");
+            }
+            at += 1;
+        }
+        if self.more > 0 {
+            let _ = write!(out, ", and {} more", self.more);
+        }
+        out
+    }
+}
+
+/// What the report says about undoing the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UndoAdvice {
+    /// An undo file is there: the one the run wrote (`rows` unknown), or the one `report
+    /// --undo-file` just wrote.
+    Ready {
+        path: PathBuf,
+        rows: Option<u64>,
+        written_now: bool,
+    },
+    /// None is; the run may have named one that is gone.
+    NotWritten { named_but_missing: Option<String> },
+}
+
+/// The paths `report` reads beside the results.
+pub struct Beside {
+    pub lock: PathBuf,
+    pub snapshot: PathBuf,
+}
+
+impl Beside {
+    pub fn results(results: &Path) -> Beside {
+        Beside {
+            lock: RunLock::path_for(results),
+            snapshot: super::snapshot::path_for(results),
+        }
+    }
+}
+
+/// What the lock file beside the results says: the run's facts, or why there are none.
+pub fn read_lock(path: &Path) -> Found<RunState> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => match serde_json::from_str(text.trim()) {
+            Ok(state) => Found::Read(state),
+            Err(error) => Found::Unreadable(error.to_string()),
+        },
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Found::Missing,
+        Err(error) => Found::Unreadable(error.to_string()),
+    }
+}
+
+/// The undo file the run named, when it is there: as named (relative to where the run was
+/// started, which is often where the report is made), else beside the results.
+pub fn named_undo_file(lock: &Found<RunState>, results: &Path) -> Option<PathBuf> {
+    let named = lock.read()?.about.undo_file.as_ref()?;
+    let path = PathBuf::from(named);
+    if path.is_file() {
+        return Some(path);
+    }
+    let beside = super::paths::parent_dir(results).join(path.file_name()?);
+    (path.is_relative() && beside.is_file()).then_some(beside)
+}
+
+/// Gathers the report for the results at `results` (and the lock file and snapshot beside
+/// them).
+pub fn gather(results: &Path) -> Result<Report, ReportError> {
+    let beside = Beside::results(results);
+    let lock = read_lock(&beside.lock);
+    let mut gathering = Gathering::default();
+    let columns = carried_columns(results)?;
+    gathering.person = PersonColumns::among(&columns);
+    for_each_record(results, &mut |at, fields| gathering.take(at, fields))?;
+    let mut report = gathering.finish(results, lock);
+    report.snapshot_path = beside.snapshot;
+    read_snapshot(&mut report);
+    report.undo = match named_undo_file(&report.lock, results) {
+        Some(path) => UndoAdvice::Ready {
+            path,
+            rows: None,
+            written_now: false,
+        },
+        None => UndoAdvice::NotWritten {
+            named_but_missing: report
+                .lock
+                .read()
+                .and_then(|state| state.about.undo_file.clone()),
+        },
+    };
+    Ok(report)
+}
+
+impl Report {
+    /// The input the run read, by file name (the results file's when the lock file is gone).
+    pub fn input_name(&self) -> String {
+        let input = match self.lock.read() {
+            Some(state) => PathBuf::from(&state.input),
+            None => self.results.clone(),
+        };
+        input.file_name().map_or_else(
+            || input.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        )
+    }
+
+    pub fn title(&self) -> String {
+        format!("Remediation report: {}", self.input_name())
+    }
+
+    /// Whether the run was a rehearsal against the built-in mock.
+    pub fn is_rehearsal(&self) -> bool {
+        self.lock.read().is_some_and(RunState::is_rehearsal)
+    }
+
+    /// The run's facts, by name: when, where, as whom, with what.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let state = self.lock.read();
+        let about = state.map(|s| &s.about);
+        let known =
+            |value: Option<&String>| value.map_or_else(|| "not recorded".to_owned(), Clone::clone);
+        let started = about
+            .and_then(|a| a.started_at.clone())
+            .or_else(|| {
+                self.first_started_at
+                    .as_ref()
+                    .map(|t| format!("{t} (the first request)"))
+            })
+            .unwrap_or_else(|| "not recorded".to_owned());
+        let endpoint = match state {
+            Some(state) if state.is_rehearsal() => {
+                "rehearsal against the built-in mock: nothing was sent to Microsoft".to_owned()
+            }
+            Some(state) => known(state.endpoint.as_ref()),
+            None => "not recorded".to_owned(),
+        };
+        let snapshot = match &self.snapshot {
+            Found::Read(count) => format!(
+                "{} ({count} identities as read before the first action)",
+                self.snapshot_path.display()
+            ),
+            _ => "none".to_owned(),
+        };
+        vec![
+            ("Started", started),
+            ("Last row finished", known(self.last_finished_at.as_ref())),
+            ("Endpoint", endpoint),
+            ("Tenant", known(about.and_then(|a| a.tenant.as_ref()))),
+            (
+                "App (client id)",
+                known(about.and_then(|a| a.client_id.as_ref())),
+            ),
+            (
+                "Credential",
+                known(about.and_then(|a| a.credential.as_ref())),
+            ),
+            (
+                "Tool version",
+                known(about.and_then(|a| a.version.as_ref())),
+            ),
+            ("Input", known(state.map(|s| &s.input))),
+            ("Results", self.results.display().to_string()),
+            ("Identity snapshot", snapshot),
+        ]
+    }
+
+    /// The command line the run was started with.
+    pub fn command_line(&self) -> Option<&str> {
+        self.lock.read()?.about.command_line.as_deref()
+    }
+
+    /// What the report could not read, one sentence each.
+    pub fn missing(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let lock = RunLock::path_for(&self.results);
+        match &self.lock {
+            Found::Read(_) => {}
+            Found::Missing => notes.push(format!(
+                "No lock file ({}): when, against which tenant and app, and with which command line the run was started are not known.",
+                lock.display()
+            )),
+            Found::Unreadable(reason) => notes.push(format!(
+                "The lock file {} could not be read ({reason}): when, against which tenant and app, and with which command line the run was started are not known.",
+                lock.display()
+            )),
+        }
+        let snapshot = self.snapshot_path.display();
+        match &self.snapshot {
+            Found::Read(_) => {}
+            Found::Missing => notes.push(format!(
+                "No identity snapshot ({snapshot}): the run looked nobody up (every row carried its ids), or the file was moved; the state before each action is not known."
+            )),
+            Found::Unreadable(reason) => notes.push(format!(
+                "The identity snapshot {snapshot} could not be read ({reason}): the state before each action is not known."
+            )),
+        }
+        if self.bad_records.count > 0 {
+            notes.push(format!(
+                "{} line(s) of the results are not records (a line cut short when a run was killed, or one edited by hand) and are left out: {}.",
+                self.bad_records.count,
+                self.bad_records.text(&self.results)
+            ));
+        }
+        if self.bad_snapshot_lines.count > 0 {
+            notes.push(format!(
+                "{} line(s) of the identity snapshot could not be read and are left out: {}.",
+                self.bad_snapshot_lines.count,
+                self.bad_snapshot_lines.text(&self.snapshot_path)
+            ));
+        }
+        if self.superseded_records > 0 {
+            notes.push(format!(
+                "{} earlier record(s) of rows recorded again (a --resume that did not finish) are left out: each row counts by its last record.",
+                self.superseded_records
+            ));
+        }
+        notes
+    }
+
+    /// The note under the failures when there are more error codes than they list.
+    pub fn failures_cut(&self) -> Option<String> {
+        let (codes, rows) = self.more_failures;
+        (codes > 0).then(|| {
+            format!(
+                "{codes} more error code(s), {rows} row(s) in all, are not listed; the results file {} holds every row.",
+                self.results.display()
+            )
+        })
+    }
+
+    /// The note under the per-row table when it lists fewer rows than the results hold.
+    pub fn rows_cut(&self) -> Option<String> {
+        let total = self.counts.rows();
+        (total > self.rows.len() as u64).then(|| {
+            format!(
+                "The first {} rows of {total} are listed; the results file {} holds every row (failed rows are all counted under Failures).",
+                self.rows.len(),
+                self.results.display()
+            )
+        })
+    }
+
+    /// The command that sends the failed and not-attempted rows again: the run's own command
+    /// line with `--resume` (rows that succeeded are skipped).
+    pub fn rest_command(&self) -> Option<String> {
+        if self.counts.failed + self.counts.not_attempted == 0 {
+            return None;
+        }
+        let words = shlex::split(self.command_line()?)?;
+        let argv: Vec<std::ffi::OsString> = words.into_iter().map(Into::into).collect();
+        Some(resume_command(&argv))
+    }
+
+    /// What to say about undoing the batch: a sentence, and the command to run (if any).
+    pub fn undo_steps(&self) -> (String, Option<String>) {
+        let mock = if self.is_rehearsal() { " --mock" } else { "" };
+        let rehearsal = if self.is_rehearsal() {
+            " The run was a rehearsal: nothing changed at Microsoft, so the command rehearses the undo too (--mock)."
+        } else {
+            ""
+        };
+        match &self.undo {
+            UndoAdvice::Ready {
+                path,
+                rows,
+                written_now,
+            } => {
+                let who = if *written_now {
+                    "this report wrote"
+                } else {
+                    "the run wrote"
+                };
+                if *rows == Some(0) {
+                    return (
+                        format!(
+                            "The undo file {who} ({}) holds no row: no row succeeded with an action that has an opposite (disable and enable reverse each other; other actions cannot be undone).",
+                            path.display()
+                        ),
+                        None,
+                    );
+                }
+                let rows = rows.map_or_else(String::new, |rows| format!(", {rows} row(s)"));
+                let command = format!(
+                    "graph-remediate run {}{mock}",
+                    shell_words(&[path.display().to_string()])
+                );
+                (
+                    format!(
+                        "To reverse this batch's disable and enable actions, run the undo file {who} ({}{rows}).{rehearsal}",
+                        path.display()
+                    ),
+                    Some(command),
+                )
+            }
+            UndoAdvice::NotWritten { .. } if self.undoable == 0 => (
+                "Nothing to undo: no row succeeded with an action that has an opposite (disable and enable reverse each other; other actions cannot be undone).".to_owned(),
+                None,
+            ),
+            UndoAdvice::NotWritten { named_but_missing } => {
+                let gone = named_but_missing.as_ref().map_or_else(String::new, |named| {
+                    format!(" (the run named {named}, which is not there)")
+                });
+                let command = format!(
+                    "graph-remediate report {} --undo-file undo.csv",
+                    shell_words(&[self.results.display().to_string()])
+                );
+                (
+                    format!(
+                        "No undo file was written{gone}. This command writes one, holding the {} row(s) that reverse the succeeded disable and enable actions (it reads the results and sends nothing); then run it with graph-remediate run undo.csv{mock}.{rehearsal}",
+                        self.undoable
+                    ),
+                    Some(command),
+                )
+            }
+        }
+    }
+}
+
+// --- values as the report shows them ---------------------------------------------------------
+
+/// What a token is shown as.
+pub const TOKEN_SHOWN_AS: &str = "[token hidden]";
+
+/// `value` as either format shows it: control characters and bidirectional overrides escaped,
+/// length bounded ([`printable`]), and anything that looks like an access token hidden
+/// ([`hide_tokens`]). The renderers then escape it for their format.
+pub fn shown(value: &str) -> String {
+    hide_tokens(&printable(value)).into_owned()
+}
+
+/// `text` with every JSON Web Token (`header.payload.signature`, the header starting `eyJ`) and
+/// every `Bearer` credential replaced by [`TOKEN_SHOWN_AS`]. None of the files a report reads
+/// should hold one (the tool never records a token), but a hand-edited results file or a carried
+/// column could, and a report travels further than the files do.
+pub fn hide_tokens(text: &str) -> Cow<'_, str> {
+    let lower = text.to_ascii_lowercase();
+    if !text.contains("eyJ") && !lower.contains("bearer") {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut at) = (0, 0);
+    while at < bytes.len() {
+        let hidden = if bytes[at..].starts_with(b"eyJ") && !continues_word(bytes, at) {
+            jwt_end(bytes, at)
+        } else if lower.as_bytes()[at..].starts_with(b"bearer") && !continues_word(bytes, at) {
+            bearer_end(bytes, at)
+        } else {
+            None
+        };
+        match hidden {
+            Some((start, end)) => {
+                // `start` and `end` are at ASCII bytes, so on character boundaries.
+                out.push_str(&text[copied..start]);
+                out.push_str(TOKEN_SHOWN_AS);
+                copied = end;
+                at = end;
+            }
+            None => at += 1,
+        }
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
+/// Whether the byte before `at` is part of the same word (a token starts a word).
+fn continues_word(bytes: &[u8], at: usize) -> bool {
+    at > 0 && is_token_byte(bytes[at - 1])
+}
+
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_')
+}
+
+/// The length of the run of base64url characters at `from`.
+fn token_run(bytes: &[u8], from: usize) -> usize {
+    bytes.get(from..).map_or(0, |rest| {
+        rest.iter().take_while(|b| is_token_byte(**b)).count()
+    })
+}
+
+/// The span of a JWT starting at `start`: a header of at least ten characters, a dot, a
+/// payload, and an optional dot and signature.
+fn jwt_end(bytes: &[u8], start: usize) -> Option<(usize, usize)> {
+    let header = token_run(bytes, start);
+    let mut end = start + header;
+    if header < 10 || bytes.get(end) != Some(&b'.') {
+        return None;
+    }
+    let payload = token_run(bytes, end + 1);
+    if payload == 0 {
+        return None;
+    }
+    end += 1 + payload;
+    if bytes.get(end) == Some(&b'.') {
+        end += 1 + token_run(bytes, end + 1);
+    }
+    Some((start, end))
+}
+
+/// The span of the credential after `Bearer` at `at` (`Bearer abc...`, `bearer=abc...`): at
+/// least 16 characters that are not space, quote or separator. `Bearer` itself stays.
+fn bearer_end(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut start = at + "bearer".len();
+    let gap = bytes
+        .get(start..)?
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'=' | b':'))
+        .count();
+    if gap == 0 {
+        return None;
+    }
+    start += gap;
+    let credential = bytes[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b',' | b';'))
+        .count();
+    (credential >= 16).then_some((start, start + credential))
+}
+
+// --- reading the results ------------------------------------------------------------------------
+
+/// One results record's fields by name, whichever the file's format.
+enum Fields<'r> {
+    Json(&'r serde_json::Map<String, Value>),
+    Csv {
+        columns: &'r HashMap<String, usize>,
+        record: &'r csv::StringRecord,
+    },
+}
+
+impl Fields<'_> {
+    /// The field as text: empty when absent or null; CSV cells with the spreadsheet-safety
+    /// quote taken off.
+    fn text(&self, name: &str) -> Cow<'_, str> {
+        match self {
+            Fields::Json(map) => match map.get(name) {
+                Some(Value::String(text)) => Cow::Borrowed(text),
+                None | Some(Value::Null) => Cow::Borrowed(""),
+                Some(other) => Cow::Owned(other.to_string()),
+            },
+            Fields::Csv { columns, record } => Cow::Borrowed(
+                columns
+                    .get(name)
+                    .and_then(|at| record.get(*at))
+                    .map(unneutralise)
+                    .unwrap_or(""),
+            ),
+        }
+    }
+}
+
+/// The keys of a JSON object in the order they are written (serde_json's map sorts them).
+struct KeysInOrder(Vec<String>);
+
+impl<'de> Deserialize<'de> for KeysInOrder {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<KeysInOrder, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = KeysInOrder;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeysInOrder, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, IgnoredAny)) = map.next_entry::<String, IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(KeysInOrder(keys))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
+/// The results' carried columns (the input's own columns, as the results name them), in order:
+/// from the CSV header, or the first JSONL record.
+pub fn carried_columns(results: &Path) -> Result<Vec<String>, ReportError> {
+    let unreadable = |cause| ReportError::Unreadable {
+        path: results.to_path_buf(),
+        cause,
+    };
+    let names = match ResultsFormat::from_path(results) {
+        ResultsFormat::Csv => {
+            let mut reader = csv_reader(results)?;
+            let headers = reader.headers().map_err(|e| unreadable(e.into()))?;
+            headers.iter().map(str::to_owned).collect()
+        }
+        ResultsFormat::Jsonl => {
+            let file = File::open(results).map_err(unreadable)?;
+            let mut names = Vec::new();
+            for line in BufReader::new(file).split(b'\n') {
+                let line = line.map_err(unreadable)?;
+                if let Ok(KeysInOrder(keys)) = serde_json::from_slice(&line) {
+                    names = keys;
+                    break;
+                }
+            }
+            names
+        }
+    };
+    Ok(names
+        .into_iter()
+        .filter(|name| !FIELDS.contains(&name.as_str()))
+        .collect())
+}
+
+fn csv_reader(results: &Path) -> Result<csv::Reader<File>, ReportError> {
+    let file = File::open(results).map_err(|cause| ReportError::Unreadable {
+        path: results.to_path_buf(),
+        cause,
+    })?;
+    Ok(csv::ReaderBuilder::new().flexible(true).from_reader(file))
+}
+
+/// Calls `take` with every line of the results, in file order: its line number, and its record
+/// or why it is none. A line that is not a record is not fatal (a killed run may leave one cut
+/// short); a file with lines but no record is refused, naming its first line.
+fn for_each_record(
+    results: &Path,
+    take: &mut dyn FnMut(u64, Result<&Fields<'_>, &str>),
+) -> Result<(), ReportError> {
+    let unreadable = |cause| ReportError::Unreadable {
+        path: results.to_path_buf(),
+        cause,
+    };
+    let mut records = 0u64;
+    let mut first_bad: Option<(u64, String)> = None;
+    let mut bad =
+        |line: u64, reason: String, take: &mut dyn FnMut(u64, Result<&Fields<'_>, &str>)| {
+            take(line, Err(&reason));
+            if first_bad.is_none() {
+                first_bad = Some((line, reason));
+            }
+        };
+    match ResultsFormat::from_path(results) {
+        ResultsFormat::Jsonl => {
+            let file = File::open(results).map_err(unreadable)?;
+            for (at, line) in BufReader::new(file).split(b'\n').enumerate() {
+                let number = at as u64 + 1;
+                let line = line.map_err(unreadable)?;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<serde_json::Map<String, Value>>(&line) {
+                    Ok(map) if map.contains_key("row") && map.contains_key("status") => {
+                        records += 1;
+                        take(number, Ok(&Fields::Json(&map)));
+                    }
+                    Ok(_) => bad(
+                        number,
+                        "a JSON object without row and status".to_owned(),
+                        take,
+                    ),
+                    Err(error) => bad(number, format!("not JSON: {error}"), take),
+                }
+            }
+        }
+        ResultsFormat::Csv => {
+            let mut reader = csv_reader(results)?;
+            let headers = reader.headers().map_err(|e| unreadable(e.into()))?.clone();
+            let columns: HashMap<String, usize> = headers
+                .iter()
+                .enumerate()
+                .map(|(at, name)| (name.to_owned(), at))
+                .collect();
+            if !columns.contains_key("row") || !columns.contains_key("status") {
+                return Err(ReportError::NotResults {
+                    path: results.to_path_buf(),
+                    line: Some(1),
+                    reason: "the header has no row and status columns".to_owned(),
+                });
+            }
+            let mut record = csv::StringRecord::new();
+            loop {
+                let number = reader.position().line();
+                match reader.read_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        records += 1;
+                        let number = record.position().map_or(number, csv::Position::line);
+                        take(
+                            number,
+                            Ok(&Fields::Csv {
+                                columns: &columns,
+                                record: &record,
+                            }),
+                        );
+                    }
+                    Err(error) if matches!(error.kind(), csv::ErrorKind::Io(_)) => {
+                        return Err(unreadable(error.into()));
+                    }
+                    Err(error) => {
+                        let number = error.position().map_or(number, csv::Position::line);
+                        bad(number, csv_reason(&error), take);
+                    }
+                }
+            }
+        }
+    }
+    match first_bad {
+        Some((line, reason)) if records == 0 => Err(ReportError::NotResults {
+            path: results.to_path_buf(),
+            line: Some(line),
+            reason,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Why a CSV line is not a record, without the position (the report names the line itself).
+fn csv_reason(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_owned(),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} fields where the header has {expected_len}"),
+        _ => error.to_string(),
+    }
+}
+
+/// A row's latest status, kept for every row.
+#[derive(Debug, Clone, Copy)]
+struct RowDigest {
+    status: RowStatus,
+    /// Index into [`Gathering::codes`], for failed rows.
+    code: Option<usize>,
+    undoable: bool,
+}
+
+/// The carried columns that name the person: a UPN column and a display-name column.
+#[derive(Debug, Default)]
+struct PersonColumns {
+    upn: Option<String>,
+    display_name: Option<String>,
+}
+
+impl PersonColumns {
+    fn among(columns: &[String]) -> PersonColumns {
+        PersonColumns {
+            upn: columns
+                .iter()
+                .find(|name| Field::from_header(name) == Some(Field::Upn))
+                .cloned(),
+            display_name: columns
+                .iter()
+                .find(|name| {
+                    matches!(
+                        fold_name(name.trim()).as_str(),
+                        "displayname" | "accountdisplayname"
+                    )
+                })
+                .cloned(),
+        }
+    }
+}
+
+/// The report as the records pass by.
+#[derive(Default)]
+struct Gathering {
+    person: PersonColumns,
+    latest: HashMap<u64, RowDigest>,
+    listed: BTreeMap<u64, ReportRow>,
+    codes: Vec<String>,
+    code_index: HashMap<String, usize>,
+    /// The first errorMessage read for each code.
+    examples: Vec<String>,
+    first_started_at: Option<String>,
+    last_finished_at: Option<String>,
+    bad: BadLines,
+    superseded: u64,
+}
+
+fn parse_status(text: &str) -> Option<RowStatus> {
+    match text {
+        "succeeded" => Some(RowStatus::Succeeded),
+        "failed" => Some(RowStatus::Failed),
+        "skipped" => Some(RowStatus::Skipped),
+        "not_attempted" => Some(RowStatus::NotAttempted),
+        _ => None,
+    }
+}
+
+impl Gathering {
+    fn take(&mut self, at: u64, fields: Result<&Fields<'_>, &str>) {
+        let fields = match fields {
+            Ok(fields) => fields,
+            Err(reason) => {
+                self.bad.push(at, reason);
+                return;
+            }
+        };
+        let Ok(line) = fields.text("row").parse::<u64>() else {
+            self.bad.push(at, "row is not a line number");
+            return;
+        };
+        let Some(status) = parse_status(&fields.text("status")) else {
+            self.bad.push(
+                at,
+                "status is none of succeeded, failed, skipped, not_attempted",
+            );
+            return;
+        };
+        // Times are RFC 3339 in UTC with milliseconds: their text sorts as they do.
+        let started = fields.text("startedAt");
+        if !started.is_empty()
+            && self
+                .first_started_at
+                .as_deref()
+                .is_none_or(|t| *started < *t)
+        {
+            self.first_started_at = Some(started.into_owned());
+        }
+        let finished = fields.text("finishedAt");
+        if !finished.is_empty()
+            && self
+                .last_finished_at
+                .as_deref()
+                .is_none_or(|t| *finished > *t)
+        {
+            self.last_finished_at = Some(finished.into_owned());
+        }
+        let code = (status == RowStatus::Failed).then(|| self.code_of(fields));
+        let action = fields.text("action");
+        let provider = fields.text("identityProvider");
+        let undoable = status == RowStatus::Succeeded
+            && Action::parse(&action).and_then(Action::opposite).is_some()
+            && Provider::parse(&provider).is_some();
+        let digest = RowDigest {
+            status,
+            code,
+            undoable,
+        };
+        if self.latest.insert(line, digest).is_some() {
+            self.superseded += 1;
+        }
+        let listed_already = self.listed.contains_key(&line);
+        let room = self.listed.len() < MAX_LISTED_ROWS;
+        let earlier_than_listed = self.listed.last_key_value().is_some_and(|(l, _)| line < *l);
+        if listed_already || room || earlier_than_listed {
+            let carried = |column: &Option<String>| {
+                column
+                    .as_deref()
+                    .map(|name| fields.text(name).into_owned())
+                    .unwrap_or_default()
+            };
+            let row = ReportRow {
+                line,
+                display_name: carried(&self.person.display_name),
+                upn: carried(&self.person.upn),
+                identity_account_id: fields.text("identityAccountId").into_owned(),
+                account_id: fields.text("accountId").into_owned(),
+                action: action.into_owned(),
+                provider: provider.into_owned(),
+                status,
+                error_code: fields.text("errorCode").into_owned(),
+                correlation_id: fields.text("correlationId").into_owned(),
+                request_id: fields.text("requestId").into_owned(),
+                before: None,
+            };
+            self.listed.insert(line, row);
+            if self.listed.len() > MAX_LISTED_ROWS {
+                self.listed.pop_last();
+            }
+        }
+    }
+
+    /// The failure's code as the summary tallies it: errorCode, else the HTTP status, else
+    /// `unknown`; interned, with the first message kept as the group's example.
+    fn code_of(&mut self, fields: &Fields<'_>) -> usize {
+        let code = fields.text("errorCode");
+        let http = fields.text("httpStatus");
+        let code = if !code.is_empty() {
+            code.into_owned()
+        } else if !http.is_empty() {
+            format!("HTTP {http}")
+        } else {
+            "unknown".to_owned()
+        };
+        if let Some(index) = self.code_index.get(&code) {
+            return *index;
+        }
+        let index = self.codes.len();
+        self.code_index.insert(code.clone(), index);
+        self.codes.push(code);
+        self.examples.push(fields.text("errorMessage").into_owned());
+        index
+    }
+
+    fn finish(self, results: &Path, lock: Found<RunState>) -> Report {
+        let mut counts = Tally::default();
+        let mut failed_lines: Vec<Vec<u64>> = vec![Vec::new(); self.codes.len()];
+        let mut not_attempted = Vec::new();
+        let mut undoable = 0;
+        for (line, digest) in &self.latest {
+            match digest.status {
+                RowStatus::Succeeded => counts.succeeded += 1,
+                RowStatus::Failed => counts.failed += 1,
+                RowStatus::Skipped => counts.skipped += 1,
+                RowStatus::NotAttempted => {
+                    counts.not_attempted += 1;
+                    not_attempted.push(*line);
+                }
+            }
+            if let Some(code) = digest.code {
+                failed_lines[code].push(*line);
+            }
+            undoable += u64::from(digest.undoable);
+        }
+        for (code, lines) in self.codes.iter().zip(&failed_lines) {
+            if !lines.is_empty() {
+                counts.error_codes.insert(code.clone(), lines.len() as u64);
+            }
+        }
+        let mut failures: Vec<FailureGroup> = counts
+            .top_errors(usize::MAX)
+            .into_iter()
+            .filter_map(|(code, count)| {
+                let index = *self.code_index.get(code)?;
+                Some(FailureGroup {
+                    code: code.to_owned(),
+                    count,
+                    lines: Lines::from_unsorted(failed_lines[index].clone()),
+                    example: self.examples[index].clone(),
+                    hint: code_hint(code),
+                })
+            })
+            .collect();
+        let rest = failures.split_off(failures.len().min(MAX_LISTED_GROUPS));
+        let more_failures = (rest.len() as u64, rest.iter().map(|g| g.count).sum());
+        Report {
+            results: results.to_path_buf(),
+            lock,
+            snapshot: Found::Missing,
+            snapshot_path: PathBuf::new(),
+            first_started_at: self.first_started_at,
+            last_finished_at: self.last_finished_at,
+            counts,
+            rows: self.listed.into_values().collect(),
+            failures,
+            more_failures,
+            not_attempted: Lines::from_unsorted(not_attempted),
+            undoable,
+            undo: UndoAdvice::NotWritten {
+                named_but_missing: None,
+            },
+            bad_records: self.bad,
+            bad_snapshot_lines: BadLines::default(),
+            superseded_records: self.superseded,
+        }
+    }
+}
+
+// --- reading the snapshot -----------------------------------------------------------------------
+
+/// One line of the identity snapshot.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapshotLine {
+    identity_account_id: String,
+    identity: Identity,
+}
+
+/// Streams the snapshot, keeping the identities of the listed rows (the first line for each:
+/// the state before the first run's actions), and fills in the rows' person and state before.
+fn read_snapshot(report: &mut Report) {
+    let file = match File::open(&report.snapshot_path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            report.snapshot = Found::Missing;
+            return;
+        }
+        Err(error) => {
+            report.snapshot = Found::Unreadable(error.to_string());
+            return;
+        }
+    };
+    let wanted: HashSet<&str> = report
+        .rows
+        .iter()
+        .map(|row| row.identity_account_id.as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    let mut found: HashMap<String, Identity> = HashMap::new();
+    let mut identities = 0u64;
+    for (at, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let line = match line {
+            Ok(line) => line,
+            Err(error) => {
+                report.snapshot = Found::Unreadable(error.to_string());
+                return;
+            }
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<SnapshotLine>(&line) {
+            Ok(entry) => {
+                identities += 1;
+                if wanted.contains(entry.identity_account_id.as_str())
+                    && !found.contains_key(&entry.identity_account_id)
+                {
+                    found.insert(entry.identity_account_id, entry.identity);
+                }
+            }
+            Err(error) => report
+                .bad_snapshot_lines
+                .push(at as u64 + 1, format!("not an identity: {error}")),
+        }
+    }
+    report.snapshot = Found::Read(identities);
+    for row in &mut report.rows {
+        let Some(identity) = found.get(&row.identity_account_id) else {
+            continue;
+        };
+        if let Some(name) = identity.display_name.as_ref().filter(|n| !n.is_empty()) {
+            row.display_name.clone_from(name);
+        }
+        if let Some(upn) = identity
+            .user_principal_name
+            .as_ref()
+            .filter(|u| !u.is_empty())
+        {
+            row.upn.clone_from(upn);
+        }
+        row.before = Some(Before::of(identity, &row.account_id, &row.provider));
+    }
+}
+
+#[cfg(test)]
+mod tests;
