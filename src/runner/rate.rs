@@ -123,6 +123,9 @@ impl Limiter {
     /// takes a new slot at the new rate, so a change takes effect at once. Slots missed while the
     /// process stood still (a stall, a suspended laptop) are caught up, but never so that more
     /// than rate + burst requests leave within one second.
+    ///
+    /// Call it as the last step before sending: work after it that can hold many requests and
+    /// release them at once (an fsync) would bunch them on the wire past rate + burst.
     pub async fn until_ready(&self) -> Admission {
         loop {
             let (due, epoch) = self.reserve();
