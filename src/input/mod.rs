@@ -9,8 +9,6 @@
 mod csv;
 mod jsonl;
 pub mod plan;
-#[cfg(test)]
-mod property_tests;
 
 use std::fmt;
 use std::fs::File;

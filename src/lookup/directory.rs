@@ -4,10 +4,10 @@
 //! complete: a SID the filter was asked about, an id that was read, or anything once the whole
 //! list was walked. The lookup makes sure every question the rows will ask is answerable.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::guard::Guard;
-use crate::graph::identity::{Fetched, User};
+use crate::graph::identity::{Fetched, Identity, User};
+use crate::input::Row;
 
 /// Which identities a key names, as far as the directory knows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,6 +18,71 @@ pub(crate) enum Found<'d> {
     Many(usize),
     /// The read that would tell failed (the error is in [`Directory::failure`]).
     Failed,
+}
+
+/// Who the guardrails protect (issue 13), as the guard's reads found them: every name of a
+/// protected or privileged person, as keys. Filled by [`super::guard::read_guard`]; empty when
+/// no guardrail is in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Guard {
+    /// Name -> the protect entry (`FILE:LINE value`).
+    protected: HashMap<String, String>,
+    /// Name -> the privileged roles held.
+    privileged: HashMap<String, BTreeSet<&'static str>>,
+    /// Privileged people a protect file's `[allow]` section lets a run act on.
+    allowed: HashSet<String>,
+}
+
+/// Why the guard refuses a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Guarded {
+    /// On the protect list: the entry that names them.
+    Protected(String),
+    /// Holds these privileged roles, and is not allowed.
+    Privileged(Vec<&'static str>),
+}
+
+impl Guard {
+    pub(crate) fn protect(&mut self, name: &str, entry: &str) {
+        self.protected
+            .entry(key(name))
+            .or_insert_with(|| entry.to_owned());
+    }
+
+    pub(crate) fn privilege(&mut self, name: &str, role: &'static str) {
+        self.privileged.entry(key(name)).or_default().insert(role);
+    }
+
+    pub(crate) fn allow(&mut self, name: &str) {
+        self.allowed.insert(key(name));
+    }
+
+    /// People named, for the log: (protected names, privileged names).
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.protected.len(), self.privileged.len())
+    }
+
+    /// Whether the guard refuses someone who goes by `names` (see [`Directory::names_of`]).
+    /// Protection wins over an `[allow]` entry.
+    pub(crate) fn check(&self, names: &BTreeSet<String>) -> Option<Guarded> {
+        if let Some(entry) = names.iter().find_map(|name| self.protected.get(name)) {
+            return Some(Guarded::Protected(entry.clone()));
+        }
+        if names.iter().any(|name| self.allowed.contains(name)) {
+            return None;
+        }
+        let roles: BTreeSet<&'static str> = names
+            .iter()
+            .filter_map(|name| self.privileged.get(name))
+            .flatten()
+            .copied()
+            .collect();
+        (!roles.is_empty()).then(|| Guarded::Privileged(roles.into_iter().collect()))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.protected.is_empty() && self.privileged.is_empty()
+    }
 }
 
 /// Keys are compared as Graph compares them: SIDs, GUIDs and UPNs ignoring case.
@@ -154,6 +219,43 @@ impl Directory {
     /// Identities whose `userPrincipalName` is this UPN (from the walked list).
     pub(crate) fn by_upn_in_index(&self, upn: &str) -> Found<'_> {
         self.found(self.by_upn.get(&key(upn)))
+    }
+
+    /// Every name a row and the identity it reached go by, as keys: the identity's id, SID, UPN
+    /// and linked accounts, what the row itself gives, and the users read for the row.
+    pub(crate) fn names_of(&self, row: &Row, identity: &Identity) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut add = |name: &str| {
+            if !name.trim().is_empty() {
+                names.insert(key(name));
+            }
+        };
+        add(&identity.id);
+        let own = [
+            &identity.on_premises_security_identifier,
+            &identity.user_principal_name,
+        ];
+        let given = [&row.identity_account_id, &row.account_id, &row.sid];
+        for name in own.into_iter().chain(given).flatten() {
+            add(name);
+        }
+        for account in &identity.accounts {
+            add(&account.identifier);
+        }
+        for looked_up_by in [&row.upn, &row.object_id].into_iter().flatten() {
+            add(looked_up_by);
+            if let Some(Some(user)) = self.user(looked_up_by) {
+                add(&user.id);
+                let more = [
+                    &user.user_principal_name,
+                    &user.on_premises_security_identifier,
+                ];
+                for name in more.into_iter().flatten() {
+                    add(name);
+                }
+            }
+        }
+        names
     }
 
     fn found(&self, hits: Option<&Vec<usize>>) -> Found<'_> {

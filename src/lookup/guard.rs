@@ -15,7 +15,7 @@
 //! `roleAssignments?$filter=roleDefinitionId eq '{id}'&$expand=principal` (permission
 //! `RoleManagement.Read.Directory`), one read per role and page.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,17 +23,10 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::directory::{Directory, key};
+use super::directory::{Directory, Guard, key};
 use super::read::{LookupStop, ReadError, Reader, Service};
 use super::read_users;
-use crate::graph::identity::Identity;
-use crate::input::Row;
 use crate::sanitize::printable;
-
-/// The errorCode of a row that names a protected identity.
-pub(crate) const PROTECTED_IDENTITY: &str = "protectedIdentity";
-/// The errorCode of a row that names a member of a privileged role.
-pub(crate) const PRIVILEGED_IDENTITY: &str = "privilegedIdentity";
 
 /// Built-in Entra directory roles that Microsoft labels "Privileged" (permissions reference,
 /// 2026-01-20): roles that can take over the tenant, its credentials, its apps or its security
@@ -307,143 +300,6 @@ fn entry_kind(value: &str) -> Result<EntryKind, String> {
     ))
 }
 
-/// Why one name is guarded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Reason {
-    /// The protect entry (`FILE:LINE value`).
-    Protected(String),
-    /// The privileged roles held.
-    Privileged(BTreeSet<&'static str>),
-}
-
-/// Who the run must not act on, as keys (see [`key`]): every name of a protected or privileged
-/// person the reads learned. Empty when no guardrail is in force.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Guard {
-    protected: HashMap<String, String>,
-    privileged: HashMap<String, BTreeSet<&'static str>>,
-    allowed: HashSet<String>,
-}
-
-impl Guard {
-    /// The refusal for a row that reaches `identity`, if the guard forbids it: (code, message).
-    pub(crate) fn check(
-        &self,
-        row: &Row,
-        identity: &Identity,
-        directory: &Directory,
-    ) -> Option<(&'static str, String)> {
-        if self.protected.is_empty() && self.privileged.is_empty() {
-            return None;
-        }
-        let names = names_of(row, identity, directory);
-        let who = shown(identity);
-        if let Some(entry) = names.iter().find_map(|name| self.protected.get(name)) {
-            return Some((
-                PROTECTED_IDENTITY,
-                format!(
-                    "{who} is on the protect list ({entry}); nothing is sent to it. Remove the entry if this person must be acted on"
-                ),
-            ));
-        }
-        if names.iter().any(|name| self.allowed.contains(name)) {
-            return None;
-        }
-        let roles: BTreeSet<&str> = names
-            .iter()
-            .filter_map(|name| self.privileged.get(name))
-            .flatten()
-            .copied()
-            .collect();
-        if roles.is_empty() {
-            return None;
-        }
-        let roles: Vec<&str> = roles.into_iter().collect();
-        Some((
-            PRIVILEGED_IDENTITY,
-            format!(
-                "{who} holds the privileged directory role {}; nothing is sent to it. To act on this person, name them in the [allow] section of a --protect file",
-                roles.join(", ")
-            ),
-        ))
-    }
-
-    /// People the list names, for the log.
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        (self.protected.len(), self.privileged.len())
-    }
-
-    fn protect(&mut self, name: &str, reason: &Reason) {
-        match reason {
-            Reason::Protected(entry) => {
-                self.protected
-                    .entry(key(name))
-                    .or_insert_with(|| entry.clone());
-            }
-            Reason::Privileged(roles) => self
-                .privileged
-                .entry(key(name))
-                .or_default()
-                .extend(roles.iter().copied()),
-        }
-    }
-}
-
-/// Every name the row and the identity it reached go by: the identity's id, SID, UPN and
-/// linked accounts, what the row itself gives, and the users the lookup read for it.
-fn names_of(row: &Row, identity: &Identity, directory: &Directory) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut add = |name: &str| {
-        if !name.trim().is_empty() {
-            names.insert(key(name));
-        }
-    };
-    add(&identity.id);
-    for name in [
-        &identity.on_premises_security_identifier,
-        &identity.user_principal_name,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        add(name);
-    }
-    for account in &identity.accounts {
-        add(&account.identifier);
-    }
-    for given in [&row.identity_account_id, &row.account_id, &row.sid]
-        .into_iter()
-        .flatten()
-    {
-        add(given);
-    }
-    for given in [&row.upn, &row.object_id].into_iter().flatten() {
-        add(given);
-        if let Some(Some(user)) = directory.user(given) {
-            add(&user.id);
-            for name in [
-                &user.user_principal_name,
-                &user.on_premises_security_identifier,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                add(name);
-            }
-        }
-    }
-    names
-}
-
-fn shown(identity: &Identity) -> String {
-    let name = identity
-        .display_name
-        .as_deref()
-        .or(identity.user_principal_name.as_deref())
-        .unwrap_or("the identity");
-    format!("{} ({})", printable(name), printable(&identity.id))
-}
-
 /// Sends the reads the guardrails need and returns the guard: the protect list's users (those
 /// the lookup has not read already), and the members of every privileged role. A read that
 /// cannot be made stops the run: a guard that does not know whom it guards must not let
@@ -457,22 +313,24 @@ pub(crate) async fn read_guard(
     if let Some(list) = &guardrails.protect {
         read_list_users(list, reader, directory).await?;
         for entry in &list.protected {
-            let reason = Reason::Protected(format!("{} {}", entry.place, printable(&entry.value)));
+            let shown = format!("{} {}", entry.place, printable(&entry.value));
             for name in entry_names(entry, directory) {
-                guard.protect(&name, &reason);
+                guard.protect(&name, &shown);
             }
         }
         if guardrails.privileged {
             for entry in &list.allowed {
-                guard
-                    .allowed
-                    .extend(entry_names(entry, directory).iter().map(|name| key(name)));
+                for name in entry_names(entry, directory) {
+                    guard.allow(&name);
+                }
             }
         }
     }
     if guardrails.privileged {
         for (name, roles) in read_privileged(reader).await? {
-            guard.protect(&name, &Reason::Privileged(roles));
+            for role in roles {
+                guard.privilege(&name, role);
+            }
         }
     }
     let (protected, privileged) = guard.counts();
@@ -649,7 +507,10 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+    use crate::lookup::directory::Guarded;
 
     #[test]
     fn a_protect_file_keeps_entries_comments_and_sections_apart() {
@@ -714,6 +575,28 @@ mod tests {
             ..rails
         };
         assert!(rails.look_up_every_row());
+    }
+
+    #[test]
+    fn protection_wins_over_an_allow_entry_which_lifts_only_privilege() {
+        let names = |list: &[&str]| list.iter().map(|n| key(n)).collect::<BTreeSet<_>>();
+        let mut guard = Guard::default();
+        guard.protect("BreakGlass@Contoso.com", "p.txt:1 breakglass@contoso.com");
+        guard.privilege("oid-ga", "Global Administrator");
+        guard.privilege("oid-ga", "Security Administrator");
+        guard.allow("oid-ga");
+        guard.allow("breakglass@contoso.com");
+        guard.privilege("oid-pra", "Privileged Role Administrator");
+        assert_eq!(
+            guard.check(&names(&["x", "breakglass@contoso.com"])),
+            Some(Guarded::Protected("p.txt:1 breakglass@contoso.com".into()))
+        );
+        assert_eq!(guard.check(&names(&["OID-GA"])), None);
+        assert_eq!(
+            guard.check(&names(&["oid-pra", "s-1-5-21-9"])),
+            Some(Guarded::Privileged(vec!["Privileged Role Administrator"]))
+        );
+        assert_eq!(guard.check(&names(&["someone-else"])), None);
     }
 
     #[test]

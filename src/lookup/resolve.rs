@@ -7,7 +7,7 @@
 //! person. Which linked account: the row's `accountId`; else its provider; else the one account
 //! whose actions offer the row's action. The chosen account must offer the action.
 
-use super::directory::{Directory, Found};
+use super::directory::{Directory, Found, Guarded};
 use crate::graph::identity::{Fetched, Identity, LinkedAccount};
 use crate::input::{IdentityColumn, Job, Row};
 use crate::sanitize::printable;
@@ -29,6 +29,10 @@ pub(crate) const ACCOUNT_NOT_FOUND: &str = "accountNotFound";
 pub(crate) const ACCOUNT_AMBIGUOUS: &str = "accountAmbiguous";
 pub(crate) const ACTION_NOT_OFFERED: &str = "actionNotOffered";
 pub(crate) const IDENTITY_MISMATCH: &str = "identityMismatch";
+/// The row reaches a person on a protect list (issue 13).
+pub(crate) const PROTECTED_IDENTITY: &str = "protectedIdentity";
+/// The row reaches a member of a privileged directory role that no `[allow]` entry names.
+pub(crate) const PRIVILEGED_IDENTITY: &str = "privilegedIdentity";
 /// A read the lookup needed failed for good (after its retries): the row is not guessed at.
 pub(crate) const LOOKUP_FAILED: &str = "lookupFailed";
 
@@ -82,8 +86,25 @@ pub(crate) fn resolve<'d>(row: &Row, directory: &'d Directory) -> Result<Resolve
     let identity = &fetched.identity;
     let found = |code, message| Err(refusal(code, message, Some(&identity.id), Some(column)));
     // The guard first: a protected person is refused whatever else is wrong with the row.
-    if let Some((code, message)) = directory.guard().check(row, identity, directory) {
-        return found(code, message);
+    if !directory.guard().is_empty()
+        && let Some(guarded) = directory.guard().check(&directory.names_of(row, identity))
+    {
+        let who = shown(identity);
+        return match guarded {
+            Guarded::Protected(entry) => found(
+                PROTECTED_IDENTITY,
+                format!(
+                    "{who} is on the protect list ({entry}); nothing is sent to it. Remove the entry if this person must be acted on"
+                ),
+            ),
+            Guarded::Privileged(roles) => found(
+                PRIVILEGED_IDENTITY,
+                format!(
+                    "{who} holds the privileged directory role {}; nothing is sent to it. To act on this person, name them in the [allow] section of a --protect file",
+                    roles.join(", ")
+                ),
+            ),
+        };
     }
     if let Some(disagreement) = mismatch(row, column, identity, directory) {
         return found(IDENTITY_MISMATCH, disagreement);

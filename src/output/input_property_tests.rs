@@ -1,10 +1,11 @@
-//! Property test: whatever bytes arrive, the readers return rows or errors, never a panic, and
-//! nothing they report holds a control character.
+//! Property test: whatever bytes arrive, the input readers return rows or errors, never a panic,
+//! and nothing `validate` and `run` print about them holds a control character. It lives here,
+//! beside the plan's rendering, so that `input` depends on nothing in `output`.
 
 use proptest::prelude::*;
 
-use super::plan::{Checker, Unlisted};
-use super::{InputFormat, InputOptions, RowReader};
+use crate::input::plan::{Checker, Unlisted};
+use crate::input::{InputFormat, InputOptions, RowReader};
 
 fn read_all(bytes: Vec<u8>, format: InputFormat, delimiter: Option<u8>) {
     let options = InputOptions {
@@ -35,8 +36,7 @@ fn read_all(bytes: Vec<u8>, format: InputFormat, delimiter: Option<u8>) {
     let plan = checker.finish(rows.carry_columns());
     // What validate and run print about the input: no escape sequence from the file reaches
     // the terminal (issue 10).
-    let printed =
-        crate::output::plan::render_text(&plan) + &crate::output::plan::render_errors(&plan);
+    let printed = super::plan::render_text(&plan) + &super::plan::render_errors(&plan);
     assert!(
         !printed.chars().any(|c| c.is_control() && c != '\n'),
         "{printed:?}"
