@@ -330,14 +330,15 @@ pub struct RunArgs {
     /// Never act on the people FILE names: one UPN, on-premises SID, Entra object id or
     /// identityAccounts id a line, `#` for comments, and an `[allow]` section for
     /// --protect-privileged. Repeatable; read besides the default file
-    /// (<config dir>/graph-remediate/protect.txt, e.g. ~/.config on Linux) when that exists.
+    /// (graph-remediate/protect.txt in the user's config directory: ~/.config on Linux) when that
+    /// exists.
     /// While a list is in force every row is looked up; a protected row is recorded failed
     /// (protectedIdentity) and nothing is sent for it.
     #[arg(long, value_name = "FILE")]
     pub protect: Vec<PathBuf>,
 
     /// Never act on members of Entra's privileged directory roles (read before acting; the app
-    /// needs RoleManagement.Read.Directory) unless a protect file's [allow] section names them:
+    /// needs RoleManagement.Read.Directory) unless a protect file's `[allow]` section names them:
     /// such rows are recorded failed (privilegedIdentity). Every row is looked up.
     #[arg(long)]
     pub protect_privileged: bool,
