@@ -87,65 +87,31 @@ pub async fn run(
         (checked.plan.clone(), None, None)
     } else {
         let connection = connect(&config.graph, &input.config).await?;
-        let looked_up = look_up_rows(
+        let lookup = look_up_rows(
             &config,
             &connection,
             &security,
             &input,
             &checked,
-            prior.clone(),
+            &prior,
             &interrupt,
         )
         .await?;
-        (looked_up.plan.clone(), Some(connection), Some(looked_up))
+        (lookup.plan.clone(), Some(connection), Some(lookup))
     };
     confirm(&config, &plan, &interrupt).await?;
     let connection = match connection {
         Some(connection) => connection,
         None => connect(&config.graph, &input.config).await?,
     };
-    let state = RunState {
-        pid: std::process::id(),
-        input: plan.input.clone(),
-        input_fingerprint: checked.fingerprint.clone(),
-        rows: plan.rows,
-        endpoint: Some(config.graph.target.endpoint()),
-        about: run_about(&config, &connection).await,
-    };
+    let state = run_state(&config, &plan, &checked.fingerprint, &connection).await;
     claim.lock.record(&state).with_context(|| {
         format!(
             "cannot write the lock file {}; nothing was sent",
             claim.lock.path().display()
         )
     })?;
-    let start = match &prior {
-        Some(prior) => {
-            if prior.torn {
-                warn!(results = %config.files.results.display(), "the last record was cut short by a crash; it is dropped and that row runs again");
-            }
-            JournalStart::Append {
-                keep: prior.complete_len,
-            }
-        }
-        None => JournalStart::New,
-    };
-    let results = &config.files.results;
-    let sinks = Sinks {
-        journal: Journal::start(results, claim.results, &plan.carry_columns, start).with_context(
-            || {
-                format!(
-                    "cannot write the results file {}; nothing was sent",
-                    results.display()
-                )
-            },
-        )?,
-        inflight: Some(InflightLog::open(results).with_context(|| {
-            format!(
-                "cannot open {}; nothing was sent",
-                InflightLog::path_for(results).display()
-            )
-        })?),
-    };
+    let sinks = open_sinks(&config, claim.results, &plan, prior.as_deref())?;
     created.keep();
     let lookup_counts = lookup
         .as_ref()
@@ -162,6 +128,62 @@ pub async fn run(
     };
     let acted = batch.act(connection, sinks).await;
     Ok(finish(&config, &plan, acted, lookup_counts).await)
+}
+
+/// The results file (new, or continued after the earlier run's last complete record) and the
+/// in-flight log beside it. Nothing has been sent yet.
+fn open_sinks(
+    config: &RunConfig,
+    results_file: std::fs::File,
+    plan: &Plan,
+    prior: Option<&Prior>,
+) -> anyhow::Result<Sinks> {
+    let results = &config.files.results;
+    let start = match prior {
+        Some(prior) => {
+            if prior.torn {
+                warn!(results = %results.display(), "the last record was cut short by a crash; it is dropped and that row runs again");
+            }
+            JournalStart::Append {
+                keep: prior.complete_len,
+            }
+        }
+        None => JournalStart::New,
+    };
+    let journal =
+        Journal::start(results, results_file, &plan.carry_columns, start).with_context(|| {
+            format!(
+                "cannot write the results file {}; nothing was sent",
+                results.display()
+            )
+        })?;
+    let inflight = InflightLog::open(results).with_context(|| {
+        format!(
+            "cannot open {}; nothing was sent",
+            InflightLog::path_for(results).display()
+        )
+    })?;
+    Ok(Sinks {
+        journal,
+        inflight: Some(inflight),
+    })
+}
+
+/// What the lock file records for this run: the input, the endpoint, and who runs it and how.
+async fn run_state(
+    config: &RunConfig,
+    plan: &Plan,
+    fingerprint: &str,
+    connection: &Connection,
+) -> RunState {
+    RunState {
+        pid: std::process::id(),
+        input: plan.input.clone(),
+        input_fingerprint: fingerprint.to_owned(),
+        rows: plan.rows,
+        endpoint: Some(config.graph.target.endpoint()),
+        about: run_about(config, connection).await,
+    }
 }
 
 /// Who runs this and how, for the lock file and `report`: ids and kinds, never a secret.
@@ -207,7 +229,7 @@ async fn look_up_rows(
     security: &Arc<ThrottleGate>,
     input: &Input,
     checked: &CheckedInput,
-    prior: Option<Arc<Prior>>,
+    prior: &Option<Arc<Prior>>,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<LookedUp> {
     let (directory, strategy, counts) = find(
@@ -225,7 +247,7 @@ async fn look_up_rows(
     let (plan, resolved) = decide_rows(
         input,
         &directory,
-        prior,
+        prior.clone(),
         checked.same_input,
         config.verify,
         interrupt,
