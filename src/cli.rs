@@ -375,8 +375,10 @@ pub struct RunArgs {
     pub graph: GraphArgs,
 }
 
-/// `resolve`'s flags (SPEC section 8).
+/// `resolve`'s flags (SPEC section 8). `--no-lookup` is shared with `run` and `validate`, but
+/// `resolve` is the lookup: the flag is hidden here and refused if given.
 #[derive(Debug, Args)]
+#[command(mut_arg("no_lookup", |arg| arg.hide(true)))]
 pub struct ResolveArgs {
     #[command(flatten)]
     pub input: InputArgs,
