@@ -349,18 +349,18 @@ fn router(shared: Arc<Shared>) -> Router {
         router = router
             .route(
                 "/{root}/security/identities/identityAccounts",
-                any(reads::list_identities),
+                reads::read_route(reads::Route::IdentityList),
             )
             .route(
                 "/{root}/security/identities/identityAccounts/{id}",
-                any(reads::get_identity),
+                reads::read_route(reads::Route::IdentityGet),
             )
-            .route("/{root}/users/{key}", any(reads::get_user))
+            .route("/{root}/users/{key}", reads::read_route(reads::Route::User))
             // `users('{upn}')`: one segment after the version.
             .route("/{root}/{resource}", any(reads::get_user_by_key))
             .route(
                 "/{root}/roleManagement/directory/roleAssignments",
-                any(reads::list_role_assignments),
+                reads::read_route(reads::Route::RoleAssignments),
             );
     }
     router.fallback(graph::not_found).with_state(shared)

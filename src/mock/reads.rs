@@ -30,6 +30,7 @@ use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
+use axum::routing::{MethodRouter, any};
 use serde::Serialize;
 
 use crate::graph::identity::{Identity, LinkedAccount};
@@ -71,58 +72,19 @@ const SYSTEM_OPTIONS: [&str; 17] = [
     "id",
 ];
 
-/// `GET .../security/identities/identityAccounts`.
-pub(crate) async fn list_identities(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    serve(
-        &shared,
-        Route::IdentityList,
-        method,
-        uri,
-        params,
-        headers,
-        body,
+/// The handler of a read `route`: `GET .../security/identities/identityAccounts`,
+/// `.../identityAccounts/{id}`, `.../users/{key}` or `.../roleManagement/directory/roleAssignments`.
+pub(crate) fn read_route(route: Route) -> MethodRouter<Arc<Shared>> {
+    any(
+        move |State(shared): State<Arc<Shared>>,
+              method: Method,
+              uri: Uri,
+              params: Result<RawPathParams, RawPathParamsRejection>,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            serve(&shared, route, method, uri, params, headers, body).await
+        },
     )
-    .await
-}
-
-/// `GET .../security/identities/identityAccounts/{id}`.
-pub(crate) async fn get_identity(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    serve(
-        &shared,
-        Route::IdentityGet,
-        method,
-        uri,
-        params,
-        headers,
-        body,
-    )
-    .await
-}
-
-/// `GET .../users/{key}`.
-pub(crate) async fn get_user(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    serve(&shared, Route::User, method, uri, params, headers, body).await
 }
 
 /// `GET .../users('{upn}')`; any other single segment after the version is not found.
@@ -154,30 +116,9 @@ pub(crate) async fn get_user_by_key(
     .await
 }
 
-/// `GET .../roleManagement/directory/roleAssignments`.
-pub(crate) async fn list_role_assignments(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    params: Result<RawPathParams, RawPathParamsRejection>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    serve(
-        &shared,
-        Route::RoleAssignments,
-        method,
-        uri,
-        params,
-        headers,
-        body,
-    )
-    .await
-}
-
 /// Which read a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     IdentityList,
     IdentityGet,
     /// `users/{key}`
