@@ -595,6 +595,17 @@ mod tests {
         }
     }
 
+    /// A mock that accepts the token `t`, recording requests when asked.
+    async fn mock(record: bool) -> MockServer {
+        MockServer::start(MockConfig {
+            static_tokens: vec!["t".into()],
+            record,
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
     async fn shared_for(mock: &MockServer) -> Arc<Shared> {
         let settings = RunSettings {
             concurrency: 2,
@@ -640,13 +651,7 @@ mod tests {
     /// mock's arrival jitter).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn issue_11_a_slow_note_fsync_never_bunches_requests_past_rate_plus_burst() {
-        let mock = MockServer::start(MockConfig {
-            static_tokens: vec!["t".into()],
-            record: true,
-            ..MockConfig::default()
-        })
-        .await
-        .unwrap();
+        let mock = mock(true).await;
         let settings = RunSettings {
             concurrency: 32,
             rate: crate::units::parse_rate("100/s").unwrap(),
@@ -703,12 +708,7 @@ mod tests {
 
     #[tokio::test]
     async fn issue_10_no_request_leaves_without_its_note() {
-        let mock = MockServer::start(MockConfig {
-            static_tokens: vec!["t".into()],
-            ..MockConfig::default()
-        })
-        .await
-        .unwrap();
+        let mock = mock(false).await;
         let shared = shared_for(&mock).await;
         let (row_tx, row_rx) = mpsc::channel(8);
         let (entry_tx, mut entry_rx) = mpsc::channel(64);
@@ -751,12 +751,7 @@ mod tests {
     /// per run inside a told window at concurrency 8).
     #[tokio::test]
     async fn issue_10_a_window_told_while_a_note_is_written_holds_the_request_back() {
-        let mock = MockServer::start(MockConfig {
-            static_tokens: vec!["t".into()],
-            ..MockConfig::default()
-        })
-        .await
-        .unwrap();
+        let mock = mock(false).await;
         let shared = shared_for(&mock).await;
         let (row_tx, row_rx) = mpsc::channel(8);
         let (entry_tx, mut entry_rx) = mpsc::channel(64);
@@ -792,12 +787,7 @@ mod tests {
 
     #[tokio::test]
     async fn issue_10_every_account_is_released_when_the_writer_is_gone() {
-        let mock = MockServer::start(MockConfig {
-            static_tokens: vec!["t".into()],
-            ..MockConfig::default()
-        })
-        .await
-        .unwrap();
+        let mock = mock(false).await;
         let shared = shared_for(&mock).await;
         let (row_tx, row_rx) = mpsc::channel(8);
         let (entry_tx, entry_rx) = mpsc::channel(1);
