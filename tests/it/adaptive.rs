@@ -1,7 +1,7 @@
 //! Adaptive rate: against a server that allows less than `--rate`, the tool slows itself after a
 //! 429 instead of hitting the limit every second, and never sends inside a told window.
 
-mod common;
+use super::common;
 
 use common::*;
 use graph_remediate::ExitStatus;

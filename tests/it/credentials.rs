@@ -5,7 +5,7 @@
 //!
 //! Environment variables go to a child process (`Command::env`), never `std::env::set_var`.
 
-mod common;
+use super::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as Child, Output};

@@ -2,7 +2,7 @@
 //! of every status (succeeded, skipped, failed before sending, failed with a 403 that stops the
 //! run, not attempted), then the binary writes the report in both formats from what the run wrote.
 
-mod common;
+use super::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

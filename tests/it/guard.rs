@@ -5,7 +5,7 @@
 //! The synthetic tenant's identities 1 and 2 hold Global Administrator, 3 Privileged Role
 //! Administrator and 4 Security Administrator; `i % 5 == 0` are cloud-only (no SID).
 
-mod common;
+use super::common;
 
 use common::{Harness, by_row, read_jsonl};
 use graph_remediate::ExitStatus;

@@ -1,7 +1,7 @@
 //! `graph-remediate resolve` (SPEC section 8, issue 12): every row looked up, the input written
 //! back with the ids filled in, unresolved rows listed as FILE:LINE: reason, no action sent.
 
-mod common;
+use super::common;
 
 use common::{Harness, by_row, read_jsonl};
 use graph_remediate::ExitStatus;

@@ -3,7 +3,7 @@
 
 #![cfg(unix)]
 
-mod common;
+use super::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

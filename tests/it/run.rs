@@ -1,7 +1,7 @@
 //! `run` against the mock on port 0 (and wiremock where a scripted sequence is clearer): retries,
 //! the shared throttle pause, final errors, the 403 stop, both response shapes, the results file.
 
-mod common;
+use super::common;
 
 use std::time::{Duration, Instant};
 

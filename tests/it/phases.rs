@@ -4,7 +4,7 @@
 
 #![cfg(unix)]
 
-mod common;
+use super::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

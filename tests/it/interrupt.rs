@@ -4,7 +4,7 @@
 
 #![cfg(unix)]
 
-mod common;
+use super::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command};

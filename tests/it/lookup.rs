@@ -1,7 +1,7 @@
 //! Identity lookup end to end (SPEC section 8, issue 12): `run` against a mock serving a seeded
 //! tenant, rows naming people by sid, upn, objectId or identityAccountId, and what reaches Graph.
 
-mod common;
+use super::common;
 
 use common::{Harness, by_row, read_jsonl, sent_inside_told_windows};
 use graph_remediate::ExitStatus;

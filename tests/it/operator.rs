@@ -2,7 +2,7 @@
 //! fields, no escape codes on a stderr that is not a terminal, `--summary-json`, `--no-progress`
 //! and shell completions. The binary runs against `MockServer` in this process.
 
-mod common;
+use super::common;
 
 use std::process::{Command, Output};
 
