@@ -324,3 +324,52 @@ async fn issue_13_a_plan_above_twenty_actions_takes_the_typed_number_of_accounts
     assert_eq!(code, Some(0), "{shown}");
     assert_eq!(h.graph_requests(), 25);
 }
+
+/// The default protect file's path under `config_dir` (as `XDG_CONFIG_HOME`).
+fn default_protect_path(config_dir: &std::path::Path) -> std::path::PathBuf {
+    let dir = config_dir.join("graph-remediate");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("protect.txt")
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_a_default_protect_file_that_cannot_be_read_stops_the_run_before_anything_is_sent()
+{
+    let h = Harness::start(tenant_mock(10)).await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,action,identityProvider",
+            &format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(2)),
+        ],
+    );
+    let config_dir = h.path("config");
+    let path = default_protect_path(&config_dir);
+    let fifo = std::ffi::CString::new(h.path("fifo").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `fifo` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    for reason in ["symbolic link", "a directory", "not a regular file"] {
+        match reason {
+            "symbolic link" => {
+                std::os::unix::fs::symlink(h.path("moved-away.txt"), &path).unwrap();
+            }
+            "a directory" => std::fs::create_dir(&path).unwrap(),
+            _ => std::os::unix::fs::symlink(h.path("fifo"), &path).unwrap(),
+        }
+        let started = std::time::Instant::now();
+        let output = h
+            .binary(&input, &[])
+            .env("XDG_CONFIG_HOME", &config_dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{reason}: {stderr}");
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+        assert!(stderr.contains("nothing was sent"), "{stderr}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(h.graph_requests(), 0, "{reason}");
+        let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir(&path));
+    }
+}

@@ -174,11 +174,11 @@ pub struct ProtectList {
 /// A protect file that cannot be used: nothing is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtectFileError {
-    #[error("cannot read the protect file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `cause` is not a `source`: `{:#}` would print it a second time (issue 16).
+    #[error("cannot read the protect file {path}: {cause}; nothing was sent")]
+    Read { path: String, cause: std::io::Error },
+    #[error("cannot use the protect file {path}: {reason}; nothing was sent")]
+    Unusable { path: String, reason: String },
     #[error(
         "{path}:{line}: {reason}; write one UPN, on-premises SID (S-1-...), Entra object id or identityAccounts id a line, `#` for comments, and `[allow]` before privileged people a run may act on"
     )]
@@ -189,14 +189,15 @@ pub enum ProtectFileError {
     },
 }
 
+/// The most bytes a protect file may hold: a list of people, not a directory dump.
+pub const MAX_PROTECT_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 impl ProtectList {
-    /// Reads and checks `path`.
+    /// Reads and checks `path`: a regular file (a FIFO or a device is refused, never waited on)
+    /// of at most [`MAX_PROTECT_FILE_BYTES`].
     pub fn load(path: &Path) -> Result<ProtectList, ProtectFileError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| ProtectFileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let bytes = read_regular(path)?;
         let text = String::from_utf8(bytes).map_err(|error| ProtectFileError::Entry {
             path: shown.clone(),
             line: 1 + count_lines(&error.as_bytes()[..error.utf8_error().valid_up_to()]),
@@ -205,6 +206,17 @@ impl ProtectList {
         let mut list = ProtectList::parse(&text, &shown)?;
         list.files.push(path.to_path_buf());
         Ok(list)
+    }
+
+    /// Reads the default protect file at `path` when there is one (issue 16): only "no such
+    /// file" means no default list. A dangling symbolic link, a directory, a FIFO, a path that
+    /// cannot be searched or a file that cannot be read stops the run with the path and the
+    /// reason: a guard that cannot be read must not quietly protect nobody.
+    pub fn load_default(path: &Path) -> Result<Option<ProtectList>, ProtectFileError> {
+        if is_absent(path)? {
+            return Ok(None);
+        }
+        ProtectList::load(path).map(Some)
     }
 
     /// Parses a protect file's text; `shown` names it in errors.
@@ -259,6 +271,101 @@ impl ProtectList {
     }
 }
 
+/// An entry as messages show it: `FILE:LINE "value"`, with every character that is not a
+/// printable ASCII one escaped as `\u{..}`, so that a zero-width space, a look-alike letter or an
+/// escape sequence pasted into the file is seen for what it is (issue 16).
+pub fn shown_entry(entry: &ProtectEntry) -> String {
+    use std::fmt::Write as _;
+    let mut value = String::with_capacity(entry.value.len() + 2);
+    value.push('"');
+    for c in entry.value.chars() {
+        if c.is_ascii_graphic() && c != '"' && c != '\\' {
+            value.push(c);
+        } else {
+            let _ = write!(value, "\\u{{{:x}}}", u32::from(c));
+        }
+    }
+    value.push('"');
+    format!("{} {value}", printable(&entry.place))
+}
+
+/// Whether nothing at all is at `path`, nor at the first of its parents that exists a dangling
+/// link: `Ok(true)` only for "no such file". Any other answer is an error naming the reason.
+fn is_absent(path: &Path) -> Result<bool, ProtectFileError> {
+    let unusable = |reason: String| ProtectFileError::Unusable {
+        path: path.display().to_string(),
+        reason,
+    };
+    for (depth, at) in path.ancestors().enumerate() {
+        if at.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::symlink_metadata(at) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(cause) => {
+                return Err(ProtectFileError::Read {
+                    path: path.display().to_string(),
+                    cause,
+                });
+            }
+            Ok(meta) if meta.file_type().is_symlink() && std::fs::metadata(at).is_err() => {
+                return Err(unusable(format!(
+                    "{} is a symbolic link to something that does not exist",
+                    at.display()
+                )));
+            }
+            // The file itself is there: read it. A parent is there without the rest: no file.
+            Ok(_) => return Ok(depth > 0),
+        }
+    }
+    Ok(true)
+}
+
+/// The bytes of the regular file at `path`. Opened without blocking, so that a FIFO is refused
+/// instead of waited on for ever (issue 16), and read up to [`MAX_PROTECT_FILE_BYTES`].
+fn read_regular(path: &Path) -> Result<Vec<u8>, ProtectFileError> {
+    use std::io::Read as _;
+    let shown = || path.display().to_string();
+    let read_error = |cause| ProtectFileError::Read {
+        path: shown(),
+        cause,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, a socket or a device)"
+        };
+        return Err(ProtectFileError::Unusable {
+            path: shown(),
+            reason: format!("it is {what}; give a text file of entries"),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PROTECT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_PROTECT_FILE_BYTES {
+        return Err(ProtectFileError::Unusable {
+            path: shown(),
+            reason: format!(
+                "it is larger than {} bytes, more than a list of people",
+                MAX_PROTECT_FILE_BYTES
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
 fn count_lines(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&byte| byte == b'\n').count()
 }
@@ -288,7 +395,12 @@ fn entry_kind(value: &str) -> Result<EntryKind, String> {
     if value.contains('@') {
         return Ok(EntryKind::Upn);
     }
-    if value.len() > 4 && value[..4].eq_ignore_ascii_case("S-1-") {
+    // `get`, not `[..4]`: the fourth byte may fall inside a character (issue 16).
+    if value.len() > 4
+        && value
+            .get(..4)
+            .is_some_and(|start| start.eq_ignore_ascii_case("S-1-"))
+    {
         return Ok(EntryKind::Sid);
     }
     if uuid::Uuid::try_parse(value).is_ok() {
@@ -368,7 +480,7 @@ async fn read_list_users(
             )));
         }
         if entry.kind == EntryKind::Upn && directory.user(&entry.value) == Some(None) {
-            warn!(entry = %entry.place, value = %printable(&entry.value), "the protect list names a UPN Graph has no user for; it still guards rows that give this UPN");
+            warn!(entry = %shown_entry(entry), "the protect list names a UPN Graph has no user for; it still guards rows that give this UPN");
         }
     }
     Ok(())
@@ -506,6 +618,9 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
 }
 
 #[cfg(test)]
+mod property_tests;
+
+#[cfg(test)]
 mod tests {
     use std::collections::HashSet;
 
@@ -554,6 +669,8 @@ mod tests {
             ("jon\n", 1, "not a UPN, a SID or a GUID"),
             ("[deny]\n", 1, "unknown section"),
             ("a@b.c\n\n\u{1b}[31m@x\n", 3, "not one entry"),
+            // The fourth byte inside a character once panicked the SID test (issue 16).
+            ("abc\u{e9}d\n", 1, "not a UPN, a SID or a GUID"),
         ] {
             let error = ProtectList::parse(text, "p.txt").unwrap_err().to_string();
             assert!(error.starts_with(&format!("p.txt:{line}: ")), "{error}");
@@ -597,6 +714,79 @@ mod tests {
             Some(Guarded::Privileged(vec!["Privileged Role Administrator"]))
         );
         assert_eq!(guard.check(&names(&["someone-else"])), None);
+    }
+
+    #[test]
+    fn issue_16_an_unreadable_protect_file_names_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.txt");
+        let error = anyhow::Error::new(ProtectList::load(&path).unwrap_err());
+        let shown = format!("{error:#}");
+        assert!(shown.contains("missing.txt"), "{shown}");
+        assert_eq!(
+            shown.matches("No such file").count(),
+            1,
+            "the cause is printed once: {shown}"
+        );
+    }
+
+    #[test]
+    fn issue_16_only_no_such_file_means_no_default_protect_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        // Nothing there, not even the directory: no default list.
+        let path = config.join("graph-remediate").join("protect.txt");
+        assert_eq!(ProtectList::load_default(&path).unwrap(), None);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        assert_eq!(ProtectList::load_default(&path).unwrap(), None);
+        std::fs::write(&path, "a@b.c\n").unwrap();
+        let list = ProtectList::load_default(&path).unwrap().unwrap();
+        assert_eq!(list.protected.len(), 1);
+        std::fs::remove_file(&path).unwrap();
+
+        // A directory where the file should be.
+        std::fs::create_dir(&path).unwrap();
+        let error = ProtectList::load_default(&path).unwrap_err().to_string();
+        assert!(error.contains("a directory"), "{error}");
+        assert!(error.contains("protect.txt"), "{error}");
+        std::fs::remove_dir(&path).unwrap();
+
+        // A path through a regular file cannot be searched.
+        let blocked = dir.path().join("a-file");
+        std::fs::write(&blocked, "").unwrap();
+        let error = ProtectList::load_default(&blocked.join("protect.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot read the protect file"), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn issue_16_a_dangling_link_or_a_fifo_as_the_protect_file_stops_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("protect.txt");
+        std::os::unix::fs::symlink(dir.path().join("moved-away.txt"), &path).unwrap();
+        let error = ProtectList::load_default(&path).unwrap_err().to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+        assert!(error.contains("protect.txt"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+
+        // A dangling link as the directory that holds it.
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &linked).unwrap();
+        let error = ProtectList::load_default(&linked.join("protect.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+
+        // A FIFO with no writer: refused at once, as the default file and as --protect.
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `name` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = ProtectList::load_default(&path).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        let error = ProtectList::load(&path).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
     }
 
     #[test]
