@@ -373,3 +373,87 @@ async fn issue_16_a_default_protect_file_that_cannot_be_read_stops_the_run_befor
         let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir(&path));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_a_role_read_answered_with_anything_but_a_page_stops_protect_privileged() {
+    use wiremock::{Mock, MockServer as Wire, ResponseTemplate, matchers};
+    let h = Harness::start(tenant_mock(10)).await;
+    // The identity as the mock serves it, for a Graph whose role reads go wrong.
+    let id = Tenant::synthetic_id(6);
+    let identity = reqwest::Client::new()
+        .get(format!(
+            "{}/v1.0/security/identities/identityAccounts/{id}",
+            h.mock.base_url()
+        ))
+        .bearer_auth(common::HARNESS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let input = h.write(
+        "in.csv",
+        &[
+            "identityAccountId,accountId,action,identityProvider",
+            &format!(
+                "{id},{},disable,activeDirectory",
+                Tenant::synthetic_ad_account(6).unwrap()
+            ),
+        ],
+    );
+    let not_found = serde_json::json!({"error": {
+        "code": "Request_ResourceNotFound",
+        "message": "Resource not found for the segment 'roleAssignments'.",
+    }});
+    let answers = [
+        ResponseTemplate::new(404).set_body_json(not_found),
+        ResponseTemplate::new(200).set_body_string("<html>sign in</html>"),
+        ResponseTemplate::new(200).set_body_string("{}"),
+        ResponseTemplate::new(204),
+    ];
+    for (case, answer) in answers.into_iter().enumerate() {
+        let graph = Wire::start().await;
+        Mock::given(matchers::path_regex("/roleManagement/"))
+            .respond_with(answer)
+            .mount(&graph)
+            .await;
+        Mock::given(matchers::method("GET"))
+            .and(matchers::path_regex("/identityAccounts/[^/]+$"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_raw(identity.to_vec(), "application/json"),
+            )
+            .mount(&graph)
+            .await;
+        let results = h.path(&format!("r{case}.jsonl"));
+        let args = common::with_flag(
+            common::with_flag(
+                h.args(&input, &["--protect-privileged"]),
+                "--graph-url",
+                &graph.uri(),
+            ),
+            "-o",
+            results.to_str().unwrap(),
+        );
+        let result = common::run_args(&args).await;
+        assert_eq!(
+            common::status(&result),
+            ExitStatus::StoppedEarly,
+            "case {case}: {result:?}"
+        );
+        let error = format!("{:#}", result.unwrap_err());
+        assert!(error.contains("no action was sent"), "case {case}: {error}");
+        let requests = graph.received_requests().await.unwrap_or_default();
+        assert!(
+            requests
+                .iter()
+                .all(|request| request.method.as_str() != "POST"),
+            "case {case}: an action was sent"
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.url.path().contains("roleAssignments"))
+        );
+    }
+}

@@ -573,7 +573,12 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
     loop {
         let body = match reader.read(Service::Roles, url).await {
             Ok(Some(body)) => body,
-            Ok(None) => return Ok(members),
+            // A 404 is no answer about who holds the role, not "nobody" (issue 16).
+            Ok(None) => {
+                return Err(RoleReadError::Failed(
+                    "Graph answered 404 Not Found instead of a page of role assignments".to_owned(),
+                ));
+            }
             Err(ReadError::Stop(stop)) => return Err(RoleReadError::Stop(stop)),
             Err(ReadError::Failed(error)) => return Err(RoleReadError::Failed(error.to_string())),
         };
