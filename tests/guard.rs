@@ -457,3 +457,48 @@ async fn issue_16_a_role_read_answered_with_anything_but_a_page_stops_protect_pr
         );
     }
 }
+
+#[tokio::test]
+async fn issue_16_a_privileged_holder_named_by_sid_is_refused_when_their_identity_has_no_entra_account_or_upn()
+ {
+    // Identity 12 as Defender knows it on-premises only: its Active Directory account, its SID,
+    // no Entra ID account and no UPN. Entra knows the Global Administrator behind it by that SID.
+    let mut tenant = Tenant::synthetic(10);
+    let mut on_premises = Tenant::synthetic_identity(12);
+    on_premises
+        .accounts
+        .retain(|account| account.identity_provider == "activeDirectory");
+    on_premises.user_principal_name = None;
+    on_premises.email_address = None;
+    assert_eq!(on_premises.accounts.len(), 1);
+    tenant.push(on_premises);
+    tenant.assign_role_to_sid(
+        Tenant::GLOBAL_ADMINISTRATOR,
+        &Tenant::synthetic_object_id(12),
+        &sid(12),
+    );
+    let h = Harness::start(MockConfig {
+        tenant: Some(tenant),
+        page_size: 5,
+        ..MockConfig::default()
+    })
+    .await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "sid,action,identityProvider",
+            &format!("{},disable,activeDirectory", sid(12)),
+            &format!("{},disable,activeDirectory", sid(8)),
+        ],
+    );
+    let status = h
+        .run(&input, &["--protect-privileged"])
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::RowsFailed);
+    let records = by_row(&read_jsonl(&h.results()));
+    assert_eq!(code(&records[&2]), "privilegedIdentity", "{}", records[&2]);
+    assert!(message(&records[&2]).contains("Global Administrator"));
+    assert_eq!(records[&3]["status"], "succeeded");
+    assert_eq!(acted_on(&h), [Tenant::synthetic_id(8)]);
+}

@@ -497,7 +497,8 @@ fn entry_names(entry: &ProtectEntry, directory: &Directory) -> Vec<String> {
     names
 }
 
-/// Who holds each privileged role: object ids and UPNs, with the roles they hold.
+/// Who holds each privileged role: object ids, UPNs and on-premises SIDs, with the roles they
+/// hold.
 async fn read_privileged(
     reader: &Arc<Reader>,
 ) -> Result<HashMap<String, BTreeSet<&'static str>>, LookupStop> {
@@ -544,7 +545,8 @@ enum RoleReadError {
     Failed(String),
 }
 
-/// One role's assignments, every page: for each user principal, its names (object id, UPN).
+/// One role's assignments, every page: for each user principal, its names (object id, UPN,
+/// on-premises SID).
 async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, RoleReadError> {
     #[derive(Deserialize)]
     struct Principal {
@@ -554,6 +556,9 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
         user_principal_name: Option<String>,
         #[serde(rename = "displayName")]
         display_name: Option<String>,
+        /// A holder whose identity has no Entra ID account and no UPN is known by it (issue 16).
+        #[serde(rename = "onPremisesSecurityIdentifier")]
+        on_premises_security_identifier: Option<String>,
     }
     #[derive(Deserialize)]
     struct Assignment {
@@ -607,8 +612,12 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
                 continue;
             }
             let mut names = vec![key(&assignment.principal_id)];
-            if let Some(upn) = principal.and_then(|p| p.user_principal_name) {
-                names.push(key(&upn));
+            if let Some(principal) = principal {
+                let more = [
+                    principal.user_principal_name,
+                    principal.on_premises_security_identifier,
+                ];
+                names.extend(more.into_iter().flatten().map(|name| key(&name)));
             }
             members.push(names);
         }
