@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow};
 
 use crate::config::{
     Cloud, Confirm, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing, ProtectList,
-    ResolveConfig, Resume, RunConfig, Target,
+    ResolveConfig, Resume, RunConfig, StaleEntries, Target,
 };
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
@@ -344,6 +344,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub protect_privileged: bool,
 
+    /// Run even though a protect file names someone Graph knows nobody by (a typo, a trailing
+    /// dot, a look-alike letter, an invisible character, quotes or mailto: pasted with it): such
+    /// an entry then guards only rows that give it as written. Without this flag it stops the
+    /// run (exit 2) naming FILE:LINE, before anything is sent.
+    #[arg(long)]
+    pub accept_stale_protect_entries: bool,
+
     /// Refuse to start (exit 2, nothing sent) when the plan holds more than N actions: for
     /// scheduled jobs that must never act on more than they expect.
     #[arg(long, value_name = "N")]
@@ -619,6 +626,11 @@ fn guardrails(args: &RunArgs, default_file: Option<&Path>) -> anyhow::Result<Gua
         protect,
         privileged: args.protect_privileged,
         max_actions: args.max_actions,
+        stale: if args.accept_stale_protect_entries {
+            StaleEntries::Accept
+        } else {
+            StaleEntries::Refuse
+        },
     })
 }
 

@@ -502,3 +502,74 @@ async fn issue_16_a_privileged_holder_named_by_sid_is_refused_when_their_identit
     assert_eq!(records[&3]["status"], "succeeded");
     assert_eq!(acted_on(&h), [Tenant::synthetic_id(8)]);
 }
+
+#[tokio::test]
+async fn issue_16_a_protect_entry_graph_knows_nobody_by_stops_the_run_unless_accepted() {
+    let h = Harness::start(tenant_mock(10)).await;
+    let upn = Tenant::synthetic_upn(2);
+    let look_alike = upn.replacen('u', "\u{0443}", 1); // Cyrillic у
+    let zero_width = upn.replacen('@', "\u{200b}@", 1);
+    let protect = h.write(
+        "protect.txt",
+        &[
+            &format!("{upn}."),
+            &look_alike,
+            &zero_width,
+            &format!("\"{upn}\""),
+            &format!("mailto:{upn}"),
+            "S-1-5-21-1004336348-1177238915-682003330-99999",
+            "0f5c5bd0-7b48-4d5a-9b3f-4d2f3e0c1a11",
+            &Tenant::synthetic_id(4),
+        ],
+    );
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,action,identityProvider",
+            &format!("{upn},revokeAllSessions,entraID"),
+        ],
+    );
+    let protect_arg = protect.to_str().unwrap();
+    let result = h.run(&input, &["--protect", protect_arg]).await;
+    assert_eq!(
+        common::status(&result),
+        ExitStatus::InputError,
+        "{result:?}"
+    );
+    let error = format!("{:#}", result.unwrap_err());
+    for line in 1..=7 {
+        assert!(
+            error.contains(&format!("protect.txt:{line} ")),
+            "line {line}: {error}"
+        );
+    }
+    // Line 8 names an identity by its identityAccounts id: Graph knows it.
+    assert!(!error.contains("protect.txt:8"), "{error}");
+    assert!(
+        error.contains("\\u{443}"),
+        "the look-alike is shown escaped: {error}"
+    );
+    assert!(
+        error.contains("\\u{200b}"),
+        "the invisible one too: {error}"
+    );
+    assert!(
+        !error.contains('\u{200b}') && !error.contains('\u{443}'),
+        "{error}"
+    );
+    assert!(error.contains("trailing dot"), "{error}");
+    assert!(error.contains("mailto:"), "{error}");
+    assert!(error.contains("--accept-stale-protect-entries"), "{error}");
+    assert!(acted_on(&h).is_empty());
+
+    // Accepted, the stale entries guard only what they say; the person is acted on.
+    let status = h
+        .run(
+            &input,
+            &["--protect", protect_arg, "--accept-stale-protect-entries"],
+        )
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::Success);
+    assert_eq!(acted_on(&h), [Tenant::synthetic_id(2)]);
+}

@@ -10,6 +10,11 @@
 //! whichever column names them: the list's UPNs and object ids are read from `/users` once, so
 //! that their SIDs and object ids count too.
 //!
+//! The rule (issue 16): a run acts only when every guard in force was read whole and every entry
+//! confirmed. A protect file that cannot be read, a role read answered with anything but a page,
+//! or a protected entry Graph knows nobody by (unless `--accept-stale-protect-entries`) stops the
+//! run before the first action; [`read_guard`] is where it is kept.
+//!
 //! Privileged roles: the built-in Entra directory roles Microsoft labels "Privileged" in its
 //! permissions reference ([`PRIVILEGED_ROLES`]). Their members are read with the documented
 //! `roleAssignments?$filter=roleDefinitionId eq '{id}'&$expand=principal` (permission
@@ -23,9 +28,9 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::directory::{Directory, Guard, key};
+use super::directory::{Directory, Found, Guard, key};
 use super::read::{LookupStop, ReadError, Reader, Service};
-use super::read_users;
+use super::{Ask, collect, read_one, read_users};
 use crate::sanitize::printable;
 
 /// Built-in Entra directory roles that Microsoft labels "Privileged" (permissions reference,
@@ -111,6 +116,20 @@ pub struct Guardrails {
     pub privileged: bool,
     /// `--max-actions N`: refuse to start when the plan holds more actions.
     pub max_actions: Option<u64>,
+    /// What a protect entry that names nobody Graph knows does (issue 16).
+    pub stale: StaleEntries,
+}
+
+/// What becomes of a protect entry Graph knows nobody by: a typo, a trailing dot, a look-alike
+/// letter, an invisible character, quotes or `mailto:` pasted with it. Such an entry protects
+/// nobody while the person it was meant for is acted on, so by default it stops the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StaleEntries {
+    /// Stop before anything is sent, naming each entry.
+    #[default]
+    Refuse,
+    /// `--accept-stale-protect-entries`: warn, and guard rows that name the entry as written.
+    Accept,
 }
 
 impl Guardrails {
@@ -194,7 +213,7 @@ pub const MAX_PROTECT_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl ProtectList {
     /// Reads and checks `path`: a regular file (a FIFO or a device is refused, never waited on)
-    /// of at most [`MAX_PROTECT_FILE_BYTES`].
+    /// of at most `MAX_PROTECT_FILE_BYTES` (4 MiB).
     pub fn load(path: &Path) -> Result<ProtectList, ProtectFileError> {
         let shown = path.display().to_string();
         let bytes = read_regular(path)?;
@@ -423,7 +442,7 @@ pub(crate) async fn read_guard(
 ) -> Result<Guard, LookupStop> {
     let mut guard = Guard::default();
     if let Some(list) = &guardrails.protect {
-        read_list_users(list, reader, directory).await?;
+        read_list_users(list, guardrails.stale, reader, directory).await?;
         for entry in &list.protected {
             let shown = format!("{} {}", entry.place, printable(&entry.value));
             for name in entry_names(entry, directory) {
@@ -454,9 +473,12 @@ pub(crate) async fn read_guard(
     Ok(guard)
 }
 
-/// Reads the users the list's UPNs and object ids name, so that their other names count.
+/// Reads the users the list's UPNs and object ids name, so that their other names count, and
+/// confirms every entry: a protected entry Graph knows nobody by stops the run (issue 16) unless
+/// `stale_entries` accepts it.
 async fn read_list_users(
     list: &ProtectList,
+    stale_entries: StaleEntries,
     reader: &Arc<Reader>,
     directory: &mut Directory,
 ) -> Result<(), LookupStop> {
@@ -471,19 +493,91 @@ async fn read_list_users(
         .into_iter()
         .collect();
     read_users(&wanted, reader, directory).await?;
+    // Ids and SIDs that are no user's: confirmed by an identity of that id or SID.
+    let mut reads = JoinSet::new();
+    let mut asked = BTreeSet::new();
+    for entry in list.protected.iter().chain(&list.allowed) {
+        let value = key(&entry.value);
+        let ask = match entry.kind {
+            EntryKind::Guid if directory.user(&value) == Some(None) => {
+                if matches!(directory.by_id(&value), Found::None) && !directory.is_complete() {
+                    Ask::Id(value.clone())
+                } else {
+                    continue;
+                }
+            }
+            EntryKind::Sid if !directory.knows_sid(&value) => Ask::Sid(value.clone()),
+            _ => continue,
+        };
+        if asked.insert(value) {
+            reads.spawn(read_one(reader.clone(), ask));
+        }
+    }
+    collect(&mut reads, directory).await?;
+    let mut stale = Vec::new();
     for entry in list.protected.iter().chain(&list.allowed) {
         if let Some(error) = directory.failure(&entry.value) {
             return Err(LookupStop::Guard(format!(
-                "reading the user of the protect list's entry {} {:?} failed ({error})",
-                entry.place,
-                printable(&entry.value)
+                "reading whom the protect list's entry {} names failed ({error})",
+                shown_entry(entry)
             )));
         }
-        if entry.kind == EntryKind::Upn && directory.user(&entry.value) == Some(None) {
-            warn!(entry = %shown_entry(entry), "the protect list names a UPN Graph has no user for; it still guards rows that give this UPN");
+        if confirmed(entry, directory) {
+            continue;
+        }
+        let protects = list.protected.contains(entry);
+        if protects && stale_entries == StaleEntries::Refuse {
+            stale.push(entry);
+        } else {
+            warn!(entry = %shown_entry(entry), hint = %stale_hint(entry), "the protect list names nobody Graph knows; it guards only rows that give this value as written");
         }
     }
-    Ok(())
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = stale
+        .iter()
+        .map(|entry| format!("{} ({})", shown_entry(entry), stale_hint(entry)))
+        .collect();
+    Err(LookupStop::StaleProtectEntries(named.join("; ")))
+}
+
+/// Whether Graph knows whom `entry` names: a user for a UPN; a user or an identity for a GUID;
+/// an identity for a SID. Reads answered already (see [`read_list_users`]).
+fn confirmed(entry: &ProtectEntry, directory: &Directory) -> bool {
+    let value = &entry.value;
+    let user = matches!(directory.user(value), Some(Some(_)));
+    let identity = |found: Found<'_>| matches!(found, Found::One(_) | Found::Many(_));
+    match entry.kind {
+        EntryKind::Upn => user || identity(directory.by_upn_in_index(value)),
+        EntryKind::Guid => {
+            user || identity(directory.by_id(value))
+                || identity(directory.by_object_id_in_index(value))
+        }
+        EntryKind::Sid => identity(directory.by_sid(value)),
+    }
+}
+
+/// What an entry Graph knows nobody by most likely holds, for the message.
+fn stale_hint(entry: &ProtectEntry) -> &'static str {
+    let value = entry.value.as_str();
+    let quotes = [
+        '"', '\'', '<', '>', '\u{201c}', '\u{201d}', '\u{2018}', '\u{2019}',
+    ];
+    if value.starts_with(quotes) || value.ends_with(quotes) {
+        "quotes pasted with it?"
+    } else if value
+        .get(..7)
+        .is_some_and(|start| start.eq_ignore_ascii_case("mailto:"))
+    {
+        "`mailto:` pasted with it?"
+    } else if value.ends_with('.') {
+        "a trailing dot?"
+    } else if !value.is_ascii() {
+        "a look-alike letter or an invisible character, escaped here as \\u{..}?"
+    } else {
+        "a typo, or someone who has left?"
+    }
 }
 
 /// The entry's value and, when Graph has its user, the user's object id, UPN and SID.
