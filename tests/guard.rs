@@ -573,3 +573,68 @@ async fn issue_16_a_protect_entry_graph_knows_nobody_by_stops_the_run_unless_acc
     assert_eq!(status, ExitStatus::Success);
     assert_eq!(acted_on(&h), [Tenant::synthetic_id(2)]);
 }
+
+#[tokio::test]
+async fn issue_16_a_resume_without_the_guards_of_the_earlier_run_stops_and_names_them() {
+    let h = Harness::start(tenant_mock(10)).await;
+    let protect = h.write("protect.txt", &[&Tenant::synthetic_upn(2)]);
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,action,identityProvider",
+            &format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(2)),
+            &format!("{},revokeAllSessions,entraID", Tenant::synthetic_upn(6)),
+        ],
+    );
+    let protect_arg = protect.to_str().unwrap();
+    let status = h
+        .run(&input, &["--protect", protect_arg, "--protect-privileged"])
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::RowsFailed);
+    assert_eq!(
+        code(&by_row(&read_jsonl(&h.results()))[&2]),
+        "protectedIdentity"
+    );
+    assert_eq!(acted_on(&h), [Tenant::synthetic_id(6)]);
+
+    // The protect file is not in force now (left out, or another HOME's default file).
+    let result = h.run(&input, &["--resume"]).await;
+    assert_eq!(
+        common::status(&result),
+        ExitStatus::InputError,
+        "{result:?}"
+    );
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(error.contains(protect_arg), "{error}");
+    assert!(error.contains("--protect-privileged"), "{error}");
+    assert!(error.contains("Nothing was sent"), "{error}");
+    let result = h.run(&input, &["--resume", "--protect", protect_arg]).await;
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(
+        error.contains("--protect-privileged") && !error.contains(protect_arg),
+        "{error}"
+    );
+    assert_eq!(
+        acted_on(&h),
+        [Tenant::synthetic_id(6)],
+        "nothing more was sent"
+    );
+
+    // The same entries from another file, and the same flags: the resume goes on, still guarded.
+    let copy = h.write("copy.txt", &[&Tenant::synthetic_upn(2).to_uppercase()]);
+    let status = h
+        .run(
+            &input,
+            &[
+                "--resume",
+                "--protect",
+                copy.to_str().unwrap(),
+                "--protect-privileged",
+            ],
+        )
+        .await
+        .expect("a status");
+    assert_eq!(status, ExitStatus::RowsFailed);
+    assert_eq!(acted_on(&h), [Tenant::synthetic_id(6)]);
+}

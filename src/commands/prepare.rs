@@ -19,8 +19,11 @@ use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::input::InputSource;
 use crate::input::plan::Plan;
 use crate::lookup::Wanted;
+use crate::lookup::guard::Guardrails;
 use crate::output::journal::InflightLog;
-use crate::output::lock::{self, Claim, LockError, RunLock, RunState};
+use crate::output::lock::{
+    self, Claim, GuardsRecord, LockError, ProtectFileRecord, RunLock, RunState,
+};
 use crate::output::paths::{self, NamedPath};
 use crate::output::resume::{self, Earlier, Prior};
 use crate::{Fatal, logging, output};
@@ -392,13 +395,57 @@ pub(super) async fn check_resumable(
     bail!("{message}; pass --accept-changed-input to resume anyway. Nothing was sent")
 }
 
+/// What the lock file records of the run's guardrails (issue 16).
+pub(super) fn guards_record(rails: &Guardrails) -> GuardsRecord {
+    let mut protect_files: Vec<ProtectFileRecord> = Vec::new();
+    if let Some(list) = &rails.protect {
+        for entry in &list.protected {
+            let path = entry.file.as_str();
+            match protect_files.iter_mut().find(|file| file.path == path) {
+                Some(file) => file.protected.push(entry.value.clone()),
+                None => protect_files.push(ProtectFileRecord {
+                    path: path.to_owned(),
+                    protected: vec![entry.value.clone()],
+                }),
+            }
+        }
+    }
+    GuardsRecord {
+        protect_files,
+        protect_privileged: rails.privileged,
+    }
+}
+
+/// `--resume`: refuses, before any read, to continue results written under guardrails this run
+/// lacks (issue 16). Rows the earlier run refused as protected run again, and without the guard
+/// that refused them they would be sent.
+pub(super) fn check_guards_kept(
+    config: &RunConfig,
+    previous: Option<&RunState>,
+) -> anyhow::Result<()> {
+    let Some(earlier) = previous.and_then(|state| state.guards.as_ref()) else {
+        return Ok(());
+    };
+    let missing = guards_record(&config.guardrails).missing_now(earlier);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--resume: the earlier run on {} was guarded by what this run lacks: {}. Rows it refused as protected would be sent. Give the same --protect files and --protect-privileged (the default protect file is read from the config directory of the user who runs it, so HOME or XDG_CONFIG_HOME under sudo or cron may differ). Nothing was sent",
+        config.files.results.display(),
+        missing.join("; ")
+    )
+}
+
 /// Before sending: on a terminal, show the plan and ask; elsewhere, demand `--yes`.
 pub(super) async fn confirm(
     config: &RunConfig,
     plan: &Plan,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let to_send = plan.actions - plan.already_succeeded;
+    // Saturating: a resumed looked-up row carried over by line counts as done but not as an
+    // action, so a resume whose other rows the guard refuses had fewer actions than done ones.
+    let to_send = plan.actions.saturating_sub(plan.already_succeeded);
     if let Some(max) = config.guardrails.max_actions
         && to_send > max
     {
@@ -474,7 +521,7 @@ fn ask(question: &str) -> anyhow::Result<String> {
 /// `--dry-run`: the plan, the resolved settings and the expected duration.
 pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     use std::fmt::Write as _;
-    let to_send = plan.actions - plan.already_succeeded;
+    let to_send = plan.actions.saturating_sub(plan.already_succeeded);
     let (graph, cloud) = match &config.graph.target {
         Target::Graph { root, cloud, .. } => (
             root.as_str().trim_end_matches('/').to_owned(),

@@ -41,8 +41,9 @@ use super::connect::{Connection, connect};
 use super::finish::{Acted, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
-    CheckedInput, CreatedResults, Input, check_files, check_input, check_resumable, claim_results,
-    confirm, earlier_results, print_dry_run, read_input, report_bad_rows,
+    CheckedInput, CreatedResults, Input, check_files, check_guards_kept, check_input,
+    check_resumable, claim_results, confirm, earlier_results, guards_record, print_dry_run,
+    read_input, report_bad_rows,
 };
 
 /// `run`: check every row, then act on each and record every outcome. `shutdown` resolves on the
@@ -80,6 +81,7 @@ pub async fn run(
             &interrupt,
         )
         .await?;
+        check_guards_kept(&config, claim.previous.as_ref())?;
     }
     // Identities are looked up before the plan is confirmed, so that it says what will be sent.
     let security = Arc::new(ThrottleGate::new());
@@ -183,6 +185,7 @@ async fn run_state(
         rows: plan.rows,
         endpoint: Some(config.graph.target.endpoint()),
         about: run_about(config, connection).await,
+        guards: Some(guards_record(&config.guardrails)),
     }
 }
 

@@ -178,6 +178,8 @@ pub struct ProtectEntry {
     pub kind: EntryKind,
     /// `FILE:LINE`, for messages.
     pub place: String,
+    /// The file, as named in `place`.
+    pub file: String,
 }
 
 /// The entries of one or more protect files.
@@ -272,6 +274,7 @@ impl ProtectList {
                 value: content.to_owned(),
                 kind,
                 place: format!("{shown}:{line}"),
+                file: shown.to_owned(),
             };
             if allowing {
                 list.allowed.push(entry);
