@@ -311,7 +311,8 @@ async fn issue_13_a_plan_above_twenty_actions_takes_the_typed_number_of_accounts
         .await
         .unwrap();
     assert_eq!(code, Some(2), "{shown}");
-    assert!(shown.contains("25 actions to 25 accounts"), "{shown}");
+    // The plan says it; the question no longer echoes it (issue 16).
+    assert!(shown.contains("25 actions on 25 accounts"), "{shown}");
     assert!(shown.contains("not confirmed"), "{shown}");
     assert_eq!(h.graph_requests(), 0);
 
@@ -637,4 +638,58 @@ async fn issue_16_a_resume_without_the_guards_of_the_earlier_run_stops_and_names
         .expect("a status");
     assert_eq!(status, ExitStatus::RowsFailed);
     assert_eq!(acted_on(&h), [Tenant::synthetic_id(6)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_the_typed_confirmation_asks_for_a_number_the_plan_shows_not_the_question() {
+    let h = Harness::new().await;
+    // 25 actions on 24 accounts: the accounts number is only in the plan.
+    let mut rows = common::plain_rows(24);
+    let again = rows[0].replacen(",disable,", ",revokeAllSessions,", 1);
+    assert_ne!(again, rows[0]);
+    rows.push(again);
+    let input = h.input(&rows);
+    let args = h.args(&input, &["--no-yes"]);
+    let (code, shown) = tokio::task::spawn_blocking(move || answer_on_a_terminal(args, "24"))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains("25 actions on 24 accounts"), "{shown}");
+    let question = shown
+        .lines()
+        .find(|line| line.contains("To proceed"))
+        .unwrap_or_default();
+    assert!(
+        !question.contains("24"),
+        "the question echoes the answer: {question}"
+    );
+    assert!(shown.contains("Guards in force: none"), "{shown}");
+    assert_eq!(h.graph_requests(), 25);
+}
+
+#[tokio::test]
+async fn issue_16_a_protect_file_of_comments_only_is_named_as_protecting_nobody() {
+    let h = Harness::new().await;
+    let protect = h.write("protect.txt", &["# break-glass accounts go here"]);
+    let input = h.input(&common::plain_rows(1));
+    let output = h
+        .binary(
+            &input,
+            &["--protect", protect.to_str().unwrap(), "--dry-run"],
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let named = format!(
+        "protect file {} (0 protected, 0 allowed: it protects nobody)",
+        protect.display()
+    );
+    assert!(
+        stdout.contains(&format!("guards        {named}")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("guards nobody"), "{stderr}");
+    assert_eq!(h.graph_requests(), 0);
 }

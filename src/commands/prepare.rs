@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::cli::LogFormat;
 use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
@@ -463,12 +463,14 @@ pub(super) async fn confirm(
         );
     }
     eprint!("{}", output::plan::render_text(plan));
+    eprintln!("{}", guards_line(&config.guardrails));
     let accounts = plan.accounts;
-    // A mass action takes a deliberate answer: a `y` typed out of habit does not start it.
+    // A mass action takes a deliberate answer: a `y` typed out of habit does not start it, and
+    // neither does copying a number from the question: it must be read from the plan (issue 16).
     let (question, typed) = if to_send > TYPED_CONFIRMATION_ABOVE {
         (
             format!(
-                "This sends {to_send} actions to {accounts} accounts. To proceed, type the number of accounts: "
+                "More than {TYPED_CONFIRMATION_ABOVE} actions: read the plan above. To proceed, type the number of accounts: "
             ),
             true,
         )
@@ -488,9 +490,33 @@ pub(super) async fn confirm(
     if confirmed {
         Ok(())
     } else if typed {
-        bail!("not confirmed ({accounts} was not typed); nothing was sent")
+        bail!("not confirmed (the number of accounts in the plan was not typed); nothing was sent")
     } else {
         bail!("not confirmed; nothing was sent")
+    }
+}
+
+/// The guards in force, on one line for the plan (issue 16): a protect file of comments only
+/// guards nobody, and the operator should see that before confirming.
+pub(super) fn guards_line(rails: &Guardrails) -> String {
+    let guards = rails.in_force();
+    if guards.is_empty() {
+        "Guards in force: none".to_owned()
+    } else {
+        format!("Guards in force: {}", guards.join("; "))
+    }
+}
+
+/// Logs the guards in force as the run starts, and warns of a protect file that protects nobody
+/// (issue 16): an empty list is no guard, whatever its name promises.
+pub(super) fn log_guards(rails: &Guardrails) {
+    let guards = rails.in_force();
+    info!(guards = %guards.join("; "), "guards in force");
+    for guard in guards
+        .iter()
+        .filter(|guard| guard.ends_with("protects nobody)"))
+    {
+        warn!(guard = %guard, "a protect file holds no protected entry, so it guards nobody");
     }
 }
 
@@ -585,6 +611,13 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
                 .join(", ")
         );
     }
+    let guards = rails.in_force();
+    let guards = if guards.is_empty() {
+        "none".to_owned()
+    } else {
+        guards.join("; ")
+    };
+    let _ = writeln!(text, "  guards        {guards}");
     if rails.privileged {
         let _ = writeln!(
             text,

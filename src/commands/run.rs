@@ -42,8 +42,8 @@ use super::finish::{Acted, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
     CheckedInput, CreatedResults, Input, check_files, check_guards_kept, check_input,
-    check_resumable, claim_results, confirm, earlier_results, guards_record, print_dry_run,
-    read_input, report_bad_rows,
+    check_resumable, claim_results, confirm, earlier_results, guards_record, log_guards,
+    print_dry_run, read_input, report_bad_rows,
 };
 
 /// `run`: check every row, then act on each and record every outcome. `shutdown` resolves on the
@@ -54,6 +54,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let interrupt = shutdown::listen(shutdown);
     check_files(&config)?;
+    log_guards(&config.guardrails);
     let input = read_input(&config.input, &interrupt).await?;
     if config.mode == Mode::DryRun {
         return dry_run(&config, &input, &interrupt).await;

@@ -150,6 +150,41 @@ impl Guardrails {
         parts.join(", ")
     }
 
+    /// Each guard in force, for the plan and the log (issue 16): every protect file with its
+    /// entry counts (one that protects nobody says so), `--protect-privileged`, `--max-actions`.
+    /// Empty when none is.
+    pub fn in_force(&self) -> Vec<String> {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(list) = &self.protect {
+            for file in &list.files {
+                let name = file.display().to_string();
+                let count =
+                    |entries: &[ProtectEntry]| entries.iter().filter(|e| e.file == name).count();
+                let protected = count(&list.protected);
+                let nobody = if protected == 0 {
+                    ": it protects nobody"
+                } else {
+                    ""
+                };
+                parts.push(format!(
+                    "protect file {} ({protected} protected, {} allowed{nobody})",
+                    printable(&name),
+                    count(&list.allowed)
+                ));
+            }
+        }
+        if self.privileged {
+            parts.push(format!(
+                "--protect-privileged ({} directory roles)",
+                PRIVILEGED_ROLES.len()
+            ));
+        }
+        if let Some(max) = self.max_actions {
+            parts.push(format!("--max-actions {max}"));
+        }
+        parts
+    }
+
     /// Whether every row must be looked up, so that the guard sees whom it names.
     pub fn look_up_every_row(&self) -> bool {
         self.privileged
@@ -898,6 +933,29 @@ mod tests {
         assert!(error.contains("not a regular file"), "{error}");
         let error = ProtectList::load(&path).unwrap_err().to_string();
         assert!(error.contains("not a regular file"), "{error}");
+    }
+
+    #[test]
+    fn issue_16_the_guards_in_force_name_each_file_and_a_file_that_protects_nobody() {
+        let mut list = ProtectList::parse("# only comments\n\n", "empty.txt").unwrap();
+        list.files.push(PathBuf::from("empty.txt"));
+        let mut other = ProtectList::parse("a@b.c\nS-1-5-21-1\n[allow]\nd@e.f\n", "p.txt").unwrap();
+        other.files.push(PathBuf::from("p.txt"));
+        list.merge(other);
+        let rails = Guardrails {
+            protect: Some(list),
+            privileged: true,
+            ..Guardrails::default()
+        };
+        assert_eq!(
+            rails.in_force(),
+            [
+                "protect file empty.txt (0 protected, 0 allowed: it protects nobody)",
+                "protect file p.txt (2 protected, 1 allowed)",
+                "--protect-privileged (20 directory roles)",
+            ]
+        );
+        assert!(Guardrails::default().in_force().is_empty());
     }
 
     #[test]
