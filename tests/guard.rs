@@ -638,6 +638,22 @@ async fn issue_16_a_resume_without_the_guards_of_the_earlier_run_stops_and_names
         .expect("a status");
     assert_eq!(status, ExitStatus::RowsFailed);
     assert_eq!(acted_on(&h), [Tenant::synthetic_id(6)]);
+
+    // With the lock file gone, the results' own refusals still say a guard was in force.
+    std::fs::remove_file(h.path("results.jsonl.lock")).unwrap();
+    let result = h.run(&input, &["--resume"]).await;
+    assert_eq!(
+        common::status(&result),
+        ExitStatus::InputError,
+        "{result:?}"
+    );
+    let error = format!("{:#}", result.unwrap_err());
+    assert!(error.contains("protectedIdentity refusal"), "{error}");
+    assert_eq!(
+        acted_on(&h),
+        [Tenant::synthetic_id(6)],
+        "nothing more was sent"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

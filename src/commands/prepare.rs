@@ -422,11 +422,31 @@ pub(super) fn guards_record(rails: &Guardrails) -> GuardsRecord {
 pub(super) fn check_guards_kept(
     config: &RunConfig,
     previous: Option<&RunState>,
+    prior: &Prior,
 ) -> anyhow::Result<()> {
-    let Some(earlier) = previous.and_then(|state| state.guards.as_ref()) else {
-        return Ok(());
+    let rails = &config.guardrails;
+    let now = guards_record(rails);
+    let mut missing = match previous.and_then(|state| state.guards.as_ref()) {
+        Some(earlier) => now.missing_now(earlier),
+        None => Vec::new(),
     };
-    let missing = guards_record(&config.guardrails).missing_now(earlier);
+    // Without the lock file's record (gone, or older), the refusals in the results still say
+    // that a guard was in force.
+    if prior.refused_protected > 0 && now.protect_files.is_empty() && missing.is_empty() {
+        missing.push(format!(
+            "a protect list (the results hold {} protectedIdentity refusal(s))",
+            prior.refused_protected
+        ));
+    }
+    if prior.refused_privileged > 0
+        && !rails.privileged
+        && !missing.iter().any(|guard| guard == "--protect-privileged")
+    {
+        missing.push(format!(
+            "--protect-privileged (the results hold {} privilegedIdentity refusal(s))",
+            prior.refused_privileged
+        ));
+    }
     if missing.is_empty() {
         return Ok(());
     }

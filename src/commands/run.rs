@@ -74,7 +74,7 @@ pub async fn run(
         report_bad_rows(&checked.plan);
         return Ok(ExitStatus::InputError);
     }
-    if prior.is_some() {
+    if let Some(earlier) = &prior {
         check_resumable(
             &config,
             claim.previous.as_ref(),
@@ -82,7 +82,7 @@ pub async fn run(
             &interrupt,
         )
         .await?;
-        check_guards_kept(&config, claim.previous.as_ref())?;
+        check_guards_kept(&config, claim.previous.as_ref(), earlier)?;
     }
     // Identities are looked up before the plan is confirmed, so that it says what will be sent.
     let security = Arc::new(ThrottleGate::new());
