@@ -626,7 +626,7 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
             list.allowed.len(),
             list.files
                 .iter()
-                .map(|file| file.display().to_string())
+                .map(|file| crate::sanitize::printable_owned(&file.display().to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         );

@@ -138,7 +138,7 @@ impl Guardrails {
         let mut parts: Vec<String> = Vec::new();
         if let Some(list) = &self.protect {
             for file in &list.files {
-                parts.push(format!("protect file {}", file.display()));
+                parts.push(format!("protect file {}", shown_path(file)));
             }
         }
         if self.privileged {
@@ -157,7 +157,7 @@ impl Guardrails {
         let mut parts: Vec<String> = Vec::new();
         if let Some(list) = &self.protect {
             for file in &list.files {
-                let name = file.display().to_string();
+                let name = shown_path(file);
                 let count =
                     |entries: &[ProtectEntry]| entries.iter().filter(|e| e.file == name).count();
                 let protected = count(&list.protected);
@@ -167,8 +167,7 @@ impl Guardrails {
                     ""
                 };
                 parts.push(format!(
-                    "protect file {} ({protected} protected, {} allowed{nobody})",
-                    printable(&name),
+                    "protect file {name} ({protected} protected, {} allowed{nobody})",
                     count(&list.allowed)
                 ));
             }
@@ -252,7 +251,7 @@ impl ProtectList {
     /// Reads and checks `path`: a regular file (a FIFO or a device is refused, never waited on)
     /// of at most `MAX_PROTECT_FILE_BYTES` (4 MiB).
     pub fn load(path: &Path) -> Result<ProtectList, ProtectFileError> {
-        let shown = path.display().to_string();
+        let shown = shown_path(path);
         let bytes = read_regular(path)?;
         let text = String::from_utf8(bytes).map_err(|error| ProtectFileError::Entry {
             path: shown.clone(),
@@ -346,11 +345,16 @@ pub fn shown_entry(entry: &ProtectEntry) -> String {
     format!("{} {value}", printable(&entry.place))
 }
 
+/// A path as messages show it: a file name may hold an escape sequence too.
+fn shown_path(path: &Path) -> String {
+    printable(&path.display().to_string()).into_owned()
+}
+
 /// Whether nothing at all is at `path`, nor at the first of its parents that exists a dangling
 /// link: `Ok(true)` only for "no such file". Any other answer is an error naming the reason.
 fn is_absent(path: &Path) -> Result<bool, ProtectFileError> {
     let unusable = |reason: String| ProtectFileError::Unusable {
-        path: path.display().to_string(),
+        path: shown_path(path),
         reason,
     };
     for (depth, at) in path.ancestors().enumerate() {
@@ -361,14 +365,14 @@ fn is_absent(path: &Path) -> Result<bool, ProtectFileError> {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
             Err(cause) => {
                 return Err(ProtectFileError::Read {
-                    path: path.display().to_string(),
+                    path: shown_path(path),
                     cause,
                 });
             }
             Ok(meta) if meta.file_type().is_symlink() && std::fs::metadata(at).is_err() => {
                 return Err(unusable(format!(
                     "{} is a symbolic link to something that does not exist",
-                    at.display()
+                    shown_path(at)
                 )));
             }
             // The file itself is there: read it. A parent is there without the rest: no file.
@@ -382,7 +386,7 @@ fn is_absent(path: &Path) -> Result<bool, ProtectFileError> {
 /// instead of waited on for ever (issue 16), and read up to [`MAX_PROTECT_FILE_BYTES`].
 fn read_regular(path: &Path) -> Result<Vec<u8>, ProtectFileError> {
     use std::io::Read as _;
-    let shown = || path.display().to_string();
+    let shown = || shown_path(path);
     let read_error = |cause| ProtectFileError::Read {
         path: shown(),
         cause,

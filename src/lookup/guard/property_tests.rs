@@ -48,18 +48,29 @@ fn pieces() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Every message the parsed file can lead to: its error, or each entry as the guard shows it.
-fn messages(bytes: &[u8]) -> Vec<String> {
+fn messages(name: &str, bytes: &[u8]) -> Vec<String> {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let path = dir.path().join("protect.txt");
+    let path = dir.path().join(format!("protect{name}.txt"));
     std::fs::write(&path, bytes).expect("written");
     match ProtectList::load(&path) {
         Err(error) => vec![error.to_string()],
-        Ok(list) => list
-            .protected
-            .iter()
-            .chain(&list.allowed)
-            .map(shown_entry)
-            .collect(),
+        Ok(list) => {
+            let entries: Vec<&ProtectEntry> = list.protected.iter().chain(&list.allowed).collect();
+            let mut shown: Vec<String> = entries.iter().map(|entry| shown_entry(entry)).collect();
+            // As a run that finds them stale says it, and as the plan names the file.
+            let stale = entries
+                .iter()
+                .map(|entry| format!("{} ({})", shown_entry(entry), stale_hint(entry)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            shown.push(LookupStop::StaleProtectEntries(stale).to_string());
+            let rails = Guardrails {
+                protect: Some(list),
+                ..Guardrails::default()
+            };
+            shown.extend(rails.in_force());
+            shown
+        }
     }
 }
 
@@ -67,8 +78,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn issue_16_any_protect_file_parses_or_is_refused_without_panic_or_escapes(bytes in pieces()) {
-        for message in messages(&bytes) {
+    fn issue_16_any_protect_file_parses_or_is_refused_without_panic_or_escapes(
+        name in "[a-z\u{1b}\u{9b}\u{7}\r\n\u{202e}\u{200b}\\[]{0,6}",
+        bytes in pieces(),
+    ) {
+        for message in messages(&name, &bytes) {
             prop_assert!(printable_only(&message), "{message:?}");
         }
     }
