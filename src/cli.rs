@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow};
 
 use crate::config::{
     Cloud, Confirm, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing, ProtectList,
-    ResolveConfig, Resume, RunConfig, Target,
+    ResolveConfig, Resume, RunConfig, StaleEntries, Target,
 };
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
@@ -330,8 +330,9 @@ pub struct RunArgs {
     /// Never act on the people FILE names: one UPN, on-premises SID, Entra object id or
     /// identityAccounts id a line, `#` for comments, and an `[allow]` section for
     /// --protect-privileged. Repeatable; read besides the default file
-    /// (graph-remediate/protect.txt in the user's config directory: ~/.config on Linux) when that
-    /// exists.
+    /// (graph-remediate/protect.txt in the user's config directory: ~/.config on Linux) unless
+    /// nothing is there; one that cannot be read (a dangling link, a directory, a FIFO) stops the
+    /// run.
     /// While a list is in force every row is looked up; a protected row is recorded failed
     /// (protectedIdentity) and nothing is sent for it.
     #[arg(long, value_name = "FILE")]
@@ -342,6 +343,13 @@ pub struct RunArgs {
     /// such rows are recorded failed (privilegedIdentity). Every row is looked up.
     #[arg(long)]
     pub protect_privileged: bool,
+
+    /// Run even though a protect file names someone Graph knows nobody by (a typo, a trailing
+    /// dot, a look-alike letter, an invisible character, quotes or mailto: pasted with it): such
+    /// an entry then guards only rows that give it as written. Without this flag it stops the
+    /// run (exit 2) naming FILE:LINE, before anything is sent.
+    #[arg(long)]
+    pub accept_stale_protect_entries: bool,
 
     /// Refuse to start (exit 2, nothing sent) when the plan holds more than N actions: for
     /// scheduled jobs that must never act on more than they expect.
@@ -596,28 +604,33 @@ pub fn default_protect_file() -> Option<PathBuf> {
     dirs::config_dir().map(|dir| dir.join("graph-remediate").join("protect.txt"))
 }
 
-/// The guardrails from `--protect`, the default protect file (when it exists),
-/// `--protect-privileged` and `--max-actions`.
+/// The guardrails from `--protect`, the default protect file (when there is one: anything at its
+/// path but "no such file" is read or refused, issue 16), `--protect-privileged` and
+/// `--max-actions`.
 fn guardrails(args: &RunArgs, default_file: Option<&Path>) -> anyhow::Result<Guardrails> {
-    let mut files: Vec<PathBuf> = args.protect.clone();
-    if let Some(default_file) = default_file
-        && default_file.is_file()
-        && !files.iter().any(|given| given == default_file)
-    {
-        files.insert(0, default_file.to_path_buf());
-    }
     let mut protect: Option<ProtectList> = None;
-    for file in &files {
-        let list = ProtectList::load(file)?;
-        match &mut protect {
-            Some(merged) => merged.merge(list),
-            None => protect = Some(list),
-        }
+    let mut merge = |list: ProtectList| match &mut protect {
+        Some(merged) => merged.merge(list),
+        None => protect = Some(list),
+    };
+    if let Some(default_file) = default_file
+        && !args.protect.iter().any(|given| given == default_file)
+        && let Some(list) = ProtectList::load_default(default_file)?
+    {
+        merge(list);
+    }
+    for file in &args.protect {
+        merge(ProtectList::load(file)?);
     }
     Ok(Guardrails {
         protect,
         privileged: args.protect_privileged,
         max_actions: args.max_actions,
+        stale: if args.accept_stale_protect_entries {
+            StaleEntries::Accept
+        } else {
+            StaleEntries::Refuse
+        },
     })
 }
 

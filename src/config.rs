@@ -14,6 +14,7 @@ use crate::input::plan::Unlisted;
 use crate::input::{InputOptions, InputSource};
 pub use crate::lookup::guard::{
     EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectList,
+    StaleEntries,
 };
 use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;

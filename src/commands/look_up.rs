@@ -68,6 +68,8 @@ pub(super) async fn find(
         Err(LookupStop::Interrupted) => Err(Fatal::interrupted(anyhow::Error::new(
             LookupStop::Interrupted,
         ))),
+        // The protect file must change, as for a line that names nobody: exit 2 (issue 16).
+        Err(stop @ LookupStop::StaleProtectEntries(_)) => Err(anyhow::Error::new(stop)),
         Err(stop) => Err(Fatal::stopped(anyhow::Error::new(stop))),
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::cli::LogFormat;
 use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
@@ -19,8 +19,11 @@ use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::input::InputSource;
 use crate::input::plan::Plan;
 use crate::lookup::Wanted;
+use crate::lookup::guard::Guardrails;
 use crate::output::journal::InflightLog;
-use crate::output::lock::{self, Claim, LockError, RunLock, RunState};
+use crate::output::lock::{
+    self, Claim, GuardsRecord, LockError, ProtectFileRecord, RunLock, RunState,
+};
 use crate::output::paths::{self, NamedPath};
 use crate::output::resume::{self, Earlier, Prior};
 use crate::{Fatal, logging, output};
@@ -392,13 +395,77 @@ pub(super) async fn check_resumable(
     bail!("{message}; pass --accept-changed-input to resume anyway. Nothing was sent")
 }
 
+/// What the lock file records of the run's guardrails (issue 16).
+pub(super) fn guards_record(rails: &Guardrails) -> GuardsRecord {
+    let mut protect_files: Vec<ProtectFileRecord> = Vec::new();
+    if let Some(list) = &rails.protect {
+        for entry in &list.protected {
+            let path = entry.file.as_str();
+            match protect_files.iter_mut().find(|file| file.path == path) {
+                Some(file) => file.protected.push(entry.value.clone()),
+                None => protect_files.push(ProtectFileRecord {
+                    path: path.to_owned(),
+                    protected: vec![entry.value.clone()],
+                }),
+            }
+        }
+    }
+    GuardsRecord {
+        protect_files,
+        protect_privileged: rails.privileged,
+    }
+}
+
+/// `--resume`: refuses, before any read, to continue results written under guardrails this run
+/// lacks (issue 16). Rows the earlier run refused as protected run again, and without the guard
+/// that refused them they would be sent.
+pub(super) fn check_guards_kept(
+    config: &RunConfig,
+    previous: Option<&RunState>,
+    prior: &Prior,
+) -> anyhow::Result<()> {
+    let rails = &config.guardrails;
+    let now = guards_record(rails);
+    let mut missing = match previous.and_then(|state| state.guards.as_ref()) {
+        Some(earlier) => now.missing_now(earlier),
+        None => Vec::new(),
+    };
+    // Without the lock file's record (gone, or older), the refusals in the results still say
+    // that a guard was in force.
+    if prior.refused_protected > 0 && now.protect_files.is_empty() && missing.is_empty() {
+        missing.push(format!(
+            "a protect list (the results hold {} protectedIdentity refusal(s))",
+            prior.refused_protected
+        ));
+    }
+    if prior.refused_privileged > 0
+        && !rails.privileged
+        && !missing.iter().any(|guard| guard == "--protect-privileged")
+    {
+        missing.push(format!(
+            "--protect-privileged (the results hold {} privilegedIdentity refusal(s))",
+            prior.refused_privileged
+        ));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--resume: the earlier run on {} was guarded by what this run lacks: {}. Rows it refused as protected would be sent. Give the same --protect files and --protect-privileged (the default protect file is read from the config directory of the user who runs it, so HOME or XDG_CONFIG_HOME under sudo or cron may differ). Nothing was sent",
+        config.files.results.display(),
+        missing.join("; ")
+    )
+}
+
 /// Before sending: on a terminal, show the plan and ask; elsewhere, demand `--yes`.
 pub(super) async fn confirm(
     config: &RunConfig,
     plan: &Plan,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let to_send = plan.actions - plan.already_succeeded;
+    // Saturating: a resumed looked-up row carried over by line counts as done but not as an
+    // action, so a resume whose other rows the guard refuses had fewer actions than done ones.
+    let to_send = plan.actions.saturating_sub(plan.already_succeeded);
     if let Some(max) = config.guardrails.max_actions
         && to_send > max
     {
@@ -416,12 +483,14 @@ pub(super) async fn confirm(
         );
     }
     eprint!("{}", output::plan::render_text(plan));
+    eprintln!("{}", guards_line(&config.guardrails));
     let accounts = plan.accounts;
-    // A mass action takes a deliberate answer: a `y` typed out of habit does not start it.
+    // A mass action takes a deliberate answer: a `y` typed out of habit does not start it, and
+    // neither does copying a number from the question: it must be read from the plan (issue 16).
     let (question, typed) = if to_send > TYPED_CONFIRMATION_ABOVE {
         (
             format!(
-                "This sends {to_send} actions to {accounts} accounts. To proceed, type the number of accounts: "
+                "More than {TYPED_CONFIRMATION_ABOVE} actions: read the plan above. To proceed, type the number of accounts: "
             ),
             true,
         )
@@ -441,9 +510,33 @@ pub(super) async fn confirm(
     if confirmed {
         Ok(())
     } else if typed {
-        bail!("not confirmed ({accounts} was not typed); nothing was sent")
+        bail!("not confirmed (the number of accounts in the plan was not typed); nothing was sent")
     } else {
         bail!("not confirmed; nothing was sent")
+    }
+}
+
+/// The guards in force, on one line for the plan (issue 16): a protect file of comments only
+/// guards nobody, and the operator should see that before confirming.
+pub(super) fn guards_line(rails: &Guardrails) -> String {
+    let guards = rails.in_force();
+    if guards.is_empty() {
+        "Guards in force: none".to_owned()
+    } else {
+        format!("Guards in force: {}", guards.join("; "))
+    }
+}
+
+/// Logs the guards in force as the run starts, and warns of a protect file that protects nobody
+/// (issue 16): an empty list is no guard, whatever its name promises.
+pub(super) fn log_guards(rails: &Guardrails) {
+    let guards = rails.in_force();
+    info!(guards = %guards.join("; "), "guards in force");
+    for guard in guards
+        .iter()
+        .filter(|guard| guard.ends_with("protects nobody)"))
+    {
+        warn!(guard = %guard, "a protect file holds no protected entry, so it guards nobody");
     }
 }
 
@@ -474,7 +567,7 @@ fn ask(question: &str) -> anyhow::Result<String> {
 /// `--dry-run`: the plan, the resolved settings and the expected duration.
 pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     use std::fmt::Write as _;
-    let to_send = plan.actions - plan.already_succeeded;
+    let to_send = plan.actions.saturating_sub(plan.already_succeeded);
     let (graph, cloud) = match &config.graph.target {
         Target::Graph { root, cloud, .. } => (
             root.as_str().trim_end_matches('/').to_owned(),
@@ -533,11 +626,18 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
             list.allowed.len(),
             list.files
                 .iter()
-                .map(|file| file.display().to_string())
+                .map(|file| crate::sanitize::printable_owned(&file.display().to_string()))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
     }
+    let guards = rails.in_force();
+    let guards = if guards.is_empty() {
+        "none".to_owned()
+    } else {
+        guards.join("; ")
+    };
+    let _ = writeln!(text, "  guards        {guards}");
     if rails.privileged {
         let _ = writeln!(
             text,

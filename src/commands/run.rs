@@ -41,8 +41,9 @@ use super::connect::{Connection, connect};
 use super::finish::{Acted, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
-    CheckedInput, CreatedResults, Input, check_files, check_input, check_resumable, claim_results,
-    confirm, earlier_results, print_dry_run, read_input, report_bad_rows,
+    CheckedInput, CreatedResults, Input, check_files, check_guards_kept, check_input,
+    check_resumable, claim_results, confirm, earlier_results, guards_record, log_guards,
+    print_dry_run, read_input, report_bad_rows,
 };
 
 /// `run`: check every row, then act on each and record every outcome. `shutdown` resolves on the
@@ -53,6 +54,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitStatus> {
     let interrupt = shutdown::listen(shutdown);
     check_files(&config)?;
+    log_guards(&config.guardrails);
     let input = read_input(&config.input, &interrupt).await?;
     if config.mode == Mode::DryRun {
         return dry_run(&config, &input, &interrupt).await;
@@ -72,7 +74,7 @@ pub async fn run(
         report_bad_rows(&checked.plan);
         return Ok(ExitStatus::InputError);
     }
-    if prior.is_some() {
+    if let Some(earlier) = &prior {
         check_resumable(
             &config,
             claim.previous.as_ref(),
@@ -80,6 +82,7 @@ pub async fn run(
             &interrupt,
         )
         .await?;
+        check_guards_kept(&config, claim.previous.as_ref(), earlier)?;
     }
     // Identities are looked up before the plan is confirmed, so that it says what will be sent.
     let security = Arc::new(ThrottleGate::new());
@@ -183,6 +186,7 @@ async fn run_state(
         rows: plan.rows,
         endpoint: Some(config.graph.target.endpoint()),
         about: run_about(config, connection).await,
+        guards: Some(guards_record(&config.guardrails)),
     }
 }
 

@@ -10,6 +10,11 @@
 //! whichever column names them: the list's UPNs and object ids are read from `/users` once, so
 //! that their SIDs and object ids count too.
 //!
+//! The rule (issue 16): a run acts only when every guard in force was read whole and every entry
+//! confirmed. A protect file that cannot be read, a role read answered with anything but a page,
+//! or a protected entry Graph knows nobody by (unless `--accept-stale-protect-entries`) stops the
+//! run before the first action; [`read_guard`] is where it is kept.
+//!
 //! Privileged roles: the built-in Entra directory roles Microsoft labels "Privileged" in its
 //! permissions reference ([`PRIVILEGED_ROLES`]). Their members are read with the documented
 //! `roleAssignments?$filter=roleDefinitionId eq '{id}'&$expand=principal` (permission
@@ -23,9 +28,9 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::directory::{Directory, Guard, key};
+use super::directory::{Directory, Found, Guard, key};
 use super::read::{LookupStop, ReadError, Reader, Service};
-use super::read_users;
+use super::{Ask, collect, read_one, read_users};
 use crate::sanitize::printable;
 
 /// Built-in Entra directory roles that Microsoft labels "Privileged" (permissions reference,
@@ -111,6 +116,20 @@ pub struct Guardrails {
     pub privileged: bool,
     /// `--max-actions N`: refuse to start when the plan holds more actions.
     pub max_actions: Option<u64>,
+    /// What a protect entry that names nobody Graph knows does (issue 16).
+    pub stale: StaleEntries,
+}
+
+/// What becomes of a protect entry Graph knows nobody by: a typo, a trailing dot, a look-alike
+/// letter, an invisible character, quotes or `mailto:` pasted with it. Such an entry protects
+/// nobody while the person it was meant for is acted on, so by default it stops the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StaleEntries {
+    /// Stop before anything is sent, naming each entry.
+    #[default]
+    Refuse,
+    /// `--accept-stale-protect-entries`: warn, and guard rows that name the entry as written.
+    Accept,
 }
 
 impl Guardrails {
@@ -119,7 +138,7 @@ impl Guardrails {
         let mut parts: Vec<String> = Vec::new();
         if let Some(list) = &self.protect {
             for file in &list.files {
-                parts.push(format!("protect file {}", file.display()));
+                parts.push(format!("protect file {}", shown_path(file)));
             }
         }
         if self.privileged {
@@ -129,6 +148,40 @@ impl Guardrails {
             parts.push(format!("--max-actions {max}"));
         }
         parts.join(", ")
+    }
+
+    /// Each guard in force, for the plan and the log (issue 16): every protect file with its
+    /// entry counts (one that protects nobody says so), `--protect-privileged`, `--max-actions`.
+    /// Empty when none is.
+    pub fn in_force(&self) -> Vec<String> {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(list) = &self.protect {
+            for file in &list.files {
+                let name = shown_path(file);
+                let count =
+                    |entries: &[ProtectEntry]| entries.iter().filter(|e| e.file == name).count();
+                let protected = count(&list.protected);
+                let nobody = if protected == 0 {
+                    ": it protects nobody"
+                } else {
+                    ""
+                };
+                parts.push(format!(
+                    "protect file {name} ({protected} protected, {} allowed{nobody})",
+                    count(&list.allowed)
+                ));
+            }
+        }
+        if self.privileged {
+            parts.push(format!(
+                "--protect-privileged ({} directory roles)",
+                PRIVILEGED_ROLES.len()
+            ));
+        }
+        if let Some(max) = self.max_actions {
+            parts.push(format!("--max-actions {max}"));
+        }
+        parts
     }
 
     /// Whether every row must be looked up, so that the guard sees whom it names.
@@ -159,6 +212,8 @@ pub struct ProtectEntry {
     pub kind: EntryKind,
     /// `FILE:LINE`, for messages.
     pub place: String,
+    /// The file, as named in `place`.
+    pub file: String,
 }
 
 /// The entries of one or more protect files.
@@ -174,11 +229,11 @@ pub struct ProtectList {
 /// A protect file that cannot be used: nothing is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtectFileError {
-    #[error("cannot read the protect file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `cause` is not a `source`: `{:#}` would print it a second time (issue 16).
+    #[error("cannot read the protect file {path}: {cause}; nothing was sent")]
+    Read { path: String, cause: std::io::Error },
+    #[error("cannot use the protect file {path}: {reason}; nothing was sent")]
+    Unusable { path: String, reason: String },
     #[error(
         "{path}:{line}: {reason}; write one UPN, on-premises SID (S-1-...), Entra object id or identityAccounts id a line, `#` for comments, and `[allow]` before privileged people a run may act on"
     )]
@@ -189,14 +244,15 @@ pub enum ProtectFileError {
     },
 }
 
+/// The most bytes a protect file may hold: a list of people, not a directory dump.
+pub const MAX_PROTECT_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 impl ProtectList {
-    /// Reads and checks `path`.
+    /// Reads and checks `path`: a regular file (a FIFO or a device is refused, never waited on)
+    /// of at most `MAX_PROTECT_FILE_BYTES` (4 MiB).
     pub fn load(path: &Path) -> Result<ProtectList, ProtectFileError> {
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| ProtectFileError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let shown = shown_path(path);
+        let bytes = read_regular(path)?;
         let text = String::from_utf8(bytes).map_err(|error| ProtectFileError::Entry {
             path: shown.clone(),
             line: 1 + count_lines(&error.as_bytes()[..error.utf8_error().valid_up_to()]),
@@ -205,6 +261,17 @@ impl ProtectList {
         let mut list = ProtectList::parse(&text, &shown)?;
         list.files.push(path.to_path_buf());
         Ok(list)
+    }
+
+    /// Reads the default protect file at `path` when there is one (issue 16): only "no such
+    /// file" means no default list. A dangling symbolic link, a directory, a FIFO, a path that
+    /// cannot be searched or a file that cannot be read stops the run with the path and the
+    /// reason: a guard that cannot be read must not quietly protect nobody.
+    pub fn load_default(path: &Path) -> Result<Option<ProtectList>, ProtectFileError> {
+        if is_absent(path)? {
+            return Ok(None);
+        }
+        ProtectList::load(path).map(Some)
     }
 
     /// Parses a protect file's text; `shown` names it in errors.
@@ -241,6 +308,7 @@ impl ProtectList {
                 value: content.to_owned(),
                 kind,
                 place: format!("{shown}:{line}"),
+                file: shown.to_owned(),
             };
             if allowing {
                 list.allowed.push(entry);
@@ -257,6 +325,106 @@ impl ProtectList {
         self.allowed.extend(other.allowed);
         self.files.extend(other.files);
     }
+}
+
+/// An entry as messages show it: `FILE:LINE "value"`, with every character that is not a
+/// printable ASCII one escaped as `\u{..}`, so that a zero-width space, a look-alike letter or an
+/// escape sequence pasted into the file is seen for what it is (issue 16).
+pub fn shown_entry(entry: &ProtectEntry) -> String {
+    use std::fmt::Write as _;
+    let mut value = String::with_capacity(entry.value.len() + 2);
+    value.push('"');
+    for c in entry.value.chars() {
+        if c.is_ascii_graphic() && c != '"' && c != '\\' {
+            value.push(c);
+        } else {
+            let _ = write!(value, "\\u{{{:x}}}", u32::from(c));
+        }
+    }
+    value.push('"');
+    format!("{} {value}", printable(&entry.place))
+}
+
+/// A path as messages show it: a file name may hold an escape sequence too.
+fn shown_path(path: &Path) -> String {
+    printable(&path.display().to_string()).into_owned()
+}
+
+/// Whether nothing at all is at `path`, nor at the first of its parents that exists a dangling
+/// link: `Ok(true)` only for "no such file". Any other answer is an error naming the reason.
+fn is_absent(path: &Path) -> Result<bool, ProtectFileError> {
+    let unusable = |reason: String| ProtectFileError::Unusable {
+        path: shown_path(path),
+        reason,
+    };
+    for (depth, at) in path.ancestors().enumerate() {
+        if at.as_os_str().is_empty() {
+            break;
+        }
+        match std::fs::symlink_metadata(at) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(cause) => {
+                return Err(ProtectFileError::Read {
+                    path: shown_path(path),
+                    cause,
+                });
+            }
+            Ok(meta) if meta.file_type().is_symlink() && std::fs::metadata(at).is_err() => {
+                return Err(unusable(format!(
+                    "{} is a symbolic link to something that does not exist",
+                    shown_path(at)
+                )));
+            }
+            // The file itself is there: read it. A parent is there without the rest: no file.
+            Ok(_) => return Ok(depth > 0),
+        }
+    }
+    Ok(true)
+}
+
+/// The bytes of the regular file at `path`. Opened without blocking, so that a FIFO is refused
+/// instead of waited on for ever (issue 16), and read up to [`MAX_PROTECT_FILE_BYTES`].
+fn read_regular(path: &Path) -> Result<Vec<u8>, ProtectFileError> {
+    use std::io::Read as _;
+    let shown = || shown_path(path);
+    let read_error = |cause| ProtectFileError::Read {
+        path: shown(),
+        cause,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, a socket or a device)"
+        };
+        return Err(ProtectFileError::Unusable {
+            path: shown(),
+            reason: format!("it is {what}; give a text file of entries"),
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PROTECT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_PROTECT_FILE_BYTES {
+        return Err(ProtectFileError::Unusable {
+            path: shown(),
+            reason: format!(
+                "it is larger than {} bytes, more than a list of people",
+                MAX_PROTECT_FILE_BYTES
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 fn count_lines(bytes: &[u8]) -> usize {
@@ -288,7 +456,12 @@ fn entry_kind(value: &str) -> Result<EntryKind, String> {
     if value.contains('@') {
         return Ok(EntryKind::Upn);
     }
-    if value.len() > 4 && value[..4].eq_ignore_ascii_case("S-1-") {
+    // `get`, not `[..4]`: the fourth byte may fall inside a character (issue 16).
+    if value.len() > 4
+        && value
+            .get(..4)
+            .is_some_and(|start| start.eq_ignore_ascii_case("S-1-"))
+    {
         return Ok(EntryKind::Sid);
     }
     if uuid::Uuid::try_parse(value).is_ok() {
@@ -311,7 +484,7 @@ pub(crate) async fn read_guard(
 ) -> Result<Guard, LookupStop> {
     let mut guard = Guard::default();
     if let Some(list) = &guardrails.protect {
-        read_list_users(list, reader, directory).await?;
+        read_list_users(list, guardrails.stale, reader, directory).await?;
         for entry in &list.protected {
             let shown = format!("{} {}", entry.place, printable(&entry.value));
             for name in entry_names(entry, directory) {
@@ -342,9 +515,12 @@ pub(crate) async fn read_guard(
     Ok(guard)
 }
 
-/// Reads the users the list's UPNs and object ids name, so that their other names count.
+/// Reads the users the list's UPNs and object ids name, so that their other names count, and
+/// confirms every entry: a protected entry Graph knows nobody by stops the run (issue 16) unless
+/// `stale_entries` accepts it.
 async fn read_list_users(
     list: &ProtectList,
+    stale_entries: StaleEntries,
     reader: &Arc<Reader>,
     directory: &mut Directory,
 ) -> Result<(), LookupStop> {
@@ -359,19 +535,91 @@ async fn read_list_users(
         .into_iter()
         .collect();
     read_users(&wanted, reader, directory).await?;
+    // Ids and SIDs that are no user's: confirmed by an identity of that id or SID.
+    let mut reads = JoinSet::new();
+    let mut asked = BTreeSet::new();
+    for entry in list.protected.iter().chain(&list.allowed) {
+        let value = key(&entry.value);
+        let ask = match entry.kind {
+            EntryKind::Guid if directory.user(&value) == Some(None) => {
+                if matches!(directory.by_id(&value), Found::None) && !directory.is_complete() {
+                    Ask::Id(value.clone())
+                } else {
+                    continue;
+                }
+            }
+            EntryKind::Sid if !directory.knows_sid(&value) => Ask::Sid(value.clone()),
+            _ => continue,
+        };
+        if asked.insert(value) {
+            reads.spawn(read_one(reader.clone(), ask));
+        }
+    }
+    collect(&mut reads, directory).await?;
+    let mut stale = Vec::new();
     for entry in list.protected.iter().chain(&list.allowed) {
         if let Some(error) = directory.failure(&entry.value) {
             return Err(LookupStop::Guard(format!(
-                "reading the user of the protect list's entry {} {:?} failed ({error})",
-                entry.place,
-                printable(&entry.value)
+                "reading whom the protect list's entry {} names failed ({error})",
+                shown_entry(entry)
             )));
         }
-        if entry.kind == EntryKind::Upn && directory.user(&entry.value) == Some(None) {
-            warn!(entry = %entry.place, value = %printable(&entry.value), "the protect list names a UPN Graph has no user for; it still guards rows that give this UPN");
+        if confirmed(entry, directory) {
+            continue;
+        }
+        let protects = list.protected.contains(entry);
+        if protects && stale_entries == StaleEntries::Refuse {
+            stale.push(entry);
+        } else {
+            warn!(entry = %shown_entry(entry), hint = %stale_hint(entry), "the protect list names nobody Graph knows; it guards only rows that give this value as written");
         }
     }
-    Ok(())
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = stale
+        .iter()
+        .map(|entry| format!("{} ({})", shown_entry(entry), stale_hint(entry)))
+        .collect();
+    Err(LookupStop::StaleProtectEntries(named.join("; ")))
+}
+
+/// Whether Graph knows whom `entry` names: a user for a UPN; a user or an identity for a GUID;
+/// an identity for a SID. Reads answered already (see [`read_list_users`]).
+fn confirmed(entry: &ProtectEntry, directory: &Directory) -> bool {
+    let value = &entry.value;
+    let user = matches!(directory.user(value), Some(Some(_)));
+    let identity = |found: Found<'_>| matches!(found, Found::One(_) | Found::Many(_));
+    match entry.kind {
+        EntryKind::Upn => user || identity(directory.by_upn_in_index(value)),
+        EntryKind::Guid => {
+            user || identity(directory.by_id(value))
+                || identity(directory.by_object_id_in_index(value))
+        }
+        EntryKind::Sid => identity(directory.by_sid(value)),
+    }
+}
+
+/// What an entry Graph knows nobody by most likely holds, for the message.
+fn stale_hint(entry: &ProtectEntry) -> &'static str {
+    let value = entry.value.as_str();
+    let quotes = [
+        '"', '\'', '<', '>', '\u{201c}', '\u{201d}', '\u{2018}', '\u{2019}',
+    ];
+    if value.starts_with(quotes) || value.ends_with(quotes) {
+        "quotes pasted with it?"
+    } else if value
+        .get(..7)
+        .is_some_and(|start| start.eq_ignore_ascii_case("mailto:"))
+    {
+        "`mailto:` pasted with it?"
+    } else if value.ends_with('.') {
+        "a trailing dot?"
+    } else if !value.is_ascii() {
+        "a look-alike letter or an invisible character, escaped here as \\u{..}?"
+    } else {
+        "a typo, or someone who has left?"
+    }
 }
 
 /// The entry's value and, when Graph has its user, the user's object id, UPN and SID.
@@ -385,7 +633,8 @@ fn entry_names(entry: &ProtectEntry, directory: &Directory) -> Vec<String> {
     names
 }
 
-/// Who holds each privileged role: object ids and UPNs, with the roles they hold.
+/// Who holds each privileged role: object ids, UPNs and on-premises SIDs, with the roles they
+/// hold.
 async fn read_privileged(
     reader: &Arc<Reader>,
 ) -> Result<HashMap<String, BTreeSet<&'static str>>, LookupStop> {
@@ -432,7 +681,8 @@ enum RoleReadError {
     Failed(String),
 }
 
-/// One role's assignments, every page: for each user principal, its names (object id, UPN).
+/// One role's assignments, every page: for each user principal, its names (object id, UPN,
+/// on-premises SID).
 async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, RoleReadError> {
     #[derive(Deserialize)]
     struct Principal {
@@ -442,6 +692,9 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
         user_principal_name: Option<String>,
         #[serde(rename = "displayName")]
         display_name: Option<String>,
+        /// A holder whose identity has no Entra ID account and no UPN is known by it (issue 16).
+        #[serde(rename = "onPremisesSecurityIdentifier")]
+        on_premises_security_identifier: Option<String>,
     }
     #[derive(Deserialize)]
     struct Assignment {
@@ -461,7 +714,12 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
     loop {
         let body = match reader.read(Service::Roles, url).await {
             Ok(Some(body)) => body,
-            Ok(None) => return Ok(members),
+            // A 404 is no answer about who holds the role, not "nobody" (issue 16).
+            Ok(None) => {
+                return Err(RoleReadError::Failed(
+                    "Graph answered 404 Not Found instead of a page of role assignments".to_owned(),
+                ));
+            }
             Err(ReadError::Stop(stop)) => return Err(RoleReadError::Stop(stop)),
             Err(ReadError::Failed(error)) => return Err(RoleReadError::Failed(error.to_string())),
         };
@@ -490,8 +748,12 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
                 continue;
             }
             let mut names = vec![key(&assignment.principal_id)];
-            if let Some(upn) = principal.and_then(|p| p.user_principal_name) {
-                names.push(key(&upn));
+            if let Some(principal) = principal {
+                let more = [
+                    principal.user_principal_name,
+                    principal.on_premises_security_identifier,
+                ];
+                names.extend(more.into_iter().flatten().map(|name| key(&name)));
             }
             members.push(names);
         }
@@ -504,6 +766,9 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
         };
     }
 }
+
+#[cfg(test)]
+mod property_tests;
 
 #[cfg(test)]
 mod tests {
@@ -554,6 +819,8 @@ mod tests {
             ("jon\n", 1, "not a UPN, a SID or a GUID"),
             ("[deny]\n", 1, "unknown section"),
             ("a@b.c\n\n\u{1b}[31m@x\n", 3, "not one entry"),
+            // The fourth byte inside a character once panicked the SID test (issue 16).
+            ("abc\u{e9}d\n", 1, "not a UPN, a SID or a GUID"),
         ] {
             let error = ProtectList::parse(text, "p.txt").unwrap_err().to_string();
             assert!(error.starts_with(&format!("p.txt:{line}: ")), "{error}");
@@ -597,6 +864,102 @@ mod tests {
             Some(Guarded::Privileged(vec!["Privileged Role Administrator"]))
         );
         assert_eq!(guard.check(&names(&["someone-else"])), None);
+    }
+
+    #[test]
+    fn issue_16_an_unreadable_protect_file_names_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.txt");
+        let error = anyhow::Error::new(ProtectList::load(&path).unwrap_err());
+        let shown = format!("{error:#}");
+        assert!(shown.contains("missing.txt"), "{shown}");
+        assert_eq!(
+            shown.matches("No such file").count(),
+            1,
+            "the cause is printed once: {shown}"
+        );
+    }
+
+    #[test]
+    fn issue_16_only_no_such_file_means_no_default_protect_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        // Nothing there, not even the directory: no default list.
+        let path = config.join("graph-remediate").join("protect.txt");
+        assert_eq!(ProtectList::load_default(&path).unwrap(), None);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        assert_eq!(ProtectList::load_default(&path).unwrap(), None);
+        std::fs::write(&path, "a@b.c\n").unwrap();
+        let list = ProtectList::load_default(&path).unwrap().unwrap();
+        assert_eq!(list.protected.len(), 1);
+        std::fs::remove_file(&path).unwrap();
+
+        // A directory where the file should be.
+        std::fs::create_dir(&path).unwrap();
+        let error = ProtectList::load_default(&path).unwrap_err().to_string();
+        assert!(error.contains("a directory"), "{error}");
+        assert!(error.contains("protect.txt"), "{error}");
+        std::fs::remove_dir(&path).unwrap();
+
+        // A path through a regular file cannot be searched.
+        let blocked = dir.path().join("a-file");
+        std::fs::write(&blocked, "").unwrap();
+        let error = ProtectList::load_default(&blocked.join("protect.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot read the protect file"), "{error}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn issue_16_a_dangling_link_or_a_fifo_as_the_protect_file_stops_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("protect.txt");
+        std::os::unix::fs::symlink(dir.path().join("moved-away.txt"), &path).unwrap();
+        let error = ProtectList::load_default(&path).unwrap_err().to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+        assert!(error.contains("protect.txt"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+
+        // A dangling link as the directory that holds it.
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &linked).unwrap();
+        let error = ProtectList::load_default(&linked.join("protect.txt"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("symbolic link"), "{error}");
+
+        // A FIFO with no writer: refused at once, as the default file and as --protect.
+        let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `name` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = ProtectList::load_default(&path).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+        let error = ProtectList::load(&path).unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
+    #[test]
+    fn issue_16_the_guards_in_force_name_each_file_and_a_file_that_protects_nobody() {
+        let mut list = ProtectList::parse("# only comments\n\n", "empty.txt").unwrap();
+        list.files.push(PathBuf::from("empty.txt"));
+        let mut other = ProtectList::parse("a@b.c\nS-1-5-21-1\n[allow]\nd@e.f\n", "p.txt").unwrap();
+        other.files.push(PathBuf::from("p.txt"));
+        list.merge(other);
+        let rails = Guardrails {
+            protect: Some(list),
+            privileged: true,
+            ..Guardrails::default()
+        };
+        assert_eq!(
+            rails.in_force(),
+            [
+                "protect file empty.txt (0 protected, 0 allowed: it protects nobody)",
+                "protect file p.txt (2 protected, 1 allowed)",
+                "--protect-privileged (20 directory roles)",
+            ]
+        );
+        assert!(Guardrails::default().in_force().is_empty());
     }
 
     #[test]

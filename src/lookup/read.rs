@@ -77,6 +77,11 @@ pub(crate) enum LookupStop {
         "{0}: the guardrails cannot know whom they protect, so no action was sent; run again later"
     )]
     Guard(String),
+    /// Protect entries Graph knows nobody by (issue 16): an input error, not a stop.
+    #[error(
+        "the protect list names nobody Graph knows at {0}. Such an entry protects nobody while the person it was meant for is acted on: correct it (invisible and non-ASCII characters are shown escaped as \\u{{..}}), or pass --accept-stale-protect-entries to run with it. No action was sent"
+    )]
+    StaleProtectEntries(String),
 }
 
 /// How a read ended other than with an answer.

@@ -754,6 +754,7 @@ fn role_assignments_body(
         id: &'a str,
         user_principal_name: Option<&'a str>,
         display_name: Option<&'a str>,
+        on_premises_security_identifier: Option<&'a str>,
     }
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -788,6 +789,9 @@ fn role_assignments_body(
                     id: &assignment.principal_id,
                     user_principal_name: identity.and_then(|i| i.user_principal_name.as_deref()),
                     display_name: identity.and_then(|i| i.display_name.as_deref()),
+                    on_premises_security_identifier: identity
+                        .and_then(|i| i.on_premises_security_identifier.as_deref())
+                        .or(assignment.principal_sid.as_deref()),
                 }
             });
             WireAssignment {

@@ -36,7 +36,8 @@
 //!
 //! Role assignments (principal: the identity's Entra object id), for those of 1 to 4 below `n`:
 //! identities 1 and 2 hold Global Administrator, 3 Privileged Role Administrator, 4 Security
-//! Administrator. Nobody else holds a role.
+//! Administrator. Nobody else holds a role. [`Tenant::assign_role_to_sid`] adds a holder no
+//! identity holds the Entra ID account of, known to Entra by an on-premises SID.
 //!
 //! The GUIDs come from a fixed hash of `i` (no randomness): the same on every run and machine.
 //!
@@ -85,6 +86,10 @@ pub struct RoleAssignment {
     pub role_definition_id: String,
     /// The user's Entra object id.
     pub principal_id: String,
+    /// The user's `onPremisesSecurityIdentifier` when no identity holds its Entra ID account: a
+    /// holder Defender for Identity knows only by an Active Directory account (issue 16). `None`:
+    /// as the identity that holds the account has it.
+    pub principal_sid: Option<String>,
 }
 
 /// Identities and role assignments for the mock to serve. See the module documentation for the
@@ -267,13 +272,41 @@ impl Tenant {
             self.push(identity);
         }
         for assignment in other.role_assignments {
-            self.assign_role(&assignment.role_definition_id, &assignment.principal_id);
+            if !self.role_assignments.iter().any(|a| {
+                a.role_definition_id
+                    .eq_ignore_ascii_case(&assignment.role_definition_id)
+                    && a.principal_id
+                        .eq_ignore_ascii_case(&assignment.principal_id)
+            }) {
+                self.role_assignments.push(assignment);
+            }
         }
     }
 
     /// Assigns the role with `role_template_id` to the user with Entra object id
     /// `principal_object_id`, tenant-wide. Assigning it twice changes nothing.
     pub fn assign_role(&mut self, role_template_id: &str, principal_object_id: &str) {
+        self.assign_role_with_sid(role_template_id, principal_object_id, None);
+    }
+
+    /// As [`Tenant::assign_role`], to a user no identity holds the Entra ID account of, whom
+    /// Entra knows by the on-premises SID `sid` (`$expand=principal` returns it): so a holder
+    /// whose identity has only an Active Directory account and no UPN can be served.
+    pub fn assign_role_to_sid(
+        &mut self,
+        role_template_id: &str,
+        principal_object_id: &str,
+        sid: &str,
+    ) {
+        self.assign_role_with_sid(role_template_id, principal_object_id, Some(sid));
+    }
+
+    fn assign_role_with_sid(
+        &mut self,
+        role_template_id: &str,
+        principal_object_id: &str,
+        sid: Option<&str>,
+    ) {
         let exists = self.role_assignments.iter().any(|a| {
             a.role_definition_id.eq_ignore_ascii_case(role_template_id)
                 && a.principal_id.eq_ignore_ascii_case(principal_object_id)
@@ -283,6 +316,7 @@ impl Tenant {
                 id: assignment_id(role_template_id, principal_object_id),
                 role_definition_id: role_template_id.to_owned(),
                 principal_id: principal_object_id.to_owned(),
+                principal_sid: sid.map(str::to_owned),
             });
         }
     }

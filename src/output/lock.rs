@@ -28,6 +28,68 @@ pub struct RunState {
     /// Who ran it and how, for `report`: never a secret. Absent in older lock files.
     #[serde(default, flatten)]
     pub about: RunAbout,
+    /// The guardrails it ran under, so that a `--resume` with fewer stops (issue 16). Absent in
+    /// older lock files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guards: Option<GuardsRecord>,
+}
+
+/// The guardrails a run was started under: the protect files with the entries they protected,
+/// and `--protect-privileged`. A resume compares its own with them: rows an earlier run refused
+/// as protected run again, so a guard that is gone (a `--protect` left out, the default file of
+/// another HOME under sudo or cron) would let them through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardsRecord {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protect_files: Vec<ProtectFileRecord>,
+    #[serde(default)]
+    pub protect_privileged: bool,
+}
+
+/// One protect file as a run read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtectFileRecord {
+    pub path: String,
+    /// Its protected entries, compared ignoring case (the `[allow]` section is not a guard).
+    pub protected: Vec<String>,
+}
+
+impl GuardsRecord {
+    /// The guards `earlier` was under that this run's (`self`) lacks, one phrase each: a protect
+    /// file whose entries are not all protected now (by whichever file), or
+    /// `--protect-privileged`. Empty when this run guards at least as much.
+    pub fn missing_now(&self, earlier: &GuardsRecord) -> Vec<String> {
+        let now: std::collections::HashSet<String> = self
+            .protect_files
+            .iter()
+            .flat_map(|file| &file.protected)
+            .map(|entry| entry.to_lowercase())
+            .collect();
+        let mut missing: Vec<String> = earlier
+            .protect_files
+            .iter()
+            .filter_map(|file| {
+                let lost = file
+                    .protected
+                    .iter()
+                    .filter(|entry| !now.contains(&entry.to_lowercase()))
+                    .count();
+                (lost > 0).then(|| {
+                    format!(
+                        "protect file {} ({lost} of its {} protected entries are in no protect file of this run)",
+                        crate::sanitize::printable(&file.path),
+                        file.protected.len()
+                    )
+                })
+            })
+            .collect();
+        if earlier.protect_privileged && !self.protect_privileged {
+            missing.push("--protect-privileged".to_owned());
+        }
+        missing
+    }
 }
 
 /// When a run started, as whom, and the command line it was started with (which never holds a
@@ -240,6 +302,7 @@ mod tests {
             rows: 3,
             endpoint: Some(MOCK_ENDPOINT.into()),
             about: RunAbout::default(),
+            guards: None,
         })
         .unwrap();
         match RunLock::claim(&results) {
@@ -298,6 +361,46 @@ mod tests {
         let error = RunLock::claim(&other).err().unwrap().to_string();
         assert!(error.contains("symbolic link"), "{error}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn issue_16_a_resume_with_fewer_guards_names_each_one_it_lacks() {
+        let file = |path: &str, entries: &[&str]| ProtectFileRecord {
+            path: path.into(),
+            protected: entries.iter().map(|e| (*e).to_owned()).collect(),
+        };
+        let earlier = GuardsRecord {
+            protect_files: vec![
+                file(
+                    "/root/.config/graph-remediate/protect.txt",
+                    &["a@b.c", "S-1-5-21-1"],
+                ),
+                file("extra.txt", &["x@y.z"]),
+            ],
+            protect_privileged: true,
+        };
+        // The same entries from a file elsewhere, in another case: nothing is missing.
+        let same = GuardsRecord {
+            protect_files: vec![file("copy.txt", &["A@B.C", "s-1-5-21-1", "x@y.z"])],
+            protect_privileged: true,
+        };
+        assert!(same.missing_now(&earlier).is_empty());
+        let fewer = GuardsRecord {
+            protect_files: vec![file("extra.txt", &["x@y.z"])],
+            protect_privileged: false,
+        };
+        assert_eq!(
+            fewer.missing_now(&earlier),
+            [
+                "protect file /root/.config/graph-remediate/protect.txt (2 of its 2 protected entries are in no protect file of this run)",
+                "--protect-privileged"
+            ]
+        );
+        // A record in an older lock file reads as no guard.
+        let state: RunState =
+            serde_json::from_str(r#"{"pid":1,"input":"in.csv","inputFingerprint":"x","rows":1}"#)
+                .unwrap();
+        assert_eq!(state.guards, None);
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub struct Prior {
     /// file that names their endpoint (issue 10).
     pub answered_by_mock: u64,
     pub answered_by_other: u64,
+    /// Records an earlier run's guard refused (`protectedIdentity`, `privilegedIdentity`): those
+    /// rows run again, so a resume without a guard stops even when no lock file says which
+    /// guards there were (issue 16).
+    pub refused_protected: u64,
+    pub refused_privileged: u64,
 }
 
 /// The fields a resume needs from a record.
@@ -73,6 +78,8 @@ struct KeyFields {
     resolved_by: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    #[serde(default)]
+    error_code: Option<String>,
 }
 
 /// What a carried-over succeeded record keeps.
@@ -109,6 +116,13 @@ pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
             prior.succeeded.insert(key, offset);
             if let (Some(row), Some(_)) = (fields.row, &fields.resolved_by) {
                 prior.succeeded_lines.insert(row, offset);
+            }
+        }
+        if fields.status == RowStatus::Failed {
+            match fields.error_code.as_deref() {
+                Some("protectedIdentity") => prior.refused_protected += 1,
+                Some("privilegedIdentity") => prior.refused_privileged += 1,
+                _ => {}
             }
         }
         if let Some(id) = fields.client_request_id {
@@ -282,6 +296,7 @@ fn scan_csv(
             client_request_id: filled("clientRequestId"),
             resolved_by: filled("resolvedBy"),
             request_id: filled("requestId"),
+            error_code: filled("errorCode"),
         };
         on_record(start.byte(), fields, prior)
             .map_err(|reason| not_a_record(start.line(), reason))?;
