@@ -7,6 +7,11 @@
 //! latency, plays scripted scenarios chosen by the identity account id, and can record every
 //! request in memory or as JSONL. This file holds the public API; each submodule owns one part.
 //!
+//! For the unattended credential kinds (issue 18, `unattended.rs`) it also serves GitHub's OIDC
+//! token endpoint and the managed-identity endpoints (IMDS on the path
+//! `AZURE_POD_IDENTITY_AUTHORITY_HOST` reaches, App Service, Cloud Shell, Arc's challenge), and
+//! the token endpoint checks a federated assertion against a token file (`federated_token_file`).
+//!
 //! Scenario ids (the `{id}` path segment): `http{NNN}-...` always answers status NNN (400-599) with
 //! Graph's error body; `http{NNN}x{K}-...` answers NNN for the first K requests to that id, then
 //! behaves normally; `nullcorr-...` succeeds with `"correlationId": null`.
