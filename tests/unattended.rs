@@ -831,3 +831,45 @@ thousand! {
     issue_18_thousand_rows_arc => "arc",
     issue_18_thousand_rows_azure_cli => "azure-cli",
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_resolve_signs_in_with_a_managed_identity_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(MockConfig {
+        tenant: Some(graph_remediate::mock::Tenant::synthetic(5)),
+        ..mock_config(Duration::from_secs(3599))
+    })
+    .await
+    .unwrap();
+    let input = dir.path().join("export.csv");
+    std::fs::write(
+        &input,
+        format!(
+            "AccountUpn,ticket\n{},INC-1\n",
+            graph_remediate::mock::Tenant::synthetic_upn(1)
+        ),
+    )
+    .unwrap();
+    let output = dir.path().join("resolved.csv");
+    let mut command = Child::new(env!("CARGO_BIN_EXE_graph-remediate"));
+    command
+        .arg("resolve")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args(["--graph-url", &mock.base_url(), "--rate", "100/s"])
+        .args(["--auth", "managed-identity", "--action", "disable"])
+        .args(["--provider", "activeDirectory"])
+        .stdin(std::process::Stdio::null());
+    for var in CREDENTIAL_VARS {
+        command.env_remove(var);
+    }
+    command.env("AZURE_POD_IDENTITY_AUTHORITY_HOST", mock.base_url());
+    let result = output_of(command).await;
+    let written = everything(&result, &output);
+    assert_eq!(result.status.code(), Some(0), "{written}");
+    assert_eq!(paths(&mock, "/metadata/identity/oauth2/token").len(), 1);
+    assert!(mock.stats().graph_requests >= 1, "{written}");
+    assert_no_secret(&written, &[]);
+    mock.shutdown().await;
+}

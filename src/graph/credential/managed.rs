@@ -581,6 +581,7 @@ pub(crate) fn parse_managed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::credential::Environment;
 
     const NOW: u64 = 2_000_000_000;
 
@@ -688,6 +689,172 @@ mod tests {
             .join(dir.path().file_name().unwrap())
             .join("abc.key");
         assert!(arc_key(&challenge(&sneaky), dir.path()).is_err());
+    }
+
+    fn source(host: ManagedHost, env: Environment, id: Option<&str>) -> ManagedIdentity {
+        let sources = CredentialSources {
+            environment: env,
+            managed_identity_id: id.map(|id| ManagedIdentityId::parse(id).unwrap()),
+            ..CredentialSources::default()
+        };
+        ManagedIdentity::new(
+            &sources,
+            host,
+            "https://graph.microsoft.com",
+            Duration::from_secs(5),
+            false,
+        )
+        .unwrap()
+    }
+
+    fn local() -> Environment {
+        Environment {
+            identity_endpoint: Some("http://127.0.0.1:9/msi/token".into()),
+            identity_header: Some(SecretString::from("the-HEADER-secret")),
+            imds_authority_host: Some("http://127.0.0.1:9".into()),
+            ..Environment::default()
+        }
+    }
+
+    #[test]
+    fn issue_18_each_host_names_a_user_assigned_identity_its_own_way() {
+        let guid = "11111111-2222-3333-4444-555555555555";
+        let resource = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi";
+        let cases = [
+            (
+                ManagedHost::Imds,
+                guid.to_owned(),
+                format!("client_id={guid}"),
+            ),
+            (
+                ManagedHost::Imds,
+                format!("object-id={guid}"),
+                format!("object_id={guid}"),
+            ),
+            (
+                ManagedHost::Imds,
+                resource.to_owned(),
+                "msi_res_id=%2Fsubscriptions%2F".to_owned(),
+            ),
+            (
+                ManagedHost::AppService,
+                guid.to_owned(),
+                format!("client_id={guid}"),
+            ),
+            (
+                ManagedHost::AppService,
+                format!("object-id={guid}"),
+                format!("principal_id={guid}"),
+            ),
+            (
+                ManagedHost::AppService,
+                resource.to_owned(),
+                "mi_res_id=%2Fsubscriptions%2F".to_owned(),
+            ),
+        ];
+        for (host, id, wanted) in cases {
+            let identity = source(host, local(), Some(&id));
+            let request = identity.request(None).build().unwrap();
+            let query = request.url().query().unwrap_or_default().to_owned();
+            assert!(query.contains(&wanted), "{id}: {query}");
+            assert!(
+                query.contains("resource=https%3A%2F%2Fgraph.microsoft.com"),
+                "{query}"
+            );
+            assert!(!query.contains(".default"), "{query}");
+        }
+        let imds = source(ManagedHost::Imds, local(), None)
+            .request(None)
+            .build()
+            .unwrap();
+        assert_eq!(imds.url().path(), "/metadata/identity/oauth2/token");
+        assert!(
+            imds.url()
+                .query()
+                .unwrap()
+                .contains("api-version=2018-02-01")
+        );
+        assert_eq!(imds.headers()["metadata"], "true");
+        let app = source(ManagedHost::AppService, local(), None)
+            .request(None)
+            .build()
+            .unwrap();
+        assert!(
+            app.url()
+                .query()
+                .unwrap()
+                .contains("api-version=2019-08-01")
+        );
+        assert_eq!(app.headers()["x-identity-header"], "the-HEADER-secret");
+        // Cloud Shell and Arc have only the system-assigned identity here.
+        let sources = CredentialSources {
+            environment: Environment {
+                msi_endpoint: Some("http://127.0.0.1:9/cs".into()),
+                ..Environment::default()
+            },
+            managed_identity_id: Some(ManagedIdentityId::Client(guid.into())),
+            ..CredentialSources::default()
+        };
+        let error = ManagedIdentity::new(
+            &sources,
+            ManagedHost::CloudShell,
+            "r",
+            Duration::from_secs(1),
+            false,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("Cloud Shell"), "{error}");
+    }
+
+    #[test]
+    fn issue_18_an_echoed_identity_header_is_scrubbed_and_only_busy_answers_are_retried() {
+        let identity = source(ManagedHost::AppService, local(), None);
+        let answer = |status: u16, body: &str| Answer {
+            status,
+            retry_after: None,
+            challenge: None,
+            body: body.as_bytes().to_vec(),
+            sent_secret: "the-HEADER-secret".to_owned(),
+        };
+        let Attempt::Final(error) = identity.judge(
+            answer(
+                401,
+                r#"{"error":"x","error_description":"bad header the-HEADER-secret"}"#,
+            ),
+            now(),
+        ) else {
+            panic!("a 401 is final");
+        };
+        let error = error.to_string();
+        assert!(
+            !error.contains("the-HEADER-secret") && error.contains("[redacted]"),
+            "{error}"
+        );
+        assert!(matches!(
+            identity.judge(answer(503, "busy"), now()),
+            Attempt::Transient(..)
+        ));
+        assert!(matches!(
+            identity.judge(answer(404, "no"), now()),
+            Attempt::Final(_)
+        ));
+        // IMDS also retries 404 and 410.
+        let imds = source(ManagedHost::Imds, local(), None);
+        for status in [404, 410, 429, 500, 503] {
+            assert!(
+                matches!(
+                    imds.judge(answer(status, "x"), now()),
+                    Attempt::Transient(..)
+                ),
+                "{status}"
+            );
+        }
+        assert!(matches!(
+            imds.judge(answer(400, "x"), now()),
+            Attempt::Final(_)
+        ));
     }
 
     #[test]
