@@ -98,6 +98,8 @@ pub enum Command {
     ///   # unattended: no question, JSON logs, a summary for the job's monitoring
     ///   graph-remediate run accounts.csv --certificate app.pem --yes --log-format json \
     ///       --summary-json summary.json
+    ///   # on an Azure VM, App Service, Functions or Automation: the identity the host gives
+    ///   graph-remediate run accounts.csv --auth managed-identity --yes
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
 
@@ -473,7 +475,8 @@ pub struct GraphArgs {
     pub mock: bool,
 
     /// Read a ready access token from this file (or set GRAPH_ACCESS_TOKEN). Credentials, first
-    /// match wins: a ready token, a client certificate, a client secret.
+    /// match wins: a ready token, a client certificate, a client secret, then the unattended
+    /// kinds (see --auth).
     #[arg(long, value_name = "FILE")]
     pub access_token_file: Option<PathBuf>,
 

@@ -682,6 +682,8 @@ fn issue_18_auth_takes_the_sdk_names_from_azure_token_credentials() {
         ("ManagedIdentityCredential", "ManagedIdentity"),
         ("WORKLOAD-IDENTITY", "WorkloadIdentity"),
         ("AzureCliCredential", "AzureCli"),
+        ("dev", "AzureCli"),
+        ("prod", "Auto"),
     ] {
         let cli = graph_remediate::cli::Cli::try_parse_from([
             "graph-remediate",

@@ -54,7 +54,7 @@ pub enum AuthKind {
     #[value(alias = "InteractiveBrowserCredential")]
     Browser,
     /// `az account get-access-token` (az logged in as a service principal or managed identity).
-    #[value(alias = "AzureCliCredential")]
+    #[value(alias = "AzureCliCredential", alias = "dev")]
     AzureCli,
     /// Unattended: the one kind the environment holds (workload identity, GitHub OIDC, managed
     /// identity; IMDS last); never prompts.
