@@ -440,9 +440,12 @@ async fn issue_18_app_service_identity_is_found_by_its_variables() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_18_missing_inputs_name_the_kind_and_send_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mock = MockServer::start(mock_config(Duration::from_secs(3599)))
-        .await
-        .unwrap();
+    let mock = MockServer::start(MockConfig {
+        oidc_request_token: Some(GITHUB_REQUEST_TOKEN.to_owned()),
+        ..mock_config(Duration::from_secs(3599))
+    })
+    .await
+    .unwrap();
     let input = write_csv(dir.path(), "in.csv", &plain_rows(2));
     let output = dir.path().join("out.jsonl");
     let empty = dir.path().join("empty-token");
@@ -502,6 +505,35 @@ async fn issue_18_missing_inputs_name_the_kind_and_send_nothing() {
             .concat(),
             "more than one credential",
         ),
+        // A kind that is set up and fails stops `auto`: no falling through to another.
+        (
+            vec!["--auth", "auto"],
+            [
+                app_ids(),
+                vec![("AZURE_FEDERATED_TOKEN_FILE", empty.display().to_string())],
+            ]
+            .concat(),
+            "is empty",
+        ),
+        // GitHub refuses a wrong request token: named, with the workflow permission to check.
+        (
+            vec!["--auth", "github-oidc"],
+            [
+                app_ids(),
+                vec![
+                    (
+                        "ACTIONS_ID_TOKEN_REQUEST_URL",
+                        format!("{}/github/idtoken?api-version=2.0", mock.base_url()),
+                    ),
+                    (
+                        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                        "wrong-REQUEST-token".to_owned(),
+                    ),
+                ],
+            ]
+            .concat(),
+            "id-token: write",
+        ),
         (vec![], vec![], "--auth"),
     ];
     for (args, envs, wanted) in cases {
@@ -509,7 +541,7 @@ async fn issue_18_missing_inputs_name_the_kind_and_send_nothing() {
         let written = everything(&result, &output);
         assert_eq!(result.status.code(), Some(4), "{args:?}: {written}");
         assert!(written.contains(wanted), "{args:?}: {written}");
-        assert_no_secret(&written, &[IDENTITY_HEADER]);
+        assert_no_secret(&written, &[IDENTITY_HEADER, "wrong-REQUEST-token"]);
     }
     assert_eq!(mock.stats().graph_requests, 0, "nothing was sent to Graph");
     assert_eq!(mock.stats().token_requests, 0);
