@@ -356,7 +356,7 @@ async fn issue_18_a_managed_identity_that_is_nowhere_stops_in_seconds_naming_it(
         let took = started.elapsed();
         let written = everything(&result, &output);
         assert_eq!(result.status.code(), Some(4), "{written}");
-        assert!(took < Duration::from_secs(6), "{auth}: took {took:?}");
+        assert!(took < Duration::from_secs(8), "{auth}: took {took:?}");
         assert!(
             written.contains("Instance Metadata Service (IMDS)"),
             "{written}"
@@ -659,7 +659,7 @@ async fn issue_18_azure_cli_runs_az_again_before_expiry_and_refuses_a_user_login
     let input = write_csv(dir.path(), "in.csv", &plain_rows(30));
     let output = dir.path().join("out.jsonl");
     let envs = vec![
-        ("AZ_LIFETIME", "2".to_owned()),
+        ("AZ_LIFETIME", "3".to_owned()),
         ("AZURE_TENANT_ID", TENANT_ID.to_owned()),
     ];
     let args = ["--auth", "azure-cli", "--rate", "10/s", "-v"];
