@@ -907,3 +907,32 @@ async fn issue_18_resolve_signs_in_with_a_managed_identity_too() {
     assert_no_secret(&written, &[]);
     mock.shutdown().await;
 }
+
+#[test]
+fn issue_18_azure_token_credentials_picks_the_kind_as_dry_run_shows() {
+    let dry_run = |envs: &[(&str, &str)]| {
+        let mut command = Child::new(env!("CARGO_BIN_EXE_graph-remediate"));
+        command
+            .args(["run", "samples/accounts.csv", "--dry-run"])
+            .args(["--graph-url", "http://127.0.0.1:9"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(std::process::Stdio::null());
+        for var in CREDENTIAL_VARS {
+            command.env_remove(var);
+        }
+        command.envs(envs.iter().copied());
+        let output = command.output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    };
+    let shown = dry_run(&[("AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential")]);
+    assert!(
+        shown.contains("credentials   managed identity (IMDS"),
+        "{shown}"
+    );
+    // An unattended kind's variable, no --auth: found, and named.
+    let shown = dry_run(&[("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/token")]);
+    assert!(shown.contains("credentials   workload identity"), "{shown}");
+    let shown = dry_run(&[]);
+    assert!(shown.contains("none usable"), "{shown}");
+}

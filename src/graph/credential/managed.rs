@@ -858,6 +858,43 @@ mod tests {
     }
 
     #[test]
+    fn issue_18_auto_gives_imds_the_shorter_first_timeout() {
+        let sources = CredentialSources {
+            environment: local(),
+            ..CredentialSources::default()
+        };
+        let first = |by_auto| {
+            ManagedIdentity::new(
+                &sources,
+                ManagedHost::Imds,
+                "r",
+                Duration::from_secs(60),
+                by_auto,
+            )
+            .unwrap()
+            .first_timeout
+        };
+        assert_eq!(first(true), IMDS_PROBE_TIMEOUT_AUTO);
+        assert_eq!(first(false), IMDS_PROBE_TIMEOUT);
+        assert!(IMDS_PROBE_TIMEOUT_AUTO <= Duration::from_secs(1));
+        let arc = CredentialSources {
+            environment: Environment {
+                identity_endpoint: Some("http://127.0.0.1:9/arc".into()),
+                imds_endpoint: Some("http://127.0.0.1:9".into()),
+                ..Environment::default()
+            },
+            managed_identity_id: Some(ManagedIdentityId::Client("x".into())),
+            ..CredentialSources::default()
+        };
+        let error =
+            ManagedIdentity::new(&arc, ManagedHost::Arc, "r", Duration::from_secs(1), false)
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(error.contains("Azure Arc"), "{error}");
+    }
+
+    #[test]
     fn issue_18_the_default_imds_address_is_refused_under_cargo_test() {
         let sources = CredentialSources::default();
         let error = ManagedIdentity::new(

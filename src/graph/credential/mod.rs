@@ -452,6 +452,15 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(ml.contains("Machine Learning"), "{ml}");
+        let fabric = asked(Environment {
+            identity_endpoint: Some("http://127.0.0.1:1/x".to_owned()),
+            identity_header: Some(SecretString::from("h")),
+            identity_server_thumbprint: true,
+            ..Environment::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(fabric.contains("Service Fabric"), "{fabric}");
     }
 
     #[test]
