@@ -936,3 +936,50 @@ fn issue_18_azure_token_credentials_picks_the_kind_as_dry_run_shows() {
     let shown = dry_run(&[]);
     assert!(shown.contains("none usable"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_the_readme_managed_identity_rehearsal_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("AZURE_POD_IDENTITY_AUTHORITY_HOST=http://127.0.0.1:8080 graph-remediate run")
+        .expect("the README's managed-identity rehearsal");
+    let mut command = String::new();
+    for line in readme[start..].lines() {
+        command.push_str(line.trim().trim_end_matches('\\'));
+        command.push(' ');
+        if !line.trim_end().ends_with('\\') {
+            break;
+        }
+    }
+    let words = shlex::split(&command).unwrap();
+    // `graph-remediate mock --listen 127.0.0.1:8080`, on a free port instead.
+    let mock = MockServer::start(MockConfig {
+        record: true,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("mi-results.jsonl");
+    let here = |word: &str| {
+        word.replace("http://127.0.0.1:8080", &mock.base_url())
+            .replace("/tmp/mi-results.jsonl", output.to_str().unwrap())
+    };
+    let (variable, value) = words[0].split_once('=').unwrap();
+    assert_eq!(words[1], "graph-remediate");
+    let mut child = Child::new(env!("CARGO_BIN_EXE_graph-remediate"));
+    child
+        .args(words[2..].iter().map(|w| here(w)))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::null());
+    for var in CREDENTIAL_VARS {
+        child.env_remove(var);
+    }
+    child.env(variable, here(value));
+    let result = output_of(child).await;
+    let written = everything(&result, &output);
+    assert_eq!(result.status.code(), Some(0), "{command}\n{written}");
+    assert_eq!(paths(&mock, "/metadata/identity/oauth2/token").len(), 1);
+    mock.shutdown().await;
+}
