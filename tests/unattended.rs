@@ -935,6 +935,17 @@ fn issue_18_azure_token_credentials_picks_the_kind_as_dry_run_shows() {
     assert!(shown.contains("credentials   workload identity"), "{shown}");
     let shown = dry_run(&[]);
     assert!(shown.contains("none usable"), "{shown}");
+    // An explicit secret wins, and the ignored kind is named.
+    let shown = dry_run(&[
+        ("AZURE_CLIENT_SECRET", "s3cret-never-printed"),
+        ("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/token"),
+    ]);
+    assert!(shown.contains("credentials   a client secret"), "{shown}");
+    assert!(
+        shown.contains("explicit credentials win") && shown.contains("AZURE_FEDERATED_TOKEN_FILE"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret-never-printed"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -242,10 +242,17 @@ pub(crate) fn choose(sources: &CredentialSources) -> Result<Chosen, AuthError> {
         })
     };
     let Some(auth) = sources.auth else {
+        let present = unattended_present(env);
         if let Some(&kind) = given.first() {
+            if !present.is_empty() {
+                warn!(
+                    using = kind.describe(),
+                    ignored = %present.join("; "),
+                    "explicit credentials win over the unattended kinds set up in the environment (pass --auth to choose)"
+                );
+            }
             return chosen(kind);
         }
-        let present = unattended_present(env);
         if present.len() > 1 {
             warn!(
                 using = present[0],
