@@ -16,6 +16,7 @@ use crate::config::{
 };
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
+use crate::graph::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
@@ -97,6 +98,8 @@ pub enum Command {
     ///   # unattended: no question, JSON logs, a summary for the job's monitoring
     ///   graph-remediate run accounts.csv --certificate app.pem --yes --log-format json \
     ///       --summary-json summary.json
+    ///   # on an Azure VM, App Service, Functions or Automation: the identity the host gives
+    ///   graph-remediate run accounts.csv --auth managed-identity --yes
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
 
@@ -480,7 +483,8 @@ pub struct GraphArgs {
     pub mock: bool,
 
     /// Read a ready access token from this file (or set GRAPH_ACCESS_TOKEN). Credentials, first
-    /// match wins: a ready token, a client certificate, a client secret.
+    /// match wins: a ready token, a client certificate, a client secret, then the unattended
+    /// kinds (see --auth).
     #[arg(long, value_name = "FILE")]
     pub access_token_file: Option<PathBuf>,
 
@@ -520,6 +524,25 @@ pub struct GraphArgs {
         hide_env_values = true
     )]
     pub client_id: Option<String>,
+
+    /// Which credential kind signs in. Without it: a ready token, certificate or
+    /// secret when given, else the unattended kind whose variables are set (workload identity,
+    /// GitHub OIDC, managed identity by IDENTITY_ENDPOINT or MSI_ENDPOINT). IMDS (an Azure VM) is
+    /// used only with managed-identity or auto.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND",
+        env = "AZURE_TOKEN_CREDENTIALS",
+        hide_env_values = true,
+        ignore_case = true
+    )]
+    pub auth: Option<AuthKind>,
+
+    /// A user-assigned managed identity: its client id (a GUID), object-id=GUID, or resource id
+    /// (/subscriptions/.../userAssignedIdentities/NAME).
+    #[arg(long, value_name = "ID", value_parser = ManagedIdentityId::parse)]
+    pub managed_identity_id: Option<ManagedIdentityId>,
 
     /// Token authority instead of the cloud's (e.g. a mock): https, or http to loopback only.
     /// A host name alone (as AZURE_AUTHORITY_HOST often holds) means https.
@@ -700,6 +723,9 @@ fn credential_sources(args: &GraphArgs) -> CredentialSources {
         client_secret: env_secret("AZURE_CLIENT_SECRET"),
         tenant_id: args.tenant_id.clone(),
         client_id: args.client_id.clone(),
+        auth: args.auth,
+        managed_identity_id: args.managed_identity_id.clone(),
+        environment: crate::graph::credential::Environment::from_process(),
     }
 }
 

@@ -696,9 +696,8 @@ fn credential_source(config: &RunConfig) -> String {
     if config.graph.target.is_rehearsal() {
         return "the built-in mock's token endpoint (no credentials needed)".to_owned();
     }
-    match config.graph.credentials.given().first() {
-        Some(kind) => kind.describe().to_owned(),
-        None => "none found (the run would stop: see --help for the ways to give credentials)"
-            .to_owned(),
+    match crate::graph::credential::choose(&config.graph.credentials) {
+        Ok(chosen) => chosen.kind.describe().to_owned(),
+        Err(error) => format!("none usable (the run would stop): {error}"),
     }
 }

@@ -4,6 +4,10 @@
 //! client secret (`--client-secret-file`, env `AZURE_CLIENT_SECRET`). The last two ask Entra's
 //! token endpoint (`{authority}/{tenant}/oauth2/v2.0/token`) for `{graph root}/.default`.
 //!
+//! Which kind is used is `credential::choose`'s decision (`--auth`, SPEC section 9); the
+//! unattended kinds plug in here as a [`Fetcher`] (how one token request is made), so that they
+//! all share the cache, the single flight and the retry loop below.
+//!
 //! Token lifecycle: the token is cached and renewed ahead of expiry (when less than
 //! min(5 min, a quarter of its lifetime) remains); one request to the token endpoint at a time
 //! however many workers wait (single flight); other workers keep using the old token while it is
@@ -29,8 +33,15 @@ use tracing::{debug, warn};
 
 use super::assertion::{CertificateError, ClientCertificate};
 use super::client::{ClientError, USER_AGENT, check_service_url};
+use super::credential::azure_cli::AzureCli;
+use super::credential::federated::Federated;
+use super::credential::managed::ManagedIdentity;
+use super::credential::{AuthKind, Environment, ManagedHost, ManagedIdentityId};
+#[cfg(test)]
+use super::refusal::aadsts_code;
+pub(super) use super::refusal::refusal;
+use super::refusal::{scrub, transport_reason};
 use crate::retry::{AttemptKind, Next, RetryPolicy, RowSoFar, decide};
-use crate::sanitize::{printable_owned, redact};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The most ahead of expiry a token is renewed (azure-identity uses the same 5 minutes).
@@ -49,22 +60,51 @@ const TOKEN_RETRY: RetryPolicy = RetryPolicy {
 /// The longest a failed early renewal waits before trying again, while the token still works.
 const MAX_TOKEN_RETRY_WAIT: Duration = Duration::from_secs(10);
 /// The longest time one token request may take.
-const MAX_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
-/// The most of an error body quoted when it is not Entra's JSON.
-const MAX_QUOTED_BODY: usize = 300;
+pub(crate) const MAX_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A ready token that expires sooner than this gets a warning.
 const READY_TOKEN_WARNING: Duration = Duration::from_secs(15 * 60);
 /// The longest lifetime believed of an issued token (Entra's are 60-90 minutes); a larger
 /// `expires_in` is read as this, so no clock arithmetic can overflow (issue 10).
-const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Why no token could be had. Messages never hold a secret, and say what to do next.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error(
-        "no credentials: give a client certificate (--certificate or AZURE_CLIENT_CERTIFICATE_PATH) or a client secret (AZURE_CLIENT_SECRET or --client-secret-file), with --tenant-id and --client-id (or AZURE_TENANT_ID and AZURE_CLIENT_ID); or a ready token (GRAPH_ACCESS_TOKEN or --access-token-file); or use --mock to rehearse"
+        "no credentials: give a client certificate (--certificate or AZURE_CLIENT_CERTIFICATE_PATH) or a client secret (AZURE_CLIENT_SECRET or --client-secret-file), with --tenant-id and --client-id (or AZURE_TENANT_ID and AZURE_CLIENT_ID); or a ready token (GRAPH_ACCESS_TOKEN or --access-token-file); or set up an unattended kind (workload-identity: AZURE_FEDERATED_TOKEN_FILE; github-oidc: ACTIONS_ID_TOKEN_REQUEST_URL; managed-identity: IDENTITY_ENDPOINT or MSI_ENDPOINT); or pick one with --auth (managed-identity on a VM, azure-cli, auto); or use --mock to rehearse"
     )]
     NoCredentials,
+    /// A kind was chosen (or found) without all it needs (issue 18).
+    #[error("--auth {kind} needs {missing}; nothing was sent")]
+    MissingInput { kind: &'static str, missing: String },
+    #[error(
+        "--auth {kind} is not available in this build yet; use --auth azure-cli, a certificate or a ready token (--access-token-file) meanwhile"
+    )]
+    Unavailable { kind: &'static str },
+    #[error(
+        "--auth auto found more than one credential set up ({found}); choose one with --auth, or unset the others. Nothing was sent"
+    )]
+    AutoConflict { found: String },
+    #[error("managed identity: {host} at {url}: {reason}")]
+    ManagedIdentity {
+        host: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "managed identity: nothing answered at {url} within {waited}: the Azure Instance Metadata Service (IMDS) is not reachable, so this machine has no managed identity (it is not an Azure VM, or IMDS is blocked). Run it where Azure gives an identity, or choose another --auth"
+    )]
+    ManagedIdentityNowhere { url: String, waited: String },
+    #[error(
+        "managed identity: refusing to contact IMDS at its real address (169.254.169.254) under cargo: tests must point AZURE_POD_IDENTITY_AUTHORITY_HOST at the mock"
+    )]
+    ImdsGuard,
+    #[error("github-oidc: GitHub's OIDC token endpoint {url}: {reason}")]
+    GitHubOidc { url: String, reason: String },
+    #[error("azure-cli: {reason}")]
+    AzureCli { reason: String },
+    #[error("azure-cli: {}", super::credential::azure_cli::USER_LOGIN)]
+    AzureCliUserLogin,
     #[error("{needed_by} needs the {what}: pass {flag} or set {env}")]
     MissingId {
         needed_by: &'static str,
@@ -156,6 +196,12 @@ pub struct CredentialSources {
     pub tenant_id: Option<String>,
     /// `--client-id` or env `AZURE_CLIENT_ID`
     pub client_id: Option<String>,
+    /// `--auth` or env `AZURE_TOKEN_CREDENTIALS`; `None`: as SPEC section 9 decides.
+    pub auth: Option<AuthKind>,
+    /// `--managed-identity-id`: a user-assigned identity.
+    pub managed_identity_id: Option<ManagedIdentityId>,
+    /// What the environment holds for the unattended kinds.
+    pub environment: Environment,
 }
 
 /// Which source the tokens come from.
@@ -168,6 +214,12 @@ pub enum SourceKind {
     SecretEnv,
     /// `run --mock`: the in-process mock's token endpoint, with a secret made up for the run.
     Mock,
+    WorkloadIdentity,
+    GithubOidc,
+    ManagedIdentity(ManagedHost),
+    AzureCli,
+    DeviceCode,
+    Browser,
 }
 
 impl SourceKind {
@@ -181,6 +233,27 @@ impl SourceKind {
             SourceKind::SecretFile => "a client secret (--client-secret-file)",
             SourceKind::SecretEnv => "a client secret (AZURE_CLIENT_SECRET)",
             SourceKind::Mock => "the built-in mock's client secret",
+            SourceKind::WorkloadIdentity => {
+                "workload identity (AZURE_FEDERATED_TOKEN_FILE, read for every token request)"
+            }
+            SourceKind::GithubOidc => {
+                "GitHub Actions OIDC (a fresh ACTIONS_ID_TOKEN_REQUEST_URL token for every token request)"
+            }
+            SourceKind::ManagedIdentity(ManagedHost::AppService) => {
+                "managed identity (IDENTITY_ENDPOINT: App Service, Functions, Container Apps, Automation)"
+            }
+            SourceKind::ManagedIdentity(ManagedHost::CloudShell) => {
+                "managed identity (MSI_ENDPOINT: Cloud Shell)"
+            }
+            SourceKind::ManagedIdentity(ManagedHost::Arc) => {
+                "managed identity (IDENTITY_ENDPOINT and IMDS_ENDPOINT: Azure Arc)"
+            }
+            SourceKind::ManagedIdentity(ManagedHost::Imds) => {
+                "managed identity (IMDS: an Azure VM or scale set)"
+            }
+            SourceKind::AzureCli => "the Azure CLI (az account get-access-token)",
+            SourceKind::DeviceCode => "device code sign-in",
+            SourceKind::Browser => "browser sign-in",
         }
     }
 }
@@ -248,6 +321,11 @@ impl TokenEndpoint {
         &self.scope
     }
 
+    /// The Graph root as a managed identity's `resource`: the scope without `/.default`.
+    pub fn resource(&self) -> &str {
+        self.scope.trim_end_matches("/.default")
+    }
+
     /// `{authority}/{tenant}/oauth2/v2.0/token`: also the `aud` of a client assertion.
     pub fn token_url(&self, tenant: &str) -> String {
         format!("{}/{tenant}/oauth2/v2.0/token", self.authority)
@@ -261,6 +339,8 @@ pub struct Tokens {
     source: Arc<Source>,
 }
 
+// One per run, behind an Arc: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Source {
     /// A token obtained elsewhere; used as it is until Graph refuses it.
     Ready(Arc<SecretString>),
@@ -282,10 +362,9 @@ impl Tokens {
         timeout: Duration,
     ) -> Result<Tokens, AuthError> {
         let given = sources.given();
-        let Some(&kind) = given.first() else {
-            return Err(AuthError::NoCredentials);
-        };
-        if given.len() > 1 {
+        let chosen = super::credential::choose(&sources)?;
+        let kind = chosen.kind;
+        if sources.auth.is_none() && given.len() > 1 {
             let ignored: Vec<&str> = given[1..].iter().map(|k| k.describe()).collect();
             warn!(
                 using = kind.describe(),
@@ -327,6 +406,39 @@ impl Tokens {
                     _ => Proof::Secret(sources.client_secret.ok_or(AuthError::NoCredentials)?),
                 };
                 Tokens::app(kind, endpoint, &tenant, client_id, proof, timeout)
+            }
+            SourceKind::WorkloadIdentity | SourceKind::GithubOidc => {
+                let (tenant, client_id) = app_ids(kind, &sources)?;
+                let federated = if kind == SourceKind::WorkloadIdentity {
+                    Federated::workload_identity(&sources)?
+                } else {
+                    Federated::github(&sources, timeout.min(MAX_TOKEN_TIMEOUT))?
+                };
+                Tokens::app(
+                    kind,
+                    endpoint,
+                    &tenant,
+                    client_id,
+                    Proof::Federated(federated),
+                    timeout,
+                )
+            }
+            SourceKind::ManagedIdentity(host) => {
+                let identity = ManagedIdentity::new(
+                    &sources,
+                    host,
+                    endpoint.resource(),
+                    timeout.min(MAX_TOKEN_TIMEOUT),
+                    chosen.by_auto,
+                )?;
+                Ok(Tokens::fetched(kind, Fetcher::Managed(identity)))
+            }
+            SourceKind::AzureCli => {
+                let cli = AzureCli::new(&endpoint.scope, sources.tenant_id.as_deref());
+                Ok(Tokens::fetched(kind, Fetcher::AzureCli(cli)))
+            }
+            SourceKind::DeviceCode | SourceKind::Browser => {
+                super::credential::delegated::sign_in(kind, &sources, endpoint, timeout)
             }
             SourceKind::Mock => Err(AuthError::NoCredentials),
         }
@@ -403,18 +515,26 @@ impl Tokens {
             .connect_timeout(timeout)
             .build()
             .map_err(|e| AuthError::Client(e.to_string()))?;
-        Ok(Tokens {
+        let grant = EntraGrant {
+            http,
+            token_url: endpoint.token_url(tenant),
+            scope: endpoint.scope.clone(),
+            client_id,
+            proof,
+        };
+        Ok(Tokens::fetched(kind, Fetcher::Entra(grant)))
+    }
+
+    /// Tokens from `fetcher`, cached and renewed like app credentials.
+    pub(crate) fn fetched(kind: SourceKind, fetcher: Fetcher) -> Tokens {
+        Tokens {
             kind,
             source: Arc::new(Source::App(AppTokens {
-                http,
-                token_url: endpoint.token_url(tenant),
-                scope: endpoint.scope.clone(),
-                client_id,
-                proof,
+                fetcher,
                 cache: std::sync::Mutex::new(None),
                 fetching: tokio::sync::Mutex::new(()),
             })),
-        })
+        }
     }
 
     /// The token to send now: the cached one, or a new one when it is due for renewal.
@@ -441,18 +561,62 @@ impl Tokens {
 }
 
 /// The proof of the app's identity sent to the token endpoint.
-enum Proof {
+pub(crate) enum Proof {
     Secret(SecretString),
     Certificate(Box<ClientCertificate>),
+    /// Workload identity or GitHub OIDC: an assertion got afresh for every token request.
+    Federated(Federated),
 }
 
-/// Client-credentials tokens from Entra, cached and renewed.
-struct AppTokens {
+/// How one token request is made: the part each credential kind owns. The cache, the single
+/// flight and the retry loop around it are shared (`AppTokens`).
+pub(crate) enum Fetcher {
+    /// Entra's client-credentials grant: a secret, a certificate or a federated assertion.
+    Entra(EntraGrant),
+    /// A managed-identity endpoint of the host (IMDS, App Service, Cloud Shell, Arc).
+    Managed(ManagedIdentity),
+    /// `az account get-access-token`.
+    AzureCli(AzureCli),
+}
+
+impl Fetcher {
+    async fn request_once(&self) -> Attempt {
+        match self {
+            Fetcher::Entra(grant) => grant.request_once().await,
+            Fetcher::Managed(identity) => identity.request_once().await,
+            Fetcher::AzureCli(cli) => cli.request_once().await,
+        }
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        match self {
+            Fetcher::Managed(identity) => identity.policy(),
+            Fetcher::Entra(_) | Fetcher::AzureCli(_) => TOKEN_RETRY,
+        }
+    }
+
+    /// Where tokens are asked for, for logs (no secret in it).
+    fn target(&self) -> &str {
+        match self {
+            Fetcher::Entra(grant) => &grant.token_url,
+            Fetcher::Managed(identity) => identity.url(),
+            Fetcher::AzureCli(_) => "az account get-access-token",
+        }
+    }
+}
+
+/// Entra's client-credentials grant for one app.
+pub(crate) struct EntraGrant {
     http: reqwest::Client,
     token_url: String,
     scope: String,
     client_id: String,
     proof: Proof,
+}
+
+/// Tokens from a fetcher, cached and renewed.
+struct AppTokens {
+    fetcher: Fetcher,
     /// Read by every worker before every attempt; never held across an await.
     cache: std::sync::Mutex<Option<Cached>>,
     /// Held while a token request is in flight: the single flight.
@@ -489,7 +653,7 @@ pub fn renewal_margin(lifetime: Duration) -> Duration {
 }
 
 /// What one token request gave.
-enum Attempt {
+pub(crate) enum Attempt {
     Issued {
         token: SecretString,
         lifetime: Duration,
@@ -593,8 +757,8 @@ impl AppTokens {
         };
         loop {
             let asked_at = Instant::now();
-            debug!(url = %self.token_url, attempt = row.attempt, "asking for an access token");
-            let (error, kind) = match self.request_once().await {
+            debug!(url = %self.fetcher.target(), attempt = row.attempt, "asking for an access token");
+            let (error, kind) = match self.fetcher.request_once().await {
                 Attempt::Issued { token, lifetime } => {
                     debug!(lifetime_s = lifetime.as_secs(), "got an access token");
                     return Ok(Cached::new(token, lifetime, asked_at));
@@ -605,7 +769,7 @@ impl AppTokens {
             let decision = decide(
                 &kind,
                 &row,
-                &TOKEN_RETRY,
+                &self.fetcher.policy(),
                 SystemTime::now(),
                 fastrand::f64(),
             );
@@ -618,7 +782,9 @@ impl AppTokens {
             row.attempt += 1;
         }
     }
+}
 
+impl EntraGrant {
     async fn request_once(&self) -> Attempt {
         let assertion = match &self.proof {
             Proof::Secret(_) => None,
@@ -628,6 +794,12 @@ impl AppTokens {
                     Err(error) => return Attempt::Final(error.into()),
                 }
             }
+            // Read or minted now, for this request only: the file rotates and GitHub's token
+            // lives five minutes (issue 18).
+            Proof::Federated(federated) => match federated.assertion().await {
+                Ok(assertion) => Some(assertion),
+                Err(failed) => return failed,
+            },
         };
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
@@ -644,7 +816,7 @@ impl AppTokens {
                 form.push(("client_assertion", assertion.expose_secret()));
                 assertion.expose_secret()
             }
-            (Proof::Certificate(_), None) => "",
+            (Proof::Certificate(_) | Proof::Federated(_), None) => "",
         };
         let response = self
             .http
@@ -797,7 +969,7 @@ fn warn_if_shared(path: &Path, what: &str) {
 
 /// The claims of a JWT (unverified: Graph verifies; this reads what the token says of itself);
 /// `None` for opaque tokens.
-fn token_claims(token: &str) -> Option<serde_json::Value> {
+pub(crate) fn token_claims(token: &str) -> Option<serde_json::Value> {
     let mut parts = token.split('.');
     let (_, claims, _) = (parts.next()?, parts.next()?, parts.next()?);
     let claims = URL_SAFE_NO_PAD.decode(claims.trim_end_matches('=')).ok()?;
@@ -870,131 +1042,6 @@ fn unsendable(token: &str) -> Option<&'static str> {
             c if c.is_control() => "a control character",
             _ => "a character outside ASCII",
         })
-}
-
-/// Entra's error body (research/graph.md section 4): `{error, error_description, error_codes,
-/// timestamp, trace_id, correlation_id}`.
-#[derive(Debug, Default, Deserialize)]
-struct EntraError {
-    error: Option<String>,
-    error_description: Option<String>,
-    #[serde(default)]
-    error_codes: Vec<u64>,
-    trace_id: Option<String>,
-    correlation_id: Option<String>,
-}
-
-/// Turns a refusal from the token endpoint into an error naming the AADSTS code, its description
-/// and what to do, with anything sent scrubbed out.
-pub(super) fn refusal(url: &str, status: u16, body: &[u8], sent_secret: &str) -> AuthError {
-    let parsed: Option<EntraError> = serde_json::from_slice(body).ok();
-    let Some(entra) = parsed.filter(|e| e.error.is_some() || e.error_description.is_some()) else {
-        let text = String::from_utf8_lossy(body);
-        let text: String = text.trim().chars().take(MAX_QUOTED_BODY).collect();
-        return AuthError::Refused {
-            url: url.to_owned(),
-            status,
-            error: None,
-            description: scrub(&text, sent_secret),
-            ids: None,
-            hint: "This does not look like Entra's answer: check --authority-url (or AZURE_AUTHORITY_HOST)".to_owned(),
-        };
-    };
-    // Entra appends "\r\nTrace ID: ...\r\nCorrelation ID: ...\r\nTimestamp: ..." lines.
-    let description = entra
-        .error_description
-        .as_deref()
-        .and_then(|d| d.lines().next())
-        .unwrap_or("no description")
-        .trim()
-        .to_owned();
-    let code = entra
-        .error_codes
-        .first()
-        .copied()
-        .or_else(|| aadsts_code(&description));
-    let ids = match (&entra.trace_id, &entra.correlation_id) {
-        (None, None) => None,
-        (trace, correlation) => Some(format!(
-            "trace id {}, correlation id {}",
-            trace.as_deref().unwrap_or("-"),
-            correlation.as_deref().unwrap_or("-")
-        )),
-    };
-    AuthError::Refused {
-        url: url.to_owned(),
-        status,
-        error: entra.error.map(|e| scrub(&e, sent_secret)),
-        description: scrub(&description, sent_secret),
-        ids,
-        hint: hint(code),
-    }
-}
-
-/// `AADSTS7000215: ...` -> 7000215.
-fn aadsts_code(description: &str) -> Option<u64> {
-    let rest = description.strip_prefix("AADSTS")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-/// What to do about the AADSTS codes a batch job meets most.
-fn hint(code: Option<u64>) -> String {
-    let what = match code {
-        Some(7000215) => {
-            "Give the client secret's value (not its secret ID), from the app registration's Certificates & secrets"
-        }
-        Some(7000222) => {
-            "The client secret has expired: create a new one under Certificates & secrets in the app registration"
-        }
-        Some(700016) => {
-            "Check --client-id (AZURE_CLIENT_ID), and that the app is registered in the tenant given by --tenant-id"
-        }
-        Some(90002) | Some(900023) | Some(90072) => {
-            "Check --tenant-id (AZURE_TENANT_ID): the directory (tenant) id or its domain, and --cloud"
-        }
-        Some(700027) | Some(700024) => {
-            "Upload this certificate (its public part) to the app registration under Certificates & secrets, and check the system clock"
-        }
-        Some(1002012) | Some(70011) | Some(500011) => {
-            "The Graph scope was refused: check --cloud and --graph-url"
-        }
-        Some(7000112) | Some(7000113) => "The app is disabled in the tenant: ask an administrator",
-        _ => "",
-    };
-    match (code, what.is_empty()) {
-        (Some(code), true) => format!("See https://login.microsoftonline.com/error?code={code}"),
-        (Some(code), false) => {
-            format!("{what} (https://login.microsoftonline.com/error?code={code})")
-        }
-        (None, _) => "Check the credentials and --tenant-id".to_owned(),
-    }
-}
-
-/// Text that came back from the token endpoint, made safe to print: what was sent scrubbed out
-/// in whatever encoding it was echoed in, and control characters escaped.
-fn scrub(text: &str, sent_secret: &str) -> String {
-    printable_owned(&redact(text, sent_secret))
-}
-
-/// reqwest's message and its causes ("error sending request" alone says little).
-fn transport_reason(error: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    if error.is_timeout() {
-        return "no answer in time".to_owned();
-    }
-    // The URL is named by the caller's message already.
-    let mut message = match error.url() {
-        Some(url) => error.to_string().replace(&format!(" for url ({url})"), ""),
-        None => error.to_string(),
-    };
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 //! latency, plays scripted scenarios chosen by the identity account id, and can record every
 //! request in memory or as JSONL. This file holds the public API; each submodule owns one part.
 //!
+//! For the unattended credential kinds (issue 18, `unattended.rs`) it also serves GitHub's OIDC
+//! token endpoint and the managed-identity endpoints (IMDS on the path
+//! `AZURE_POD_IDENTITY_AUTHORITY_HOST` reaches, App Service, Cloud Shell, Arc's challenge), and
+//! the token endpoint checks a federated assertion against a token file (`federated_token_file`).
+//!
 //! Scenario ids (the `{id}` path segment): `http{NNN}-...` always answers status NNN (400-599) with
 //! Graph's error body; `http{NNN}x{K}-...` answers NNN for the first K requests to that id, then
 //! behaves normally; `nullcorr-...` succeeds with `"correlationId": null`.
@@ -29,6 +34,7 @@ mod state;
 mod tenant;
 mod throttle;
 mod token;
+mod unattended;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -111,6 +117,23 @@ pub struct MockConfig {
     /// Answer role assignment reads 403, as Graph does for an app without
     /// RoleManagement.Read.Directory.
     pub deny_role_reads: bool,
+    /// Workload identity (issue 18): a `client_assertion` that is not a certificate's must be
+    /// this file's content at the time of the token request (it rotates), else AADSTS700024.
+    pub federated_token_file: Option<PathBuf>,
+    /// GitHub Actions' OIDC endpoint (`GET /github/idtoken`): the bearer it wants; `None`: any.
+    pub oidc_request_token: Option<String>,
+    /// How long the OIDC tokens it mints live (GitHub's: 5 minutes); the token endpoint refuses
+    /// them after that.
+    pub oidc_lifetime: Duration,
+    /// App Service's identity endpoint (`GET /msi/token`): the `X-IDENTITY-HEADER` it wants;
+    /// `None`: any non-empty one.
+    pub identity_header: Option<String>,
+    /// Arc's identity endpoint (`GET /arc/token`): the key file its challenge names; the client
+    /// must send its content as `Authorization: Basic`. `None`: no Arc endpoint.
+    pub arc_key_file: Option<PathBuf>,
+    /// The first managed-identity requests (any host) are answered with these statuses, in
+    /// order, then tokens are issued.
+    pub managed_identity_faults: Vec<u16>,
 }
 
 impl Default for MockConfig {
@@ -134,6 +157,12 @@ impl Default for MockConfig {
             tenant: None,
             page_size: 100,
             deny_role_reads: false,
+            federated_token_file: None,
+            oidc_request_token: None,
+            oidc_lifetime: Duration::from_secs(300),
+            identity_header: None,
+            arc_key_file: None,
+            managed_identity_faults: Vec::new(),
         }
     }
 }
@@ -172,7 +201,11 @@ impl fmt::Debug for MockConfig {
             )
             .field("page_size", &self.page_size)
             .field("deny_role_reads", &self.deny_role_reads)
-            .finish()
+            .field("federated_token_file", &self.federated_token_file)
+            .field("oidc_lifetime", &self.oidc_lifetime)
+            .field("arc_key_file", &self.arc_key_file)
+            .field("managed_identity_faults", &self.managed_identity_faults)
+            .finish_non_exhaustive()
     }
 }
 
@@ -198,6 +231,11 @@ pub struct MockStats {
     pub user_reads: u64,
     /// `GET .../roleManagement/directory/roleAssignments`.
     pub role_reads: u64,
+    /// Requests to the GitHub OIDC endpoint (issue 18).
+    pub oidc_requests: u64,
+    /// Requests to the managed-identity endpoints (IMDS, App Service, Cloud Shell, Arc), Arc's
+    /// unauthenticated first request included.
+    pub managed_identity_requests: u64,
 }
 
 impl MockStats {
@@ -343,7 +381,15 @@ fn router(shared: Arc<Shared>) -> Router {
             "/{root}/security/identities/identityAccounts/{id}/{action}",
             any(graph::invoke_action),
         )
-        .route("/{root}/oauth2/v2.0/token", any(token::issue_token));
+        .route("/{root}/oauth2/v2.0/token", any(token::issue_token))
+        .route("/github/idtoken", any(unattended::github_token))
+        .route("/msi/token", any(unattended::app_service_token))
+        .route("/cloudshell/token", any(unattended::cloud_shell_token))
+        .route("/arc/token", any(unattended::arc_token))
+        .route(
+            "/metadata/identity/oauth2/token",
+            any(unattended::imds_token),
+        );
     // Without a tenant these paths stay unknown (404), as they always were.
     if shared.has_tenant() {
         router = router

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
 struct Counters {
     graph_requests: AtomicU64,
     token_requests: AtomicU64,
+    oidc_requests: AtomicU64,
+    managed_requests: AtomicU64,
     inside_told_window: AtomicU64,
     by_status: [AtomicU64; STATUS_SLOTS],
     reads: [AtomicU64; ReadKind::COUNT],
@@ -150,6 +152,8 @@ impl Shared {
             counters: Counters {
                 graph_requests: AtomicU64::new(0),
                 token_requests: AtomicU64::new(0),
+                oidc_requests: AtomicU64::new(0),
+                managed_requests: AtomicU64::new(0),
                 inside_told_window: AtomicU64::new(0),
                 by_status: std::array::from_fn(|_| AtomicU64::new(0)),
                 reads: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -430,6 +434,17 @@ impl Shared {
         self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn count_oidc(&self) {
+        self.counters.oidc_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a managed-identity request and says which one it is (0 for the first).
+    pub(crate) fn count_managed(&self) -> u64 {
+        self.counters
+            .managed_requests
+            .fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn stats(&self) -> MockStats {
         let by_status: BTreeMap<u16, u64> = self
             .counters
@@ -451,6 +466,8 @@ impl Shared {
             sid_filter_queries: self.read_count(ReadKind::SidFilter),
             user_reads: self.read_count(ReadKind::User),
             role_reads: self.read_count(ReadKind::RoleAssignments),
+            oidc_requests: self.counters.oidc_requests.load(Ordering::Relaxed),
+            managed_identity_requests: self.counters.managed_requests.load(Ordering::Relaxed),
         }
     }
 

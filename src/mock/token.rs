@@ -62,7 +62,17 @@ pub(crate) async fn issue_token(
             format!("The endpoint only accepts POST requests. Received a {method} request."),
         ))
     } else {
-        judge(&request, &shared.config, &tenant, &audiences, now_secs)
+        let federated = request.assertion.and_then(|assertion| {
+            super::unattended::federated_verdict(&shared, assertion, now_secs)
+        });
+        judge_with(
+            &request,
+            &shared.config,
+            &tenant,
+            &audiences,
+            now_secs,
+            federated,
+        )
     };
 
     let (status, body) = match outcome {
@@ -198,12 +208,26 @@ impl<'f> TokenRequest<'f> {
 }
 
 /// Decides a token request: `Ok` issues a token.
+#[cfg(test)]
 pub(crate) fn judge(
     request: &TokenRequest<'_>,
     config: &MockConfig,
     tenant: &str,
     audiences: &[String],
     now_secs: f64,
+) -> Result<(), TokenError> {
+    judge_with(request, config, tenant, audiences, now_secs, None)
+}
+
+/// As [`judge`], with the verdict on a federated assertion (workload identity's file, a GitHub
+/// OIDC token) when the assertion is one: `(AADSTS code, description)` on refusal.
+pub(crate) fn judge_with(
+    request: &TokenRequest<'_>,
+    config: &MockConfig,
+    tenant: &str,
+    audiences: &[String],
+    now_secs: f64,
+    federated: Option<Result<(), (u32, String)>>,
 ) -> Result<(), TokenError> {
     let grant_type = request
         .grant_type
@@ -263,6 +287,10 @@ pub(crate) fn judge(
                     "Client assertion failed validation: client_assertion_type must be {JWT_BEARER}."
                 ),
             ));
+        }
+        if let Some(verdict) = federated {
+            return verdict
+                .map_err(|(code, description)| TokenError::invalid_client(code, description));
         }
         return check_assertion(assertion, audiences, client_id, now_secs).map_err(|reason| {
             TokenError::invalid_client(
