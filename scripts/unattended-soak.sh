@@ -5,4 +5,4 @@
 # written, and prints its token requests. About 10 s a kind.
 set -eu
 cd "$(dirname "$0")/.."
-exec cargo test --test unattended -- --ignored --nocapture --test-threads "${THREADS:-1}" issue_18_thousand_rows "$@"
+exec cargo test --test it -- --ignored --nocapture --test-threads "${THREADS:-1}" unattended::issue_18_thousand_rows "$@"

@@ -22,4 +22,5 @@ mod report;
 mod resolve;
 mod resume;
 mod run;
+mod unattended;
 mod validate;

@@ -8,7 +8,7 @@
 //! The 1,000-row runs at 100/s with 3-second tokens take about 10 s each: `#[ignore]`d, run by
 //! `scripts/unattended-soak.sh`.
 
-mod common;
+use super::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as Child, Output};
