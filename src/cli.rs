@@ -16,6 +16,7 @@ use crate::config::{
 };
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
+use crate::graph::delegated::SignInKind;
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
@@ -151,6 +152,26 @@ pub enum Command {
     ///       --rate 40/s -o /tmp/results.jsonl
     #[command(verbatim_doc_comment)]
     Mock(MockArgs),
+
+    /// Sign in as a run would, and show who that is and what the token may do; send nothing.
+    ///
+    /// Takes run's command line (INPUT is optional; the flags about results are ignored).
+    /// Prints the credential kind, tenant, app, the signed-in user (--auth device-code or
+    /// browser), when the token expires and the permissions it holds; with an INPUT, the
+    /// permissions that run needs (SecurityIdentitiesActions.ReadWrite.All for the actions;
+    /// SecurityIdentitiesAccount.Read.All and User.Read.All for lookups;
+    /// RoleManagement.Read.Directory for --protect-privileged) and which the token lacks, with
+    /// how to grant them.
+    ///
+    /// Exit codes: 0 none missing; 2 usage or input errors; 4 a permission missing, or no
+    /// sign-in.
+    ///
+    /// Examples:
+    ///   graph-remediate auth --auth device-code --tenant-id contoso.onmicrosoft.com --client-id ID
+    ///   graph-remediate auth accounts.csv --auth browser --protect-privileged
+    ///   graph-remediate auth accounts.csv --certificate app.pem --format json | jq .missing
+    #[command(verbatim_doc_comment)]
+    Auth(Box<AuthArgs>),
 
     /// Print a shell completion script on stdout (bash, zsh, fish or powershell).
     ///
@@ -375,6 +396,27 @@ pub struct RunArgs {
     pub graph: GraphArgs,
 }
 
+/// `auth`'s flags: run's, with INPUT optional, and the output format.
+#[derive(Debug, Args)]
+#[command(mut_arg("input", |arg| {
+    arg.required(false)
+        .default_value("")
+        .hide_default_value(true)
+        .value_parser(clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from,
+        ))
+        .help("The spreadsheet the run would read: its rows say which reads it needs (optional)")
+}))]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Print as text, or as one JSON object for scripts.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
 /// `resolve`'s flags (SPEC section 8). `--no-lookup` is shared with `run` and `validate`, but
 /// `resolve` is the lookup: the flag is hidden here and refused if given.
 #[derive(Debug, Args)]
@@ -512,6 +554,13 @@ pub struct GraphArgs {
         hide_env_values = true
     )]
     pub client_id: Option<String>,
+
+    /// Sign in as yourself: device-code (a code to enter at
+    /// microsoft.com/devicelogin, from any device) or browser (this machine's browser, honouring
+    /// $BROWSER; the URL is printed too). Needs --tenant-id and the --client-id of the tenant's own
+    /// public client app; asks for the permissions the run needs, renews in memory, stores nothing.
+    #[arg(long, value_enum, value_name = "KIND", conflicts_with = "mock")]
+    pub auth: Option<SignInKind>,
 
     /// Token authority instead of the cloud's (e.g. a mock): https, or http to loopback only.
     /// A host name alone (as AZURE_AUTHORITY_HOST often holds) means https.
@@ -687,6 +736,8 @@ fn credential_sources(args: &GraphArgs) -> CredentialSources {
         client_secret: env_secret("AZURE_CLIENT_SECRET"),
         tenant_id: args.tenant_id.clone(),
         client_id: args.client_id.clone(),
+        sign_in: args.auth,
+        browser: std::env::var_os("BROWSER").filter(|value| !value.is_empty()),
     }
 }
 

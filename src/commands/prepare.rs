@@ -16,6 +16,8 @@ use tracing::warn;
 use crate::cli::LogFormat;
 use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
 use crate::graph::auth::{TokenEndpoint, Tokens};
+use crate::graph::delegated;
+use crate::graph::permissions::Needs;
 use crate::input::InputSource;
 use crate::input::plan::Plan;
 use crate::lookup::Wanted;
@@ -562,7 +564,7 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
 
 /// The run's credentials (SPEC section 2) for a Graph target. Missing or unreadable credentials
 /// stop the run before anything is sent (exit 4).
-pub(super) fn credentials(graph: &GraphAccess) -> anyhow::Result<Tokens> {
+pub(super) fn credentials(graph: &GraphAccess, needs: &Needs) -> anyhow::Result<Tokens> {
     let Target::Graph {
         root,
         authority,
@@ -586,7 +588,12 @@ pub(super) fn credentials(graph: &GraphAccess) -> anyhow::Result<Tokens> {
             );
         }
     }
-    Tokens::from_sources(graph.credentials.clone(), &endpoint, graph.timeout).map_err(|error| {
+    let tokens = match graph.credentials.sign_in {
+        // A responder's own sign-in (issue 18): asks for what this run needs.
+        Some(kind) => delegated::tokens(kind, &graph.credentials, &endpoint, needs, graph.timeout),
+        None => Tokens::from_sources(graph.credentials.clone(), &endpoint, graph.timeout),
+    };
+    tokens.map_err(|error| {
         Fatal::stopped(anyhow::Error::new(error).context("no usable credentials; nothing was sent"))
     })
 }
@@ -595,6 +602,9 @@ pub(super) fn credentials(graph: &GraphAccess) -> anyhow::Result<Tokens> {
 fn credential_source(config: &RunConfig) -> String {
     if config.graph.target.is_rehearsal() {
         return "the built-in mock's token endpoint (no credentials needed)".to_owned();
+    }
+    if let Some(kind) = config.graph.credentials.sign_in {
+        return format!("a responder's own sign-in (--auth {})", kind.name());
     }
     match config.graph.credentials.given().first() {
         Some(kind) => kind.describe().to_owned(),

@@ -3,6 +3,7 @@
 //! Graph needs filled in and what was found beside them, and each row that cannot be resolved is
 //! listed as `FILE:LINE: reason`. No action is sent.
 
+use crate::graph::permissions::Needs;
 use crate::lookup::guard::Guardrails;
 use std::future::Future;
 use std::sync::Arc;
@@ -59,7 +60,8 @@ pub async fn resolve(
         report_bad_rows(&checked.plan);
         return Ok(ExitStatus::InputError);
     }
-    let connection = connect(&config.graph, &input.config).await?;
+    let needs = Needs::of(false, true, checked.wanted.reads_users(), false);
+    let connection = connect(&config.graph, &input.config, &needs).await?;
     let security = Arc::new(ThrottleGate::new());
     // `resolve` shows what rows name; the guardrails belong to the run that acts.
     let (directory, _, counts) = find(

@@ -29,6 +29,8 @@ use tracing::{debug, warn};
 
 use super::assertion::{CertificateError, ClientCertificate};
 use super::client::{ClientError, USER_AGENT, check_service_url};
+use super::delegated::{DelegatedTokens, SignInKind, SignedIn};
+use super::permissions::Granted;
 use crate::retry::{AttemptKind, Next, RetryPolicy, RowSoFar, decide};
 use crate::sanitize::{printable_owned, redact};
 
@@ -127,6 +129,9 @@ pub enum AuthError {
         status: u16,
         reason: String,
     },
+    /// A delegated sign-in (`--auth device-code` or `browser`) gave no token.
+    #[error(transparent)]
+    SignIn(#[from] super::delegated::SignInError),
     #[error("cannot set up the token client: {0}")]
     Client(String),
     /// A ready token cannot be renewed by this tool.
@@ -156,6 +161,10 @@ pub struct CredentialSources {
     pub tenant_id: Option<String>,
     /// `--client-id` or env `AZURE_CLIENT_ID`
     pub client_id: Option<String>,
+    /// `--auth device-code` or `--auth browser`: a responder signs in as themselves (issue 18).
+    pub sign_in: Option<SignInKind>,
+    /// env `BROWSER`, for `--auth browser`.
+    pub browser: Option<std::ffi::OsString>,
 }
 
 /// Which source the tokens come from.
@@ -168,6 +177,10 @@ pub enum SourceKind {
     SecretEnv,
     /// `run --mock`: the in-process mock's token endpoint, with a secret made up for the run.
     Mock,
+    /// `--auth device-code`: a responder signed in as themselves (issue 18).
+    DeviceCode,
+    /// `--auth browser`: a responder signed in as themselves in the browser (issue 18).
+    Browser,
 }
 
 impl SourceKind {
@@ -181,7 +194,14 @@ impl SourceKind {
             SourceKind::SecretFile => "a client secret (--client-secret-file)",
             SourceKind::SecretEnv => "a client secret (AZURE_CLIENT_SECRET)",
             SourceKind::Mock => "the built-in mock's client secret",
+            SourceKind::DeviceCode => "a responder's own sign-in (--auth device-code)",
+            SourceKind::Browser => "a responder's own sign-in (--auth browser)",
         }
+    }
+
+    /// Whether the tokens are a signed-in user's (delegated), not an app's.
+    pub fn is_delegated(self) -> bool {
+        matches!(self, SourceKind::DeviceCode | SourceKind::Browser)
     }
 }
 
@@ -248,6 +268,12 @@ impl TokenEndpoint {
         &self.scope
     }
 
+    /// The Graph resource the tokens are for (`https://graph.microsoft.com`): the prefix of a
+    /// delegated sign-in's scopes.
+    pub fn resource(&self) -> &str {
+        self.scope.trim_end_matches("/.default")
+    }
+
     /// `{authority}/{tenant}/oauth2/v2.0/token`: also the `aud` of a client assertion.
     pub fn token_url(&self, tenant: &str) -> String {
         format!("{}/{tenant}/oauth2/v2.0/token", self.authority)
@@ -265,6 +291,8 @@ enum Source {
     /// A token obtained elsewhere; used as it is until Graph refuses it.
     Ready(Arc<SecretString>),
     App(AppTokens),
+    /// A responder's own sign-in (`graph::delegated`).
+    Delegated(DelegatedTokens),
 }
 
 impl std::fmt::Debug for Tokens {
@@ -328,7 +356,9 @@ impl Tokens {
                 };
                 Tokens::app(kind, endpoint, &tenant, client_id, proof, timeout)
             }
-            SourceKind::Mock => Err(AuthError::NoCredentials),
+            SourceKind::Mock | SourceKind::DeviceCode | SourceKind::Browser => {
+                Err(AuthError::NoCredentials)
+            }
         }
     }
 
@@ -422,6 +452,7 @@ impl Tokens {
         match self.source.as_ref() {
             Source::Ready(token) => Ok(token.clone()),
             Source::App(app) => app.current().await,
+            Source::Delegated(delegated) => delegated.current().await,
         }
     }
 
@@ -431,6 +462,39 @@ impl Tokens {
         match self.source.as_ref() {
             Source::Ready(_) => Err(AuthError::CannotRefresh),
             Source::App(app) => app.refresh(stale).await,
+            Source::Delegated(delegated) => delegated.refresh(stale).await,
+        }
+    }
+
+    /// A responder's sign-in (`--auth device-code` or `browser`); nothing is asked until the
+    /// first [`Tokens::current`].
+    pub fn delegated(delegated: DelegatedTokens) -> Tokens {
+        let kind = match delegated.kind() {
+            SignInKind::DeviceCode => SourceKind::DeviceCode,
+            SignInKind::Browser => SourceKind::Browser,
+        };
+        Tokens {
+            kind,
+            source: Arc::new(Source::Delegated(delegated)),
+        }
+    }
+
+    /// What `token` (the current one) may do: the delegated sign-in's `scope`, else the
+    /// token's own `roles` or `scp` claims.
+    pub fn granted(&self, token: &SecretString) -> Granted {
+        match self.source.as_ref() {
+            Source::Delegated(delegated) => delegated
+                .signed_in()
+                .map_or(Granted::Unreadable, |signed_in| signed_in.granted),
+            _ => Granted::from_token(token.expose_secret()),
+        }
+    }
+
+    /// Who signed in (delegated kinds) and until when the token is good; `None` for app tokens.
+    pub fn signed_in(&self) -> Option<SignedIn> {
+        match self.source.as_ref() {
+            Source::Delegated(delegated) => delegated.signed_in(),
+            _ => None,
         }
     }
 
@@ -709,7 +773,10 @@ impl AppTokens {
 }
 
 /// The tenant and client id an app credential needs, checked for what may go in a URL path.
-fn app_ids(kind: SourceKind, sources: &CredentialSources) -> Result<(String, String), AuthError> {
+pub(crate) fn app_ids(
+    kind: SourceKind,
+    sources: &CredentialSources,
+) -> Result<(String, String), AuthError> {
     let needed_by = kind.describe();
     let tenant = sources
         .tenant_id
@@ -828,7 +895,7 @@ fn ready_token_expiry(token: &str) -> Option<SystemTime> {
 }
 
 /// A successful token response: the token and its lifetime.
-pub(super) fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
+pub(crate) fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
     #[derive(Deserialize)]
     struct Issued {
         access_token: Option<String>,
@@ -886,7 +953,7 @@ struct EntraError {
 
 /// Turns a refusal from the token endpoint into an error naming the AADSTS code, its description
 /// and what to do, with anything sent scrubbed out.
-pub(super) fn refusal(url: &str, status: u16, body: &[u8], sent_secret: &str) -> AuthError {
+pub(crate) fn refusal(url: &str, status: u16, body: &[u8], sent_secret: &str) -> AuthError {
     let parsed: Option<EntraError> = serde_json::from_slice(body).ok();
     let Some(entra) = parsed.filter(|e| e.error.is_some() || e.error_description.is_some()) else {
         let text = String::from_utf8_lossy(body);

@@ -5,8 +5,10 @@
 pub mod assertion;
 pub mod auth;
 pub mod client;
+pub mod delegated;
 pub mod identity;
 pub mod model;
+pub mod permissions;
 
 #[cfg(test)]
 mod hostile_tests;

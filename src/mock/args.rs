@@ -150,6 +150,7 @@ impl MockArgs {
             tenant,
             page_size: self.page_size,
             deny_role_reads: self.deny_role_reads,
+            sign_in: super::SignInMock::default(),
         })
     }
 }

@@ -20,6 +20,7 @@
 //! those paths exist and actions are checked against the documented support matrix, as before.
 
 mod args;
+mod delegated;
 mod graph;
 mod log;
 mod reads;
@@ -50,6 +51,7 @@ use crate::graph::model::{Action, ResponseShape};
 use crate::units::Rate;
 
 pub use args::{IdentitySource, MockArgs, run_cli, run_cli_with_output};
+pub use delegated::{AuthorizeScript, DeviceCodeScript, Poll, SignInMock, SignInStats};
 pub use log::LoggedRequest;
 pub use tenant::{RoleAssignment, Tenant, TenantError};
 
@@ -111,6 +113,8 @@ pub struct MockConfig {
     /// Answer role assignment reads 403, as Graph does for an app without
     /// RoleManagement.Read.Directory.
     pub deny_role_reads: bool,
+    /// Delegated sign-ins and the permissions tokens carry (issue 18).
+    pub sign_in: SignInMock,
 }
 
 impl Default for MockConfig {
@@ -134,6 +138,7 @@ impl Default for MockConfig {
             tenant: None,
             page_size: 100,
             deny_role_reads: false,
+            sign_in: SignInMock::default(),
         }
     }
 }
@@ -172,6 +177,7 @@ impl fmt::Debug for MockConfig {
             )
             .field("page_size", &self.page_size)
             .field("deny_role_reads", &self.deny_role_reads)
+            .field("sign_in", &self.sign_in)
             .finish()
     }
 }
@@ -268,6 +274,11 @@ impl MockServer {
         self.shared.stats()
     }
 
+    /// Counters of the delegated sign-ins (device codes, polls, refresh grants).
+    pub fn sign_in_stats(&self) -> SignInStats {
+        self.shared.sign_in.stats()
+    }
+
     /// The state the last successful `disable`/`enable` left the account in, or `Unchanged` if
     /// only other actions were applied; `None` if no action succeeded for it.
     pub fn account_state(
@@ -343,7 +354,15 @@ fn router(shared: Arc<Shared>) -> Router {
             "/{root}/security/identities/identityAccounts/{id}/{action}",
             any(graph::invoke_action),
         )
-        .route("/{root}/oauth2/v2.0/token", any(token::issue_token));
+        .route("/{root}/oauth2/v2.0/token", any(token::issue_token))
+        .route(
+            "/{root}/oauth2/v2.0/devicecode",
+            any(delegated::device_code_route),
+        )
+        .route(
+            "/{root}/oauth2/v2.0/authorize",
+            any(delegated::authorize_route),
+        );
     // Without a tenant these paths stay unknown (404), as they always were.
     if shared.has_tenant() {
         router = router

@@ -1,0 +1,918 @@
+//! Responders who sign in as themselves (SPEC section 9, issue 18): `--auth device-code` and
+//! `--auth browser` with the tenant's own public client app, and the renewal of what they give.
+//!
+//! - Device code: `POST {authority}/{tenant}/oauth2/v2.0/devicecode`, the sign-in message on
+//!   stderr, then `/token` polled every `interval` (5 s more after each `slow_down`) until the
+//!   user signs in, declines, or the code expires.
+//! - Browser: authorization code with PKCE (S256) and `state`; the redirect comes back to
+//!   `http://localhost:{port}` on a loopback listener of the tool's own, which refuses a redirect
+//!   whose `state` is not this sign-in's. `$BROWSER` is honoured; the URL is printed always, for
+//!   where no browser opens.
+//! - Both ask for the Graph permissions the run needs, plus `offline_access` for a refresh
+//!   token. Tokens are renewed with the refresh-token grant before they expire: one renewal at a
+//!   time however many workers wait, and the refresh token each answer carries replaces the old.
+//!   Everything is held in memory only, never on disk: a Security Administrator's refresh token
+//!   is a 90-day credential.
+//!
+//! Secrets here: access and refresh tokens, the device code, the authorization code and the PKCE
+//! verifier. None reaches a log, an error or argv; text from the server is scrubbed of them.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::header::ACCEPT;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::auth::{
+    AuthError, CredentialSources, SourceKind, TokenEndpoint, Tokens, app_ids, refusal,
+    renewal_margin,
+};
+use super::client::USER_AGENT;
+use super::permissions::{Granted, Needs, claims};
+use crate::sanitize::{printable_owned, redact};
+
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// RFC 8628 section 3.5: each `slow_down` adds 5 seconds to the polling interval.
+const SLOW_DOWN_STEP: u64 = 5;
+/// RFC 8628 section 3.2: the interval when the server names none.
+const DEFAULT_INTERVAL: u64 = 5;
+/// Entra's device codes live 15 minutes.
+const DEFAULT_CODE_LIFETIME: u64 = 900;
+/// How long the browser flow waits for the redirect (Entra's codes live about 10 minutes).
+const BROWSER_WAIT: Duration = Duration::from_secs(10 * 60);
+/// Entra's lifetime when a response leaves `expires_in` out.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3599);
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Transient failures (429, 5xx, no connection) of one token request: retried this often.
+const TOKEN_ATTEMPTS: u32 = 3;
+
+/// Which delegated sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SignInKind {
+    /// A code to enter at microsoft.com/devicelogin, from any device (a jump box without a browser).
+    DeviceCode,
+    /// The system browser, with a redirect to a loopback listener (where device code is blocked).
+    Browser,
+}
+
+impl SignInKind {
+    /// The `--auth` name, which every message names.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignInKind::DeviceCode => "device-code",
+            SignInKind::Browser => "browser",
+        }
+    }
+}
+
+/// Why a delegated sign-in gave no token. Every message names the kind and says what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SignInError {
+    #[error(
+        "--auth {kind}: the sign-in was declined ({reason}); nothing was sent. Sign in again and approve it, as a user with the Security Administrator role"
+    )]
+    Declined { kind: &'static str, reason: String },
+    #[error(
+        "--auth device-code: the code expired before the sign-in was completed; nothing was sent. Run again and enter the code within {}",
+        humantime::format_duration(*lifetime)
+    )]
+    Expired { lifetime: Duration },
+    #[error(
+        "--auth device-code: Entra did not recognise the device code (bad_verification_code); nothing was sent. Run again"
+    )]
+    BadCode,
+    #[error(
+        "--auth browser: the redirect to {redirect_uri} carried a state that is not this sign-in's, so it was refused (a stale browser tab, or a page that did not come from this sign-in); nothing was sent. Sign in again"
+    )]
+    WrongState { redirect_uri: String },
+    #[error(
+        "--auth browser: the redirect to {redirect_uri} carried neither a code nor an error; nothing was sent. Sign in again"
+    )]
+    NoCode { redirect_uri: String },
+    #[error(
+        "--auth browser: no sign-in came back within {}; nothing was sent. Open the printed URL in a browser on this machine, or use --auth device-code",
+        humantime::format_duration(*waited)
+    )]
+    NoRedirect { waited: Duration },
+    #[error("--auth browser: cannot listen on 127.0.0.1 for the redirect: {0}")]
+    Listener(String),
+    #[error("--auth {kind}: {what}; sign in again (run the command again). Nothing more was sent")]
+    Renewal { kind: &'static str, what: String },
+}
+
+/// The tokens of `--auth device-code` or `--auth browser`: the tenant and the public client's id
+/// checked now, the sign-in itself at the first token asked for. `needs` are the permissions
+/// asked for (the run's, plus `offline_access`).
+pub fn tokens(
+    kind: SignInKind,
+    sources: &CredentialSources,
+    endpoint: &TokenEndpoint,
+    needs: &Needs,
+    timeout: Duration,
+) -> Result<Tokens, AuthError> {
+    let source = match kind {
+        SignInKind::DeviceCode => SourceKind::DeviceCode,
+        SignInKind::Browser => SourceKind::Browser,
+    };
+    let (tenant, client_id) = app_ids(source, sources)?;
+    let settings = SignInSettings::new(
+        kind,
+        tenant,
+        client_id,
+        endpoint,
+        needs,
+        sources.browser.clone(),
+    );
+    Ok(Tokens::delegated(DelegatedTokens::new(
+        settings,
+        endpoint,
+        timeout.min(Duration::from_secs(30)),
+    )?))
+}
+
+/// Where a browser sign-in opens its URL.
+#[derive(Clone)]
+pub enum Launcher {
+    /// `$BROWSER` when set (a `:`-separated list of commands, `%s` standing for the URL), else
+    /// the desktop's opener where there is a desktop.
+    System { browser: Option<OsString> },
+    /// Tests act as the browser: they get the URL.
+    #[cfg(test)]
+    Test(Arc<dyn Fn(String) + Send + Sync>),
+}
+
+/// What a delegated sign-in needs: the tenant's public client and what to ask for.
+#[derive(Clone)]
+pub struct SignInSettings {
+    pub kind: SignInKind,
+    pub tenant: String,
+    pub client_id: String,
+    /// `{graph origin}/{permission}` for each permission the run needs, then `offline_access`
+    /// (a refresh token), `openid profile` (who signed in).
+    pub scope: String,
+    pub launcher: Launcher,
+    /// How long the server's "second" is: `interval` and `expires_in` count in it. One second,
+    /// except in tests, which shorten it so that a 5-second interval takes 5 ms.
+    pub second: Duration,
+}
+
+impl SignInSettings {
+    pub fn new(
+        kind: SignInKind,
+        tenant: String,
+        client_id: String,
+        endpoint: &TokenEndpoint,
+        needs: &Needs,
+        browser: Option<OsString>,
+    ) -> SignInSettings {
+        let resource = endpoint.resource();
+        let mut scope: Vec<String> = needs
+            .iter()
+            .map(|permission| format!("{resource}/{}", permission.name()))
+            .collect();
+        scope.extend(["offline_access", "openid", "profile"].map(str::to_owned));
+        SignInSettings {
+            kind,
+            tenant,
+            client_id,
+            scope: scope.join(" "),
+            launcher: Launcher::System { browser },
+            second: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Delegated tokens: the sign-in on first use, then renewals with the refresh token.
+pub struct DelegatedTokens {
+    http: reqwest::Client,
+    settings: SignInSettings,
+    /// `{authority}/{tenant}/oauth2/v2.0`
+    base: String,
+    /// Read by every worker before every attempt; never held across an await.
+    session: std::sync::Mutex<Option<Session>>,
+    /// Held while a sign-in or a renewal is in flight: the single flight.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+struct Session {
+    token: Arc<SecretString>,
+    /// The newest refresh token: each renewal's answer replaces it. Memory only.
+    refresh: Option<Arc<SecretString>>,
+    renew_at: Instant,
+    usable_until: Instant,
+    expires_at: SystemTime,
+    granted: Granted,
+    user: Option<String>,
+}
+
+/// What a sign-in tells about itself, for `auth`, the lock file and the report: never a secret.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: Option<String>,
+    pub expires_at: SystemTime,
+    pub granted: Granted,
+}
+
+impl DelegatedTokens {
+    pub fn new(
+        settings: SignInSettings,
+        endpoint: &TokenEndpoint,
+        timeout: Duration,
+    ) -> Result<DelegatedTokens, AuthError> {
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            // A redirect would carry the form (and the codes) somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| AuthError::Client(e.to_string()))?;
+        Ok(DelegatedTokens {
+            http,
+            base: format!("{}/{}/oauth2/v2.0", endpoint.authority(), settings.tenant),
+            settings,
+            session: std::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn kind(&self) -> SignInKind {
+        self.settings.kind
+    }
+
+    fn cached(&self) -> Option<Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn store(&self, session: Session) {
+        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session);
+    }
+
+    /// Who signed in and what the token may do; `None` before the sign-in.
+    pub fn signed_in(&self) -> Option<SignedIn> {
+        self.cached().map(|session| SignedIn {
+            user: session.user,
+            expires_at: session.expires_at,
+            granted: session.granted,
+        })
+    }
+
+    /// The token to send now: signs in on first use, renews when due.
+    pub async fn current(&self) -> Result<Arc<SecretString>, AuthError> {
+        let cached = self.cached();
+        let now = Instant::now();
+        if let Some(session) = &cached
+            && now < session.renew_at
+        {
+            return Ok(session.token.clone());
+        }
+        let _fetching = match self.fetching.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                if let Some(session) = &cached
+                    && now < session.usable_until
+                {
+                    return Ok(session.token.clone());
+                }
+                self.fetching.lock().await
+            }
+        };
+        // Another worker may have signed in or renewed while this one waited.
+        let cached = self.cached();
+        if let Some(session) = &cached
+            && Instant::now() < session.renew_at
+        {
+            return Ok(session.token.clone());
+        }
+        let fresh = match &cached {
+            None => self.sign_in().await?,
+            Some(session) => match self.renew(session).await {
+                Ok(fresh) => fresh,
+                Err(error) if Instant::now() < session.usable_until => {
+                    warn!(error = %error, "cannot renew the signed-in token yet; using the current one until it is due");
+                    let retry =
+                        ((session.usable_until - Instant::now()) / 4).min(Duration::from_secs(10));
+                    self.store(Session {
+                        renew_at: Instant::now() + retry,
+                        ..session.clone()
+                    });
+                    return Ok(session.token.clone());
+                }
+                Err(error) => return Err(error),
+            },
+        };
+        let token = fresh.token.clone();
+        self.store(fresh);
+        Ok(token)
+    }
+
+    /// A fresh token after Graph refused `stale` with a 401: one renewal however many report it.
+    pub async fn refresh(&self, stale: &Arc<SecretString>) -> Result<Arc<SecretString>, AuthError> {
+        let _fetching = self.fetching.lock().await;
+        let cached = self.cached();
+        let Some(session) = cached else {
+            drop(_fetching);
+            return self.current().await;
+        };
+        if !Arc::ptr_eq(&session.token, stale) && Instant::now() < session.usable_until {
+            return Ok(session.token);
+        }
+        let fresh = self.renew(&session).await?;
+        let token = fresh.token.clone();
+        self.store(fresh);
+        Ok(token)
+    }
+
+    async fn sign_in(&self) -> Result<Session, AuthError> {
+        match self.settings.kind {
+            SignInKind::DeviceCode => self.device_code().await,
+            SignInKind::Browser => self.browser().await,
+        }
+    }
+
+    /// The refresh-token grant; its answer's refresh token replaces the one sent.
+    async fn renew(&self, session: &Session) -> Result<Session, AuthError> {
+        let kind = self.settings.kind.name();
+        let Some(refresh) = &session.refresh else {
+            return Err(SignInError::Renewal {
+                kind,
+                what: "the signed-in token is expiring and there is no refresh token to renew it (offline_access was not granted)".to_owned(),
+            }
+            .into());
+        };
+        debug!("renewing the signed-in token with its refresh token");
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", self.settings.client_id.as_str()),
+            ("refresh_token", refresh.expose_secret()),
+            ("scope", self.settings.scope.as_str()),
+        ];
+        let secrets = [refresh.expose_secret()];
+        let reply = self.post("token", &form, &secrets).await?;
+        if reply.status == 200 {
+            let mut fresh = self.session_from(&reply.body, reply.asked_at, &secrets)?;
+            // Entra may leave the refresh token out of a renewal: keep the one that worked.
+            if fresh.refresh.is_none() {
+                fresh.refresh = Some(refresh.clone());
+            }
+            if fresh.user.is_none() {
+                fresh.user = session.user.clone();
+            }
+            return Ok(fresh);
+        }
+        let error = self.refused(&reply, &secrets);
+        if reply.error.as_deref() == Some("invalid_grant") {
+            return Err(SignInError::Renewal {
+                kind,
+                what: format!("Entra refused the refresh token ({error})"),
+            }
+            .into());
+        }
+        Err(error)
+    }
+
+    /// The device code flow (RFC 8628, entra-docs v2-oauth2-device-code).
+    async fn device_code(&self) -> Result<Session, AuthError> {
+        let second = self.settings.second;
+        let form = [
+            ("client_id", self.settings.client_id.as_str()),
+            ("scope", self.settings.scope.as_str()),
+        ];
+        let reply = self.post("devicecode", &form, &[]).await?;
+        if reply.status != 200 {
+            return Err(self.refused(&reply, &[]));
+        }
+        #[derive(Deserialize)]
+        struct Started {
+            device_code: Option<String>,
+            user_code: Option<String>,
+            verification_uri: Option<String>,
+            expires_in: Option<serde_json::Value>,
+            interval: Option<serde_json::Value>,
+            message: Option<String>,
+        }
+        let started: Started = serde_json::from_slice(&reply.body)
+            .map_err(|_| self.bad_response(&reply, "not JSON"))?;
+        let device_code = started
+            .device_code
+            .filter(|c| !c.is_empty())
+            .map(SecretString::from)
+            .ok_or_else(|| self.bad_response(&reply, "no device_code"))?;
+        let secrets = [device_code.expose_secret()];
+        let message = match (
+            started.message,
+            &started.user_code,
+            &started.verification_uri,
+        ) {
+            (Some(message), _, _) => message,
+            (None, Some(code), Some(uri)) => {
+                format!("To sign in, open {uri} in a browser and enter the code {code}.")
+            }
+            _ => return Err(self.bad_response(&reply, "no user_code or verification_uri")),
+        };
+        // Shown on stderr (above the progress bar), never logged: the device code itself is a
+        // secret and is scrubbed should the server have put it in the message.
+        crate::output::progress::eprint_above(&format!(
+            "graph-remediate: {}",
+            printable_owned(&redact(&message, device_code.expose_secret()))
+        ));
+        let lifetime = seconds(started.expires_in.as_ref()).unwrap_or(DEFAULT_CODE_LIFETIME);
+        let lifetime = second * u32::try_from(lifetime.clamp(1, 3600)).unwrap_or(900);
+        let deadline = Instant::now() + lifetime;
+        let mut interval = seconds(started.interval.as_ref())
+            .unwrap_or(DEFAULT_INTERVAL)
+            .clamp(1, 60);
+        let poll = [
+            ("grant_type", DEVICE_CODE_GRANT),
+            ("client_id", self.settings.client_id.as_str()),
+            ("device_code", device_code.expose_secret()),
+        ];
+        loop {
+            let wait = second * u32::try_from(interval).unwrap_or(60);
+            if Instant::now() + wait > deadline {
+                tokio::time::sleep_until(deadline).await;
+                return Err(SignInError::Expired { lifetime }.into());
+            }
+            tokio::time::sleep(wait).await;
+            let reply = self.post("token", &poll, &secrets).await?;
+            if reply.status == 200 {
+                return self.session_from(&reply.body, reply.asked_at, &secrets);
+            }
+            match reply.error.as_deref() {
+                Some("authorization_pending") => {}
+                Some("slow_down") => {
+                    interval += SLOW_DOWN_STEP;
+                    debug!(interval_s = interval, "slow_down: polling less often");
+                }
+                Some("authorization_declined") => {
+                    return Err(SignInError::Declined {
+                        kind: "device-code",
+                        reason: "authorization_declined".to_owned(),
+                    }
+                    .into());
+                }
+                Some("expired_token") => return Err(SignInError::Expired { lifetime }.into()),
+                Some("bad_verification_code") => return Err(SignInError::BadCode.into()),
+                _ => return Err(self.refused(&reply, &secrets)),
+            }
+        }
+    }
+
+    /// Authorization code with PKCE, redirected to a loopback listener (entra-docs
+    /// v2-oauth2-auth-code-flow, reply-url: `http://localhost` matches any port).
+    async fn browser(&self) -> Result<Session, AuthError> {
+        let verifier = SecretString::from(random_text(32)?);
+        let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            verifier.expose_secret().as_bytes(),
+        ));
+        let state = random_text(16)?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| SignInError::Listener(e.to_string()))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| SignInError::Listener(e.to_string()))?
+            .port();
+        let redirect_uri = format!("http://localhost:{port}");
+        let mut url = reqwest::Url::parse(&format!("{}/authorize", self.base))
+            .map_err(|e| AuthError::Client(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.settings.client_id)
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", &redirect_uri)
+            .append_pair("response_mode", "query")
+            .append_pair("scope", &self.settings.scope)
+            .append_pair("state", &state)
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("prompt", "select_account");
+        let (redirect_tx, redirect_rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve_redirect(
+            listener,
+            state,
+            redirect_uri.clone(),
+            redirect_tx,
+        ));
+        crate::output::progress::eprint_above(&format!(
+            "graph-remediate: sign in in the browser; if none opens, open this URL on this machine:\n  {url}"
+        ));
+        if let Err(reason) = launch(&self.settings.launcher, url.as_str()) {
+            info!(reason = %reason, "no browser was opened; open the URL printed above");
+        }
+        let waited = BROWSER_WAIT.min(self.settings.second * 600);
+        let outcome = tokio::time::timeout(waited, redirect_rx).await;
+        server.abort();
+        let code = match outcome {
+            Ok(Ok(Ok(code))) => code,
+            Ok(Ok(Err(error))) => return Err(error.into()),
+            Ok(Err(_)) | Err(_) => return Err(SignInError::NoRedirect { waited }.into()),
+        };
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", self.settings.client_id.as_str()),
+            ("code", code.expose_secret()),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", verifier.expose_secret()),
+            ("scope", self.settings.scope.as_str()),
+        ];
+        let secrets = [code.expose_secret(), verifier.expose_secret()];
+        let reply = self.post("token", &form, &secrets).await?;
+        if reply.status != 200 {
+            return Err(self.refused(&reply, &secrets));
+        }
+        self.session_from(&reply.body, reply.asked_at, &secrets)
+    }
+
+    /// One form POST to `{base}/{path}`, retried a little when the endpoint is busy or
+    /// unreachable. Any status is returned; the caller reads it.
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        secrets: &[&str],
+    ) -> Result<Reply, AuthError> {
+        let url = format!("{}/{path}", self.base);
+        let mut attempt = 1;
+        loop {
+            let asked_at = Instant::now();
+            let sent = self
+                .http
+                .post(&url)
+                .header(ACCEPT, "application/json")
+                .header("client-request-id", uuid::Uuid::new_v4().to_string())
+                .form(form)
+                .send()
+                .await;
+            let error = match sent {
+                Err(error) => cannot_reach(&url, &error, secrets),
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    match response.bytes().await {
+                        Err(error) => cannot_reach(&url, &error, secrets),
+                        Ok(body) if status == 429 || status >= 500 => {
+                            refusal(&url, status, &body, secrets.first().unwrap_or(&""))
+                        }
+                        Ok(body) => {
+                            let error = serde_json::from_slice::<ErrorCode>(&body)
+                                .ok()
+                                .and_then(|e| e.error);
+                            return Ok(Reply {
+                                url,
+                                status,
+                                body: body.to_vec(),
+                                error,
+                                asked_at,
+                            });
+                        }
+                    }
+                }
+            };
+            if attempt >= TOKEN_ATTEMPTS {
+                return Err(error);
+            }
+            let wait = Duration::from_secs(1 << attempt);
+            warn!(error = %error, attempt, wait_s = wait.as_secs(), "sign-in request failed; retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    fn refused(&self, reply: &Reply, secrets: &[&str]) -> AuthError {
+        let mut error = refusal(
+            &reply.url,
+            reply.status,
+            &reply.body,
+            secrets.first().unwrap_or(&""),
+        );
+        if let AuthError::Refused {
+            description, error, ..
+        } = &mut error
+        {
+            for secret in secrets {
+                *description = redact(description, secret);
+                if let Some(code) = error {
+                    *code = redact(code, secret);
+                }
+            }
+        }
+        error
+    }
+
+    fn bad_response(&self, reply: &Reply, reason: &str) -> AuthError {
+        AuthError::BadResponse {
+            url: reply.url.clone(),
+            status: reply.status,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// A successful token response: the tokens, their lifetime, what they may do, who signed in.
+    fn session_from(
+        &self,
+        body: &[u8],
+        asked_at: Instant,
+        secrets: &[&str],
+    ) -> Result<Session, AuthError> {
+        #[derive(Deserialize)]
+        struct Issued {
+            access_token: Option<String>,
+            refresh_token: Option<String>,
+            expires_in: Option<serde_json::Value>,
+            scope: Option<String>,
+            id_token: Option<String>,
+        }
+        let bad = |reason: &str| AuthError::BadResponse {
+            url: format!("{}/token", self.base),
+            status: 200,
+            reason: reason.to_owned(),
+        };
+        let issued: Issued =
+            serde_json::from_slice(body).map_err(|_| bad("the body is not JSON"))?;
+        let token = issued
+            .access_token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| bad("no access_token"))?;
+        if !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(bad("the access_token cannot be sent in an HTTP header"));
+        }
+        let lifetime = seconds(issued.expires_in.as_ref())
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_LIFETIME)
+            .clamp(Duration::from_secs(1), MAX_LIFETIME);
+        let granted = match issued.scope.as_deref() {
+            Some(scope) => Granted::from_scope(scope),
+            None => Granted::from_token(&token),
+        };
+        let user = issued
+            .id_token
+            .as_deref()
+            .and_then(user_of)
+            .or_else(|| user_of(&token))
+            .map(|user| secrets.iter().fold(user, |u, s| redact(&u, s)));
+        let margin = renewal_margin(lifetime);
+        let expires_at = asked_at + lifetime;
+        Ok(Session {
+            token: Arc::new(SecretString::from(token)),
+            refresh: issued
+                .refresh_token
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| Arc::new(SecretString::from(t.trim().to_owned()))),
+            renew_at: expires_at - margin,
+            usable_until: expires_at - margin / 2,
+            expires_at: SystemTime::now() + lifetime.saturating_sub(asked_at.elapsed()),
+            granted,
+            user,
+        })
+    }
+}
+
+/// The answer to one POST.
+struct Reply {
+    url: String,
+    status: u16,
+    body: Vec<u8>,
+    /// Entra's `error` (`authorization_pending`, `invalid_grant`, ...).
+    error: Option<String>,
+    asked_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct ErrorCode {
+    error: Option<String>,
+}
+
+fn cannot_reach(url: &str, error: &reqwest::Error, secrets: &[&str]) -> AuthError {
+    let reason = if error.is_timeout() {
+        "no answer in time".to_owned()
+    } else {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        reason
+    };
+    AuthError::Unreachable {
+        url: url.to_owned(),
+        reason: printable_owned(&secrets.iter().fold(reason, |r, s| redact(&r, s))),
+    }
+}
+
+/// `expires_in` and `interval`: a number, or a numeric string.
+fn seconds(value: Option<&serde_json::Value>) -> Option<u64> {
+    match value? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The signed-in user's UPN from an id token or access token (`preferred_username`, `upn`,
+/// `unique_name`): a name for the record, not a secret.
+fn user_of(token: &str) -> Option<String> {
+    let claims = claims(token)?;
+    ["preferred_username", "upn", "unique_name"]
+        .iter()
+        .find_map(|name| claims.get(*name).and_then(|v| v.as_str()))
+        .filter(|user| !user.is_empty())
+        .map(printable_owned)
+}
+
+/// `bytes` random bytes from the operating system, as base64url: the PKCE verifier (32 bytes,
+/// 43 characters, RFC 7636 section 4.1) and the state.
+fn random_text(bytes: usize) -> Result<String, AuthError> {
+    use aws_lc_rs::rand::SecureRandom as _;
+    let mut buffer = vec![0u8; bytes];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut buffer)
+        .map_err(|_| AuthError::Client("the system's random number generator failed".to_owned()))?;
+    Ok(URL_SAFE_NO_PAD.encode(buffer))
+}
+
+type RedirectResult = Result<SecretString, SignInError>;
+
+/// Serves the loopback redirect until the first answer: a code with this sign-in's state, an
+/// error from Entra, or a redirect with a state not this sign-in's (refused).
+async fn serve_redirect(
+    listener: tokio::net::TcpListener,
+    state: String,
+    redirect_uri: String,
+    redirect_tx: tokio::sync::oneshot::Sender<RedirectResult>,
+) {
+    use axum::response::Html;
+    let sender = Arc::new(std::sync::Mutex::new(Some(redirect_tx)));
+    let handler = move |uri: axum::http::Uri| {
+        let query: HashMap<String, String> =
+            url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let sender = sender.clone();
+        let state = state.clone();
+        let redirect_uri = redirect_uri.clone();
+        async move {
+            // Anything else a browser asks for (a favicon) is not the redirect.
+            if !query.contains_key("state")
+                && !query.contains_key("code")
+                && !query.contains_key("error")
+            {
+                return (
+                    axum::http::StatusCode::NOT_FOUND,
+                    Html("Not found".to_owned()),
+                );
+            }
+            let (status, page, result) = redirect_outcome(&query, &state, &redirect_uri);
+            if let Some(tx) = sender.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                let _ = tx.send(result);
+            }
+            (status, Html(page))
+        }
+    };
+    let app = axum::Router::new().route("/", axum::routing::get(handler));
+    if let Err(error) = axum::serve(listener, app).await {
+        debug!(error = %error, "the sign-in redirect listener stopped");
+    }
+}
+
+fn redirect_outcome(
+    query: &HashMap<String, String>,
+    state: &str,
+    redirect_uri: &str,
+) -> (axum::http::StatusCode, String, RedirectResult) {
+    use axum::http::StatusCode;
+    let page = |text: &str| {
+        format!("<!doctype html><title>graph-remediate</title><p>graph-remediate: {text}</p>")
+    };
+    if query.get("state").map(String::as_str) != Some(state) {
+        return (
+            StatusCode::BAD_REQUEST,
+            page("this sign-in was refused: its state does not match. Return to the terminal."),
+            Err(SignInError::WrongState {
+                redirect_uri: redirect_uri.to_owned(),
+            }),
+        );
+    }
+    if let Some(error) = query.get("error") {
+        let description = query
+            .get("error_description")
+            .and_then(|d| d.lines().next())
+            .unwrap_or("");
+        return (
+            StatusCode::OK,
+            page("the sign-in did not complete. Return to the terminal."),
+            Err(SignInError::Declined {
+                kind: "browser",
+                reason: printable_owned(&format!("{error}: {description}")),
+            }),
+        );
+    }
+    match query.get("code").filter(|c| !c.is_empty()) {
+        Some(code) => (
+            StatusCode::OK,
+            page("signed in. You can close this tab and return to the terminal."),
+            Ok(SecretString::from(code.clone())),
+        ),
+        None => (
+            StatusCode::BAD_REQUEST,
+            page("the redirect carried no code. Return to the terminal."),
+            Err(SignInError::NoCode {
+                redirect_uri: redirect_uri.to_owned(),
+            }),
+        ),
+    }
+}
+
+/// Opens `url` in a browser: `$BROWSER` first (each `:`-separated command in turn; `%s` is the
+/// URL, else it is appended), else the desktop's opener. The URL holds no secret (the PKCE
+/// challenge and state are meant to be seen), so it may go on a command line.
+fn launch(launcher: &Launcher, url: &str) -> Result<(), String> {
+    match launcher {
+        #[cfg(test)]
+        Launcher::Test(open) => {
+            open(url.to_owned());
+            Ok(())
+        }
+        Launcher::System { browser } => {
+            if let Some(browser) = browser.as_ref().and_then(|b| b.to_str()) {
+                for command in browser.split(':').filter(|c| !c.trim().is_empty()) {
+                    let Some(mut words) = shlex::split(command).filter(|w| !w.is_empty()) else {
+                        continue;
+                    };
+                    if words.iter().any(|w| w.contains("%s")) {
+                        words = words.into_iter().map(|w| w.replace("%s", url)).collect();
+                    } else {
+                        words.push(url.to_owned());
+                    }
+                    // Inherits the terminal: a text browser named by $BROWSER runs in it.
+                    if spawn(&words, false).is_ok() {
+                        return Ok(());
+                    }
+                }
+                return Err("no command in $BROWSER could be started".to_owned());
+            }
+            desktop_opener(url)
+        }
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn desktop_opener(url: &str) -> Result<(), String> {
+    spawn(&["open".to_owned(), url.to_owned()], true)
+}
+
+#[cfg(windows)]
+fn desktop_opener(url: &str) -> Result<(), String> {
+    // Not `cmd /c start`: cmd would read the URL's `&` as a command separator.
+    spawn(
+        &[
+            "rundll32".to_owned(),
+            "url.dll,FileProtocolHandler".to_owned(),
+            url.to_owned(),
+        ],
+        true,
+    )
+}
+
+#[cfg(not(any(target_os = "macos", windows)))]
+fn desktop_opener(url: &str) -> Result<(), String> {
+    // A jump box over ssh has no desktop: print the URL only (it is printed already).
+    let desktop = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    if !desktop {
+        return Err("no desktop session (DISPLAY and WAYLAND_DISPLAY are unset)".to_owned());
+    }
+    spawn(&["xdg-open".to_owned(), url.to_owned()], true)
+}
+
+/// Starts a browser without waiting for it; a thread reaps it when it exits.
+fn spawn(words: &[String], quiet: bool) -> Result<(), String> {
+    let (program, args) = words.split_first().ok_or("an empty command")?;
+    let mut command = std::process::Command::new(program);
+    command.args(args).stdin(std::process::Stdio::null());
+    if quiet {
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+    }
+    let mut child = command.spawn().map_err(|e| format!("{program}: {e}"))?;
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
