@@ -152,9 +152,16 @@ impl Granted {
         let permissions: BTreeSet<String> = scope
             .split_whitespace()
             .map(|s| s.rsplit('/').next().unwrap_or(s).to_owned())
-            .filter(|s| !s.is_empty())
+            // The sign-in's own OpenID Connect scopes are not Graph permissions.
+            .filter(|s| {
+                !s.is_empty()
+                    && !["offline_access", "openid", "profile", "email"]
+                        .iter()
+                        .any(|oidc| s.eq_ignore_ascii_case(oidc))
+            })
             .collect();
-        if permissions.is_empty() {
+        // An empty scope says nothing; one naming only `openid profile` says "no Graph permission".
+        if scope.trim().is_empty() {
             return Granted::Unreadable;
         }
         Granted::Known {
@@ -272,6 +279,13 @@ mod tests {
                 .missing(&Needs::of(false, true, false, false))
                 .is_empty()
         );
+        assert_eq!(
+            Granted::from_scope("openid profile offline_access")
+                .missing(&needs)
+                .len(),
+            4
+        );
+        assert_eq!(Granted::from_scope(" "), Granted::Unreadable);
         assert_eq!(Granted::from_token("opaque"), Granted::Unreadable);
         assert_eq!(
             Granted::from_token(&jwt(r#"{"oid":"x"}"#)),
