@@ -422,3 +422,130 @@ async fn issue_18_the_mock_answers_403_to_a_token_without_the_action_permission(
     assert_eq!(action(token.to_owned()).await.unwrap().status(), 403);
     mock.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_a_delegated_sign_in_without_a_client_id_names_the_kind_and_what_is_missing() {
+    let mock = mock_with(SignInMock::default()).await;
+    let mut command = Child::new(env!("CARGO_BIN_EXE_graph-remediate"));
+    command
+        .args(["auth", "--auth", "device-code", "--tenant-id", TENANT_ID])
+        .args([
+            "--graph-url",
+            &mock.base_url(),
+            "--authority-url",
+            &mock.base_url(),
+        ]);
+    for var in CLEARED_VARS {
+        command.env_remove(var);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("--auth device-code") && stderr.contains("--client-id"),
+        "{stderr}"
+    );
+    assert_eq!(mock.sign_in_stats().device_codes, 0, "nothing was sent");
+    mock.shutdown().await;
+}
+
+/// The mock's `/authorize` and `/token` as a client sees them: the PKCE verifier is checked, a
+/// code works once, and a refresh token works once (the newest must be sent).
+#[tokio::test]
+async fn issue_18_the_mock_checks_the_pkce_verifier_and_refuses_an_old_refresh_token() {
+    use base64::Engine as _;
+    let mock = mock_with(SignInMock::default()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let verifier = "a-verifier-of-forty-three-characters-000000";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()),
+    );
+    let redirect_uri = "http://localhost:1";
+    let authorize = |challenge: &str| {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/{TENANT_ID}/oauth2/v2.0/authorize", mock.base_url()),
+            [
+                ("client_id", CLIENT_ID),
+                ("response_type", "code"),
+                ("redirect_uri", redirect_uri),
+                ("scope", "https://graph.microsoft.com/SecurityIdentitiesActions.ReadWrite.All offline_access"),
+                ("state", "s"),
+                ("code_challenge", challenge),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+        .unwrap();
+        http.get(url).send()
+    };
+    let code_of = |response: reqwest::Response| {
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        reqwest::Url::parse(&location)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned()
+    };
+    let token = |form: Vec<(&'static str, String)>| {
+        http.post(format!("{}/{TENANT_ID}/oauth2/v2.0/token", mock.base_url()))
+            .form(&form)
+            .send()
+    };
+    let redeem = |code: String, verifier: &str| {
+        token(vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("client_id", CLIENT_ID.to_owned()),
+            ("code", code),
+            ("redirect_uri", redirect_uri.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+        ])
+    };
+    let code = code_of(authorize(&challenge).await.unwrap());
+    let wrong = redeem(code, "another-verifier").await.unwrap();
+    assert_eq!(wrong.status(), 400);
+    assert!(wrong.text().await.unwrap().contains("AADSTS501481"));
+    let code = code_of(authorize(&challenge).await.unwrap());
+    let issued: serde_json::Value = redeem(code.clone(), verifier)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(issued["access_token"].is_string() && issued["id_token"].is_string());
+    assert_eq!(
+        redeem(code, verifier).await.unwrap().status(),
+        400,
+        "a code works once"
+    );
+    let refresh = |refresh_token: &str| {
+        token(vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("client_id", CLIENT_ID.to_owned()),
+            ("refresh_token", refresh_token.to_owned()),
+        ])
+    };
+    let first = issued["refresh_token"].as_str().unwrap().to_owned();
+    let renewed: serde_json::Value = refresh(&first).await.unwrap().json().await.unwrap();
+    let newest = renewed["refresh_token"].as_str().unwrap();
+    assert_ne!(newest, first, "rotated");
+    assert_eq!(
+        refresh(&first).await.unwrap().status(),
+        400,
+        "the old one is refused"
+    );
+    assert_eq!(refresh(newest).await.unwrap().status(), 200);
+    assert_eq!(mock.sign_in_stats().stale_refresh_tokens, 1);
+    // Without PKCE, /authorize refuses.
+    let url = format!(
+        "{}/{TENANT_ID}/oauth2/v2.0/authorize?client_id={CLIENT_ID}&response_type=code&redirect_uri=http%3A%2F%2Flocalhost&state=s",
+        mock.base_url()
+    );
+    assert_eq!(http.get(url).send().await.unwrap().status(), 400);
+    mock.shutdown().await;
+}
