@@ -108,6 +108,6 @@ pub async fn execute(
             Ok(ExitStatus::Success)
         }
         Command::Completions(args) => commands::completions::completions(&args),
-        Command::Auth(args) => commands::auth::auth(*args).await,
+        Command::Auth(args) => commands::auth::auth(*args, shutdown).await,
     }
 }

@@ -549,3 +549,64 @@ async fn issue_18_the_mock_checks_the_pkce_verifier_and_refuses_an_old_refresh_t
     assert_eq!(http.get(url).send().await.unwrap().status(), 400);
     mock.shutdown().await;
 }
+
+/// A responder who gives up on a pending device code: the first Ctrl-C (the shutdown future)
+/// ends the sign-in at once, exit 130, nothing sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_a_signal_ends_a_sign_in_that_is_still_waiting() {
+    use clap::Parser as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = mock_with(SignInMock {
+        device_code: DeviceCodeScript {
+            polls: Vec::new(),
+            end: Poll::Pending,
+            interval: 1,
+            expires_in: 900,
+        },
+        ..SignInMock::default()
+    })
+    .await;
+    let input = write_csv(dir.path(), "in.csv", &plain_rows(2));
+    let results = dir.path().join("out.jsonl");
+    let base = mock.base_url();
+    for command in ["run", "auth"] {
+        let mut argv = vec!["graph-remediate", command, input.to_str().unwrap()];
+        if command == "run" {
+            argv.extend(["-o", results.to_str().unwrap(), "--yes"]);
+        }
+        argv.extend([
+            "--auth",
+            "device-code",
+            "--tenant-id",
+            TENANT_ID,
+            "--client-id",
+            CLIENT_ID,
+            "--graph-url",
+            &base,
+            "--authority-url",
+            &base,
+        ]);
+        let cli = graph_remediate::cli::Cli::try_parse_from(argv).unwrap();
+        let started = std::time::Instant::now();
+        let error =
+            graph_remediate::execute(cli.command, tokio::time::sleep(Duration::from_millis(1500)))
+                .await
+                .unwrap_err();
+        assert_eq!(
+            graph_remediate::status_of(&error),
+            graph_remediate::ExitStatus::Interrupted,
+            "{command}: {error:#}"
+        );
+        assert!(
+            format!("{error:#}").contains("nothing was sent"),
+            "{error:#}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{command}");
+        assert!(
+            mock.sign_in_stats().device_polls >= 1,
+            "{command}: it was waiting"
+        );
+    }
+    assert_eq!(mock.stats().graph_requests, 0);
+    mock.shutdown().await;
+}

@@ -3,6 +3,7 @@
 //! which of them the token lacks, so a responder learns before the incident's first action that
 //! the app registration is missing a consent, not after a 403 halfway through the batch.
 
+use std::future::Future;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
@@ -15,9 +16,10 @@ use crate::config::RunConfig;
 use crate::graph::auth::token_tenant_and_app;
 use crate::graph::permissions::{Granted, Needs, Permission, claims, how_to_grant};
 use crate::input::InputSource;
+use crate::runner::shutdown;
 use crate::{ExitStatus, output};
 
-use super::connect::sign_in;
+use super::connect::{connect_unless_interrupted, sign_in};
 use super::prepare::{read_input, report_bad_rows};
 use super::validate::check_rows;
 
@@ -35,11 +37,15 @@ struct Found {
 }
 
 /// `graph-remediate auth [INPUT] [run's options]`.
-pub async fn auth(args: AuthArgs) -> anyhow::Result<ExitStatus> {
+/// `shutdown` resolves on the first Ctrl-C or SIGTERM, which ends a sign-in still waiting.
+pub async fn auth(
+    args: AuthArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ExitStatus> {
+    let interrupt = shutdown::listen(shutdown);
     let format = args.format;
     let given_input = !args.run.input.input.as_os_str().is_empty();
     let config = RunConfig::try_from(args.run)?;
-    let interrupt = tokio_util::sync::CancellationToken::new();
     let input = if given_input {
         Some(read_input(&config.input, &interrupt).await?)
     } else {
@@ -81,7 +87,9 @@ pub async fn auth(args: AuthArgs) -> anyhow::Result<ExitStatus> {
             ..config.input.clone()
         },
     };
-    let connection = sign_in(&config.graph, &input_config, &needs).await?;
+    let connection =
+        connect_unless_interrupted(&interrupt, sign_in(&config.graph, &input_config, &needs))
+            .await?;
     let token = connection
         .tokens
         .current()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -53,6 +54,21 @@ pub(super) async fn connect(
     let connection = sign_in(graph, input, needs).await?;
     check_permissions(&connection, needs)?;
     Ok(connection)
+}
+
+/// `connecting` (a [`connect`] or [`sign_in`]) unless the first Ctrl-C or SIGTERM comes first: a
+/// responder's sign-in may wait minutes for them, and a signal then ends it at once (exit 130).
+pub(super) async fn connect_unless_interrupted(
+    interrupt: &CancellationToken,
+    connecting: impl std::future::Future<Output = anyhow::Result<Connection>>,
+) -> anyhow::Result<Connection> {
+    tokio::select! {
+        biased;
+        () = interrupt.cancelled() => Err(Fatal::interrupted(anyhow::anyhow!(
+            "interrupted while signing in; nothing was sent"
+        ))),
+        connected = connecting => connected,
+    }
 }
 
 /// The credentials and the first token (a delegated sign-in happens here), without judging the

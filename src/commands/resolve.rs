@@ -25,7 +25,7 @@ use crate::runner::shutdown;
 use crate::sanitize::printable;
 use crate::{ExitStatus, logging};
 
-use super::connect::connect;
+use super::connect::{connect, connect_unless_interrupted};
 use super::look_up::find;
 use super::prepare::{read_input, report_bad_rows, unless_interrupted};
 use super::validate::check_rows;
@@ -61,7 +61,9 @@ pub async fn resolve(
         return Ok(ExitStatus::InputError);
     }
     let needs = Needs::of(false, true, checked.wanted.reads_users(), false);
-    let connection = connect(&config.graph, &input.config, &needs).await?;
+    let connection =
+        connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
+            .await?;
     let security = Arc::new(ThrottleGate::new());
     // `resolve` shows what rows name; the guardrails belong to the run that acts.
     let (directory, _, counts) = find(

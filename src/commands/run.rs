@@ -38,7 +38,7 @@ use crate::runner::shutdown::{self, Stop};
 use crate::runner::{RunSettings, Shared, run_batch};
 use secrecy::ExposeSecret;
 
-use super::connect::{Connection, connect};
+use super::connect::{Connection, connect, connect_unless_interrupted};
 use super::finish::{Acted, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
@@ -93,7 +93,9 @@ pub async fn run(
     let (plan, connection, lookup) = if checked.wanted.is_empty() {
         (checked.plan.clone(), None, None)
     } else {
-        let connection = connect(&config.graph, &input.config, &needs).await?;
+        let connection =
+            connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
+                .await?;
         let lookup = look_up_rows(
             &config,
             &connection,
@@ -109,7 +111,10 @@ pub async fn run(
     confirm(&config, &plan, &interrupt).await?;
     let connection = match connection {
         Some(connection) => connection,
-        None => connect(&config.graph, &input.config, &needs).await?,
+        None => {
+            connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
+                .await?
+        }
     };
     let state = run_state(&config, &plan, &checked.fingerprint, &connection).await;
     claim.lock.record(&state).with_context(|| {

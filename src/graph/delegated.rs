@@ -499,11 +499,13 @@ impl DelegatedTokens {
             .append_pair("code_challenge_method", "S256")
             .append_pair("prompt", "select_account");
         let (redirect_tx, redirect_rx) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve_redirect(
             listener,
             state,
             redirect_uri.clone(),
             redirect_tx,
+            stop_rx,
         ));
         crate::output::progress::eprint_above(&format!(
             "graph-remediate: sign in in the browser; if none opens, open this URL on this machine:\n  {url}"
@@ -513,7 +515,14 @@ impl DelegatedTokens {
         }
         let waited = BROWSER_WAIT.min(self.settings.second * 600);
         let outcome = tokio::time::timeout(waited, redirect_rx).await;
-        server.abort();
+        // A graceful stop: the page answering the redirect still reaches the browser.
+        let _ = stop_tx.send(());
+        if tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .is_err()
+        {
+            debug!("the sign-in redirect listener did not stop in time");
+        }
         let code = match outcome {
             Ok(Ok(Ok(code))) => code,
             Ok(Ok(Err(error))) => return Err(error.into()),
@@ -753,6 +762,7 @@ async fn serve_redirect(
     state: String,
     redirect_uri: String,
     redirect_tx: tokio::sync::oneshot::Sender<RedirectResult>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     use axum::response::Html;
     let sender = Arc::new(std::sync::Mutex::new(Some(redirect_tx)));
@@ -783,7 +793,13 @@ async fn serve_redirect(
         }
     };
     let app = axum::Router::new().route("/", axum::routing::get(handler));
-    if let Err(error) = axum::serve(listener, app).await {
+    let stopped = async move {
+        let _ = stop.await;
+    };
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
+    {
         debug!(error = %error, "the sign-in redirect listener stopped");
     }
 }
