@@ -610,3 +610,43 @@ async fn issue_18_a_signal_ends_a_sign_in_that_is_still_waiting() {
     assert_eq!(mock.stats().graph_requests, 0);
     mock.shutdown().await;
 }
+
+/// A token that does not say what it may do (an opaque ready token) is warned about and used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_a_token_whose_permissions_cannot_be_read_is_warned_about_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = MockServer::start(MockConfig {
+        accept_any_token: true,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let input = write_csv(dir.path(), "in.csv", &plain_rows(2));
+    let results = dir.path().join("out.jsonl");
+    let input = input.to_str().unwrap();
+    let results = results.to_str().unwrap();
+    let output = child(
+        &mock,
+        &["run", input, "-o", results, "--yes", "--rate", "50/s"],
+        &[("GRAPH_ACCESS_TOKEN", "opaque-ready-token-value")],
+    )
+    .await;
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("cannot tell what the access token may do"),
+        "{stderr}"
+    );
+    assert_eq!(mock.stats().status(200), 2);
+    let output = child(
+        &mock,
+        &["auth", input],
+        &[("GRAPH_ACCESS_TOKEN", "opaque-ready-token-value")],
+    )
+    .await;
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("permissions  cannot tell"), "{stdout}");
+    assert!(!stdout.contains("opaque-ready-token-value"));
+    mock.shutdown().await;
+}

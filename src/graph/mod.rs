@@ -1,6 +1,8 @@
 //! Microsoft Graph: the wire model of invokeAction and of the identities a lookup reads, one HTTP
-//! attempt at a call, and access tokens (with the certificate's client assertion). No retries, sleeps or rate limits here (see
-//! `runner`); the token endpoint's own few retries live in `auth`.
+//! attempt at a call, and access tokens (with the certificate's client assertion; `delegated`: a
+//! responder's own sign-in by device code or browser; `permissions`: what a token may do). No
+//! retries, sleeps or rate limits here (see `runner`); the token endpoint's own few retries live
+//! in `auth` and `delegated`, and the device code's polling in `delegated`.
 
 pub mod assertion;
 pub mod auth;

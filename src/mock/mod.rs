@@ -18,6 +18,11 @@
 //! 404, an account it does not have or an action that account does not offer is 400, and a
 //! `disable` or `enable` changes what the account offers afterwards. Without a tenant none of
 //! those paths exist and actions are checked against the documented support matrix, as before.
+//!
+//! Delegated sign-ins (`delegated.rs`, issue 18): `/devicecode`, `/authorize` with PKCE, the
+//! device code, authorization code and refresh token grants at `/token`, tokens carrying `scp` or
+//! (with [`SignInMock::app_roles`]) `roles`, and 403 from invokeAction for a token whose claims
+//! lack the action permission.
 
 mod args;
 mod delegated;
