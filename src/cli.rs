@@ -14,9 +14,9 @@ use crate::config::{
     Cloud, Confirm, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing, ProtectList,
     ResolveConfig, Resume, RunConfig, Target,
 };
+use crate::graph::auth::delegated::SignInKind;
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
-use crate::graph::delegated::SignInKind;
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource, Lookup};

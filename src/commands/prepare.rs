@@ -15,8 +15,8 @@ use tracing::warn;
 
 use crate::cli::LogFormat;
 use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
+use crate::graph::auth::delegated;
 use crate::graph::auth::{TokenEndpoint, Tokens};
-use crate::graph::delegated;
 use crate::graph::permissions::Needs;
 use crate::input::InputSource;
 use crate::input::plan::Plan;
@@ -590,7 +590,15 @@ pub(super) fn credentials(graph: &GraphAccess, needs: &Needs) -> anyhow::Result<
     }
     let tokens = match graph.credentials.sign_in {
         // A responder's own sign-in (issue 18): asks for what this run needs.
-        Some(kind) => delegated::tokens(kind, &graph.credentials, &endpoint, needs, graph.timeout),
+        Some(kind) => delegated::tokens(
+            kind,
+            &graph.credentials,
+            &endpoint,
+            needs,
+            graph.timeout,
+            // On stderr, above the progress bar; never logged (a log collector keeps it).
+            Arc::new(|text: &str| output::progress::eprint_above(&format!("{text}\n"))),
+        ),
         None => Tokens::from_sources(graph.credentials.clone(), &endpoint, graph.timeout),
     };
     tokens.map_err(|error| {

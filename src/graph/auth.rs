@@ -27,12 +27,14 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use self::delegated::{DelegatedTokens, SignInKind, SignedIn};
 use super::assertion::{CertificateError, ClientCertificate};
 use super::client::{ClientError, USER_AGENT, check_service_url};
-use super::delegated::{DelegatedTokens, SignInKind, SignedIn};
 use super::permissions::Granted;
 use crate::retry::{AttemptKind, Next, RetryPolicy, RowSoFar, decide};
 use crate::sanitize::{printable_owned, redact};
+
+pub mod delegated;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The most ahead of expiry a token is renewed (azure-identity uses the same 5 minutes).
@@ -131,7 +133,7 @@ pub enum AuthError {
     },
     /// A delegated sign-in (`--auth device-code` or `browser`) gave no token.
     #[error(transparent)]
-    SignIn(#[from] super::delegated::SignInError),
+    SignIn(#[from] delegated::SignInError),
     #[error("cannot set up the token client: {0}")]
     Client(String),
     /// A ready token cannot be renewed by this tool.
@@ -291,7 +293,7 @@ enum Source {
     /// A token obtained elsewhere; used as it is until Graph refuses it.
     Ready(Arc<SecretString>),
     App(AppTokens),
-    /// A responder's own sign-in (`graph::delegated`).
+    /// A responder's own sign-in ([`delegated`]).
     Delegated(DelegatedTokens),
 }
 

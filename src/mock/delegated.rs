@@ -10,7 +10,7 @@
 //! verify either. Codes and tokens are never logged: only the grant type and client id are.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
@@ -20,10 +20,10 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::reply;
+use super::sessions::{Code, Device, Grant};
 use super::state::Shared;
 
 /// The action permission whose absence from a token's claims gets a 403 from invokeAction.
@@ -99,61 +99,6 @@ pub enum AuthorizeScript {
     WrongState,
     /// Redirects with `error=access_denied`.
     Deny,
-}
-
-/// Counters of the delegated flows, for tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SignInStats {
-    pub device_codes: u64,
-    pub device_polls: u64,
-    pub authorizations: u64,
-    pub refresh_grants: u64,
-    /// Refresh tokens presented that were already used (or never issued).
-    pub stale_refresh_tokens: u64,
-}
-
-/// What the mock remembers of delegated sign-ins.
-#[derive(Default)]
-pub(crate) struct SignInState {
-    devices: Mutex<HashMap<String, Device>>,
-    codes: Mutex<HashMap<String, Code>>,
-    refresh_tokens: Mutex<HashMap<String, Grant>>,
-    device_codes: AtomicU64,
-    device_polls: AtomicU64,
-    authorizations: AtomicU64,
-    refresh_grants: AtomicU64,
-    stale_refresh_tokens: AtomicU64,
-}
-
-struct Device {
-    polls: usize,
-    grant: Grant,
-}
-
-struct Code {
-    challenge: String,
-    redirect_uri: String,
-    grant: Grant,
-}
-
-#[derive(Clone)]
-struct Grant {
-    client_id: String,
-    scope: String,
-    tenant: String,
-}
-
-impl SignInState {
-    pub(crate) fn stats(&self) -> SignInStats {
-        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        SignInStats {
-            device_codes: read(&self.device_codes),
-            device_polls: read(&self.device_polls),
-            authorizations: read(&self.authorizations),
-            refresh_grants: read(&self.refresh_grants),
-            stale_refresh_tokens: read(&self.stale_refresh_tokens),
-        }
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -30,6 +30,7 @@ mod graph;
 mod log;
 mod reads;
 mod reply;
+mod sessions;
 pub(crate) use reply::is_mock_request_id;
 mod state;
 mod tenant;
@@ -56,8 +57,9 @@ use crate::graph::model::{Action, ResponseShape};
 use crate::units::Rate;
 
 pub use args::{IdentitySource, MockArgs, run_cli, run_cli_with_output};
-pub use delegated::{AuthorizeScript, DeviceCodeScript, Poll, SignInMock, SignInStats};
+pub use delegated::{AuthorizeScript, DeviceCodeScript, Poll, SignInMock};
 pub use log::LoggedRequest;
+pub use sessions::SignInStats;
 pub use tenant::{RoleAssignment, Tenant, TenantError};
 
 /// The identity model a [`Tenant`] holds and [`MockServer::identity`] returns (shared with the
