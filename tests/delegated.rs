@@ -182,8 +182,8 @@ async fn issue_18_auth_with_device_code_names_the_signed_in_user() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
-        stderr.contains("microsoft.com/devicelogin"),
-        "the sign-in message: {stderr}"
+        stderr.contains("microsoft.com/devicelogin") && stderr.contains("to authenticate.\n"),
+        "the sign-in message, on a line of its own: {stderr}"
     );
     assert!(stdout.contains(&format!("user         {USER}")), "{stdout}");
     assert!(stdout.contains("(--auth device-code)"), "{stdout}");
