@@ -151,7 +151,7 @@ pub enum Command {
     ///   GRAPH_ACCESS_TOKEN=x graph-remediate run accounts.csv --graph-url http://127.0.0.1:8080 \
     ///       --rate 40/s -o /tmp/results.jsonl
     #[command(verbatim_doc_comment)]
-    Mock(MockArgs),
+    Mock(Box<MockArgs>),
 
     /// Sign in as a run would, and show who that is and what the token may do; send nothing.
     ///
