@@ -14,9 +14,9 @@ use crate::config::{
     Cloud, Confirm, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing, ProtectList,
     ResolveConfig, Resume, RunConfig, StaleEntries, Target,
 };
+use crate::graph::auth::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
-use crate::graph::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
@@ -153,7 +153,27 @@ pub enum Command {
     ///   GRAPH_ACCESS_TOKEN=x graph-remediate run accounts.csv --graph-url http://127.0.0.1:8080 \
     ///       --rate 40/s -o /tmp/results.jsonl
     #[command(verbatim_doc_comment)]
-    Mock(MockArgs),
+    Mock(Box<MockArgs>),
+
+    /// Sign in as a run would, and show who that is and what the token may do; send nothing.
+    ///
+    /// Takes run's command line (INPUT is optional; the flags about results are ignored).
+    /// Prints the credential kind, tenant, app, the signed-in user (--auth device-code or
+    /// browser), when the token expires and the permissions it holds; with an INPUT, the
+    /// permissions that run needs (SecurityIdentitiesActions.ReadWrite.All for the actions;
+    /// SecurityIdentitiesAccount.Read.All and User.Read.All for lookups;
+    /// RoleManagement.Read.Directory for --protect-privileged) and which the token lacks, with
+    /// how to grant them.
+    ///
+    /// Exit codes: 0 none missing; 2 usage or input errors; 4 a permission missing, or no
+    /// sign-in.
+    ///
+    /// Examples:
+    ///   graph-remediate auth --auth device-code --tenant-id contoso.onmicrosoft.com --client-id ID
+    ///   graph-remediate auth accounts.csv --auth browser --protect-privileged
+    ///   graph-remediate auth accounts.csv --certificate app.pem --format json | jq .missing
+    #[command(verbatim_doc_comment)]
+    Auth(Box<AuthArgs>),
 
     /// Print a shell completion script on stdout (bash, zsh, fish or powershell).
     ///
@@ -386,6 +406,27 @@ pub struct RunArgs {
     pub graph: GraphArgs,
 }
 
+/// `auth`'s flags: run's, with INPUT optional, and the output format.
+#[derive(Debug, Args)]
+#[command(mut_arg("input", |arg| {
+    arg.required(false)
+        .default_value("")
+        .hide_default_value(true)
+        .value_parser(clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from,
+        ))
+        .help("The spreadsheet the run would read: its rows say which reads it needs (optional)")
+}))]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Print as text, or as one JSON object for scripts.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
 /// `resolve`'s flags (SPEC section 8). `--no-lookup` is shared with `run` and `validate`, but
 /// `resolve` is the lookup: the flag is hidden here and refused if given.
 #[derive(Debug, Args)]
@@ -528,7 +569,10 @@ pub struct GraphArgs {
     /// Which credential kind signs in. Without it: a ready token, certificate or
     /// secret when given, else the unattended kind whose variables are set (workload identity,
     /// GitHub OIDC, managed identity by IDENTITY_ENDPOINT or MSI_ENDPOINT). IMDS (an Azure VM) is
-    /// used only with managed-identity or auto.
+    /// used only with managed-identity or auto. device-code and browser sign you in as yourself
+    /// (a code to enter at microsoft.com/devicelogin from any device, or this machine's browser,
+    /// honouring $BROWSER); they need --tenant-id and the --client-id of the tenant's own public
+    /// client app, ask for the permissions the run needs, renew in memory and store nothing.
     #[arg(
         long,
         value_enum,
@@ -725,7 +769,8 @@ fn credential_sources(args: &GraphArgs) -> CredentialSources {
         client_id: args.client_id.clone(),
         auth: args.auth,
         managed_identity_id: args.managed_identity_id.clone(),
-        environment: crate::graph::credential::Environment::from_process(),
+        environment: crate::graph::auth::credential::Environment::from_process(),
+        browser: std::env::var_os("BROWSER").filter(|value| !value.is_empty()),
     }
 }
 

@@ -104,9 +104,10 @@ pub async fn execute(
         }
         Command::Report(args) => commands::report::report(&args),
         Command::Mock(args) => {
-            mock::run_cli(args, shutdown).await?;
+            mock::run_cli(*args, shutdown).await?;
             Ok(ExitStatus::Success)
         }
         Command::Completions(args) => commands::completions::completions(&args),
+        Command::Auth(args) => commands::auth::auth(*args, shutdown).await,
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use secrecy::SecretString;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::Fatal;
@@ -15,8 +16,10 @@ use crate::config::{GraphAccess, InputConfig, Target};
 use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::graph::client::GraphClient;
 use crate::graph::model::{Action, Provider};
+use crate::graph::permissions::Permission;
+use crate::graph::permissions::{Granted, Needs, how_to_grant};
 use crate::input::{Row, RowReader};
-use crate::mock::{Identity, LinkedAccount, MockConfig, MockServer, Tenant};
+use crate::mock::{Identity, LinkedAccount, MockConfig, MockServer, SignInMock, Tenant};
 use crate::units::Rate;
 
 use super::prepare::credentials;
@@ -32,6 +35,8 @@ const REHEARSAL_PADDING: usize = 1000;
 pub(super) struct Connection {
     pub(super) client: GraphClient,
     pub(super) tokens: Tokens,
+    /// What the first token may do (issue 18).
+    pub(super) granted: Granted,
     /// The in-process mock of `--mock`, shut down when the command ends.
     pub(super) mock: Option<MockServer>,
 }
@@ -39,12 +44,42 @@ pub(super) struct Connection {
 /// Credentials for the Graph target, or the in-process mock for a rehearsal (serving a tenant
 /// made from `input`); then the first token, before the first request: wrong credentials fail
 /// in seconds, with nothing sent.
+/// Stops here, before the first read or action, when the token plainly lacks a permission that
+/// `needs` lists (issue 18).
 pub(super) async fn connect(
     graph: &GraphAccess,
     input: &InputConfig,
+    needs: &Needs,
+) -> anyhow::Result<Connection> {
+    let connection = sign_in(graph, input, needs).await?;
+    check_permissions(&connection, needs)?;
+    Ok(connection)
+}
+
+/// `connecting` (a [`connect`] or [`sign_in`]) unless the first Ctrl-C or SIGTERM comes first: a
+/// responder's sign-in may wait minutes for them, and a signal then ends it at once (exit 130).
+pub(super) async fn connect_unless_interrupted(
+    interrupt: &CancellationToken,
+    connecting: impl std::future::Future<Output = anyhow::Result<Connection>>,
+) -> anyhow::Result<Connection> {
+    tokio::select! {
+        biased;
+        () = interrupt.cancelled() => Err(Fatal::interrupted(anyhow::anyhow!(
+            "interrupted while signing in; nothing was sent"
+        ))),
+        connected = connecting => connected,
+    }
+}
+
+/// The credentials and the first token (a delegated sign-in happens here), without judging the
+/// permissions: `auth` reports them instead of stopping.
+pub(super) async fn sign_in(
+    graph: &GraphAccess,
+    input: &InputConfig,
+    needs: &Needs,
 ) -> anyhow::Result<Connection> {
     let (tokens, graph_root, mock) = match &graph.target {
-        Target::Graph { root, .. } => (credentials(graph)?, root.to_string(), None),
+        Target::Graph { root, .. } => (credentials(graph, needs)?, root.to_string(), None),
         Target::Mock { .. } => {
             let input = input.clone();
             let tenant = tokio::task::spawn_blocking(move || rehearsal_tenant(&input))
@@ -77,16 +112,55 @@ pub(super) async fn connect(
         graph.timeout,
         graph.pacing.concurrency,
     )?;
-    tokens.current().await.map_err(|error| {
+    let token = tokens.current().await.map_err(|error| {
         Fatal::stopped(
             anyhow::Error::new(error).context("cannot get an access token; nothing was sent"),
         )
     })?;
+    let granted = tokens.granted(&token);
     Ok(Connection {
         client,
         tokens,
+        granted,
         mock,
     })
+}
+
+/// A permission the plan needs and the token plainly lacks stops the command (exit 4), naming
+/// it and how to grant it; a token that does not say what it may do is warned about and used.
+fn check_permissions(connection: &Connection, needs: &Needs) -> anyhow::Result<()> {
+    let granted = &connection.granted;
+    if granted.names().is_none() {
+        if !needs.is_empty() {
+            warn!(
+                credential = connection.tokens.describe(),
+                "cannot tell what the access token may do (it carries no roles or scp claim); using it, and a missing permission will show as 403"
+            );
+        }
+        return Ok(());
+    }
+    let missing = granted.missing(needs);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let delegated = granted.is_delegated();
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|permission| {
+            format!(
+                "{} (for {}): {}",
+                permission.name(),
+                permission.needed_for(),
+                how_to_grant(*permission, delegated)
+            )
+        })
+        .collect();
+    Err(Fatal::stopped(anyhow::anyhow!(
+        "the access token ({}) lacks {} permission(s) this run needs; nothing was sent. {}",
+        connection.tokens.describe(),
+        missing.len(),
+        lines.join("; ")
+    )))
 }
 
 /// The in-process mock behind `--mock`: some latency, an occasional 503 or 504, and a limit a
@@ -105,6 +179,16 @@ fn mock_profile(run_rate: Rate, client_secret: &str, tenant: Tenant) -> MockConf
         client_id: Some(MOCK_CLIENT_ID.to_owned()),
         client_secret: Some(client_secret.to_owned()),
         tenant: Some(tenant),
+        // Tokens that say what they may do: a rehearsal checks the permissions as a run does.
+        sign_in: SignInMock {
+            app_roles: Some(
+                Permission::ALL
+                    .iter()
+                    .map(|permission| permission.name().to_owned())
+                    .collect(),
+            ),
+            ..SignInMock::default()
+        },
         ..MockConfig::default()
     }
 }

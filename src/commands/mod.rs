@@ -1,9 +1,11 @@
 //! The subcommands, one module each, on top of the library's parts: `validate` (check and print
 //! the plan), `run` (the batch, with `prepare` for what happens before the first request:
 //! results path, resume checks, confirmation, dry run, credentials), `resolve`, `report` (the
-//! report for the ticket, from what a run wrote) and `completions`. `mock` lives in
+//! report for the ticket, from what a run wrote), `auth` (sign in, say who and what the token may
+//! do) and `completions`. `mock` lives in
 //! [`crate::mock`].
 
+pub mod auth;
 pub mod completions;
 mod connect;
 pub mod finish;

@@ -15,7 +15,9 @@ use tracing::{info, warn};
 
 use crate::cli::LogFormat;
 use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
+use crate::graph::auth::delegated;
 use crate::graph::auth::{TokenEndpoint, Tokens};
+use crate::graph::permissions::Needs;
 use crate::input::InputSource;
 use crate::input::plan::Plan;
 use crate::lookup::Wanted;
@@ -662,7 +664,7 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
 
 /// The run's credentials (SPEC section 2) for a Graph target. Missing or unreadable credentials
 /// stop the run before anything is sent (exit 4).
-pub(super) fn credentials(graph: &GraphAccess) -> anyhow::Result<Tokens> {
+pub(super) fn credentials(graph: &GraphAccess, needs: &Needs) -> anyhow::Result<Tokens> {
     let Target::Graph {
         root,
         authority,
@@ -686,7 +688,20 @@ pub(super) fn credentials(graph: &GraphAccess) -> anyhow::Result<Tokens> {
             );
         }
     }
-    Tokens::from_sources(graph.credentials.clone(), &endpoint, graph.timeout).map_err(|error| {
+    let tokens = match graph.credentials.sign_in() {
+        // A responder's own sign-in (issue 18): asks for what this run needs.
+        Some(kind) => delegated::tokens(
+            kind,
+            &graph.credentials,
+            &endpoint,
+            needs,
+            graph.timeout,
+            // On stderr, above the progress bar; never logged (a log collector keeps it).
+            Arc::new(|text: &str| output::progress::eprint_above(&format!("{text}\n"))),
+        ),
+        None => Tokens::from_sources(graph.credentials.clone(), &endpoint, graph.timeout),
+    };
+    tokens.map_err(|error| {
         Fatal::stopped(anyhow::Error::new(error).context("no usable credentials; nothing was sent"))
     })
 }
@@ -696,7 +711,7 @@ fn credential_source(config: &RunConfig) -> String {
     if config.graph.target.is_rehearsal() {
         return "the built-in mock's token endpoint (no credentials needed)".to_owned();
     }
-    match crate::graph::credential::choose(&config.graph.credentials) {
+    match crate::graph::auth::credential::choose(&config.graph.credentials) {
         Ok(chosen) => chosen.kind.describe().to_owned(),
         Err(error) => format!("none usable (the run would stop): {error}"),
     }

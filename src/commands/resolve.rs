@@ -3,6 +3,7 @@
 //! Graph needs filled in and what was found beside them, and each row that cannot be resolved is
 //! listed as `FILE:LINE: reason`. No action is sent.
 
+use crate::graph::permissions::Needs;
 use crate::lookup::guard::Guardrails;
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::runner::shutdown;
 use crate::sanitize::printable;
 use crate::{ExitStatus, logging};
 
-use super::connect::connect;
+use super::connect::{connect, connect_unless_interrupted};
 use super::look_up::find;
 use super::prepare::{read_input, report_bad_rows, unless_interrupted};
 use super::validate::check_rows;
@@ -59,7 +60,10 @@ pub async fn resolve(
         report_bad_rows(&checked.plan);
         return Ok(ExitStatus::InputError);
     }
-    let connection = connect(&config.graph, &input.config).await?;
+    let needs = Needs::of(false, true, checked.wanted.reads_users(), false);
+    let connection =
+        connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
+            .await?;
     let security = Arc::new(ThrottleGate::new());
     // `resolve` shows what rows name; the guardrails belong to the run that acts.
     let (directory, _, counts) = find(

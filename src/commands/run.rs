@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::ExitStatus;
 use crate::config::{Mode, RunConfig};
 use crate::graph::auth::token_tenant_and_app;
+use crate::graph::permissions::Needs;
 use crate::input::plan::{Checker, Plan, RowKey, Verdict};
 use crate::input::{Job, RowReader};
 use crate::lookup::directory::Found;
@@ -37,7 +38,7 @@ use crate::runner::shutdown::{self, Stop};
 use crate::runner::{RunSettings, Shared, run_batch};
 use secrecy::ExposeSecret;
 
-use super::connect::{Connection, connect};
+use super::connect::{Connection, connect, connect_unless_interrupted};
 use super::finish::{Acted, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
@@ -84,12 +85,20 @@ pub async fn run(
         .await?;
         check_guards_kept(&config, claim.previous.as_ref(), earlier)?;
     }
+    let needs = Needs::of(
+        true,
+        !checked.wanted.is_empty(),
+        checked.wanted.reads_users(),
+        config.guardrails.privileged,
+    );
     // Identities are looked up before the plan is confirmed, so that it says what will be sent.
     let security = Arc::new(ThrottleGate::new());
     let (plan, connection, lookup) = if checked.wanted.is_empty() {
         (checked.plan.clone(), None, None)
     } else {
-        let connection = connect(&config.graph, &input.config).await?;
+        let connection =
+            connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
+                .await?;
         let lookup = look_up_rows(
             &config,
             &connection,
@@ -105,7 +114,10 @@ pub async fn run(
     confirm(&config, &plan, &interrupt).await?;
     let connection = match connection {
         Some(connection) => connection,
-        None => connect(&config.graph, &input.config).await?,
+        None => {
+            connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
+                .await?
+        }
     };
     let state = run_state(&config, &plan, &checked.fingerprint, &connection).await;
     claim.lock.record(&state).with_context(|| {
@@ -197,11 +209,18 @@ async fn run_about(config: &RunConfig, connection: &Connection) -> RunAbout {
         Ok(token) => token_tenant_and_app(token.expose_secret()),
         Err(_) => (None, None),
     };
+    let client_id = given.client_id.clone().or(token_app);
+    let acted_as = connection
+        .tokens
+        .signed_in()
+        .and_then(|signed_in| signed_in.user)
+        .or_else(|| client_id.clone());
     RunAbout {
         started_at: Some(rfc3339(SystemTime::now())),
         tenant: given.tenant_id.clone().or(token_tenant),
-        client_id: given.client_id.clone().or(token_app),
+        client_id,
         credential: Some(connection.tokens.describe().to_owned()),
+        acted_as,
         command_line: Some(shell_words(
             &invoked_as(config)
                 .iter()

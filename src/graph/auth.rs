@@ -31,17 +31,23 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use self::credential::azure_cli::AzureCli;
+use self::credential::federated::Federated;
+use self::credential::managed::ManagedIdentity;
+use self::credential::{AuthKind, Environment, ManagedHost, ManagedIdentityId};
+use self::delegated::{DelegatedTokens, SignInKind, SignedIn};
+#[cfg(test)]
+use self::refusal::aadsts_code;
+pub(super) use self::refusal::refusal;
+use self::refusal::{scrub, transport_reason};
 use super::assertion::{CertificateError, ClientCertificate};
 use super::client::{ClientError, USER_AGENT, check_service_url};
-use super::credential::azure_cli::AzureCli;
-use super::credential::federated::Federated;
-use super::credential::managed::ManagedIdentity;
-use super::credential::{AuthKind, Environment, ManagedHost, ManagedIdentityId};
-#[cfg(test)]
-use super::refusal::aadsts_code;
-pub(super) use super::refusal::refusal;
-use super::refusal::{scrub, transport_reason};
+use super::permissions::Granted;
 use crate::retry::{AttemptKind, Next, RetryPolicy, RowSoFar, decide};
+
+pub mod credential;
+pub mod delegated;
+pub(crate) mod refusal;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The most ahead of expiry a token is renewed (azure-identity uses the same 5 minutes).
@@ -78,10 +84,6 @@ pub enum AuthError {
     #[error("--auth {kind} needs {missing}; nothing was sent")]
     MissingInput { kind: &'static str, missing: String },
     #[error(
-        "--auth {kind} is not available in this build yet; use --auth azure-cli, a certificate or a ready token (--access-token-file) meanwhile"
-    )]
-    Unavailable { kind: &'static str },
-    #[error(
         "--auth auto found more than one credential set up ({found}); choose one with --auth, or unset the others. Nothing was sent"
     )]
     AutoConflict { found: String },
@@ -103,7 +105,7 @@ pub enum AuthError {
     GitHubOidc { url: String, reason: String },
     #[error("azure-cli: {reason}")]
     AzureCli { reason: String },
-    #[error("azure-cli: {}", super::credential::azure_cli::USER_LOGIN)]
+    #[error("azure-cli: {}", self::credential::azure_cli::USER_LOGIN)]
     AzureCliUserLogin,
     #[error("{needed_by} needs the {what}: pass {flag} or set {env}")]
     MissingId {
@@ -167,6 +169,9 @@ pub enum AuthError {
         status: u16,
         reason: String,
     },
+    /// A delegated sign-in (`--auth device-code` or `browser`) gave no token.
+    #[error(transparent)]
+    SignIn(#[from] delegated::SignInError),
     #[error("cannot set up the token client: {0}")]
     Client(String),
     /// A ready token cannot be renewed by this tool.
@@ -202,6 +207,8 @@ pub struct CredentialSources {
     pub managed_identity_id: Option<ManagedIdentityId>,
     /// What the environment holds for the unattended kinds.
     pub environment: Environment,
+    /// env `BROWSER`, for `--auth browser`.
+    pub browser: Option<std::ffi::OsString>,
 }
 
 /// Which source the tokens come from.
@@ -218,7 +225,9 @@ pub enum SourceKind {
     GithubOidc,
     ManagedIdentity(ManagedHost),
     AzureCli,
+    /// `--auth device-code`: a responder signed in as themselves (issue 18).
     DeviceCode,
+    /// `--auth browser`: a responder signed in as themselves in the browser (issue 18).
     Browser,
 }
 
@@ -252,13 +261,28 @@ impl SourceKind {
                 "managed identity (IMDS: an Azure VM or scale set)"
             }
             SourceKind::AzureCli => "the Azure CLI (az account get-access-token)",
-            SourceKind::DeviceCode => "device code sign-in",
-            SourceKind::Browser => "browser sign-in",
+            SourceKind::DeviceCode => "a responder's own sign-in (--auth device-code)",
+            SourceKind::Browser => "a responder's own sign-in (--auth browser)",
         }
+    }
+
+    /// Whether the tokens are a signed-in user's (delegated), not an app's.
+    pub fn is_delegated(self) -> bool {
+        matches!(self, SourceKind::DeviceCode | SourceKind::Browser)
     }
 }
 
 impl CredentialSources {
+    /// The delegated sign-in `--auth` (or `AZURE_TOKEN_CREDENTIALS`) asks for, if any: a
+    /// responder signing in as themselves (issue 18).
+    pub fn sign_in(&self) -> Option<SignInKind> {
+        match self.auth {
+            Some(AuthKind::DeviceCode) => Some(SignInKind::DeviceCode),
+            Some(AuthKind::Browser) => Some(SignInKind::Browser),
+            _ => None,
+        }
+    }
+
     /// Every source given, in the order of SPEC section 2; the first one wins. An explicit file
     /// flag comes before its environment variable.
     pub fn given(&self) -> Vec<SourceKind> {
@@ -321,7 +345,8 @@ impl TokenEndpoint {
         &self.scope
     }
 
-    /// The Graph root as a managed identity's `resource`: the scope without `/.default`.
+    /// The Graph root (`https://graph.microsoft.com`): a managed identity's `resource`, and the
+    /// prefix of a delegated sign-in's scopes. The scope without `/.default`.
     pub fn resource(&self) -> &str {
         self.scope.trim_end_matches("/.default")
     }
@@ -345,6 +370,8 @@ enum Source {
     /// A token obtained elsewhere; used as it is until Graph refuses it.
     Ready(Arc<SecretString>),
     App(AppTokens),
+    /// A responder's own sign-in ([`delegated`]).
+    Delegated(DelegatedTokens),
 }
 
 impl std::fmt::Debug for Tokens {
@@ -362,7 +389,7 @@ impl Tokens {
         timeout: Duration,
     ) -> Result<Tokens, AuthError> {
         let given = sources.given();
-        let chosen = super::credential::choose(&sources)?;
+        let chosen = self::credential::choose(&sources)?;
         let kind = chosen.kind;
         if sources.auth.is_none() && given.len() > 1 {
             let ignored: Vec<&str> = given[1..].iter().map(|k| k.describe()).collect();
@@ -437,10 +464,11 @@ impl Tokens {
                 let cli = AzureCli::new(&endpoint.scope, sources.tenant_id.as_deref());
                 Ok(Tokens::fetched(kind, Fetcher::AzureCli(cli)))
             }
-            SourceKind::DeviceCode | SourceKind::Browser => {
-                super::credential::delegated::sign_in(kind, &sources, endpoint, timeout)
+            // A responder's sign-in needs what the run asks for and a printer for its message:
+            // `delegated::tokens` makes it (see `commands::prepare::credentials`).
+            SourceKind::Mock | SourceKind::DeviceCode | SourceKind::Browser => {
+                Err(AuthError::NoCredentials)
             }
-            SourceKind::Mock => Err(AuthError::NoCredentials),
         }
     }
 
@@ -542,6 +570,7 @@ impl Tokens {
         match self.source.as_ref() {
             Source::Ready(token) => Ok(token.clone()),
             Source::App(app) => app.current().await,
+            Source::Delegated(delegated) => delegated.current().await,
         }
     }
 
@@ -551,6 +580,39 @@ impl Tokens {
         match self.source.as_ref() {
             Source::Ready(_) => Err(AuthError::CannotRefresh),
             Source::App(app) => app.refresh(stale).await,
+            Source::Delegated(delegated) => delegated.refresh(stale).await,
+        }
+    }
+
+    /// A responder's sign-in (`--auth device-code` or `browser`); nothing is asked until the
+    /// first [`Tokens::current`].
+    pub fn delegated(delegated: DelegatedTokens) -> Tokens {
+        let kind = match delegated.kind() {
+            SignInKind::DeviceCode => SourceKind::DeviceCode,
+            SignInKind::Browser => SourceKind::Browser,
+        };
+        Tokens {
+            kind,
+            source: Arc::new(Source::Delegated(delegated)),
+        }
+    }
+
+    /// What `token` (the current one) may do: the delegated sign-in's `scope`, else the
+    /// token's own `roles` or `scp` claims.
+    pub fn granted(&self, token: &SecretString) -> Granted {
+        match self.source.as_ref() {
+            Source::Delegated(delegated) => delegated
+                .signed_in()
+                .map_or(Granted::Unreadable, |signed_in| signed_in.granted),
+            _ => Granted::from_token(token.expose_secret()),
+        }
+    }
+
+    /// Who signed in (delegated kinds) and until when the token is good; `None` for app tokens.
+    pub fn signed_in(&self) -> Option<SignedIn> {
+        match self.source.as_ref() {
+            Source::Delegated(delegated) => delegated.signed_in(),
+            _ => None,
         }
     }
 
@@ -881,7 +943,10 @@ impl EntraGrant {
 }
 
 /// The tenant and client id an app credential needs, checked for what may go in a URL path.
-fn app_ids(kind: SourceKind, sources: &CredentialSources) -> Result<(String, String), AuthError> {
+pub(crate) fn app_ids(
+    kind: SourceKind,
+    sources: &CredentialSources,
+) -> Result<(String, String), AuthError> {
     let needed_by = kind.describe();
     let tenant = sources
         .tenant_id
@@ -1000,7 +1065,7 @@ fn ready_token_expiry(token: &str) -> Option<SystemTime> {
 }
 
 /// A successful token response: the token and its lifetime.
-pub(super) fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
+pub(crate) fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), String> {
     #[derive(Deserialize)]
     struct Issued {
         access_token: Option<String>,

@@ -76,6 +76,12 @@ impl Wanted {
         }
     }
 
+    /// Whether some rows name people by UPN or object id, which are read from `/users` (and so
+    /// need User.Read.All; issue 18).
+    pub(crate) fn reads_users(&self) -> bool {
+        !self.upns.is_empty() || !self.object_ids.is_empty()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.rows == 0
     }

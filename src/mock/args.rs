@@ -105,6 +105,17 @@ pub struct MockArgs {
     /// RoleManagement.Read.Directory (to rehearse --protect-privileged failing).
     #[arg(long)]
     pub deny_role_reads: bool,
+
+    /// Issue client-credentials tokens whose `roles` claim holds these permissions (comma
+    /// separated), to rehearse `auth` and a run that lacks one; invokeAction answers 403 without
+    /// SecurityIdentitiesActions.ReadWrite.All. Default: opaque tokens that say nothing.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub token_roles: Option<Vec<String>>,
+
+    /// Grant delegated sign-ins (--auth device-code or browser) these permissions only (comma
+    /// separated). Default: what the sign-in asks for.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub delegated_permissions: Option<Vec<String>>,
 }
 
 impl MockArgs {
@@ -150,6 +161,11 @@ impl MockArgs {
             tenant,
             page_size: self.page_size,
             deny_role_reads: self.deny_role_reads,
+            sign_in: super::SignInMock {
+                app_roles: self.token_roles,
+                delegated_permissions: self.delegated_permissions,
+                ..super::SignInMock::default()
+            },
             ..MockConfig::default()
         })
     }
@@ -297,6 +313,29 @@ mod tests {
         assert_eq!(config.client_secret, None);
         assert!(config.tenant.is_none());
         assert_eq!(config.page_size, 100);
+    }
+
+    #[test]
+    fn issue_18_token_roles_and_delegated_permissions_take_comma_separated_lists() {
+        let config = parse(&[
+            "--token-roles",
+            "SecurityIdentitiesAccount.Read.All,User.Read.All",
+            "--delegated-permissions",
+            "SecurityIdentitiesActions.ReadWrite.All",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.sign_in.app_roles.unwrap(),
+            ["SecurityIdentitiesAccount.Read.All", "User.Read.All"]
+        );
+        assert_eq!(
+            config.sign_in.delegated_permissions.unwrap(),
+            ["SecurityIdentitiesActions.ReadWrite.All"]
+        );
+        let defaults = parse(&[]).unwrap().into_config().unwrap();
+        assert!(defaults.sign_in.app_roles.is_none());
     }
 
     #[test]

@@ -227,7 +227,21 @@ fn preliminary(
             ));
         }
     }
-    admit(exchange, Service::Security)
+    if let Some(answer) = admit(exchange, Service::Security) {
+        return Some(answer);
+    }
+    // A token whose claims lack the action permission, as Graph answers it (issue 18).
+    if exchange
+        .token
+        .is_some_and(super::delegated::lacks_action_permission)
+    {
+        return Some(exchange.error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation: the token lacks SecurityIdentitiesActions.ReadWrite.All.",
+        ));
+    }
+    None
 }
 
 /// The bearer token, then `service`'s per-token throttle and told windows.

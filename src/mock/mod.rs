@@ -23,12 +23,19 @@
 //! 404, an account it does not have or an action that account does not offer is 400, and a
 //! `disable` or `enable` changes what the account offers afterwards. Without a tenant none of
 //! those paths exist and actions are checked against the documented support matrix, as before.
+//!
+//! Delegated sign-ins (`delegated.rs`, issue 18): `/devicecode`, `/authorize` with PKCE, the
+//! device code, authorization code and refresh token grants at `/token`, tokens carrying `scp` or
+//! (with [`SignInMock::app_roles`]) `roles`, and 403 from invokeAction for a token whose claims
+//! lack the action permission.
 
 mod args;
+mod delegated;
 mod graph;
 mod log;
 mod reads;
 mod reply;
+mod sessions;
 pub(crate) use reply::is_mock_request_id;
 mod state;
 mod tenant;
@@ -56,7 +63,9 @@ use crate::graph::model::{Action, ResponseShape};
 use crate::units::Rate;
 
 pub use args::{IdentitySource, MockArgs, run_cli, run_cli_with_output};
+pub use delegated::{AuthorizeScript, DeviceCodeScript, Poll, SignInMock};
 pub use log::LoggedRequest;
+pub use sessions::SignInStats;
 pub use tenant::{RoleAssignment, Tenant, TenantError};
 
 /// The identity model a [`Tenant`] holds and [`MockServer::identity`] returns (shared with the
@@ -134,6 +143,8 @@ pub struct MockConfig {
     /// The first managed-identity requests (any host) are answered with these statuses, in
     /// order, then tokens are issued.
     pub managed_identity_faults: Vec<u16>,
+    /// Delegated sign-ins and the permissions tokens carry (issue 18).
+    pub sign_in: SignInMock,
 }
 
 impl Default for MockConfig {
@@ -163,6 +174,7 @@ impl Default for MockConfig {
             identity_header: None,
             arc_key_file: None,
             managed_identity_faults: Vec::new(),
+            sign_in: SignInMock::default(),
         }
     }
 }
@@ -205,6 +217,7 @@ impl fmt::Debug for MockConfig {
             .field("oidc_lifetime", &self.oidc_lifetime)
             .field("arc_key_file", &self.arc_key_file)
             .field("managed_identity_faults", &self.managed_identity_faults)
+            .field("sign_in", &self.sign_in)
             .finish_non_exhaustive()
     }
 }
@@ -306,6 +319,11 @@ impl MockServer {
         self.shared.stats()
     }
 
+    /// Counters of the delegated sign-ins (device codes, polls, refresh grants).
+    pub fn sign_in_stats(&self) -> SignInStats {
+        self.shared.sign_in.stats()
+    }
+
     /// The state the last successful `disable`/`enable` left the account in, or `Unchanged` if
     /// only other actions were applied; `None` if no action succeeded for it.
     pub fn account_state(
@@ -389,6 +407,14 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/metadata/identity/oauth2/token",
             any(unattended::imds_token),
+        )
+        .route(
+            "/{root}/oauth2/v2.0/devicecode",
+            any(delegated::device_code_route),
+        )
+        .route(
+            "/{root}/oauth2/v2.0/authorize",
+            any(delegated::authorize_route),
         );
     // Without a tenant these paths stay unknown (404), as they always were.
     if shared.has_tenant() {

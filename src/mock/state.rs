@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     log_tx: Option<mpsc::UnboundedSender<LogMessage>>,
     fault_seed: u64,
     fault_draws: AtomicU64,
+    /// Device codes, authorization codes and refresh tokens issued (issue 18).
+    pub(crate) sign_in: super::sessions::SignInState,
 }
 
 struct Counters {
@@ -167,6 +169,7 @@ impl Shared {
             accounts: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             account_hasher: RandomState::new(),
             directory,
+            sign_in: super::sessions::SignInState::default(),
             recorded: Mutex::new(Vec::new()),
             log_tx,
             fault_draws: AtomicU64::new(0),

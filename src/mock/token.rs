@@ -75,10 +75,28 @@ pub(crate) async fn issue_token(
         )
     };
 
+    let delegated =
+        method == Method::POST && super::delegated::is_delegated_grant(request.grant_type);
     let (status, body) = match outcome {
+        // Device code, authorization code and refresh token grants (issue 18).
+        _ if delegated => {
+            let pairs = form
+                .pairs
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .cloned()
+                .collect();
+            super::delegated::token(&shared, &pairs, now_ns)
+        }
         Ok(()) => {
             let lifetime = shared.config.token_lifetime;
-            let access_token = format!("mock-at-{}", reply::new_uuid());
+            let access_token = super::delegated::app_token(
+                &shared,
+                &tenant,
+                request.client_id.unwrap_or_default(),
+                now_ns,
+            )
+            .unwrap_or_else(|| format!("mock-at-{}", reply::new_uuid()));
             shared.remember_token(access_token.clone(), now_ns, lifetime);
             let body = json!({
                 "token_type": "Bearer",

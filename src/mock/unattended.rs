@@ -28,7 +28,6 @@ use serde_json::{Value, json};
 use super::log::{self, LoggedRequest};
 use super::reply::{self, Ids};
 use super::state::Shared;
-use super::token::Form;
 
 /// GitHub's OIDC issuer, which the token endpoint recognises in an assertion.
 pub(crate) const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
@@ -181,7 +180,7 @@ async fn managed(
             let expires_on = now + lifetime.as_secs();
             let resource = get(&query, "resource")
                 .map(str::to_owned)
-                .or_else(|| Form::parse(body).get("resource").map(str::to_owned))
+                .or_else(|| form_field(body, "resource"))
                 .unwrap_or_default();
             // Each host's own shape: IMDS strings throughout; App Service `expires_on` only;
             // Cloud Shell and Arc numbers.
@@ -272,7 +271,7 @@ fn check(
         return bad("more than one user-assigned identity parameter");
     }
     let resource = match protocol {
-        Protocol::CloudShell => Form::parse(body).get("resource").map(str::to_owned),
+        Protocol::CloudShell => form_field(body, "resource"),
         _ => get(query, "resource").map(str::to_owned),
     };
     match resource {
@@ -406,4 +405,11 @@ pub(crate) fn federated_verdict(
             "Client assertion is not within its valid time range. (mock: it is not the federated token file's current content; the file was rotated since it was read)".to_owned(),
         )))
     }
+}
+
+/// The first non-empty value of `key` in a form-urlencoded body (Cloud Shell and IMDS posts).
+fn form_field(body: &[u8], key: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v.into_owned())
 }

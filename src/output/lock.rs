@@ -108,6 +108,10 @@ pub struct RunAbout {
     /// Which kind of credential signed in (a certificate, a secret, a ready token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// Who acted, as Graph's audit log will name them (issue 18): the signed-in user's UPN for
+    /// a delegated sign-in, else the app's (or managed identity's) client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acted_as: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_line: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

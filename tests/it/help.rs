@@ -48,6 +48,11 @@ fn mock_help() {
 }
 
 #[test]
+fn auth_help() {
+    insta::assert_snapshot!(help(&["auth"]));
+}
+
+#[test]
 fn completions_help() {
     insta::assert_snapshot!(help(&["completions"]));
 }

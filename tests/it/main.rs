@@ -8,6 +8,7 @@ mod common;
 
 mod adaptive;
 mod credentials;
+mod delegated;
 mod guard;
 mod hardening;
 mod help;

@@ -483,16 +483,6 @@ async fn issue_18_missing_inputs_name_the_kind_and_send_nothing() {
         ),
         (vec!["--auth", "secret"], app_ids(), "AZURE_CLIENT_SECRET"),
         (
-            vec!["--auth", "device-code"],
-            app_ids(),
-            "device-code is not available",
-        ),
-        (
-            vec!["--auth", "browser"],
-            app_ids(),
-            "browser is not available",
-        ),
-        (
             vec!["--auth", "auto"],
             [
                 app_ids(),

@@ -436,7 +436,7 @@ impl Report {
             ),
             _ => "none".to_owned(),
         };
-        vec![
+        let mut rows = vec![
             ("Started", started),
             ("Last row finished", known(self.last_finished_at.as_ref())),
             ("Endpoint", endpoint),
@@ -456,7 +456,13 @@ impl Report {
             ("Input", known(state.map(|s| &s.input))),
             ("Results", self.results.display().to_string()),
             ("Identity snapshot", snapshot),
-        ]
+        ];
+        // Who acted (issue 18): the signed-in user, or the app's or managed identity's id.
+        // Lock files written before it was recorded leave the row out.
+        if let Some(acted_as) = about.and_then(|a| a.acted_as.clone()) {
+            rows.insert(6, ("Acted as", acted_as));
+        }
+        rows
     }
 
     /// The command line the run was started with.

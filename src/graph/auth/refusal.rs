@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::auth::AuthError;
+use super::AuthError;
 use crate::sanitize::{printable_owned, redact};
 
 /// The most of an error body quoted when it is not Entra's JSON.

@@ -28,10 +28,10 @@ use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use super::super::auth::{Attempt, AuthError, CredentialSources};
-use super::super::client::USER_AGENT;
 use super::super::refusal::{scrub, transport_reason};
+use super::super::{Attempt, AuthError, CredentialSources};
 use super::{AuthKind, ManagedHost, ManagedIdentityId};
+use crate::graph::client::USER_AGENT;
 use crate::retry::{AttemptKind, RetryPolicy};
 
 /// IMDS's address on every Azure VM. Never reached by a test: see the module docs.
@@ -575,13 +575,13 @@ pub(crate) fn parse_managed(
     if lifetime.is_zero() {
         return Err("the token it gave has already expired (check the system clock)".to_owned());
     }
-    Ok((token, lifetime.min(super::super::auth::MAX_LIFETIME)))
+    Ok((token, lifetime.min(super::super::MAX_LIFETIME)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::credential::Environment;
+    use crate::graph::auth::credential::Environment;
 
     const NOW: u64 = 2_000_000_000;
 
@@ -650,7 +650,7 @@ mod tests {
             u64::MAX
         ))
         .unwrap();
-        assert_eq!(huge, super::super::super::auth::MAX_LIFETIME.as_secs());
+        assert_eq!(huge, super::super::super::MAX_LIFETIME.as_secs());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Which credential kind signs the run in (SPEC section 9, issue 18), and the unattended kinds
 //! themselves, one file each: `federated` (workload identity's token file, GitHub Actions' OIDC
 //! token), `managed` (the managed-identity endpoints of every Azure host), `azure_cli` (`az
-//! account get-access-token`), and `delegated` (device code and browser: not available yet).
+//! account get-access-token`), while a responder's own sign-in (device code, browser) lives in `graph::auth::delegated`.
 //!
 //! The choice: `--auth KIND` (or env `AZURE_TOKEN_CREDENTIALS`) picks one kind; without it, the
 //! explicit inputs of SPEC section 2 decide (ready token, certificate, secret), then the
@@ -14,7 +14,6 @@
 //! in, so that tests decide what the environment holds.
 
 pub(crate) mod azure_cli;
-pub(crate) mod delegated;
 pub(crate) mod federated;
 pub(crate) mod managed;
 
@@ -23,7 +22,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use tracing::warn;
 
-use super::auth::{AuthError, CredentialSources, SourceKind};
+use super::{AuthError, CredentialSources, SourceKind};
 
 /// `--auth KIND` and `AZURE_TOKEN_CREDENTIALS`. The SDKs' names for the same kinds are accepted
 /// too (ignoring case), so a variable set for azure-identity means the same here.

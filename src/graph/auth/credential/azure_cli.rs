@@ -16,8 +16,8 @@ use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use super::super::auth::{Attempt, AuthError};
 use super::super::refusal::scrub;
+use super::super::{Attempt, AuthError};
 
 /// Azure CLI's own app id: a token issued to it is a user login of `az`.
 const AZURE_CLI_APP_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
@@ -140,7 +140,7 @@ pub(crate) const USER_LOGIN: &str = "az is signed in as a user, so its token com
 /// A token `az` got for a user: issued to az's own app, or carrying delegated `scp` (app-only
 /// tokens carry `roles`), or typed `idtyp: user`.
 fn is_user_login(token: &str) -> bool {
-    let Some(claims) = super::super::auth::token_claims(token) else {
+    let Some(claims) = super::super::token_claims(token) else {
         return false;
     };
     let text = |name: &str| claims.get(name).and_then(|v| v.as_str());
@@ -182,7 +182,7 @@ fn parse_az(stdout: &str, now: SystemTime) -> Result<(SecretString, Duration), S
             .ok_or("a token that has already expired (check the system clock)")?,
         None => UNKNOWN_LIFETIME,
     };
-    Ok((token, lifetime.min(super::super::auth::MAX_LIFETIME)))
+    Ok((token, lifetime.min(super::super::MAX_LIFETIME)))
 }
 
 #[cfg(test)]

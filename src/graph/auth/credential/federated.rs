@@ -16,10 +16,10 @@ use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use super::super::auth::{Attempt, AuthError, CredentialSources};
-use super::super::client::USER_AGENT;
 use super::super::refusal::{scrub, transport_reason};
+use super::super::{Attempt, AuthError, CredentialSources};
 use super::AuthKind;
+use crate::graph::client::USER_AGENT;
 use crate::retry::AttemptKind;
 
 /// The audience Entra's federated credentials expect (research/credentials.md section 1).
@@ -78,7 +78,7 @@ impl Federated {
             .clone()
             .ok_or_else(|| missing("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))?;
         let mut url =
-            super::super::client::check_service_url(url).map_err(|_| AuthError::MissingInput {
+            crate::graph::client::check_service_url(url).map_err(|_| AuthError::MissingInput {
                 kind: AuthKind::GithubOidc.as_str(),
                 missing:
                     "an ACTIONS_ID_TOKEN_REQUEST_URL that is an https URL (or http to loopback)"
@@ -237,7 +237,7 @@ fn shown_url(url: &reqwest::Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::credential::Environment;
+    use crate::graph::auth::credential::Environment;
 
     #[tokio::test]
     async fn issue_18_an_empty_or_missing_token_file_is_named_and_nothing_is_sent() {
