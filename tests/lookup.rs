@@ -578,3 +578,122 @@ async fn issue_12_dry_run_stays_offline_and_validate_plans_the_lookup() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("Lookup: 1 row(s)"), "{stdout}");
 }
+
+/// A wiremock server answering every GET with `answer(its root, path?query)`.
+async fn hostile(
+    answer: impl Fn(&str, &str) -> wiremock::ResponseTemplate + Send + Sync + 'static,
+) -> wiremock::MockServer {
+    struct Answer<F>(F, std::sync::Arc<std::sync::OnceLock<String>>);
+    impl<F: Fn(&str, &str) -> wiremock::ResponseTemplate + Send + Sync> wiremock::Respond
+        for Answer<F>
+    {
+        fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+            let target = match request.url.query() {
+                Some(query) => format!("{}?{query}", request.url.path()),
+                None => request.url.path().to_owned(),
+            };
+            (self.0)(self.1.get().map_or("", String::as_str), &target)
+        }
+    }
+    let server = wiremock::MockServer::start().await;
+    let root = std::sync::Arc::new(std::sync::OnceLock::new());
+    let _ = root.set(server.uri());
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(Answer(answer, root))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_looping_role_assignments_link_stops_the_run_before_any_action() {
+    let server = hostile(|root, target| {
+        let json = |body: Value| wiremock::ResponseTemplate::new(200).set_body_json(body);
+        if target.contains("roleAssignments") {
+            return json(serde_json::json!({
+                "value": [],
+                "@odata.nextLink": format!("{root}{target}"),
+            }));
+        }
+        if target.contains("identityAccounts") {
+            let ada = serde_json::to_value(person(
+                "ia-ada",
+                "S-1-5-21-9-9-9-1",
+                "ada@contoso.com",
+                "oid-ada",
+            ))
+            .unwrap();
+            return json(serde_json::json!({"value": [ada]}));
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await;
+    let h = Harness::new().await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "identityAccountId,accountId,action,identityProvider",
+            "ia-ada,ad-ia-ada,disable,activeDirectory",
+        ],
+    );
+    let args = common::with_flag(
+        h.args(&input, &["--protect-privileged"]),
+        "--graph-url",
+        &server.uri(),
+    );
+    let result = tokio::time::timeout(std::time::Duration::from_secs(60), common::run_args(&args))
+        .await
+        .expect("the run ends");
+    assert_eq!(common::status(&result), ExitStatus::StoppedEarly);
+    let message = format!("{:#}", result.unwrap_err());
+    assert!(message.contains("loops"), "{message}");
+    let posts = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_looping_identity_list_refuses_the_cloud_only_row_and_says_so_once() {
+    let server = hostile(|root, target| {
+        let json = |body: Value| wiremock::ResponseTemplate::new(200).set_body_json(body);
+        if target.starts_with("/v1.0/users/") {
+            return json(serde_json::json!({"id": "oid-cloud", "userPrincipalName": "cloud@contoso.com"}));
+        }
+        if target.contains("identityAccounts") {
+            return json(serde_json::json!({
+                "value": [],
+                "@odata.nextLink": format!("{root}/v1.0/security/identities/identityAccounts?$skiptoken=same"),
+            }));
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await;
+    let h = Harness::new().await;
+    let input = h.write("in.csv", &["upn,action", "cloud@contoso.com,disable"]);
+    let args = common::with_flag(h.args(&input, &[]), "--graph-url", &server.uri());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+            .arg("run")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let rows = by_row(&read_jsonl(&h.results()));
+    assert_eq!(code(&rows[&2]), "lookupFailed", "{}", rows[&2]);
+    let message = rows[&2]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("loops"), "{message}");
+    assert_eq!(
+        stderr.matches("could not be read whole").count(),
+        1,
+        "{stderr}"
+    );
+}

@@ -16,8 +16,8 @@ pub(crate) enum Found<'d> {
     None,
     /// More than one identity: the count.
     Many(usize),
-    /// The read that would tell failed (the error is in [`Directory::failure`]).
-    Failed,
+    /// The read that would tell failed: why.
+    Failed(&'d str),
 }
 
 /// Who the guardrails protect (issue 13), as the guard's reads found them: every name of a
@@ -107,6 +107,9 @@ pub(crate) struct Directory {
     failures: HashMap<String, String>,
     /// The whole list was walked: absence from the index means there is no such identity.
     complete: bool,
+    /// Why the list could not be walked whole, when a row needed it (issue 16): the rows it
+    /// would have answered are refused `lookupFailed`, not told there is no such identity.
+    list_failure: Option<String>,
     /// Who the guardrails protect (issue 13); empty when none is in force.
     guard: Guard,
 }
@@ -168,6 +171,10 @@ impl Directory {
         self.complete
     }
 
+    pub(crate) fn note_list_failure(&mut self, error: String) {
+        self.list_failure = Some(error);
+    }
+
     /// Every identity read, in the order first read: for the snapshot file.
     pub(crate) fn identities(&self) -> &[Fetched] {
         &self.identities
@@ -195,8 +202,8 @@ impl Directory {
     }
 
     pub(crate) fn by_id(&self, id: &str) -> Found<'_> {
-        if self.failures.contains_key(&key(id)) {
-            return Found::Failed;
+        if let Some(failure) = self.failure(id) {
+            return Found::Failed(failure);
         }
         match self.by_id.get(&key(id)) {
             Some(&at) => Found::One(&self.identities[at]),
@@ -205,15 +212,22 @@ impl Directory {
     }
 
     pub(crate) fn by_sid(&self, sid: &str) -> Found<'_> {
-        if self.failures.contains_key(&key(sid)) {
-            return Found::Failed;
+        if let Some(failure) = self.failure(sid) {
+            return Found::Failed(failure);
         }
         self.found(self.by_sid.get(&key(sid)))
     }
 
-    /// Identities with an Entra ID account of this object id (from the walked list).
+    /// Identities with an Entra ID account of this object id (from the walked list): the
+    /// list's failure when it could not be walked whole and holds none.
     pub(crate) fn by_object_id_in_index(&self, object_id: &str) -> Found<'_> {
-        self.found(self.by_object_id.get(&key(object_id)))
+        match (
+            self.found(self.by_object_id.get(&key(object_id))),
+            &self.list_failure,
+        ) {
+            (Found::None, Some(failure)) if !self.complete => Found::Failed(failure),
+            (found, _) => found,
+        }
     }
 
     /// Identities whose `userPrincipalName` is this UPN (from the walked list).

@@ -20,23 +20,27 @@
 
 pub(crate) mod directory;
 pub(crate) mod guard;
+#[cfg(test)]
+mod hostile_tests;
 mod read;
 pub(crate) mod resolve;
+pub(crate) mod walk;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub(crate) use directory::Directory;
 pub(crate) use read::{LookupStop, ReadCounts, Reader, Service};
 
-use crate::graph::identity::{Page, parse_identity, parse_user};
+use crate::graph::identity::{Fetched, Identity, Page, parse_identity, parse_user};
 use crate::input::{IdentityColumn, Job, Row};
 use directory::key;
 use read::ReadError;
 use resolve::Refusal;
+use walk::{Parsed, Walk, WalkError, WalkStop};
 
 /// The distinct keys the rows ask about, by how they name the identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,17 +154,28 @@ pub(crate) async fn look_up(
         perIdentityReads = strategy.per_identity_reads,
         "looking identities up"
     );
-    let mut walk = Walk::default();
+    let mut walk = ListWalk::new(reader);
     // The list first, within the budget of the reads it would save.
-    walk.go(reader, &mut directory, Some(strategy.per_identity_reads))
-        .await?;
-    strategy.pages = walk.pages;
+    walk.go(
+        reader,
+        &mut directory,
+        Some(strategy.per_identity_reads),
+        None,
+    )
+    .await?;
+    strategy.pages = walk.pages();
     if !directory.is_complete() {
         per_identity(wanted, reader, &mut directory).await?;
-        // A cloud-only user (a user without an on-premises SID) is found only in the list.
+        // A cloud-only user (a user without an on-premises SID) is found only in the list;
+        // this leg holds only the identities a row can name (issue 16).
         if needs_index(wanted, &directory) {
-            walk.go(reader, &mut directory, None).await?;
-            strategy.pages = walk.pages;
+            let keys = index_keys(wanted, &directory);
+            walk.go(reader, &mut directory, None, Some(&keys)).await?;
+            strategy.pages = walk.pages();
+            if let Some(error) = walk.failure() {
+                warn!(error = %error, "the identity list could not be read whole; rows naming a user without an on-premises SID are refused (lookupFailed)");
+                directory.note_list_failure(error.to_string());
+            }
         }
     } else {
         // The whole list is known; a UPN Graph's identities do not carry still needs its user.
@@ -191,64 +206,127 @@ pub(crate) async fn look_up(
     Ok((directory, strategy))
 }
 
-/// Where the walk of the list stands, so that it can go on where it stopped.
-#[derive(Debug, Default)]
-struct Walk {
-    next: Option<String>,
-    started: bool,
-    pages: u64,
+/// The identities an unfiltered walk may hold: the first walk keeps every identity it reads
+/// (the users the rows name are not read yet, so it cannot tell whom they will need), and past
+/// this many it stops as if its budget were spent (issue 16: endless pages of new identities
+/// reached 10 GB). The per-identity reads, and a filtered walk if a cloud-only user needs one,
+/// go on from there.
+const MAX_HELD_UNFILTERED: usize = 100_000;
+
+/// The walk of the identity list, kept between its two legs.
+struct ListWalk {
+    walk: Walk,
 }
 
-impl Walk {
-    /// Walks on until the list ends, or until `budget` pages have been read in all.
+impl ListWalk {
+    fn new(reader: &Reader) -> ListWalk {
+        ListWalk {
+            walk: Walk::new(
+                "the identity list",
+                reader.client().identity_list_url(None),
+                reader.walk_limits(),
+            ),
+        }
+    }
+
+    fn pages(&self) -> u64 {
+        self.walk.pages()
+    }
+
+    fn failure(&self) -> Option<&WalkError> {
+        self.walk.failure()
+    }
+
+    /// Walks on until the list ends or fails, or until `budget` pages have been read in all.
+    /// `keep`: the keys of the identities worth holding, or `None` to hold every one (up to
+    /// [`MAX_HELD_UNFILTERED`]). A page that cannot be read ends the walk, not the lookup: the
+    /// rows that needed the rest of the list are refused (`lookupFailed`).
     async fn go(
         &mut self,
         reader: &Reader,
         directory: &mut Directory,
         budget: Option<u64>,
+        keep: Option<&HashSet<String>>,
     ) -> Result<(), LookupStop> {
         loop {
-            if directory.is_complete() || budget.is_some_and(|budget| self.pages >= budget) {
+            if directory.is_complete()
+                || self.walk.failure().is_some()
+                || budget.is_some_and(|budget| self.walk.pages() >= budget)
+                || (keep.is_none() && directory.identities().len() >= MAX_HELD_UNFILTERED)
+            {
                 return Ok(());
             }
-            let url = match (&self.next, self.started) {
-                (None, false) => reader.client().identity_list_url(None),
-                (Some(link), _) => match reader.client().next_link(link) {
-                    Ok(url) => url,
-                    Err(error) => {
-                        warn!(error = %error, "the list's next page cannot be followed; the lookup goes on without it");
-                        return Ok(());
-                    }
-                },
-                (None, true) => return Ok(()),
-            };
-            self.started = true;
-            let body = match reader.read(Service::Security, url).await {
-                Ok(Some(body)) => body,
-                Ok(None) => Vec::new(),
-                Err(ReadError::Stop(stop)) => return Err(stop),
-                Err(ReadError::Failed(error)) => {
-                    warn!(error = %error, "a page of the identity list could not be read; rows it would answer are refused");
+            let page = match self.walk.next(reader, Service::Security, parse_page).await {
+                Ok(Some(page)) => page,
+                Ok(None) => {
+                    directory.note_complete();
+                    return Ok(());
+                }
+                Err(WalkStop::Stop(stop)) => return Err(stop),
+                Err(WalkStop::Failed(error)) => {
+                    // Said only if a row needs the rest of the list (see `look_up`).
+                    debug!(error = %error, "the identity list's walk stopped");
                     return Ok(());
                 }
             };
-            self.pages += 1;
-            let page = match Page::parse(&body) {
-                Ok(page) => page,
-                Err(error) => {
-                    warn!(error = %error, "a page of the identity list is not readable; rows it would answer are refused");
-                    return Ok(());
+            for fetched in page {
+                if keep.is_none_or(|keys| wanted_identity(&fetched.identity, keys)) {
+                    directory.add(fetched);
                 }
-            };
-            for fetched in page.identities {
-                directory.add(fetched);
             }
-            self.next = page.next_link;
-            if self.next.is_none() {
+            if self.walk.ended() {
                 directory.note_complete();
             }
         }
     }
+}
+
+/// A page of the identity list, for [`Walk::next`].
+fn parse_page(body: &[u8]) -> Result<Parsed<Vec<Fetched>>, String> {
+    let page = Page::parse(body).map_err(|error| error.to_string())?;
+    Ok(Parsed {
+        entries: page.identities.len() as u64,
+        items: page.identities,
+        next_link: page.next_link,
+    })
+}
+
+/// Whether any name of `identity` is one of `keys`.
+fn wanted_identity(identity: &Identity, keys: &HashSet<String>) -> bool {
+    let own = [
+        Some(identity.id.as_str()),
+        identity.on_premises_security_identifier.as_deref(),
+        identity.user_principal_name.as_deref(),
+    ];
+    own.into_iter()
+        .flatten()
+        .chain(identity.entra_object_ids())
+        .any(|name| keys.contains(&key(name)))
+}
+
+/// Every key a row may ask the index about once the users are read: what the rows name, and
+/// the object ids, UPNs and SIDs of the users read for them.
+fn index_keys(wanted: &Wanted, directory: &Directory) -> HashSet<String> {
+    let mut keys: HashSet<String> = wanted
+        .ids
+        .iter()
+        .chain(&wanted.sids)
+        .chain(&wanted.object_ids)
+        .chain(&wanted.upns)
+        .chain(&wanted.check_upns)
+        .cloned()
+        .collect();
+    for looked_up_by in wanted.upns.iter().chain(&wanted.object_ids) {
+        if let Some(Some(user)) = directory.user(looked_up_by) {
+            let names = [
+                Some(&user.id),
+                user.user_principal_name.as_ref(),
+                user.on_premises_security_identifier.as_ref(),
+            ];
+            keys.extend(names.into_iter().flatten().map(|name| key(name)));
+        }
+    }
+    keys
 }
 
 /// Whether a user the rows name was found without an on-premises SID, so that only the list's

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::walk::Limits;
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
 use crate::retry::{Next, RetryPolicy, RowSoFar, StopCause, decide};
@@ -130,6 +131,8 @@ pub(crate) struct Reader {
     /// Reads in flight at once (`--concurrency`).
     slots: Semaphore,
     stats: ReadStats,
+    /// How far a walk of a paged list may go (issue 16); smaller in tests.
+    walk_limits: Limits,
 }
 
 impl Reader {
@@ -153,7 +156,19 @@ impl Reader {
             interrupt,
             slots: Semaphore::new(concurrency.max(1)),
             stats: ReadStats::default(),
+            walk_limits: Limits::default(),
         }
+    }
+
+    /// The same reader with other bounds on its walks, so that tests reach them quickly.
+    #[cfg(test)]
+    pub(crate) fn with_walk_limits(mut self, limits: Limits) -> Reader {
+        self.walk_limits = limits;
+        self
+    }
+
+    pub(crate) fn walk_limits(&self) -> Limits {
+        self.walk_limits
     }
 
     pub(crate) fn client(&self) -> &GraphClient {

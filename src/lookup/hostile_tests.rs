@@ -1,0 +1,380 @@
+//! The lookup against hostile servers on loopback (issue 16): looping and endless links, broken
+//! pages, throttles past `--max-retry-wait`, users that answer for someone else. Each server is
+//! a closure from the request's path and query to an answer, so a test says only what differs.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::walk::Limits;
+use super::*;
+use crate::graph::auth::{CredentialSources, TokenEndpoint, Tokens};
+use crate::graph::client::{ApiVersion, GraphClient};
+use crate::graph::model::Action;
+use crate::retry::RetryPolicy;
+use crate::runner::rate::{Limiter, ThrottleGate};
+
+/// What a hostile server answers: status, `Retry-After`, body.
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) retry_after: Option<String>,
+    pub(super) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(super) fn json(body: &Value) -> Reply {
+        Reply {
+            status: 200,
+            retry_after: None,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    pub(super) fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            retry_after: None,
+            body: br#"{"error":{"code":"x","message":"y"}}"#.to_vec(),
+        }
+    }
+}
+
+type Answer = Arc<dyn Fn(&str, &str) -> Reply + Send + Sync>;
+
+/// A server on 127.0.0.1 answering every request with `answer(root, path?query)`; its root URL,
+/// and the requests it has had.
+pub(super) struct Hostile {
+    pub(super) root: String,
+    pub(super) requests: Arc<AtomicU64>,
+    pub(super) seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Hostile {
+    pub(super) async fn start(
+        answer: impl Fn(&str, &str) -> Reply + Send + Sync + 'static,
+    ) -> Hostile {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let root = format!("http://{}", listener.local_addr().expect("an address"));
+        let answer: Answer = Arc::new(answer);
+        let requests = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, log, own) = (requests.clone(), seen.clone(), root.clone());
+        let app = axum::Router::new().fallback(move |uri: Uri| {
+            let (answer, own) = (answer.clone(), own.clone());
+            count.fetch_add(1, Ordering::Relaxed);
+            let target = uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default();
+            log.lock().expect("not poisoned").push(target.clone());
+            async move {
+                let reply = answer(&own, &target);
+                let mut response: Response = (
+                    StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    reply.body,
+                )
+                    .into_response();
+                if let Some(wait) = reply.retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", wait.parse().expect("a header value"));
+                }
+                response
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Hostile {
+            root,
+            requests,
+            seen,
+        }
+    }
+
+    pub(super) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn count(&self, containing: &str) -> usize {
+        let seen = self.seen.lock().expect("not poisoned");
+        seen.iter().filter(|s| s.contains(containing)).count()
+    }
+}
+
+pub(super) fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 1,
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(5),
+        max_wait: Duration::from_secs(2),
+    }
+}
+
+pub(super) fn reader_for(
+    root: &str,
+    policy: RetryPolicy,
+    limits: Limits,
+    interrupt: CancellationToken,
+) -> Arc<Reader> {
+    let endpoint = TokenEndpoint::new(root, root).expect("an endpoint");
+    let tokens = Tokens::from_sources(
+        CredentialSources {
+            access_token: Some(secrecy::SecretString::from("t")),
+            ..CredentialSources::default()
+        },
+        &endpoint,
+        Duration::from_secs(5),
+    )
+    .expect("a token");
+    let client =
+        GraphClient::new(root, ApiVersion::V1, Duration::from_secs(5), 4).expect("a client");
+    let rate = crate::units::parse_rate("10000/s").expect("a rate");
+    Arc::new(
+        Reader::new(
+            client,
+            tokens,
+            Limiter::new(rate, NonZeroU32::new(50).expect("not zero")),
+            Arc::new(ThrottleGate::new()),
+            policy,
+            4,
+            interrupt,
+        )
+        .with_walk_limits(limits),
+    )
+}
+
+pub(super) fn reader(root: &str) -> Arc<Reader> {
+    reader_for(root, policy(), Limits::default(), CancellationToken::new())
+}
+
+pub(super) fn row(line: u64) -> Row {
+    Row {
+        line,
+        identity_account_id: None,
+        account_id: None,
+        action: Action::Disable,
+        provider: None,
+        sid: None,
+        object_id: None,
+        upn: None,
+        carry: vec![],
+    }
+}
+
+pub(super) fn wanted(rows: &[Row]) -> Wanted {
+    let mut wanted = Wanted::default();
+    for row in rows {
+        wanted.add(row, false);
+    }
+    wanted
+}
+
+pub(super) const LIST: &str = "/v1.0/security/identities/identityAccounts";
+
+/// An identity with an Entra ID account `oid-{n}` offering disable.
+pub(super) fn identity(n: u64) -> Value {
+    json!({
+        "id": format!("id-{n}"),
+        "displayName": format!("person {n}"),
+        "accounts": [{"identifier": format!("oid-{n}"), "identityProvider": "entraID", "actions": ["disable"]}],
+    })
+}
+
+/// A list page holding `identities`, linking to `?$skiptoken={next}` on `root` when given.
+pub(super) fn page(root: &str, identities: Vec<Value>, next: Option<&str>) -> Value {
+    let mut page = json!({ "value": identities });
+    if let Some(next) = next {
+        page["@odata.nextLink"] = json!(format!("{root}{LIST}?$skiptoken={next}"));
+    }
+    page
+}
+
+/// The `$skiptoken` a list request asks for (`""` for the first page).
+pub(super) fn skiptoken(target: &str) -> Option<&str> {
+    if !target.starts_with(LIST) || target.contains("filter") {
+        return None;
+    }
+    Some(
+        target
+            .split_once("skiptoken=")
+            .map_or("", |(_, token)| token),
+    )
+}
+
+/// A cloud-only user (no SID): only the list's Entra ID accounts can tell whose identity it is.
+pub(super) fn cloud_user(target: &str, n: u64) -> Option<Reply> {
+    target.starts_with("/v1.0/users/").then(|| {
+        Reply::json(&json!({
+            "id": format!("oid-{n}"),
+            "userPrincipalName": format!("user{n}@contoso.com"),
+        }))
+    })
+}
+
+/// What `rows` come to against what `look_up` found: (line, code or "send").
+pub(super) fn settled(rows: Vec<Row>, directory: &Directory) -> Vec<(u64, String, String)> {
+    rows.into_iter()
+        .map(|row| {
+            let line = row.line;
+            match settle(row, Some(directory), false) {
+                Settled::Send(job) => (line, "send".to_owned(), job.identity_account_id),
+                Settled::Refused(_, refusal) => (line, refusal.code.to_owned(), refusal.message),
+            }
+        })
+        .collect()
+}
+
+/// Runs `look_up`, failing the test (rather than hanging it) if it does not end in time.
+pub(super) async fn bounded_look_up(
+    wanted: &Wanted,
+    reader: &Arc<Reader>,
+) -> Result<(Directory, Strategy), LookupStop> {
+    tokio::time::timeout(Duration::from_secs(20), look_up(wanted, reader))
+        .await
+        .expect("the lookup ends")
+}
+
+#[tokio::test]
+async fn issue_16_a_list_linking_to_itself_or_round_two_pages_ends_and_refuses_lookup_failed() {
+    for shape in ["self", "pair"] {
+        let server = Hostile::start(move |root, target| {
+            if let Some(reply) = cloud_user(target, 7) {
+                return reply;
+            }
+            match (shape, skiptoken(target)) {
+                ("self", Some(_)) => Reply::json(&page(root, vec![identity(1)], Some("a"))),
+                ("pair", Some("" | "b")) => Reply::json(&page(root, vec![identity(1)], Some("a"))),
+                ("pair", Some(_)) => Reply::json(&page(root, vec![identity(2)], Some("b"))),
+                _ => Reply::status(404),
+            }
+        })
+        .await;
+        let rows = vec![Row {
+            upn: Some("user7@contoso.com".into()),
+            ..row(2)
+        }];
+        let reader = reader(&server.root);
+        let (directory, _) = bounded_look_up(&wanted(&rows), &reader)
+            .await
+            .expect("the lookup goes on");
+        let settled = settled(rows, &directory);
+        assert_eq!(settled[0].1, "lookupFailed", "{shape}: {settled:?}");
+        assert!(settled[0].2.contains("loops"), "{shape}: {settled:?}");
+        assert!(server.requests() < 10, "{shape}: {}", server.requests());
+    }
+}
+
+#[tokio::test]
+async fn issue_16_a_run_of_empty_pages_with_fresh_links_is_not_followed_for_one_row() {
+    // Before issue 16, 10,000 such pages were followed for one row.
+    let server = Hostile::start(|root, target| {
+        if let Some(reply) = cloud_user(target, 7) {
+            return reply;
+        }
+        match skiptoken(target) {
+            Some(token) => {
+                let next = token.parse::<u64>().unwrap_or(0) + 1;
+                Reply::json(&page(root, vec![], Some(&next.to_string())))
+            }
+            None => Reply::status(404),
+        }
+    })
+    .await;
+    let rows = vec![Row {
+        upn: Some("user7@contoso.com".into()),
+        ..row(2)
+    }];
+    let (directory, _) = bounded_look_up(&wanted(&rows), &reader(&server.root))
+        .await
+        .expect("the lookup goes on");
+    let settled = settled(rows, &directory);
+    assert_eq!(settled[0].1, "lookupFailed", "{settled:?}");
+    assert!(settled[0].2.contains("list nobody"), "{settled:?}");
+    let pages = server.count(LIST);
+    assert!(pages <= walk::MAX_EMPTY_PAGES as usize, "{pages} pages");
+}
+
+#[tokio::test]
+async fn issue_16_endless_pages_of_new_identities_end_at_the_bound_holding_only_what_rows_name() {
+    // Every page a hundred identities never seen before, and a link to the next.
+    let server = Hostile::start(|root, target| {
+        if let Some(reply) = cloud_user(target, 7) {
+            return reply;
+        }
+        match skiptoken(target) {
+            Some(token) => {
+                let at = token.parse::<u64>().unwrap_or(0);
+                let identities = (0..100).map(|i| identity(1_000 + at * 100 + i)).collect();
+                Reply::json(&page(root, identities, Some(&(at + 1).to_string())))
+            }
+            None => Reply::status(404),
+        }
+    })
+    .await;
+    let limits = Limits {
+        entries: 3_000,
+        ..Limits::default()
+    };
+    let reader = reader_for(&server.root, policy(), limits, CancellationToken::new());
+    let rows = vec![Row {
+        upn: Some("user7@contoso.com".into()),
+        ..row(2)
+    }];
+    let (directory, _) = bounded_look_up(&wanted(&rows), &reader)
+        .await
+        .expect("the lookup goes on");
+    let settled = settled(rows, &directory);
+    assert_eq!(settled[0].1, "lookupFailed", "{settled:?}");
+    assert!(
+        settled[0].2.contains("more than 3000 entries"),
+        "{settled:?}"
+    );
+    // The first leg (the row's budget of two pages) holds what it read; the rest is not kept.
+    assert!(
+        directory.identities().len() <= 200,
+        "{} identities held",
+        directory.identities().len()
+    );
+    assert!(server.count(LIST) <= 31, "{} pages", server.count(LIST));
+}
+
+#[tokio::test]
+async fn issue_16_a_looping_role_assignments_walk_stops_the_guard() {
+    let server = Hostile::start(|root, target| {
+        if target.contains("roleAssignments") {
+            // Linking to itself, with one holder a page.
+            return Reply::json(&json!({
+                "value": [{"principalId": "oid-9", "principal": {"@odata.type": "#microsoft.graph.user", "userPrincipalName": "ga@contoso.com"}}],
+                "@odata.nextLink": format!("{root}{target}"),
+            }));
+        }
+        Reply::status(404)
+    })
+    .await;
+    let reader = reader(&server.root);
+    let guardrails = guard::Guardrails {
+        privileged: true,
+        ..guard::Guardrails::default()
+    };
+    let mut directory = Directory::default();
+    let stop = tokio::time::timeout(
+        Duration::from_secs(20),
+        guard::read_guard(&guardrails, &reader, &mut directory),
+    )
+    .await
+    .expect("the guard's reads end")
+    .expect_err("a guard that cannot be read whole stops the run");
+    let message = stop.to_string();
+    assert!(matches!(stop, LookupStop::Guard(_)), "{message}");
+    assert!(message.contains("loops"), "{message}");
+    assert!(message.contains("no action was sent"), "{message}");
+    // Each of the twenty roles: its first page, then its link back to it.
+    assert!(server.requests() <= 2 * 20, "{}", server.requests());
+}
