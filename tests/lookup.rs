@@ -697,3 +697,116 @@ async fn issue_16_a_looping_identity_list_refuses_the_cloud_only_row_and_says_so
         "{stderr}"
     );
 }
+
+/// `run ARGS` in process, with a shutdown (Ctrl-C or SIGTERM) that comes when `signal` fires.
+async fn run_until_signal(
+    args: &[String],
+    signal: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<ExitStatus> {
+    use clap::Parser;
+    let mut argv = vec!["graph-remediate".to_owned(), "run".to_owned()];
+    argv.extend_from_slice(args);
+    let cli = graph_remediate::cli::Cli::try_parse_from(argv).expect("arguments parse");
+    let graph_remediate::cli::Command::Run(run_args) = cli.command else {
+        panic!("not a run");
+    };
+    let config = graph_remediate::config::RunConfig::try_from(*run_args)?;
+    graph_remediate::run(config, async move {
+        let _ = signal.await;
+    })
+    .await
+}
+
+/// Sixty rows by SID, each its own read: the reads park on the `/security` gate once one of
+/// them is told to wait.
+fn sid_rows(h: &Harness) -> std::path::PathBuf {
+    let mut lines = vec!["sid,action,identityProvider".to_owned()];
+    for i in 0..60 {
+        lines.push(format!("S-1-5-21-9-9-9-{i},disable,activeDirectory"));
+    }
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    h.write("in.csv", &lines)
+}
+
+/// Every SID read answered 429 with `retry_after`; the list too when `list_too`, else pages
+/// that list nobody (a walk that ends before the SID reads go out).
+async fn throttling(retry_after: &'static str, list_too: bool) -> wiremock::MockServer {
+    hostile(move |root, target| {
+        if target.contains("identityAccounts") && !list_too && !target.contains("filter") {
+            let next = target.len();
+            return wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "value": [],
+                "@odata.nextLink": format!("{root}/v1.0/security/identities/identityAccounts?$skiptoken={next}x"),
+            }));
+        }
+        if target.contains("identityAccounts") {
+            return wiremock::ResponseTemplate::new(429)
+                .insert_header("Retry-After", retry_after)
+                .set_body_json(serde_json::json!({"error": {"code": "TooManyRequests", "message": "later"}}));
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_throttle_past_max_retry_wait_stops_the_lookup_at_once() {
+    let server = throttling("3600", false).await;
+    let h = Harness::new().await;
+    let input = sid_rows(&h);
+    let args = common::with_flag(
+        h.args(&input, &["--max-retry-wait", "1m", "--concurrency", "8"]),
+        "--graph-url",
+        &server.uri(),
+    );
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(30), common::run_args(&args))
+        .await
+        .expect("the run stops at once, not after the hour it was told");
+    assert_eq!(common::status(&result), ExitStatus::StoppedEarly);
+    let message = format!("{:#}", result.unwrap_err());
+    assert!(message.contains("--max-retry-wait"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_signal_while_the_lookup_waits_out_a_throttle_is_an_interrupt() {
+    for (retry_after, list_too) in [("30", true), ("30", false)] {
+        let server = throttling(retry_after, list_too).await;
+        let h = Harness::new().await;
+        let input = sid_rows(&h);
+        let args = common::with_flag(
+            h.args(&input, &["--max-retry-wait", "15m", "--concurrency", "8"]),
+            "--graph-url",
+            &server.uri(),
+        );
+        let (signal_tx, signal_rx) = tokio::sync::oneshot::channel();
+        let run = tokio::spawn(async move { run_until_signal(&args, signal_rx).await });
+        // The first 429 has been answered: the reads are waiting it out.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let told = || async {
+            server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| list_too || r.url.query().is_some_and(|q| q.contains("filter")))
+        };
+        while !told().await {
+            assert!(std::time::Instant::now() < deadline, "no read came");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = signal_tx.send(());
+        let result = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+            .await
+            .expect("the run ends on the signal")
+            .unwrap();
+        let status = common::status(&result);
+        assert_eq!(
+            status,
+            ExitStatus::Interrupted,
+            "Retry-After {retry_after} {list_too}: {result:?}"
+        );
+    }
+}

@@ -378,3 +378,67 @@ async fn issue_16_a_looping_role_assignments_walk_stops_the_guard() {
     // Each of the twenty roles: its first page, then its link back to it.
     assert!(server.requests() <= 2 * 20, "{}", server.requests());
 }
+
+#[tokio::test]
+async fn issue_16_an_interrupt_during_a_stopping_lookup_is_an_interrupt() {
+    // A read told to wait past --max-retry-wait stopped the lookup; the operator's Ctrl-C came
+    // while the others were still ending: it is the operator's stop that counts (exit 130).
+    let mut reads = JoinSet::new();
+    reads.spawn(async {
+        Err(LookupStop::Throttled {
+            wait: Duration::from_secs(3600),
+        })
+    });
+    reads.spawn(async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Err(LookupStop::Interrupted)
+    });
+    let mut directory = Directory::default();
+    let stop = collect(&mut reads, &mut directory).await.unwrap_err();
+    assert_eq!(stop, LookupStop::Interrupted);
+}
+
+#[tokio::test]
+async fn issue_16_a_throttle_past_max_retry_wait_releases_the_reads_parked_on_the_gate() {
+    // The first SID read is told to wait an hour; the other rows' reads must not wait it out.
+    let server = Hostile::start(|_, target| {
+        if target.contains("filter") && target.contains("S-1-5-21-1-0") {
+            return Reply {
+                retry_after: Some("3600".into()),
+                ..Reply::status(429)
+            };
+        }
+        if target.contains("filter") {
+            return Reply {
+                retry_after: Some("1".into()),
+                ..Reply::status(429)
+            };
+        }
+        Reply::status(503)
+    })
+    .await;
+    let policy = RetryPolicy {
+        max_wait: Duration::from_secs(60),
+        ..policy()
+    };
+    let reader = reader_for(
+        &server.root,
+        policy,
+        Limits::default(),
+        CancellationToken::new(),
+    );
+    let rows: Vec<Row> = (0..40)
+        .map(|i| Row {
+            sid: Some(format!("S-1-5-21-1-{i}")),
+            ..row(i + 2)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let stop = bounded_look_up(&wanted(&rows), &reader).await.unwrap_err();
+    assert!(matches!(stop, LookupStop::Throttled { .. }), "{stop}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

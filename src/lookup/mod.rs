@@ -467,8 +467,11 @@ async fn collect(
         let answer = match joined {
             Ok(Ok(answer)) => answer,
             Ok(Err(why)) => {
-                // The first reason wins; the other reads end on their own.
-                stop.get_or_insert(why);
+                // The first reason wins (the reader stops the other reads with it), but an
+                // interrupt is what the operator asked for: it exits 130 (issue 16).
+                if stop.is_none() || why == LookupStop::Interrupted {
+                    stop = Some(why);
+                }
                 continue;
             }
             Err(error) => Answer::Failed(
