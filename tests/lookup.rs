@@ -579,7 +579,8 @@ async fn issue_12_dry_run_stays_offline_and_validate_plans_the_lookup() {
     assert!(stdout.contains("Lookup: 1 row(s)"), "{stdout}");
 }
 
-/// A wiremock server answering every GET with `answer(its root, path?query)`.
+/// A wiremock server answering every GET with `answer(its root, path?query)`, and every POST
+/// (an action) with success.
 async fn hostile(
     answer: impl Fn(&str, &str) -> wiremock::ResponseTemplate + Send + Sync + 'static,
 ) -> wiremock::MockServer {
@@ -588,6 +589,10 @@ async fn hostile(
         for Answer<F>
     {
         fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+            if request.method.as_str() == "POST" {
+                return wiremock::ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"value": {"correlationId": "c"}}));
+            }
             let target = match request.url.query() {
                 Some(query) => format!("{}?{query}", request.url.path()),
                 None => request.url.path().to_owned(),
@@ -598,7 +603,7 @@ async fn hostile(
     let server = wiremock::MockServer::start().await;
     let root = std::sync::Arc::new(std::sync::OnceLock::new());
     let _ = root.set(server.uri());
-    wiremock::Mock::given(wiremock::matchers::method("GET"))
+    wiremock::Mock::given(wiremock::matchers::any())
         .respond_with(Answer(answer, root))
         .mount(&server)
         .await;
@@ -809,4 +814,69 @@ async fn issue_16_a_signal_while_the_lookup_waits_out_a_throttle_is_an_interrupt
             "Retry-After {retry_after} {list_too}: {result:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_unreadable_list_page_is_not_reported_when_the_rows_are_read_one_by_one() {
+    let server = hostile(|_, target| {
+        let json = |body: Value| wiremock::ResponseTemplate::new(200).set_body_json(body);
+        if target.contains("filter") {
+            let ada = serde_json::to_value(person(
+                "ia-ada",
+                "S-1-5-21-9-9-9-1",
+                "ada@contoso.com",
+                "oid-ada",
+            ))
+            .unwrap();
+            return json(serde_json::json!({"value": [ada]}));
+        }
+        if target.contains("identityAccounts") {
+            return wiremock::ResponseTemplate::new(200).set_body_string("<html>");
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await;
+    let h = Harness::new().await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "sid,action,identityProvider",
+            "S-1-5-21-9-9-9-1,disable,activeDirectory",
+        ],
+    );
+    let args = common::with_flag(h.args(&input, &[]), "--graph-url", &server.uri());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+            .arg("run")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("not readable"), "{stderr}");
+    assert!(!stderr.contains("identity list"), "{stderr}");
+}
+
+#[tokio::test]
+async fn issue_16_a_upn_cell_holding_an_object_id_stops_before_anything_is_sent() {
+    let h = Harness::start(tenant_mock(Tenant::synthetic(10), 100)).await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,objectId,action",
+            &format!("{},,disable", Tenant::synthetic_upn(1)),
+            &format!("{},,disable", Tenant::synthetic_object_id(2)),
+            &format!(",{},disable", Tenant::synthetic_upn(3)),
+        ],
+    );
+    let output = h.binary(&input, &[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("in.csv:3: \"upn\""), "{message}");
+    assert!(message.contains("is an object id"), "{message}");
+    assert!(message.contains("in.csv:4: \"objectId\""), "{message}");
+    assert_eq!(h.graph_requests(), 0);
 }

@@ -32,7 +32,7 @@ const KEY: &AsciiSet = &SEGMENT.remove(b'(').remove(b')').remove(b'\'');
 
 /// The largest response body we read: an action's answer is a few hundred bytes, but a page of
 /// identities runs to hundreds of kilobytes. A longer body is cut, and a cut page fails to parse.
-const MAX_BODY: usize = 4 * 1024 * 1024;
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Graph API version (`--api-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

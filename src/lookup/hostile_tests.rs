@@ -442,3 +442,188 @@ async fn issue_16_a_throttle_past_max_retry_wait_releases_the_reads_parked_on_th
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn issue_16_a_user_read_answering_with_another_user_is_not_acted_on() {
+    const BOB: &str = "22222222-2222-4222-8222-222222222222";
+    let server = Hostile::start(|root, target| {
+        if target.starts_with("/v1.0/users/") {
+            // Whoever is asked for, Bob answers.
+            return Reply::json(&json!({
+                "id": BOB,
+                "userPrincipalName": "bob@contoso.com",
+                "onPremisesSecurityIdentifier": "S-1-5-21-1-5",
+            }));
+        }
+        if target.contains("filter") {
+            return Reply::json(&json!({"value": [{
+                "id": "id-bob",
+                "onPremisesSecurityIdentifier": "S-1-5-21-1-5",
+                "accounts": [{"identifier": "ad-bob", "identityProvider": "activeDirectory", "actions": ["disable"]}],
+            }]}));
+        }
+        // A list longer than the rows' budget: the users are read one by one.
+        match skiptoken(target) {
+            Some(token) => {
+                let at = token.parse::<u64>().unwrap_or(0);
+                Reply::json(&page(root, vec![identity(at + 100)], Some(&(at + 1).to_string())))
+            }
+            None => Reply::status(404),
+        }
+    })
+    .await;
+    let rows = vec![
+        Row {
+            upn: Some("Ann@Contoso.com".into()),
+            ..row(2)
+        },
+        Row {
+            object_id: Some("0b9f4c7e-1111-4a2b-9c3d-0123456789ab".into()),
+            ..row(3)
+        },
+        // Bob asked for by his own names, in another case: he is himself.
+        Row {
+            upn: Some("BOB@contoso.com".into()),
+            ..row(4)
+        },
+        Row {
+            object_id: Some(BOB.to_uppercase()),
+            ..row(5)
+        },
+    ];
+    let (directory, _) = bounded_look_up(&wanted(&rows), &reader(&server.root))
+        .await
+        .expect("the lookup goes on");
+    let settled = settled(rows, &directory);
+    for refused in &settled[..2] {
+        assert_eq!(refused.1, "lookupFailed", "{settled:?}");
+        assert!(refused.2.contains("another user"), "{settled:?}");
+        assert!(refused.2.contains("the read of /users/"), "{settled:?}");
+    }
+    for sent in &settled[2..] {
+        assert_eq!(
+            (sent.1.as_str(), sent.2.as_str()),
+            ("send", "id-bob"),
+            "{settled:?}"
+        );
+    }
+}
+
+/// A server whose list has good identity 1 on page 1, then `second` as page 2; the user of
+/// the rows, user 7, is cloud-only; SID reads are answered 404.
+async fn broken_list(second: fn(&str) -> Reply) -> Hostile {
+    Hostile::start(move |root, target| {
+        if let Some(reply) = cloud_user(target, 7) {
+            return reply;
+        }
+        match skiptoken(target) {
+            Some("") => Reply::json(&page(root, vec![identity(1)], Some("2"))),
+            Some(_) => second(root),
+            None => Reply::status(404),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn issue_16_a_broken_list_page_refuses_cloud_only_rows_lookup_failed_naming_the_page() {
+    type Second = fn(&str) -> Reply;
+    let cases: [(Second, &str); 3] = [
+        (
+            |_| Reply::json(&json!("<html>")),
+            "page 2 of the identity list is not readable",
+        ),
+        (
+            |_| Reply {
+                body: vec![b' '; crate::graph::client::MAX_BODY + 10],
+                ..Reply::status(200)
+            },
+            "larger than the 4 MiB",
+        ),
+        // An identity whose accounts are not a list: it might be user 7's.
+        (
+            |_| Reply::json(&json!({"value": [identity(8), {"id": "id-x", "accounts": "oid-7"}]})),
+            "an entry that is not an identity (id-x",
+        ),
+    ];
+    for (second, says) in cases {
+        let server = broken_list(second).await;
+        let rows = vec![Row {
+            upn: Some("user7@contoso.com".into()),
+            ..row(2)
+        }];
+        let (directory, _) = bounded_look_up(&wanted(&rows), &reader(&server.root))
+            .await
+            .expect("the lookup goes on");
+        let settled = settled(rows, &directory);
+        assert_eq!(settled[0].1, "lookupFailed", "{says}: {settled:?}");
+        assert!(settled[0].2.contains(says), "{says}: {settled:?}");
+    }
+}
+
+#[tokio::test]
+async fn issue_16_a_malformed_identity_spoils_itself_not_its_page() {
+    // User 7's identity shares its page with one whose accounts are null (no accounts) and
+    // one that is not an identity at all.
+    let server = broken_list(|_| {
+        Reply::json(&json!({"value": [
+            {"id": "id-null", "accounts": null},
+            {"id": 42},
+            identity(7),
+        ]}))
+    })
+    .await;
+    let rows = vec![
+        Row {
+            upn: Some("user7@contoso.com".into()),
+            ..row(2)
+        },
+        Row {
+            identity_account_id: Some("id-null".into()),
+            ..row(3)
+        },
+    ];
+    let (directory, _) = bounded_look_up(&wanted(&rows), &reader(&server.root))
+        .await
+        .expect("the lookup goes on");
+    let settled = settled(rows, &directory);
+    assert_eq!(settled[0].1, "send", "{settled:?}");
+    assert_eq!(settled[0].2, "id-7", "{settled:?}");
+    // Read whole, with no accounts: the row is told so, not that the read failed.
+    assert_eq!(settled[1].1, "actionNotOffered", "{settled:?}");
+}
+
+#[tokio::test]
+async fn issue_16_a_404_on_the_sid_filter_is_lookup_failed_naming_the_read() {
+    // A list too long for the rows' budget, so the SIDs are read one by one.
+    let server = Hostile::start(|root, target| match skiptoken(target) {
+        Some(token) => {
+            let at = token.parse::<u64>().unwrap_or(0);
+            Reply::json(&page(
+                root,
+                vec![identity(at + 100)],
+                Some(&(at + 1).to_string()),
+            ))
+        }
+        None => Reply::status(404),
+    })
+    .await;
+    let rows: Vec<Row> = (0..3)
+        .map(|i| Row {
+            sid: Some(format!("S-1-5-21-1-{i}")),
+            ..row(i + 2)
+        })
+        .collect();
+    let (directory, _) = bounded_look_up(&wanted(&rows), &reader(&server.root))
+        .await
+        .expect("the lookup goes on");
+    for (line, code, message) in settled(rows, &directory) {
+        assert_eq!(code, "lookupFailed", "{line}: {message}");
+        assert!(
+            message.contains(
+                "the identity list filtered by onPremisesSecurityIdentifier eq 's-1-5-21-1-"
+            ) && message.contains("404"),
+            "{line}: {message}"
+        );
+    }
+}

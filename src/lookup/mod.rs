@@ -35,8 +35,10 @@ use tracing::{debug, info, warn};
 pub(crate) use directory::Directory;
 pub(crate) use read::{LookupStop, ReadCounts, Reader, Service};
 
-use crate::graph::identity::{Fetched, Identity, Page, parse_identity, parse_user};
+use crate::graph::client::MAX_BODY;
+use crate::graph::identity::{Identity, Page, parse_identity, parse_user};
 use crate::input::{IdentityColumn, Job, Row};
+use crate::sanitize::printable;
 use directory::key;
 use read::ReadError;
 use resolve::Refusal;
@@ -269,10 +271,13 @@ impl ListWalk {
                     return Ok(());
                 }
             };
-            for fetched in page {
+            for fetched in page.identities {
                 if keep.is_none_or(|keys| wanted_identity(&fetched.identity, keys)) {
                     directory.add(fetched);
                 }
+            }
+            for spoiled in page.spoiled {
+                directory.note_spoiled(spoiled, keep);
             }
             if self.walk.ended() {
                 directory.note_complete();
@@ -282,12 +287,12 @@ impl ListWalk {
 }
 
 /// A page of the identity list, for [`Walk::next`].
-fn parse_page(body: &[u8]) -> Result<Parsed<Vec<Fetched>>, String> {
-    let page = Page::parse(body).map_err(|error| error.to_string())?;
+fn parse_page(body: &[u8]) -> Result<Parsed<Page>, String> {
+    let mut page = Page::parse(body).map_err(|error| error.to_string())?;
     Ok(Parsed {
-        entries: page.identities.len() as u64,
-        items: page.identities,
-        next_link: page.next_link,
+        entries: (page.identities.len() + page.spoiled.len()) as u64,
+        next_link: page.next_link.take(),
+        items: page,
     })
 }
 
@@ -402,6 +407,20 @@ enum Ask {
     User(String),
 }
 
+impl Ask {
+    /// The read, for messages.
+    fn read(&self) -> String {
+        match self {
+            Ask::Id(id) => format!("the read of identityAccounts/{}", printable(id)),
+            Ask::Sid(sid) => format!(
+                "the identity list filtered by onPremisesSecurityIdentifier eq '{}'",
+                printable(sid)
+            ),
+            Ask::User(user) => format!("the read of /users/{}", printable(user)),
+        }
+    }
+}
+
 /// What one read answered.
 enum Answer {
     Identity(crate::graph::identity::Fetched),
@@ -425,36 +444,78 @@ async fn read_one(reader: Arc<Reader>, ask: Ask) -> Result<Answer, LookupStop> {
         ),
         Ask::User(user) => (Service::Users, reader.client().user_url(user), user),
     };
+    // Every failure says which read it was (issue 16).
+    let failed = |error: String| Answer::Failed(asked.clone(), format!("{}: {error}", ask.read()));
     let url = match url {
         Ok(url) => url,
-        Err(error) => return Ok(Answer::Failed(asked.clone(), error.to_string())),
+        Err(error) => return Ok(failed(error.to_string())),
     };
     let body = match reader.read(service, url).await {
+        Ok(Some(body)) if body.len() >= MAX_BODY => {
+            return Ok(failed(format!(
+                "the answer is larger than the {} MiB a read may be, so it is not read",
+                MAX_BODY >> 20
+            )));
+        }
         Ok(body) => body,
         Err(ReadError::Stop(stop)) => return Err(stop),
-        Err(ReadError::Failed(error)) => {
-            return Ok(Answer::Failed(asked.clone(), error.to_string()));
-        }
+        Err(ReadError::Failed(error)) => return Ok(failed(error.to_string())),
     };
-    let shape = |error: crate::graph::identity::ShapeError| {
-        Answer::Failed(asked.clone(), error.to_string())
-    };
+    let shape = |error: crate::graph::identity::ShapeError| failed(error.to_string());
     Ok(match (ask.clone(), body) {
         (Ask::Id(id), None) => Answer::MissingId(id),
         (Ask::Id(_), Some(body)) => match parse_identity(&body) {
             Ok(fetched) => Answer::Identity(fetched),
             Err(error) => shape(error),
         },
-        (Ask::Sid(sid), None) => Answer::Sid(sid, Vec::new()),
+        // The list is always there: a 404 says the read went wrong, not that nobody has the SID.
+        (Ask::Sid(_), None) => failed("answered 404 (not found)".to_owned()),
         (Ask::Sid(sid), Some(body)) => match Page::parse(&body) {
+            // An entry that is not an identity may be the one with this SID.
+            Ok(page) if !page.spoiled.is_empty() => failed(format!(
+                "an entry of the answer is not an identity ({})",
+                printable(&page.spoiled[0].reason)
+            )),
             Ok(page) => Answer::Sid(sid, page.identities),
             Err(error) => shape(error),
         },
         (Ask::User(user), None) => Answer::User(user, None),
         (Ask::User(user), Some(body)) => match parse_user(&body) {
-            Ok(found) => Answer::User(user, Some(found)),
+            Ok(found) => match another_user(&user, &found) {
+                Some(other) => failed(other),
+                None => Answer::User(user, Some(found)),
+            },
             Err(error) => shape(error),
         },
+    })
+}
+
+/// How the user Graph answered with is not the one asked for by UPN (compared ignoring case)
+/// or object id (the same GUID), if it is not (issue 16: the other user was acted on).
+fn another_user(asked: &str, found: &crate::graph::identity::User) -> Option<String> {
+    let same = if asked.contains('@') {
+        found
+            .user_principal_name
+            .as_deref()
+            .is_some_and(|upn| upn.trim().eq_ignore_ascii_case(asked))
+    } else {
+        found.id == asked
+            || matches!(
+                (uuid::Uuid::try_parse(asked), uuid::Uuid::try_parse(&found.id)),
+                (Ok(asked), Ok(found)) if asked == found
+            )
+    };
+    (!same).then(|| {
+        format!(
+            "Graph answered with another user ({} {}); nothing is sent for it",
+            printable(&found.id),
+            printable(
+                found
+                    .user_principal_name
+                    .as_deref()
+                    .unwrap_or("without a UPN")
+            )
+        )
     })
 }
 

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 
 use super::read::{LookupStop, ReadError, Reader, Service};
+use crate::graph::client::MAX_BODY;
 use crate::sanitize::printable;
 
 /// The most directory objects one tenant holds: Entra ID's quota is 50,000 objects (300,000
@@ -170,6 +171,14 @@ impl Walk {
         };
         let page = self.pages + 1;
         let result = match reader.read(service, url.clone()).await {
+            Ok(Some(body)) if body.len() >= MAX_BODY => Err(WalkError::Unreadable {
+                list: self.list.clone(),
+                page,
+                reason: format!(
+                    "it is larger than the {} MiB a page may be, so it is not read",
+                    MAX_BODY >> 20
+                ),
+            }),
             Ok(Some(body)) => parse(&body).map_err(|reason| WalkError::Unreadable {
                 list: self.list.clone(),
                 page,
