@@ -22,6 +22,8 @@ pub(crate) mod directory;
 pub(crate) mod guard;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod property_tests;
 mod read;
 pub(crate) mod resolve;
 pub(crate) mod walk;
