@@ -156,8 +156,10 @@ impl Directory {
         self.users.insert(key(looked_up_by), user);
     }
 
+    /// `error` is recorded and printed: whatever Graph put in it is escaped first.
     pub(crate) fn note_failure(&mut self, looked_up_by: &str, error: String) {
-        self.failures.insert(key(looked_up_by), error);
+        self.failures
+            .insert(key(looked_up_by), printable(&error).into_owned());
     }
 
     pub(crate) fn set_guard(&mut self, guard: Guard) {
@@ -177,7 +179,7 @@ impl Directory {
     }
 
     pub(crate) fn note_list_failure(&mut self, error: String) {
-        self.list_failure = Some(error);
+        self.list_failure = Some(printable(&error).into_owned());
     }
 
     /// An entry of the list that is not an identity: the rows naming it are refused

@@ -17,6 +17,12 @@
 //! list is walked only if a cloud-only user needs it. So a spreadsheet naming much of a tenant
 //! costs the list's pages, a short one its per-identity reads, and neither more than twice what
 //! the better choice would have cost.
+//!
+//! The walk is a [`walk::Walk`]: bounded, refusing a link already followed (issue 16). Its
+//! second leg holds only the identities a row can name (the users are read by then), so a
+//! tenant's worth of pages costs no memory beyond them. A walk that cannot finish is quiet until
+//! a row needs the rest of the list: those rows are refused `lookupFailed`, with the reason.
+//! A stop (a 403, a throttle past `--max-retry-wait`, no token) ends every read at once.
 
 pub(crate) mod directory;
 pub(crate) mod guard;
