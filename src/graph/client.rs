@@ -32,7 +32,7 @@ const KEY: &AsciiSet = &SEGMENT.remove(b'(').remove(b')').remove(b'\'');
 
 /// The largest response body we read: an action's answer is a few hundred bytes, but a page of
 /// identities runs to hundreds of kilobytes. A longer body is cut, and a cut page fails to parse.
-const MAX_BODY: usize = 4 * 1024 * 1024;
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// Graph API version (`--api-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -321,8 +321,8 @@ impl GraphClient {
         url
     }
 
-    /// A page's `@odata.nextLink`, followed whole, but only to this Graph's own origin: the
-    /// token must never be sent anywhere a server's answer points it.
+    /// A page's `@odata.nextLink`, followed whole, but only to this Graph's own origin and
+    /// without userinfo: the token must never be sent anywhere a server's answer points it.
     pub fn next_link(&self, link: &str) -> Result<reqwest::Url, GraphError> {
         let url = reqwest::Url::parse(link).map_err(|_| {
             GraphError::Unsendable(format!(
@@ -330,6 +330,14 @@ impl GraphClient {
                 printable(link)
             ))
         })?;
+        // The origin leaves userinfo out, and reqwest turns `user:pw@` into Basic credentials
+        // that replace the bearer token (issue 16): a link carrying any is not followed.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(GraphError::Unsendable(
+                "the next page's link carries a user name or password; it is not followed"
+                    .to_owned(),
+            ));
+        }
         if url.origin() != self.root.origin() {
             return Err(GraphError::Unsendable(format!(
                 "the next page's link points to {}, not to {}; it is not followed",
@@ -536,6 +544,23 @@ mod tests {
                 .path()
                 .ends_with("/a.b/microsoft.graph.security.invokeAction")
         );
+    }
+
+    #[test]
+    fn issue_16_a_next_link_with_userinfo_is_not_followed() {
+        let client = client("http://127.0.0.1:8080");
+        let page = "/beta/security/identities/identityAccounts?$skiptoken=2";
+        assert!(
+            client
+                .next_link(&format!("http://127.0.0.1:8080{page}"))
+                .is_ok()
+        );
+        for userinfo in ["user:pw@", "user@", ":pw@"] {
+            let link = format!("http://{userinfo}127.0.0.1:8080{page}");
+            let error = client.next_link(&link).unwrap_err().to_string();
+            assert!(error.contains("user name or password"), "{link}: {error}");
+            assert!(!error.contains("pw"), "{error}");
+        }
     }
 
     #[test]

@@ -31,8 +31,17 @@ pub struct Identity {
     pub user_principal_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_address: Option<String>,
-    #[serde(default)]
+    /// `null` reads as no accounts, as an absent field does.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub accounts: Vec<LinkedAccount>,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// An account linked to an identity (`microsoft.graph.security.account`): the `accountId` and
@@ -132,8 +141,42 @@ pub struct Fetched {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Page {
     pub identities: Vec<Fetched>,
+    /// Items that are not identities: each spoils itself, not its page (issue 16).
+    pub spoiled: Vec<Spoiled>,
     /// `@odata.nextLink`, followed whole when present.
     pub next_link: Option<String>,
+}
+
+/// An item of a list page that is not an identity: the names it seems to carry (its `id`,
+/// on-premises SID, UPN and linked accounts' identifiers, where they are text), so that a row
+/// naming it is told the read failed rather than that no such identity exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spoiled {
+    pub names: Vec<String>,
+    pub reason: String,
+}
+
+impl Spoiled {
+    fn of(raw: &serde_json::Value, reason: String) -> Spoiled {
+        let text = |value: Option<&serde_json::Value>| {
+            value
+                .and_then(serde_json::Value::as_str)
+                .filter(|name| !name.trim().is_empty())
+                .map(str::to_owned)
+        };
+        let mut names: Vec<String> = ["id", "onPremisesSecurityIdentifier", "userPrincipalName"]
+            .into_iter()
+            .filter_map(|field| text(raw.get(field)))
+            .collect();
+        if let Some(accounts) = raw.get("accounts").and_then(serde_json::Value::as_array) {
+            names.extend(
+                accounts
+                    .iter()
+                    .filter_map(|account| text(account.get("identifier"))),
+            );
+        }
+        Spoiled { names, reason }
+    }
 }
 
 /// Why a body is not what the call returns.
@@ -145,7 +188,8 @@ pub struct ShapeError {
 }
 
 impl Page {
-    /// `{"value": [...], "@odata.nextLink": "..."}`; items that are not identities are errors.
+    /// `{"value": [...], "@odata.nextLink": "..."}`. A body of another shape is an error; an
+    /// item that is not an identity is kept aside in [`Page::spoiled`].
     pub fn parse(body: &[u8]) -> Result<Page, ShapeError> {
         #[derive(Deserialize)]
         struct Raw {
@@ -158,15 +202,17 @@ impl Page {
             reason,
         };
         let raw: Raw = serde_json::from_slice(body).map_err(|e| shape(e.to_string()))?;
-        let identities = raw
-            .value
-            .into_iter()
-            .map(|value| fetched(value).map_err(|e| shape(e.reason)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page {
-            identities,
+        let mut page = Page {
             next_link: raw.next_link,
-        })
+            ..Page::default()
+        };
+        for value in raw.value {
+            match fetched(value.clone()) {
+                Ok(identity) => page.identities.push(identity),
+                Err(error) => page.spoiled.push(Spoiled::of(&value, error.reason)),
+            }
+        }
+        Ok(page)
     }
 }
 
@@ -274,8 +320,33 @@ mod tests {
         assert_eq!(page.identities.len(), 2);
         assert!(page.next_link.unwrap().ends_with("$skiptoken=2"));
         assert_eq!(Page::parse(br#"{"value":[]}"#).unwrap(), Page::default());
-        assert!(Page::parse(br#"{"value":[{"displayName":"no id"}]}"#).is_err());
+        // An item that is not an identity spoils itself, not its page (issue 16).
+        let spoiled = Page::parse(br#"{"value":[{"displayName":"no id"},{"id":"c"}]}"#).unwrap();
+        assert_eq!(spoiled.identities.len(), 1);
+        assert_eq!(spoiled.spoiled.len(), 1);
+        assert!(spoiled.spoiled[0].names.is_empty());
         assert!(Page::parse(b"<html>").is_err());
+    }
+
+    #[test]
+    fn issue_16_a_malformed_identity_spoils_itself_and_null_accounts_are_none() {
+        let body = br#"{"value":[
+            {"id":"ok","accounts":[{"identifier":"oid-ok","provider":"EntraID","actions":[]}]},
+            {"id":"null-accounts","accounts":null},
+            {"id":"bad","onPremisesSecurityIdentifier":"S-1-5-21-7","accounts":[{"identifier":"oid-bad","provider":7}]},
+            {"id":42,"userPrincipalName":"n@c.com"}
+        ]}"#;
+        let page = Page::parse(body).unwrap();
+        let ids: Vec<&str> = page
+            .identities
+            .iter()
+            .map(|f| f.identity.id.as_str())
+            .collect();
+        assert_eq!(ids, ["ok", "null-accounts"]);
+        assert!(page.identities[1].identity.accounts.is_empty());
+        assert_eq!(page.spoiled[0].names, ["bad", "S-1-5-21-7", "oid-bad"]);
+        assert_eq!(page.spoiled[1].names, ["n@c.com"]);
+        assert!(page.spoiled.iter().all(|s| !s.reason.is_empty()));
     }
 
     #[test]

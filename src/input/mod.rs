@@ -558,6 +558,23 @@ pub(crate) fn build_row(
             "\"sid\" {sid:?} is a cloud SID (S-1-12-...), not an on-premises SID; name the person by objectId or upn instead"
         ));
     }
+    // A cell in the wrong column would be read as the other kind of name (issue 16).
+    if let Some(upn) = &row.upn
+        && uuid::Uuid::try_parse(upn.trim()).is_ok()
+    {
+        reasons.push(format!(
+            "\"upn\" {:?} is an object id, not a userPrincipalName; put it in the objectId column",
+            crate::sanitize::printable(upn)
+        ));
+    }
+    if let Some(object_id) = &row.object_id
+        && object_id.contains('@')
+    {
+        reasons.push(format!(
+            "\"objectId\" {:?} is a userPrincipalName, not an object id; put it in the upn column",
+            crate::sanitize::printable(object_id)
+        ));
+    }
     if row.as_given().is_none() && reasons.is_empty() {
         match (row.names_identity_by(), options.lookup) {
             (None, _) => reasons.push(
@@ -856,6 +873,30 @@ mod tests {
             "\"upn\" holds a control character (U+001B)",
         ] {
             assert!(err.reason.contains(part), "{part}: {}", err.reason);
+        }
+    }
+
+    #[test]
+    fn issue_16_a_upn_cell_holding_an_object_id_or_the_reverse_is_a_row_error() {
+        for (field, value, says) in [
+            (
+                Field::Upn,
+                "0b9f4c7e-1111-4a2b-9c3d-0123456789ab",
+                "\"upn\" \"0b9f4c7e-1111-4a2b-9c3d-0123456789ab\" is an object id",
+            ),
+            (
+                Field::ObjectId,
+                "ann@contoso.com",
+                "\"objectId\" \"ann@contoso.com\" is a userPrincipalName",
+            ),
+        ] {
+            let err = build_row(
+                raw(&[(field, value), (Field::Action, "disable")]),
+                vec![],
+                &InputOptions::default(),
+            )
+            .unwrap_err();
+            assert!(err.reason.contains(says), "{}", err.reason);
         }
     }
 

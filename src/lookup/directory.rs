@@ -6,8 +6,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::graph::identity::{Fetched, Identity, User};
+use crate::graph::identity::{Fetched, Identity, Spoiled, User};
 use crate::input::Row;
+use crate::sanitize::printable;
 
 /// Which identities a key names, as far as the directory knows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,8 +17,8 @@ pub(crate) enum Found<'d> {
     None,
     /// More than one identity: the count.
     Many(usize),
-    /// The read that would tell failed (the error is in [`Directory::failure`]).
-    Failed,
+    /// The read that would tell failed: why.
+    Failed(&'d str),
 }
 
 /// Who the guardrails protect (issue 13), as the guard's reads found them: every name of a
@@ -107,6 +108,13 @@ pub(crate) struct Directory {
     failures: HashMap<String, String>,
     /// The whole list was walked: absence from the index means there is no such identity.
     complete: bool,
+    /// Why the list could not be walked whole, when a row needed it (issue 16): the rows it
+    /// would have answered are refused `lookupFailed`, not told there is no such identity.
+    list_failure: Option<String>,
+    /// Why an entry of the list was not an identity (the first such reason): the list cannot
+    /// tell that nobody has a name, since that entry might (issue 16). Its names, where they
+    /// could be read, are in `failures`.
+    list_spoiled: Option<String>,
     /// Who the guardrails protect (issue 13); empty when none is in force.
     guard: Guard,
 }
@@ -148,8 +156,10 @@ impl Directory {
         self.users.insert(key(looked_up_by), user);
     }
 
+    /// `error` is recorded and printed: whatever Graph put in it is escaped first.
     pub(crate) fn note_failure(&mut self, looked_up_by: &str, error: String) {
-        self.failures.insert(key(looked_up_by), error);
+        self.failures
+            .insert(key(looked_up_by), printable(&error).into_owned());
     }
 
     pub(crate) fn set_guard(&mut self, guard: Guard) {
@@ -166,6 +176,48 @@ impl Directory {
 
     pub(crate) fn is_complete(&self) -> bool {
         self.complete
+    }
+
+    pub(crate) fn note_list_failure(&mut self, error: String) {
+        self.list_failure = Some(printable(&error).into_owned());
+    }
+
+    /// An entry of the list that is not an identity: the rows naming it are refused
+    /// `lookupFailed`, and so are those the list would answer with "nobody".
+    /// `keep`: the only names worth a failure of their own (a walk's filter), else all.
+    pub(crate) fn note_spoiled(&mut self, spoiled: Spoiled, keep: Option<&HashSet<String>>) {
+        let names = match spoiled.names.is_empty() {
+            true => "no readable name".to_owned(),
+            false => spoiled
+                .names
+                .iter()
+                .take(4)
+                .map(|name| printable(name).into_owned())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let reason = format!(
+            "the identity list holds an entry that is not an identity ({names}: {})",
+            printable(&spoiled.reason)
+        );
+        for name in &spoiled.names {
+            if keep.is_some_and(|keys| !keys.contains(&key(name))) {
+                continue;
+            }
+            self.failures
+                .entry(key(name))
+                .or_insert_with(|| reason.clone());
+        }
+        self.list_spoiled.get_or_insert(reason);
+    }
+
+    /// The answer "nobody" from the list, unless the list could not tell.
+    fn none_from_list(&self) -> Found<'_> {
+        match (&self.list_spoiled, &self.list_failure, self.complete) {
+            (Some(spoiled), _, _) => Found::Failed(spoiled),
+            (None, Some(failure), false) => Found::Failed(failure),
+            _ => Found::None,
+        }
     }
 
     /// Every identity read, in the order first read: for the snapshot file.
@@ -195,30 +247,46 @@ impl Directory {
     }
 
     pub(crate) fn by_id(&self, id: &str) -> Found<'_> {
-        if self.failures.contains_key(&key(id)) {
-            return Found::Failed;
+        if let Some(failure) = self.failure(id) {
+            return Found::Failed(failure);
         }
         match self.by_id.get(&key(id)) {
             Some(&at) => Found::One(&self.identities[at]),
-            None => Found::None,
+            None if self.missing_ids.contains(&key(id)) => Found::None,
+            None => self.none_from_list(),
         }
     }
 
     pub(crate) fn by_sid(&self, sid: &str) -> Found<'_> {
-        if self.failures.contains_key(&key(sid)) {
-            return Found::Failed;
+        if let Some(failure) = self.failure(sid) {
+            return Found::Failed(failure);
         }
-        self.found(self.by_sid.get(&key(sid)))
+        match self.found(self.by_sid.get(&key(sid))) {
+            Found::None if !self.queried_sids.contains(&key(sid)) => self.none_from_list(),
+            found => found,
+        }
     }
 
     /// Identities with an Entra ID account of this object id (from the walked list).
     pub(crate) fn by_object_id_in_index(&self, object_id: &str) -> Found<'_> {
-        self.found(self.by_object_id.get(&key(object_id)))
+        if let Some(failure) = self.failure(object_id) {
+            return Found::Failed(failure);
+        }
+        match self.found(self.by_object_id.get(&key(object_id))) {
+            Found::None => self.none_from_list(),
+            found => found,
+        }
     }
 
     /// Identities whose `userPrincipalName` is this UPN (from the walked list).
     pub(crate) fn by_upn_in_index(&self, upn: &str) -> Found<'_> {
-        self.found(self.by_upn.get(&key(upn)))
+        if let Some(failure) = self.failure(upn) {
+            return Found::Failed(failure);
+        }
+        match self.found(self.by_upn.get(&key(upn))) {
+            Found::None => self.none_from_list(),
+            found => found,
+        }
     }
 
     /// Every name a row and the identity it reached go by, as keys: the identity's id, SID, UPN

@@ -29,7 +29,8 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::directory::{Directory, Found, Guard, key};
-use super::read::{LookupStop, ReadError, Reader, Service};
+use super::read::{LookupStop, Reader, Service};
+use super::walk::{Parsed, Walk, WalkStop};
 use super::{Ask, collect, read_one, read_users};
 use crate::sanitize::printable;
 
@@ -710,25 +711,31 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
     }
     let _slot = reader.slot().await;
     let mut members = Vec::new();
-    let mut url = reader.client().role_assignments_url(role_id);
-    loop {
-        let body = match reader.read(Service::Roles, url).await {
-            Ok(Some(body)) => body,
-            // A 404 is no answer about who holds the role, not "nobody" (issue 16).
-            Ok(None) => {
-                return Err(RoleReadError::Failed(
-                    "Graph answered 404 Not Found instead of a page of role assignments".to_owned(),
-                ));
-            }
-            Err(ReadError::Stop(stop)) => return Err(RoleReadError::Stop(stop)),
-            Err(ReadError::Failed(error)) => return Err(RoleReadError::Failed(error.to_string())),
-        };
-        let page: RolePage = serde_json::from_slice(&body).map_err(|error| {
-            RoleReadError::Failed(format!(
-                "Graph's answer is not a list of role assignments: {error}"
-            ))
+    // Every page, within the bounds of a walk (issue 16): a looping or endless nextLink stops
+    // the guard's read, and so the run, instead of being followed for ever.
+    let mut walk = Walk::new(
+        format!("the assignments of the role {role_id}"),
+        reader.client().role_assignments_url(role_id),
+        reader.walk_limits(),
+    );
+    let parse = |body: &[u8]| {
+        let page: RolePage = serde_json::from_slice(body).map_err(|error| {
+            format!("Graph's answer is not a list of role assignments: {error}")
         })?;
-        for assignment in page.value {
+        Ok(Parsed {
+            entries: page.value.len() as u64,
+            items: page.value,
+            next_link: page.next_link,
+        })
+    };
+    loop {
+        let assignments = match walk.next(reader, Service::Roles, parse).await {
+            Ok(Some(assignments)) => assignments,
+            Ok(None) => return Ok(members),
+            Err(WalkStop::Stop(stop)) => return Err(RoleReadError::Stop(stop)),
+            Err(WalkStop::Failed(error)) => return Err(RoleReadError::Failed(error.to_string())),
+        };
+        for assignment in assignments {
             let principal = assignment.principal;
             let kind = principal
                 .as_ref()
@@ -757,13 +764,6 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
             }
             members.push(names);
         }
-        url = match page.next_link {
-            None => return Ok(members),
-            Some(link) => reader
-                .client()
-                .next_link(&link)
-                .map_err(|error| RoleReadError::Failed(error.to_string()))?,
-        };
     }
 }
 

@@ -17,26 +17,40 @@
 //! list is walked only if a cloud-only user needs it. So a spreadsheet naming much of a tenant
 //! costs the list's pages, a short one its per-identity reads, and neither more than twice what
 //! the better choice would have cost.
+//!
+//! The walk is a [`walk::Walk`]: bounded, refusing a link already followed (issue 16). Its
+//! second leg holds only the identities a row can name (the users are read by then), so a
+//! tenant's worth of pages costs no memory beyond them. A walk that cannot finish is quiet until
+//! a row needs the rest of the list: those rows are refused `lookupFailed`, with the reason.
+//! A stop (a 403, a throttle past `--max-retry-wait`, no token) ends every read at once.
 
 pub(crate) mod directory;
 pub(crate) mod guard;
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+mod property_tests;
 mod read;
 pub(crate) mod resolve;
+pub(crate) mod walk;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub(crate) use directory::Directory;
 pub(crate) use read::{LookupStop, ReadCounts, Reader, Service};
 
-use crate::graph::identity::{Page, parse_identity, parse_user};
+use crate::graph::client::MAX_BODY;
+use crate::graph::identity::{Identity, Page, parse_identity, parse_user};
 use crate::input::{IdentityColumn, Job, Row};
+use crate::sanitize::printable;
 use directory::key;
 use read::ReadError;
 use resolve::Refusal;
+use walk::{Parsed, Walk, WalkError, WalkStop};
 
 /// The distinct keys the rows ask about, by how they name the identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,17 +170,28 @@ pub(crate) async fn look_up(
         perIdentityReads = strategy.per_identity_reads,
         "looking identities up"
     );
-    let mut walk = Walk::default();
+    let mut walk = ListWalk::new(reader);
     // The list first, within the budget of the reads it would save.
-    walk.go(reader, &mut directory, Some(strategy.per_identity_reads))
-        .await?;
-    strategy.pages = walk.pages;
+    walk.go(
+        reader,
+        &mut directory,
+        Some(strategy.per_identity_reads),
+        None,
+    )
+    .await?;
+    strategy.pages = walk.pages();
     if !directory.is_complete() {
         per_identity(wanted, reader, &mut directory).await?;
-        // A cloud-only user (a user without an on-premises SID) is found only in the list.
+        // A cloud-only user (a user without an on-premises SID) is found only in the list;
+        // this leg holds only the identities a row can name (issue 16).
         if needs_index(wanted, &directory) {
-            walk.go(reader, &mut directory, None).await?;
-            strategy.pages = walk.pages;
+            let keys = index_keys(wanted, &directory);
+            walk.go(reader, &mut directory, None, Some(&keys)).await?;
+            strategy.pages = walk.pages();
+            if let Some(error) = walk.failure() {
+                warn!(error = %error, "the identity list could not be read whole; rows naming a user without an on-premises SID are refused (lookupFailed)");
+                directory.note_list_failure(error.to_string());
+            }
         }
     } else {
         // The whole list is known; a UPN Graph's identities do not carry still needs its user.
@@ -197,64 +222,130 @@ pub(crate) async fn look_up(
     Ok((directory, strategy))
 }
 
-/// Where the walk of the list stands, so that it can go on where it stopped.
-#[derive(Debug, Default)]
-struct Walk {
-    next: Option<String>,
-    started: bool,
-    pages: u64,
+/// The identities an unfiltered walk may hold: the first walk keeps every identity it reads
+/// (the users the rows name are not read yet, so it cannot tell whom they will need), and past
+/// this many it stops as if its budget were spent (issue 16: endless pages of new identities
+/// reached 10 GB). The per-identity reads, and a filtered walk if a cloud-only user needs one,
+/// go on from there.
+const MAX_HELD_UNFILTERED: usize = 100_000;
+
+/// The walk of the identity list, kept between its two legs.
+struct ListWalk {
+    walk: Walk,
 }
 
-impl Walk {
-    /// Walks on until the list ends, or until `budget` pages have been read in all.
+impl ListWalk {
+    fn new(reader: &Reader) -> ListWalk {
+        ListWalk {
+            walk: Walk::new(
+                "the identity list",
+                reader.client().identity_list_url(None),
+                reader.walk_limits(),
+            ),
+        }
+    }
+
+    fn pages(&self) -> u64 {
+        self.walk.pages()
+    }
+
+    fn failure(&self) -> Option<&WalkError> {
+        self.walk.failure()
+    }
+
+    /// Walks on until the list ends or fails, or until `budget` pages have been read in all.
+    /// `keep`: the keys of the identities worth holding, or `None` to hold every one (up to
+    /// [`MAX_HELD_UNFILTERED`]). A page that cannot be read ends the walk, not the lookup: the
+    /// rows that needed the rest of the list are refused (`lookupFailed`).
     async fn go(
         &mut self,
         reader: &Reader,
         directory: &mut Directory,
         budget: Option<u64>,
+        keep: Option<&HashSet<String>>,
     ) -> Result<(), LookupStop> {
         loop {
-            if directory.is_complete() || budget.is_some_and(|budget| self.pages >= budget) {
+            if directory.is_complete()
+                || self.walk.failure().is_some()
+                || budget.is_some_and(|budget| self.walk.pages() >= budget)
+                || (keep.is_none() && directory.identities().len() >= MAX_HELD_UNFILTERED)
+            {
                 return Ok(());
             }
-            let url = match (&self.next, self.started) {
-                (None, false) => reader.client().identity_list_url(None),
-                (Some(link), _) => match reader.client().next_link(link) {
-                    Ok(url) => url,
-                    Err(error) => {
-                        warn!(error = %error, "the list's next page cannot be followed; the lookup goes on without it");
-                        return Ok(());
-                    }
-                },
-                (None, true) => return Ok(()),
-            };
-            self.started = true;
-            let body = match reader.read(Service::Security, url).await {
-                Ok(Some(body)) => body,
-                Ok(None) => Vec::new(),
-                Err(ReadError::Stop(stop)) => return Err(stop),
-                Err(ReadError::Failed(error)) => {
-                    warn!(error = %error, "a page of the identity list could not be read; rows it would answer are refused");
+            let page = match self.walk.next(reader, Service::Security, parse_page).await {
+                Ok(Some(page)) => page,
+                Ok(None) => {
+                    directory.note_complete();
                     return Ok(());
                 }
-            };
-            self.pages += 1;
-            let page = match Page::parse(&body) {
-                Ok(page) => page,
-                Err(error) => {
-                    warn!(error = %error, "a page of the identity list is not readable; rows it would answer are refused");
+                Err(WalkStop::Stop(stop)) => return Err(stop),
+                Err(WalkStop::Failed(error)) => {
+                    // Said only if a row needs the rest of the list (see `look_up`).
+                    debug!(error = %error, "the identity list's walk stopped");
                     return Ok(());
                 }
             };
             for fetched in page.identities {
-                directory.add(fetched);
+                if keep.is_none_or(|keys| wanted_identity(&fetched.identity, keys)) {
+                    directory.add(fetched);
+                }
             }
-            self.next = page.next_link;
-            if self.next.is_none() {
+            for spoiled in page.spoiled {
+                directory.note_spoiled(spoiled, keep);
+            }
+            if self.walk.ended() {
                 directory.note_complete();
             }
         }
     }
+}
+
+/// A page of the identity list, for [`Walk::next`].
+fn parse_page(body: &[u8]) -> Result<Parsed<Page>, String> {
+    let mut page = Page::parse(body).map_err(|error| error.to_string())?;
+    Ok(Parsed {
+        entries: (page.identities.len() + page.spoiled.len()) as u64,
+        next_link: page.next_link.take(),
+        items: page,
+    })
+}
+
+/// Whether any name of `identity` is one of `keys`.
+fn wanted_identity(identity: &Identity, keys: &HashSet<String>) -> bool {
+    let own = [
+        Some(identity.id.as_str()),
+        identity.on_premises_security_identifier.as_deref(),
+        identity.user_principal_name.as_deref(),
+    ];
+    own.into_iter()
+        .flatten()
+        .chain(identity.entra_object_ids())
+        .any(|name| keys.contains(&key(name)))
+}
+
+/// Every key a row may ask the index about once the users are read: what the rows name, and
+/// the object ids, UPNs and SIDs of the users read for them.
+fn index_keys(wanted: &Wanted, directory: &Directory) -> HashSet<String> {
+    let mut keys: HashSet<String> = wanted
+        .ids
+        .iter()
+        .chain(&wanted.sids)
+        .chain(&wanted.object_ids)
+        .chain(&wanted.upns)
+        .chain(&wanted.check_upns)
+        .cloned()
+        .collect();
+    for looked_up_by in wanted.upns.iter().chain(&wanted.object_ids) {
+        if let Some(Some(user)) = directory.user(looked_up_by) {
+            let names = [
+                Some(&user.id),
+                user.user_principal_name.as_ref(),
+                user.on_premises_security_identifier.as_ref(),
+            ];
+            keys.extend(names.into_iter().flatten().map(|name| key(name)));
+        }
+    }
+    keys
 }
 
 /// Whether a user the rows name was found without an on-premises SID, so that only the list's
@@ -330,6 +421,20 @@ enum Ask {
     User(String),
 }
 
+impl Ask {
+    /// The read, for messages.
+    fn read(&self) -> String {
+        match self {
+            Ask::Id(id) => format!("the read of identityAccounts/{}", printable(id)),
+            Ask::Sid(sid) => format!(
+                "the identity list filtered by onPremisesSecurityIdentifier eq '{}'",
+                printable(sid)
+            ),
+            Ask::User(user) => format!("the read of /users/{}", printable(user)),
+        }
+    }
+}
+
 /// What one read answered.
 enum Answer {
     Identity(crate::graph::identity::Fetched),
@@ -353,36 +458,78 @@ async fn read_one(reader: Arc<Reader>, ask: Ask) -> Result<Answer, LookupStop> {
         ),
         Ask::User(user) => (Service::Users, reader.client().user_url(user), user),
     };
+    // Every failure says which read it was (issue 16).
+    let failed = |error: String| Answer::Failed(asked.clone(), format!("{}: {error}", ask.read()));
     let url = match url {
         Ok(url) => url,
-        Err(error) => return Ok(Answer::Failed(asked.clone(), error.to_string())),
+        Err(error) => return Ok(failed(error.to_string())),
     };
     let body = match reader.read(service, url).await {
+        Ok(Some(body)) if body.len() >= MAX_BODY => {
+            return Ok(failed(format!(
+                "the answer is larger than the {} MiB a read may be, so it is not read",
+                MAX_BODY >> 20
+            )));
+        }
         Ok(body) => body,
         Err(ReadError::Stop(stop)) => return Err(stop),
-        Err(ReadError::Failed(error)) => {
-            return Ok(Answer::Failed(asked.clone(), error.to_string()));
-        }
+        Err(ReadError::Failed(error)) => return Ok(failed(error.to_string())),
     };
-    let shape = |error: crate::graph::identity::ShapeError| {
-        Answer::Failed(asked.clone(), error.to_string())
-    };
+    let shape = |error: crate::graph::identity::ShapeError| failed(error.to_string());
     Ok(match (ask.clone(), body) {
         (Ask::Id(id), None) => Answer::MissingId(id),
         (Ask::Id(_), Some(body)) => match parse_identity(&body) {
             Ok(fetched) => Answer::Identity(fetched),
             Err(error) => shape(error),
         },
-        (Ask::Sid(sid), None) => Answer::Sid(sid, Vec::new()),
+        // The list is always there: a 404 says the read went wrong, not that nobody has the SID.
+        (Ask::Sid(_), None) => failed("answered 404 (not found)".to_owned()),
         (Ask::Sid(sid), Some(body)) => match Page::parse(&body) {
+            // An entry that is not an identity may be the one with this SID.
+            Ok(page) if !page.spoiled.is_empty() => failed(format!(
+                "an entry of the answer is not an identity ({})",
+                printable(&page.spoiled[0].reason)
+            )),
             Ok(page) => Answer::Sid(sid, page.identities),
             Err(error) => shape(error),
         },
         (Ask::User(user), None) => Answer::User(user, None),
         (Ask::User(user), Some(body)) => match parse_user(&body) {
-            Ok(found) => Answer::User(user, Some(found)),
+            Ok(found) => match another_user(&user, &found) {
+                Some(other) => failed(other),
+                None => Answer::User(user, Some(found)),
+            },
             Err(error) => shape(error),
         },
+    })
+}
+
+/// How the user Graph answered with is not the one asked for by UPN (compared ignoring case)
+/// or object id (the same GUID), if it is not (issue 16: the other user was acted on).
+fn another_user(asked: &str, found: &crate::graph::identity::User) -> Option<String> {
+    let same = if asked.contains('@') {
+        found
+            .user_principal_name
+            .as_deref()
+            .is_some_and(|upn| upn.trim().eq_ignore_ascii_case(asked))
+    } else {
+        found.id == asked
+            || matches!(
+                (uuid::Uuid::try_parse(asked), uuid::Uuid::try_parse(&found.id)),
+                (Ok(asked), Ok(found)) if asked == found
+            )
+    };
+    (!same).then(|| {
+        format!(
+            "Graph answered with another user ({} {}); nothing is sent for it",
+            printable(&found.id),
+            printable(
+                found
+                    .user_principal_name
+                    .as_deref()
+                    .unwrap_or("without a UPN")
+            )
+        )
     })
 }
 
@@ -395,8 +542,11 @@ async fn collect(
         let answer = match joined {
             Ok(Ok(answer)) => answer,
             Ok(Err(why)) => {
-                // The first reason wins; the other reads end on their own.
-                stop.get_or_insert(why);
+                // The first reason wins (the reader stops the other reads with it), but an
+                // interrupt is what the operator asked for: it exits 130 (issue 16).
+                if stop.is_none() || why == LookupStop::Interrupted {
+                    stop = Some(why);
+                }
                 continue;
             }
             Err(error) => Answer::Failed(

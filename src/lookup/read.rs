@@ -3,8 +3,8 @@
 //! reads of its own service only: Graph throttles `/security` and `/users` apart (research
 //! section 5). A 403 stops the lookup, naming the permission that service needs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::walk::Limits;
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
 use crate::retry::{Next, RetryPolicy, RowSoFar, StopCause, decide};
@@ -132,9 +133,16 @@ pub(crate) struct Reader {
     users: ThrottleGate,
     retry: RetryPolicy,
     interrupt: CancellationToken,
+    /// Cancelled when the lookup must stop (a 403, a throttle past `--max-retry-wait`, no
+    /// token): the reads parked on a gate end at once with the first reason, as the action
+    /// phase stops (issue 16: they waited out the hour they were told, then exited 4).
+    halt: CancellationToken,
+    halted: OnceLock<LookupStop>,
     /// Reads in flight at once (`--concurrency`).
     slots: Semaphore,
     stats: ReadStats,
+    /// How far a walk of a paged list may go (issue 16); smaller in tests.
+    walk_limits: Limits,
 }
 
 impl Reader {
@@ -156,9 +164,23 @@ impl Reader {
             users: ThrottleGate::new(),
             retry,
             interrupt,
+            halt: CancellationToken::new(),
+            halted: OnceLock::new(),
             slots: Semaphore::new(concurrency.max(1)),
             stats: ReadStats::default(),
+            walk_limits: Limits::default(),
         }
+    }
+
+    /// The same reader with other bounds on its walks, so that tests reach them quickly.
+    #[cfg(test)]
+    pub(crate) fn with_walk_limits(mut self, limits: Limits) -> Reader {
+        self.walk_limits = limits;
+        self
+    }
+
+    pub(crate) fn walk_limits(&self) -> Limits {
+        self.walk_limits
     }
 
     pub(crate) fn client(&self) -> &GraphClient {
@@ -172,6 +194,23 @@ impl Reader {
     /// A place among the reads in flight.
     pub(crate) async fn slot(&self) -> Option<SemaphorePermit<'_>> {
         self.slots.acquire().await.ok()
+    }
+
+    /// Stops every read with `why` (the first reason wins), and returns it for this one.
+    fn halt(&self, why: LookupStop) -> ReadError {
+        let _ = self.halted.set(why.clone());
+        self.halt.cancel();
+        ReadError::Stop(why)
+    }
+
+    /// Why the reads were stopped (once they were).
+    fn halted(&self) -> ReadError {
+        ReadError::Stop(
+            self.halted
+                .get()
+                .cloned()
+                .unwrap_or(LookupStop::Interrupted),
+        )
     }
 
     fn gate(&self, service: Service) -> &ThrottleGate {
@@ -195,6 +234,7 @@ impl Reader {
             let admission = tokio::select! {
                 biased;
                 () = self.interrupt.cancelled() => return Err(ReadError::Stop(LookupStop::Interrupted)),
+                () = self.halt.cancelled() => return Err(self.halted()),
                 admission = async {
                     loop {
                         gate.wait_open().await;
@@ -205,13 +245,14 @@ impl Reader {
                     }
                 } => admission,
             };
-            let token =
-                match fresh_token.take() {
-                    Some(token) => token,
-                    None => self.tokens.current().await.map_err(|error| {
-                        ReadError::Stop(LookupStop::Credentials(error.to_string()))
-                    })?,
-                };
+            let token = match fresh_token.take() {
+                Some(token) => token,
+                None => self
+                    .tokens
+                    .current()
+                    .await
+                    .map_err(|error| self.halt(LookupStop::Credentials(error.to_string())))?,
+            };
             row.attempt += 1;
             self.stats.reads.fetch_add(1, Ordering::Relaxed);
             let result = self
@@ -252,6 +293,7 @@ impl Reader {
                         tokio::select! {
                             biased;
                             () = self.interrupt.cancelled() => return Err(ReadError::Stop(LookupStop::Interrupted)),
+                            () = self.halt.cancelled() => return Err(self.halted()),
                             () = tokio::time::sleep(wait) => {}
                         }
                     }
@@ -261,21 +303,19 @@ impl Reader {
                     match self.tokens.refresh(&token).await {
                         Ok(token) => fresh_token = Some(token),
                         Err(refusal) => {
-                            return Err(ReadError::Stop(LookupStop::Credentials(
-                                refusal.to_string(),
-                            )));
+                            return Err(self.halt(LookupStop::Credentials(refusal.to_string())));
                         }
                     }
                 }
                 Next::Succeeded | Next::GiveUp(_) => return Err(ReadError::Failed(error)),
                 Next::StopRun(StopCause::Forbidden) => {
-                    return Err(ReadError::Stop(LookupStop::Forbidden {
+                    return Err(self.halt(LookupStop::Forbidden {
                         service,
                         detail: error.to_string(),
                     }));
                 }
                 Next::StopRun(StopCause::ThrottledPastBudget { wait }) => {
-                    return Err(ReadError::Stop(LookupStop::Throttled { wait }));
+                    return Err(self.halt(LookupStop::Throttled { wait }));
                 }
             }
         }

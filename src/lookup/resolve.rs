@@ -73,8 +73,7 @@ pub(crate) fn resolve<'d>(row: &Row, directory: &'d Directory) -> Result<Resolve
             );
             return Err(refusal(IDENTITY_AMBIGUOUS, message, None, Some(column)));
         }
-        Found::Failed => {
-            let error = directory.failure(value).unwrap_or("the read failed");
+        Found::Failed(error) => {
             let message = format!(
                 "looking up {} {:?} failed ({error}); run again later with --resume",
                 column.as_str(),
@@ -163,8 +162,8 @@ fn find<'d>(column: IdentityColumn, value: &str, directory: &'d Directory) -> Fo
 /// The identity of the user read by this UPN or object id: by its on-premises SID, or, for a
 /// cloud-only user, by its object id among the identities' Entra ID accounts.
 fn through_user<'d>(looked_up_by: &str, directory: &'d Directory) -> Found<'d> {
-    if directory.failure(looked_up_by).is_some() {
-        return Found::Failed;
+    if let Some(failure) = directory.failure(looked_up_by) {
+        return Found::Failed(failure);
     }
     match directory.user(looked_up_by) {
         None | Some(None) => Found::None,

@@ -578,3 +578,305 @@ async fn issue_12_dry_run_stays_offline_and_validate_plans_the_lookup() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("Lookup: 1 row(s)"), "{stdout}");
 }
+
+/// A wiremock server answering every GET with `answer(its root, path?query)`, and every POST
+/// (an action) with success.
+async fn hostile(
+    answer: impl Fn(&str, &str) -> wiremock::ResponseTemplate + Send + Sync + 'static,
+) -> wiremock::MockServer {
+    struct Answer<F>(F, std::sync::Arc<std::sync::OnceLock<String>>);
+    impl<F: Fn(&str, &str) -> wiremock::ResponseTemplate + Send + Sync> wiremock::Respond
+        for Answer<F>
+    {
+        fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+            if request.method.as_str() == "POST" {
+                return wiremock::ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"value": {"correlationId": "c"}}));
+            }
+            let target = match request.url.query() {
+                Some(query) => format!("{}?{query}", request.url.path()),
+                None => request.url.path().to_owned(),
+            };
+            (self.0)(self.1.get().map_or("", String::as_str), &target)
+        }
+    }
+    let server = wiremock::MockServer::start().await;
+    let root = std::sync::Arc::new(std::sync::OnceLock::new());
+    let _ = root.set(server.uri());
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(Answer(answer, root))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_looping_role_assignments_link_stops_the_run_before_any_action() {
+    let server = hostile(|root, target| {
+        let json = |body: Value| wiremock::ResponseTemplate::new(200).set_body_json(body);
+        if target.contains("roleAssignments") {
+            return json(serde_json::json!({
+                "value": [],
+                "@odata.nextLink": format!("{root}{target}"),
+            }));
+        }
+        if target.contains("identityAccounts") {
+            let ada = serde_json::to_value(person(
+                "ia-ada",
+                "S-1-5-21-9-9-9-1",
+                "ada@contoso.com",
+                "oid-ada",
+            ))
+            .unwrap();
+            return json(serde_json::json!({"value": [ada]}));
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await;
+    let h = Harness::new().await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "identityAccountId,accountId,action,identityProvider",
+            "ia-ada,ad-ia-ada,disable,activeDirectory",
+        ],
+    );
+    let args = common::with_flag(
+        h.args(&input, &["--protect-privileged"]),
+        "--graph-url",
+        &server.uri(),
+    );
+    let result = tokio::time::timeout(std::time::Duration::from_secs(60), common::run_args(&args))
+        .await
+        .expect("the run ends");
+    assert_eq!(common::status(&result), ExitStatus::StoppedEarly);
+    let message = format!("{:#}", result.unwrap_err());
+    assert!(message.contains("loops"), "{message}");
+    let posts = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert_eq!(posts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_looping_identity_list_refuses_the_cloud_only_row_and_says_so_once() {
+    let server = hostile(|root, target| {
+        let json = |body: Value| wiremock::ResponseTemplate::new(200).set_body_json(body);
+        if target.starts_with("/v1.0/users/") {
+            return json(serde_json::json!({"id": "oid-cloud", "userPrincipalName": "cloud@contoso.com"}));
+        }
+        if target.contains("identityAccounts") {
+            return json(serde_json::json!({
+                "value": [],
+                "@odata.nextLink": format!("{root}/v1.0/security/identities/identityAccounts?$skiptoken=same"),
+            }));
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await;
+    let h = Harness::new().await;
+    let input = h.write("in.csv", &["upn,action", "cloud@contoso.com,disable"]);
+    let args = common::with_flag(h.args(&input, &[]), "--graph-url", &server.uri());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+            .arg("run")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let rows = by_row(&read_jsonl(&h.results()));
+    assert_eq!(code(&rows[&2]), "lookupFailed", "{}", rows[&2]);
+    let message = rows[&2]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("loops"), "{message}");
+    assert_eq!(
+        stderr.matches("could not be read whole").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+/// `run ARGS` in process, with a shutdown (Ctrl-C or SIGTERM) that comes when `signal` fires.
+async fn run_until_signal(
+    args: &[String],
+    signal: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<ExitStatus> {
+    use clap::Parser;
+    let mut argv = vec!["graph-remediate".to_owned(), "run".to_owned()];
+    argv.extend_from_slice(args);
+    let cli = graph_remediate::cli::Cli::try_parse_from(argv).expect("arguments parse");
+    let graph_remediate::cli::Command::Run(run_args) = cli.command else {
+        panic!("not a run");
+    };
+    let config = graph_remediate::config::RunConfig::try_from(*run_args)?;
+    graph_remediate::run(config, async move {
+        let _ = signal.await;
+    })
+    .await
+}
+
+/// Sixty rows by SID, each its own read: the reads park on the `/security` gate once one of
+/// them is told to wait.
+fn sid_rows(h: &Harness) -> std::path::PathBuf {
+    let mut lines = vec!["sid,action,identityProvider".to_owned()];
+    for i in 0..60 {
+        lines.push(format!("S-1-5-21-9-9-9-{i},disable,activeDirectory"));
+    }
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    h.write("in.csv", &lines)
+}
+
+/// Every SID read answered 429 with `retry_after`; the list too when `list_too`, else pages
+/// that list nobody (a walk that ends before the SID reads go out).
+async fn throttling(retry_after: &'static str, list_too: bool) -> wiremock::MockServer {
+    hostile(move |root, target| {
+        if target.contains("identityAccounts") && !list_too && !target.contains("filter") {
+            let next = target.len();
+            return wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "value": [],
+                "@odata.nextLink": format!("{root}/v1.0/security/identities/identityAccounts?$skiptoken={next}x"),
+            }));
+        }
+        if target.contains("identityAccounts") {
+            return wiremock::ResponseTemplate::new(429)
+                .insert_header("Retry-After", retry_after)
+                .set_body_json(serde_json::json!({"error": {"code": "TooManyRequests", "message": "later"}}));
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_throttle_past_max_retry_wait_stops_the_lookup_at_once() {
+    let server = throttling("3600", false).await;
+    let h = Harness::new().await;
+    let input = sid_rows(&h);
+    let args = common::with_flag(
+        h.args(&input, &["--max-retry-wait", "1m", "--concurrency", "8"]),
+        "--graph-url",
+        &server.uri(),
+    );
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(30), common::run_args(&args))
+        .await
+        .expect("the run stops at once, not after the hour it was told");
+    assert_eq!(common::status(&result), ExitStatus::StoppedEarly);
+    let message = format!("{:#}", result.unwrap_err());
+    assert!(message.contains("--max-retry-wait"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_signal_while_the_lookup_waits_out_a_throttle_is_an_interrupt() {
+    for (retry_after, list_too) in [("30", true), ("30", false)] {
+        let server = throttling(retry_after, list_too).await;
+        let h = Harness::new().await;
+        let input = sid_rows(&h);
+        let args = common::with_flag(
+            h.args(&input, &["--max-retry-wait", "15m", "--concurrency", "8"]),
+            "--graph-url",
+            &server.uri(),
+        );
+        let (signal_tx, signal_rx) = tokio::sync::oneshot::channel();
+        let run = tokio::spawn(async move { run_until_signal(&args, signal_rx).await });
+        // The first 429 has been answered: the reads are waiting it out.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let told = || async {
+            server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| list_too || r.url.query().is_some_and(|q| q.contains("filter")))
+        };
+        while !told().await {
+            assert!(std::time::Instant::now() < deadline, "no read came");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = signal_tx.send(());
+        let result = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+            .await
+            .expect("the run ends on the signal")
+            .unwrap();
+        let status = common::status(&result);
+        assert_eq!(
+            status,
+            ExitStatus::Interrupted,
+            "Retry-After {retry_after} {list_too}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_unreadable_list_page_is_not_reported_when_the_rows_are_read_one_by_one() {
+    let server = hostile(|_, target| {
+        let json = |body: Value| wiremock::ResponseTemplate::new(200).set_body_json(body);
+        if target.contains("filter") {
+            let ada = serde_json::to_value(person(
+                "ia-ada",
+                "S-1-5-21-9-9-9-1",
+                "ada@contoso.com",
+                "oid-ada",
+            ))
+            .unwrap();
+            return json(serde_json::json!({"value": [ada]}));
+        }
+        if target.contains("identityAccounts") {
+            return wiremock::ResponseTemplate::new(200).set_body_string("<html>");
+        }
+        wiremock::ResponseTemplate::new(404)
+    })
+    .await;
+    let h = Harness::new().await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "sid,action,identityProvider",
+            "S-1-5-21-9-9-9-1,disable,activeDirectory",
+        ],
+    );
+    let args = common::with_flag(h.args(&input, &[]), "--graph-url", &server.uri());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+            .arg("run")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("not readable"), "{stderr}");
+    assert!(!stderr.contains("identity list"), "{stderr}");
+}
+
+#[tokio::test]
+async fn issue_16_a_upn_cell_holding_an_object_id_stops_before_anything_is_sent() {
+    let h = Harness::start(tenant_mock(Tenant::synthetic(10), 100)).await;
+    let input = h.write(
+        "in.csv",
+        &[
+            "upn,objectId,action",
+            &format!("{},,disable", Tenant::synthetic_upn(1)),
+            &format!("{},,disable", Tenant::synthetic_object_id(2)),
+            &format!(",{},disable", Tenant::synthetic_upn(3)),
+        ],
+    );
+    let output = h.binary(&input, &[]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("in.csv:3: \"upn\""), "{message}");
+    assert!(message.contains("is an object id"), "{message}");
+    assert!(message.contains("in.csv:4: \"objectId\""), "{message}");
+    assert_eq!(h.graph_requests(), 0);
+}
