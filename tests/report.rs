@@ -485,3 +485,60 @@ fn issue_13_results_that_are_not_results_exit_2_naming_the_file_and_line() {
     let output = report(&[arg(&garbage)]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_report_never_replaces_a_runs_records_and_asks_before_replacing_a_file() {
+    let ran = run_every_status().await;
+    let input = ran.h.path("input.csv");
+    // Another run's results, being written (its lock beside them), in a directory of its own.
+    let other = ran.h.path("other");
+    std::fs::create_dir(&other).unwrap();
+    let other_results = other.join("results.jsonl");
+    std::fs::copy(&ran.results, &other_results).unwrap();
+    std::fs::copy(
+        ran.h.path("results.jsonl.lock"),
+        other.join("results.jsonl.lock"),
+    )
+    .unwrap();
+    // Results with no lock beside them: known by what they hold.
+    let loose = ran.h.path("loose");
+    std::fs::create_dir(&loose).unwrap();
+    let loose_results = loose.join("copy.jsonl");
+    std::fs::copy(&ran.results, &loose_results).unwrap();
+    for (flag, target, why) in [
+        ("--undo-file", &input, "the input of the run"),
+        ("-o", &input, "the input of the run"),
+        ("-o", &other_results, "the results file of the run"),
+        ("--undo-file", &other.join("results.jsonl.lock"), "lock"),
+        ("-o", &loose_results, "a run's results file"),
+    ] {
+        let before = std::fs::read(target).unwrap();
+        let output = report(&[arg(&ran.results), flag, arg(target), "--replace"]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{flag} {target:?}: {output:?}"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no command replaces a run's record"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert_eq!(std::fs::read(target).unwrap(), before, "left as it was");
+    }
+    // Any other existing file only with --replace.
+    let notes = ran.h.path("INC-4711.md");
+    std::fs::write(&notes, "the analyst's notes").unwrap();
+    let output = report(&[arg(&ran.results), "-o", arg(&notes)]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("exists already; pass --replace"),
+        "{stderr}"
+    );
+    assert_eq!(text(&notes), "the analyst's notes");
+    let output = report(&[arg(&ran.results), "-o", arg(&notes), "--replace"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(text(&notes).contains("Remediation report"));
+}

@@ -180,3 +180,84 @@ async fn issue_12_resolve_refuses_bad_rows_before_any_read() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_resolve_never_replaces_a_runs_records_and_asks_before_replacing_a_file() {
+    let h = tenant_harness().await;
+    let input = export(
+        &h,
+        &[
+            "upn,action".to_owned(),
+            format!("{},disable", Tenant::synthetic_upn(3)),
+        ],
+    );
+    let output = resolve(
+        &h,
+        &input,
+        "resolved.csv",
+        &["--provider", "activeDirectory"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // A run of what resolve wrote: its results, lock and snapshot, and resolved.csv its input.
+    let resolved = h.path("resolved.csv");
+    assert_eq!(
+        h.run(&resolved, &["--verify"]).await.unwrap(),
+        ExitStatus::Success
+    );
+    let requests = h.graph_requests();
+    for (target, why) in [
+        ("resolved.csv", "the input of the run"),
+        ("results.jsonl", "the results file of the run"),
+        (
+            "results.identities.jsonl",
+            "the identity snapshot of the run",
+        ),
+        ("results.jsonl.lock", "lock"),
+    ] {
+        let before = std::fs::read(h.path(target)).unwrap();
+        let output = resolve(
+            &h,
+            &input,
+            target,
+            &["--provider", "activeDirectory", "--replace"],
+        );
+        assert_eq!(output.status.code(), Some(2), "{target}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no command replaces a run's record"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert_eq!(
+            std::fs::read(h.path(target)).unwrap(),
+            before,
+            "{target} as it was"
+        );
+    }
+    assert_eq!(h.graph_requests(), requests, "refused before any read");
+    // Any other existing file only with --replace.
+    std::fs::write(h.path("review.csv"), "kept").unwrap();
+    let output = resolve(&h, &input, "review.csv", &["--provider", "activeDirectory"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("exists already; pass --replace"),
+        "{output:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.path("review.csv")).unwrap(),
+        "kept"
+    );
+    let output = resolve(
+        &h,
+        &input,
+        "review.csv",
+        &["--provider", "activeDirectory", "--replace"],
+    );
+    // (3: the run above disabled the account, which no longer offers disable.)
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(
+        std::fs::read_to_string(h.path("review.csv"))
+            .unwrap()
+            .contains("resolvedBy")
+    );
+}
