@@ -39,6 +39,50 @@ pub fn printable_owned(text: &str) -> String {
     printable(text).into_owned()
 }
 
+/// `text` with every control character and bidirectional override escaped as in [`printable`],
+/// but never cut: for cells of a file written for people (`resolve`'s output, the undo file),
+/// where the whole value must stay (issue 16).
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if text.chars().all(|c| !needs_escape(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a spreadsheet would run `cell` as a formula: it starts with `=`, `+`, `-`, `@`, tab or
+/// CR (OWASP's CSV-injection guidance).
+pub fn is_formula(cell: &str) -> bool {
+    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
+/// `cell` as a CSV file for people holds it: a formula gets a `'` first, which a spreadsheet
+/// shows as text and [`unquote_formula`] takes off again when the tool reads the file back.
+pub fn quote_formula(cell: &str) -> Cow<'_, str> {
+    if is_formula(cell) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// Undoes [`quote_formula`]: a `'` before a formula-like cell is the tool's (or a spreadsheet's
+/// own text marker), never part of an id, so reading it back gives the value as it was (issue
+/// 16: `'-dash@contoso.com` is read as `-dash@contoso.com`).
+pub fn unquote_formula(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if is_formula(rest) => rest,
+        _ => cell,
+    }
+}
+
 fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
@@ -103,6 +147,35 @@ mod tests {
         assert_eq!(printable("x\r\ny\u{7f}"), "x\\u{d}\\u{a}y\\u{7f}");
         assert_eq!(printable("\u{9b}2J"), "\\u{9b}2J", "C1 CSI");
         assert_eq!(printable("abc\u{202e}def"), "abc\\u{202e}def");
+    }
+
+    #[test]
+    fn issue_16_cells_for_people_are_escaped_whole_and_formulas_round_trip() {
+        let name = "Eve\u{1b}[2J\u{7}\r\n\u{202e}gnp.exe";
+        assert_eq!(
+            escape_controls(name),
+            "Eve\\u{1b}[2J\\u{7}\\u{d}\\u{a}\\u{202e}gnp.exe"
+        );
+        let long = "y".repeat(MAX_OUTSIDE_TEXT * 3);
+        assert_eq!(escape_controls(&long), long, "never cut");
+        for cell in [
+            "-dash@contoso.com",
+            "=HYPERLINK(1)",
+            "+1",
+            "@x",
+            "\tx",
+            "plain",
+            "'quoted",
+        ] {
+            let quoted = quote_formula(cell);
+            assert!(!is_formula(&quoted), "{quoted}");
+            assert_eq!(unquote_formula(&quoted), cell);
+        }
+        assert_eq!(quote_formula("-dash@contoso.com"), "'-dash@contoso.com");
+        assert_eq!(
+            unquote_formula("'o'brien@contoso.com"),
+            "'o'brien@contoso.com"
+        );
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub async fn resolve(
             // Again just before writing: the lookup took a while, and a run may have started
             // writing its records there since (issue 16).
             not_a_record(&output, existing).map_err(|e| anyhow!(e))?;
-            write_sheet(&output, &names, &[0, 1, 2, 3], sheet.cells)
+            write_sheet(&output, &names, sheet.cells)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             Ok(sheet.unresolved)
         })
