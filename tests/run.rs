@@ -578,3 +578,82 @@ async fn issue_16_run_undo_file_never_replaces_a_runs_records_and_asks_before_re
 fn status_of(result: &anyhow::Result<ExitStatus>) -> ExitStatus {
     common::status(result)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_action_or_provider_column_that_disagrees_with_the_flag_is_refused() {
+    let h = Harness::new().await;
+    let input = h.write(
+        "mixed.csv",
+        &[
+            "identityAccountId,accountId,action,identityProvider",
+            "acct-1,00u1,disable,okta",
+            "acct-2,00u2,enable,okta",
+            "acct-3,00u3,Disable,activeDirectory",
+        ],
+    );
+    let out = h
+        .binary(&input, &["--action", "disable", "--provider", "okta"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let file = input.display();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:3: the action column says enable but --action says disable"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:4: the identityProvider column says activeDirectory but --provider says okta"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&format!("{file}:2:")),
+        "line 2 agrees: {stderr}"
+    );
+    assert_eq!(h.graph_requests(), 0, "nothing sent");
+    // Agreeing flags, or none, are fine.
+    let out = h.binary(&input, &[]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_the_dry_run_shows_the_action_of_rows_to_look_up() {
+    let h = Harness::new().await;
+    let input = h.write(
+        "people.csv",
+        &[
+            "upn,action",
+            "ann@contoso.com,enable",
+            "bob@contoso.com,disable",
+            "cid@contoso.com,disable",
+        ],
+    );
+    let out = h.binary(&input, &["--dry-run"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("action (to look up)"), "{stdout}");
+    let rows = |action: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(action))
+            .and_then(|l| l.split_whitespace().last())
+            .map(str::to_owned)
+    };
+    assert_eq!(rows("enable").as_deref(), Some("1"), "{stdout}");
+    assert_eq!(rows("disable").as_deref(), Some("2"), "{stdout}");
+    assert_eq!(h.graph_requests(), 0);
+}

@@ -93,7 +93,7 @@ pub(crate) fn check_rows(
                 }
             }
             None => {
-                checker.defer();
+                checker.defer(row.action);
                 wanted.add(&row, verify);
             }
         }

@@ -133,6 +133,9 @@ pub struct Plan {
     /// Rows whose identity is looked up before the first action (SPEC section 8).
     #[serde(skip_serializing_if = "is_zero")]
     pub lookups: u64,
+    /// The rows to look up by action, so that the plan shows the action of every row (issue 16).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lookup_actions: Vec<ActionRows>,
     /// Rows the lookup refused (`identityNotFound`, ...): they send nothing.
     pub refused: Counted<Note>,
 }
@@ -146,6 +149,14 @@ fn is_zero(n: &u64) -> bool {
 pub struct MatrixCell {
     pub action: Action,
     pub identity_provider: Provider,
+    pub rows: u64,
+}
+
+/// How many rows of one action.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRows {
+    pub action: Action,
     pub rows: u64,
 }
 
@@ -194,6 +205,7 @@ pub struct Checker {
     accounts: KeyMap<AccountKey, AccountSeen>,
     counts: [[u64; 3]; 6],
     unlisted_seen: [[u64; 3]; 6],
+    lookup_actions: [u64; 6],
     plan: Plan,
 }
 
@@ -215,6 +227,7 @@ impl Checker {
             accounts: KeyMap::with_capacity_and_hasher(accounts, Default::default()),
             counts: [[0; 3]; 6],
             unlisted_seen: [[0; 3]; 6],
+            lookup_actions: [0; 6],
             plan: Plan {
                 input: input.to_owned(),
                 format,
@@ -223,10 +236,12 @@ impl Checker {
         }
     }
 
-    /// Records a row that will be looked up: it is decided once the lookup has found it.
-    pub fn defer(&mut self) {
+    /// Records a row that will be looked up: it is decided once the lookup has found it, but
+    /// its action is known now.
+    pub fn defer(&mut self, action: Action) {
         self.plan.rows += 1;
         self.plan.lookups += 1;
+        self.lookup_actions[action.index()] += 1;
     }
 
     /// Counts a row an earlier run already did (`--resume`): nothing to check or look up.
@@ -324,6 +339,10 @@ impl Checker {
         self.plan.accounts = self.accounts.len() as u64;
         self.plan.carry_columns = carry_columns.to_vec();
         for action in Action::ALL {
+            let rows = self.lookup_actions[action.index()];
+            if rows > 0 {
+                self.plan.lookup_actions.push(ActionRows { action, rows });
+            }
             for provider in Provider::ALL {
                 let rows = self.counts[action.index()][provider.index()];
                 if rows > 0 {
