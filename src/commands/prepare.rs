@@ -439,7 +439,7 @@ pub(super) async fn confirm(
     plan: &Plan,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let to_send = plan.actions - plan.already_succeeded;
+    let to_send = plan.actions.saturating_sub(plan.already_succeeded);
     if let Some(max) = config.guardrails.max_actions
         && to_send > max
     {
@@ -515,7 +515,7 @@ fn ask(question: &str) -> anyhow::Result<String> {
 /// `--dry-run`: the plan, the resolved settings and the expected duration.
 pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     use std::fmt::Write as _;
-    let to_send = plan.actions - plan.already_succeeded;
+    let to_send = plan.actions.saturating_sub(plan.already_succeeded);
     let (graph, cloud) = match &config.graph.target {
         Target::Graph { root, cloud, .. } => (
             root.as_str().trim_end_matches('/').to_owned(),

@@ -206,6 +206,8 @@ pub struct Checker {
     counts: [[u64; 3]; 6],
     unlisted_seen: [[u64; 3]; 6],
     lookup_actions: [u64; 6],
+    /// Rows an earlier run did that were not checked here ([`Checker::done_earlier`]).
+    done_keys: KeyMap<RowKey, ()>,
     plan: Plan,
 }
 
@@ -228,6 +230,7 @@ impl Checker {
             counts: [[0; 3]; 6],
             unlisted_seen: [[0; 3]; 6],
             lookup_actions: [0; 6],
+            done_keys: KeyMap::default(),
             plan: Plan {
                 input: input.to_owned(),
                 format,
@@ -244,9 +247,15 @@ impl Checker {
         self.lookup_actions[action.index()] += 1;
     }
 
-    /// Counts a row an earlier run already did (`--resume`): nothing to check or look up.
-    pub fn done_earlier(&mut self) {
+    /// Counts a row an earlier run already did (`--resume`): nothing to check or look up. It
+    /// is one of the plan's actions (as `already_succeeded` counts it), and a later row with
+    /// its key is a duplicate, as it was in the earlier run (issue 16).
+    pub fn done_earlier(&mut self, key: Option<RowKey>) {
         self.plan.rows += 1;
+        self.plan.actions += 1;
+        if let Some(key) = key {
+            self.done_keys.insert(key, ());
+        }
     }
 
     /// Records a row the lookup refused.
@@ -303,6 +312,10 @@ impl Checker {
             }
         }
 
+        if self.done_keys.contains_key(&RowKey::of(job)) {
+            self.plan.duplicates.push(job.row);
+            return Ok(Verdict::Duplicate);
+        }
         let pair_bit = 1u32 << (action.index() * 3 + provider.index());
         let line = u32::try_from(job.row).unwrap_or(u32::MAX);
         let seen = self.accounts.entry(AccountKey::of(job)).or_default();
