@@ -88,25 +88,77 @@ fn needs_escape(c: char) -> bool {
 }
 
 /// `text` with `secret` replaced by `[redacted]` wherever it appears: as sent, form-encoded,
-/// percent-encoded (either case of hex digits) or JSON-escaped. Secrets shorter than four
-/// characters are left alone: replacing them would shred ordinary text and hide nothing.
+/// percent-encoded (either case of hex digits), JSON-escaped, in base64 (standard or URL-safe,
+/// padded or not) or hex, in any case of letters, and in part: any run of [`PART`] or more
+/// characters of one of those spellings (issue 16: an endpoint's error echoed half the secret,
+/// or its base64). Secrets shorter than four characters are left alone: replacing them would
+/// shred ordinary text and hide nothing.
 pub fn redact(text: &str, secret: &str) -> String {
     if secret.len() < 4 {
         return text.to_owned();
     }
-    let mut out = text.to_owned();
+    // ASCII case folding keeps byte offsets, so ranges found in the folded text fit the text.
+    let folded = text.to_ascii_lowercase();
+    let mut hidden: Vec<(usize, usize)> = Vec::new();
     for form in encodings(secret) {
-        if out.contains(form.as_str()) {
-            out = out.replace(form.as_str(), "[redacted]");
+        let form = form.to_ascii_lowercase();
+        let bounds: Vec<usize> = form
+            .char_indices()
+            .map(|(at, _)| at)
+            .chain([form.len()])
+            .collect();
+        let chars = bounds.len() - 1;
+        let window = PART.min(chars);
+        for start in 0..=chars - window {
+            let piece = &form[bounds[start]..bounds[start + window]];
+            let mut from = 0;
+            while let Some(found) = folded[from..].find(piece) {
+                let begin = from + found;
+                hidden.push((begin, begin + piece.len()));
+                from = begin + 1;
+                while !folded.is_char_boundary(from) {
+                    from += 1;
+                }
+            }
         }
     }
+    if hidden.is_empty() {
+        return text.to_owned();
+    }
+    hidden.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut spans = hidden.into_iter().peekable();
+    while let Some((begin, mut end)) = spans.next() {
+        // Overlapping or touching pieces are one hidden span.
+        while let Some(&(next_begin, next_end)) = spans.peek() {
+            if next_begin > end {
+                break;
+            }
+            end = end.max(next_end);
+            spans.next();
+        }
+        if begin >= at {
+            out.push_str(&text[at..begin]);
+            out.push_str("[redacted]");
+            at = end;
+        } else if end > at {
+            at = end;
+        }
+    }
+    out.push_str(&text[at..]);
     out
 }
 
+/// The shortest run of a secret's characters that is hidden on its own: long enough that
+/// ordinary text never holds one by chance, short enough to catch a secret echoed in part.
+pub const PART: usize = 8;
+
 /// The spellings of `secret` a server could echo back.
 fn encodings(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let percent_upper = utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
-    let percent_lower = lower_hex_escapes(&percent_upper);
     let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json
@@ -114,25 +166,24 @@ fn encodings(secret: &str) -> Vec<String> {
         .and_then(|j| j.strip_suffix('"'))
         .unwrap_or_default()
         .to_owned();
-    let mut forms = vec![secret.to_owned(), form, percent_upper, percent_lower, json];
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    let bytes = secret.as_bytes();
+    let mut forms = vec![
+        secret.to_owned(),
+        form,
+        percent_upper,
+        json,
+        hex,
+        STANDARD.encode(bytes),
+        STANDARD_NO_PAD.encode(bytes),
+        URL_SAFE.encode(bytes),
+        URL_SAFE_NO_PAD.encode(bytes),
+    ];
     forms.retain(|f| f.len() >= 4);
     // Longest first, so that a form which contains another is replaced whole.
     forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
     forms.dedup();
     forms
-}
-
-fn lower_hex_escapes(encoded: &str) -> String {
-    let mut out = String::with_capacity(encoded.len());
-    let mut rest = encoded;
-    while let Some(at) = rest.find('%') {
-        out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3).unwrap_or(&rest[at..]);
-        out.push_str(&escape.to_ascii_lowercase());
-        rest = &rest[at + escape.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -175,6 +226,48 @@ mod tests {
         assert_eq!(
             unquote_formula("'o'brien@contoso.com"),
             "'o'brien@contoso.com"
+        );
+    }
+
+    #[test]
+    fn issue_16_secrets_echoed_in_base64_hex_another_case_or_in_part_are_redacted() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let secret = "Qx7~kP2.vL9_zR4-mN8sT1wY6";
+        let hex: String = secret.bytes().map(|b| format!("{b:02X}")).collect();
+        for echoed in [
+            STANDARD.encode(secret),
+            URL_SAFE_NO_PAD.encode(secret),
+            hex.clone(),
+            hex.to_ascii_lowercase(),
+            secret.to_ascii_uppercase(),
+            secret.to_ascii_lowercase(),
+            secret[..12].to_owned(),
+            secret[9..].to_owned(),
+            STANDARD.encode(secret)[4..20].to_owned(),
+        ] {
+            let text = format!("AADSTS7000215: bad secret '{echoed}' for app");
+            let redacted = redact(&text, secret);
+            assert_eq!(
+                redacted, "AADSTS7000215: bad secret '[redacted]' for app",
+                "{echoed}"
+            );
+        }
+        let ordinary = "AADSTS7000215: Invalid client secret provided. Trace ID: 0b1c";
+        assert_eq!(
+            redact(ordinary, secret),
+            ordinary,
+            "nothing of it: left alone"
+        );
+        assert_eq!(
+            redact("a Qx7~kP2. b", secret),
+            "a [redacted] b",
+            "eight characters"
+        );
+        assert_eq!(
+            redact("a Qx7~kP2 b", secret),
+            "a Qx7~kP2 b",
+            "seven are not enough"
         );
     }
 
