@@ -542,3 +542,54 @@ async fn issue_16_report_never_replaces_a_runs_records_and_asks_before_replacing
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(text(&notes).contains("Remediation report"));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_a_fifo_or_huge_file_beside_the_results_never_blocks_the_report() {
+    let ran = run_every_status().await;
+    let lock = ran.h.path("results.jsonl.lock");
+    let snapshot = ran.h.path("results.identities.jsonl");
+    for path in [&lock, &snapshot] {
+        std::fs::remove_file(path).unwrap();
+        let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+    let report_within = |limit: std::time::Duration| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+            .arg("report")
+            .arg(&ran.results)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > limit {
+                child.kill().unwrap();
+                panic!("report blocked for {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let output = report_within(std::time::Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let markdown = String::from_utf8(output.stdout).unwrap();
+    assert!(markdown.contains("could not be read"), "{markdown}");
+    assert!(markdown.contains("FIFO"), "{markdown}");
+    assert!(
+        markdown.contains("identityNotFound"),
+        "the rest is there: {markdown}"
+    );
+    // A huge lock file is not read whole.
+    std::fs::remove_file(&lock).unwrap();
+    let mut huge = vec![b' '; 3 * 1024 * 1024];
+    huge.extend_from_slice(b"{}");
+    std::fs::write(&lock, huge).unwrap();
+    let output = report_within(std::time::Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let markdown = String::from_utf8(output.stdout).unwrap();
+    assert!(markdown.contains("larger than 1024 KiB"), "{markdown}");
+}

@@ -336,14 +336,22 @@ impl Beside {
     }
 }
 
-/// What the lock file beside the results says: the run's facts, or why there are none.
+/// The most bytes of a lock file read: a run's state is a few hundred bytes.
+pub const MAX_LOCK_BYTES: u64 = 1024 * 1024;
+
+/// What the lock file beside the results says: the run's facts, or why there are none. Never
+/// blocks on a FIFO, and never reads more than [`MAX_LOCK_BYTES`] (issue 16).
 pub fn read_lock(path: &Path) -> Found<RunState> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => match serde_json::from_str(text.trim()) {
+    match super::paths::read_head(path, MAX_LOCK_BYTES) {
+        Ok(Some((_, true))) => Found::Unreadable(format!(
+            "larger than {} KiB, which no lock file this tool writes is",
+            MAX_LOCK_BYTES / 1024
+        )),
+        Ok(Some((text, false))) => match serde_json::from_slice(text.trim_ascii()) {
             Ok(state) => Found::Read(state),
             Err(error) => Found::Unreadable(error.to_string()),
         },
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Found::Missing,
+        Ok(None) => Found::Missing,
         Err(error) => Found::Unreadable(error.to_string()),
     }
 }
@@ -1246,9 +1254,10 @@ struct SnapshotLine {
 /// Streams the snapshot, keeping the identities of the listed rows (the first line for each:
 /// the state before the first run's actions), and fills in the rows' person and state before.
 fn read_snapshot(report: &mut Report) {
-    let file = match File::open(&report.snapshot_path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+    // Never a FIFO, which would block for ever (issue 16).
+    let file = match super::paths::open_regular(&report.snapshot_path) {
+        Ok(Some(file)) => file,
+        Ok(None) => {
             report.snapshot = Found::Missing;
             return;
         }
