@@ -11,8 +11,8 @@ use clap_complete::Shell;
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    Cloud, Confirm, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing, ProtectList,
-    ResolveConfig, Resume, RunConfig, StaleEntries, Target,
+    Cloud, Confirm, Existing, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing,
+    ProtectList, ResolveConfig, Resume, RunConfig, StaleEntries, Target,
 };
 use crate::graph::auth::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
@@ -306,6 +306,11 @@ pub struct ReportArgs {
     /// succeeded with disable or enable), and name it in the report. Sends nothing.
     #[arg(long, value_name = "FILE")]
     pub undo_file: Option<PathBuf>,
+
+    /// Replace -o or --undo-file when it exists already. Never a run's results, lock file,
+    /// identity snapshot, in-flight log or input: those are always refused.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// The report's format.
@@ -402,6 +407,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub undo_file: Option<PathBuf>,
 
+    /// Replace --undo-file when it exists already (a resumed run replaces its own without it).
+    /// Never a run's results, lock file, identity snapshot, in-flight log or input.
+    #[arg(long, requires = "undo_file")]
+    pub replace: bool,
+
     #[command(flatten)]
     pub graph: GraphArgs,
 }
@@ -439,6 +449,11 @@ pub struct ResolveArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
 
+    /// Replace -o when it exists already. Never a run's results, lock file, identity
+    /// snapshot, in-flight log or input: those are always refused.
+    #[arg(long)]
+    pub replace: bool,
+
     /// No progress bar (it is shown only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
@@ -464,6 +479,7 @@ impl TryFrom<ResolveArgs> for ResolveConfig {
             },
             graph: GraphAccess::try_from(&args.graph)?,
             output: args.output,
+            existing: existing(args.replace),
             progress: if args.no_progress {
                 ProgressMode::Off
             } else {
@@ -634,6 +650,7 @@ impl TryFrom<RunArgs> for RunConfig {
                 results,
                 undo: args.undo_file,
                 summary_json: args.summary_json,
+                existing: existing(args.replace),
             },
             resume: if args.resume {
                 Resume::Continue {
@@ -663,6 +680,15 @@ impl TryFrom<RunArgs> for RunConfig {
             },
             command_line: args.argv,
         })
+    }
+}
+
+/// `--replace`: whether an existing output file that is no run's record may be replaced.
+pub fn existing(replace: bool) -> Existing {
+    if replace {
+        Existing::Replace
+    } else {
+        Existing::Refuse
     }
 }
 

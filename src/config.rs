@@ -16,6 +16,7 @@ pub use crate::lookup::guard::{
     EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectList,
     StaleEntries,
 };
+pub use crate::output::paths::Existing;
 use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
 use crate::units::Rate;
@@ -62,6 +63,8 @@ pub struct ResolveConfig {
     pub graph: GraphAccess,
     /// The input written back with the ids filled in: `.csv` or `.jsonl`.
     pub output: PathBuf,
+    /// `--replace`: whether an existing output (no run's record) may be replaced.
+    pub existing: Existing,
     pub progress: ProgressMode,
 }
 
@@ -133,6 +136,8 @@ pub struct OutputFiles {
     pub results: PathBuf,
     pub undo: Option<PathBuf>,
     pub summary_json: Option<PathBuf>,
+    /// `--replace`: whether an existing undo file (no run's record) may be replaced.
+    pub existing: Existing,
 }
 
 impl OutputFiles {

@@ -17,6 +17,7 @@ use crate::input::plan::Plan;
 use crate::lookup::ReadCounts;
 use crate::outcome::StopReason;
 use crate::output::journal::{InflightLog, WriterEnd, open_private, private_options};
+use crate::output::paths;
 use crate::output::summary::{RunFacts, Summary, Tally, resume_command};
 use crate::output::undo::write_undo;
 use crate::runner::Shared;
@@ -81,7 +82,9 @@ pub(super) async fn finish(
         }
     }
     let undo_rows = match &config.files.undo {
-        Some(path) if failure.is_none() => match write_undo(results, path, &plan.carry_columns) {
+        Some(path) if failure.is_none() => match undo_is_free(results, path)
+            .and_then(|()| write_undo(results, path, &plan.carry_columns))
+        {
             Ok(rows) => Some(rows),
             Err(error) => {
                 problems.push(format!(
@@ -204,6 +207,18 @@ fn write_summary_json(path: &Path, json: &str) -> std::io::Result<()> {
     file.write_all(json.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
+}
+
+/// The undo file is still no run's record: the batch took a while, and another run may have
+/// taken the path as its results or input since the start checked it (issue 16).
+fn undo_is_free(results: &std::path::Path, path: &std::path::Path) -> std::io::Result<()> {
+    let undo = paths::NamedPath {
+        role: "undo file (--undo-file)",
+        path,
+    };
+    let search = [paths::parent_dir(results), std::path::Path::new(".")];
+    paths::check_not_a_record(&undo, paths::Existing::Replace, &search, &[])
+        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

@@ -76,7 +76,48 @@ pub(super) fn check_files(config: &RunConfig) -> anyhow::Result<()> {
         }],
         _ => Vec::new(),
     };
-    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))
+    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))?;
+    // The undo and summary files are no run's record (issue 16); an existing undo file is
+    // replaced only with --replace, or when it is the one the run this resumes wrote.
+    let search = [paths::parent_dir(&files.results), Path::new(".")];
+    if let Some(path) = &files.undo {
+        let own = match config.resume {
+            Resume::Continue { .. } => undo_named_by_lock(&lock),
+            Resume::Fresh => None,
+        };
+        let undo = NamedPath {
+            role: "undo file (--undo-file)",
+            path,
+        };
+        paths::check_not_a_record(
+            &undo,
+            files.existing,
+            &search,
+            &own.as_deref().into_iter().collect::<Vec<_>>(),
+        )
+        .map_err(|e| anyhow!(e))?;
+    }
+    if let Some(path) = &files.summary_json {
+        let summary = NamedPath {
+            role: "summary file (--summary-json)",
+            path,
+        };
+        // A scheduled job's summary is replaced every run: only records are refused.
+        paths::check_not_a_record(&summary, paths::Existing::Replace, &search, &[])
+            .map_err(|e| anyhow!(e))?;
+    }
+    Ok(())
+}
+
+/// The undo file the lock file at `lock` says its run wrote.
+fn undo_named_by_lock(lock: &Path) -> Option<std::path::PathBuf> {
+    let state = output::report::read_lock(lock);
+    state
+        .read()?
+        .about
+        .undo_file
+        .as_ref()
+        .map(std::path::PathBuf::from)
 }
 
 /// Runs blocking `work` (reading a pipe, asking on the terminal, checking a large input) unless
@@ -465,8 +506,6 @@ pub(super) async fn confirm(
     plan: &Plan,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<()> {
-    // Saturating: a resumed looked-up row carried over by line counts as done but not as an
-    // action, so a resume whose other rows the guard refuses had fewer actions than done ones.
     let to_send = plan.actions.saturating_sub(plan.already_succeeded);
     if let Some(max) = config.guardrails.max_actions
         && to_send > max

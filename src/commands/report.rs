@@ -106,7 +106,8 @@ pub fn render(facts: &Report, format: ReportFormat) -> String {
 }
 
 /// Refuses a report or undo file that would replace what the run wrote (the results, the lock
-/// file, the snapshot, the run's undo file) or each other, or that goes where no directory is.
+/// file, the snapshot, the run's undo file) or each other, or that goes where no directory is;
+/// then one that is any run's record, or exists without `--replace` (issue 16).
 fn check_files(args: &ReportArgs) -> anyhow::Result<()> {
     let beside = Beside::results(&args.results);
     let named_undo = report::named_undo_file(&report::read_lock(&beside.lock), &args.results);
@@ -137,7 +138,15 @@ fn check_files(args: &ReportArgs) -> anyhow::Result<()> {
             path,
         });
     }
-    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))
+    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))?;
+    // No run's record, whichever run wrote it, and an existing file only with --replace (issue
+    // 16). The runs are found beside the results (whose lock names the run's input) and here.
+    let existing = crate::cli::existing(args.replace);
+    let search = [paths::parent_dir(&args.results), Path::new(".")];
+    for file in &writes {
+        paths::check_not_a_record(file, existing, &search, &[]).map_err(|e| anyhow!(e))?;
+    }
+    Ok(())
 }
 
 /// The report file holds account data: readable by the owner only, like the results, and never

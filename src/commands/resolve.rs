@@ -12,7 +12,7 @@ use anyhow::{Context, anyhow};
 use serde_json::Value;
 use tracing::info;
 
-use crate::config::ResolveConfig;
+use crate::config::{Existing, ResolveConfig};
 use crate::input::{InputSource, RowReader};
 use crate::lookup::Directory;
 use crate::lookup::directory::Found;
@@ -81,13 +81,17 @@ pub async fn resolve(
         let input = input.config.clone();
         let carry_columns = checked.plan.carry_columns.clone();
         let output = config.output.clone();
+        let existing = config.existing;
         unless_interrupted(&interrupt, "writing the resolved rows", move || {
             let file = input.source.display_name();
             let mut rows = RowReader::open(&input.source, &input.options)?
                 .with_carry_columns(carry_columns.clone());
             let sheet = resolved_sheet(&mut rows, &directory, &carry_columns, &file)?;
             let names = column_names(&carry_columns);
-            write_sheet(&output, &names, &[0, 1, 2, 3], sheet.cells)
+            // Again just before writing: the lookup took a while, and a run may have started
+            // writing its records there since (issue 16).
+            not_a_record(&output, existing).map_err(|e| anyhow!(e))?;
+            write_sheet(&output, &names, sheet.cells)
                 .with_context(|| format!("cannot write {}", output.display()))?;
             Ok(sheet.unresolved)
         })
@@ -124,7 +128,8 @@ pub async fn resolve(
 }
 
 /// The input and the output must be different files, the output's directory must exist, and
-/// what the output names must be a file (issue 10's checks, as `run` makes them).
+/// what the output names must be a file (issue 10's checks, as `run` makes them), and no run's
+/// record (issue 16).
 fn check_files(config: &ResolveConfig) -> anyhow::Result<()> {
     let reads: Vec<NamedPath<'_>> = match &config.input.source {
         InputSource::File(path) => vec![NamedPath {
@@ -137,7 +142,17 @@ fn check_files(config: &ResolveConfig) -> anyhow::Result<()> {
         role: "output (-o)",
         path: &config.output,
     }];
-    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))
+    paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))?;
+    not_a_record(&config.output, config.existing).map_err(|e| anyhow!(e))
+}
+
+/// The output is no run's record, and an existing file only with `--replace` (issue 16).
+fn not_a_record(output: &std::path::Path, existing: Existing) -> Result<(), String> {
+    let output = NamedPath {
+        role: "output (-o)",
+        path: output,
+    };
+    paths::check_not_a_record(&output, existing, &[std::path::Path::new(".")], &[])
 }
 
 /// The output's column names: the ids, the input's carried columns (renamed where they clash),

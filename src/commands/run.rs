@@ -560,6 +560,8 @@ impl Feed {
                 }
             };
             if let Some(offset) = earlier.as_ref().and_then(|e| e.record_of_line(&row)) {
+                // A later repeat of this row is a duplicate, as in the earlier run (issue 16).
+                checker.done_earlier(earlier.as_ref().and_then(|e| e.key_of_line(&row)));
                 let outcome = resume::carried_over(&self.results, offset, row.unresolved())?;
                 if !record(outcome) {
                     return Ok(false);

@@ -80,7 +80,7 @@ pub(crate) fn check_rows(
             && earlier.did_line(&row)
         {
             // Done by the earlier run, ids and all: carried over, not looked up again.
-            checker.done_earlier();
+            checker.done_earlier(earlier.key_of_line(&row));
             done += 1;
             continue;
         }
@@ -93,7 +93,7 @@ pub(crate) fn check_rows(
                 }
             }
             None => {
-                checker.defer();
+                checker.defer(row.action);
                 wanted.add(&row, verify);
             }
         }
@@ -130,7 +130,7 @@ pub(crate) fn resolve_rows(
         if let Some(earlier) = earlier
             && earlier.did_line(&row)
         {
-            checker.done_earlier();
+            checker.done_earlier(earlier.key_of_line(&row));
             done += 1;
             continue;
         }

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 
-use crate::sanitize::printable;
+use crate::sanitize::{printable, unquote_formula};
 
 use super::{
     FIELDS, Field, InputError, InputOptions, RawRow, Row, RowError, build_row, missing_columns,
@@ -161,15 +161,19 @@ impl CsvRows {
                 ),
             });
         }
+        // The `'` this tool puts before a formula-like cell in a file for people is taken off:
+        // what `resolve` and the undo file write runs as it is (issue 16).
         let cell = |index: usize| -> Result<&str, RowError> {
             let bytes = self.record.get(index).unwrap_or_default();
-            std::str::from_utf8(bytes).map_err(|_| RowError {
-                line,
-                reason: format!(
-                    "column {} is not valid UTF-8; save the file as UTF-8",
-                    index + 1
-                ),
-            })
+            std::str::from_utf8(bytes)
+                .map(unquote_formula)
+                .map_err(|_| RowError {
+                    line,
+                    reason: format!(
+                        "column {} is not valid UTF-8; save the file as UTF-8",
+                        index + 1
+                    ),
+                })
         };
         let mut values: [Option<&str>; FIELDS] = [None; FIELDS];
         for (slot, position) in values.iter_mut().zip(self.positions) {

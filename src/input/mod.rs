@@ -494,26 +494,36 @@ pub(crate) fn build_row(
     let mut reasons: Vec<String> = Vec::new();
     let action = match (raw.values[Field::Action as usize], options.default_action) {
         (None, Some(default)) => Some(default),
-        _ => required(&raw, Field::Action, &mut reasons).and_then(|text| {
+        (_, default) => required(&raw, Field::Action, &mut reasons).and_then(|text| {
             let parsed = Action::parse(&text);
-            if parsed.is_none() {
-                reasons.push(format!(
+            match (parsed, default) {
+                (None, _) => reasons.push(format!(
                     "unknown action {text:?}: expected one of {}",
                     Action::ALL.map(Action::as_str).join(", ")
-                ));
+                )),
+                // The column would silently win over the flag (issue 16): which one the
+                // responder meant is theirs to say.
+                (Some(column), Some(flag)) if column != flag => reasons.push(format!(
+                    "the action column says {column} but --action says {flag}; fix the cell, or leave --action out"
+                )),
+                _ => {}
             }
             parsed
         }),
     };
     let provider = match (raw.filled(Field::Provider), options.default_provider) {
         (None, default) => default,
-        (Some(text), _) => {
+        (Some(text), default) => {
             let parsed = Provider::parse(&text);
-            if parsed.is_none() {
-                reasons.push(format!(
+            match (parsed, default) {
+                (None, _) => reasons.push(format!(
                     "unknown identity provider {text:?}: expected one of {}",
                     Provider::ALL.map(Provider::as_str).join(", ")
-                ));
+                )),
+                (Some(column), Some(flag)) if column != flag => reasons.push(format!(
+                    "the identityProvider column says {column} but --provider says {flag}; fix the cell, or leave --provider out"
+                )),
+                _ => {}
             }
             parsed
         }

@@ -137,6 +137,9 @@ pub struct Plan {
     /// Rows whose identity is looked up before the first action (SPEC section 8).
     #[serde(skip_serializing_if = "is_zero")]
     pub lookups: u64,
+    /// The rows to look up by action, so that the plan shows the action of every row (issue 16).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lookup_actions: Vec<ActionRows>,
     /// Rows the lookup refused (`identityNotFound`, ...): they send nothing.
     pub refused: Counted<Note>,
 }
@@ -150,6 +153,14 @@ fn is_zero(n: &u64) -> bool {
 pub struct MatrixCell {
     pub action: Action,
     pub identity_provider: Provider,
+    pub rows: u64,
+}
+
+/// How many rows of one action.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionRows {
+    pub action: Action,
     pub rows: u64,
 }
 
@@ -198,6 +209,9 @@ pub struct Checker {
     accounts: KeyMap<AccountKey, AccountSeen>,
     counts: [[u64; 3]; 6],
     unlisted_seen: [[u64; 3]; 6],
+    lookup_actions: [u64; 6],
+    /// Rows an earlier run did that were not checked here ([`Checker::done_earlier`]).
+    done_keys: KeyMap<RowKey, ()>,
     plan: Plan,
 }
 
@@ -219,6 +233,8 @@ impl Checker {
             accounts: KeyMap::with_capacity_and_hasher(accounts, Default::default()),
             counts: [[0; 3]; 6],
             unlisted_seen: [[0; 3]; 6],
+            lookup_actions: [0; 6],
+            done_keys: KeyMap::default(),
             plan: Plan {
                 input: input.to_owned(),
                 format,
@@ -227,15 +243,23 @@ impl Checker {
         }
     }
 
-    /// Records a row that will be looked up: it is decided once the lookup has found it.
-    pub fn defer(&mut self) {
+    /// Records a row that will be looked up: it is decided once the lookup has found it, but
+    /// its action is known now.
+    pub fn defer(&mut self, action: Action) {
         self.plan.rows += 1;
         self.plan.lookups += 1;
+        self.lookup_actions[action.index()] += 1;
     }
 
-    /// Counts a row an earlier run already did (`--resume`): nothing to check or look up.
-    pub fn done_earlier(&mut self) {
+    /// Counts a row an earlier run already did (`--resume`): nothing to check or look up. It
+    /// is one of the plan's actions (as `already_succeeded` counts it), and a later row with
+    /// its key is a duplicate, as it was in the earlier run (issue 16).
+    pub fn done_earlier(&mut self, key: Option<RowKey>) {
         self.plan.rows += 1;
+        self.plan.actions += 1;
+        if let Some(key) = key {
+            self.done_keys.insert(key, ());
+        }
     }
 
     /// Records a row the lookup refused.
@@ -292,6 +316,10 @@ impl Checker {
             }
         }
 
+        if self.done_keys.contains_key(&RowKey::of(job)) {
+            self.plan.duplicates.push(job.row);
+            return Ok(Verdict::Duplicate);
+        }
         let pair_bit = 1u32 << (action.index() * 3 + provider.index());
         let line = u32::try_from(job.row).unwrap_or(u32::MAX);
         let seen = self.accounts.entry(AccountKey::of(job)).or_default();
@@ -328,6 +356,10 @@ impl Checker {
         self.plan.accounts = self.accounts.len() as u64;
         self.plan.carry_columns = carry_columns.to_vec();
         for action in Action::ALL {
+            let rows = self.lookup_actions[action.index()];
+            if rows > 0 {
+                self.plan.lookup_actions.push(ActionRows { action, rows });
+            }
             for provider in Provider::ALL {
                 let rows = self.counts[action.index()][provider.index()];
                 if rows > 0 {

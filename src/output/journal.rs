@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::graph::model::Provider;
 use crate::input::IdentityColumn;
 use crate::outcome::{Entry, InflightNote, Outcome};
+use crate::sanitize::{quote_formula, unquote_formula};
 
 /// The fixed fields, in the order SPEC section 5 gives; carried columns follow.
 pub const FIELDS: [&str; 16] = [
@@ -116,7 +117,7 @@ impl Journal {
             .iter()
             .copied()
             .chain(self.carry_names.iter().map(String::as_str));
-        csv_line(header, &[])
+        csv_line(header)
     }
 
     /// Pushes buffered records to the file and asks the OS to put them on disk.
@@ -171,7 +172,7 @@ impl Journal {
                     .iter()
                     .map(String::as_str)
                     .chain(outcome.job.carry.iter().map(String::as_str));
-                self.out.write_all(&csv_line(cells, &[])?)
+                self.out.write_all(&csv_line(cells)?)
             }
         }
     }
@@ -428,36 +429,23 @@ pub fn sync_parent_dir(path: &Path) {
 /// Formats CSV lines with the csv crate (quoting, CRLF). A cell that a spreadsheet would run as a
 /// formula (it starts with `=`, `+`, `-`, `@`, tab or CR: OWASP's CSV-injection guidance) gets a
 /// `'` first, since identity fields and notes are attacker-influenced; the csv crate only quotes.
-/// `raw` lists the cells written as they are.
-pub(crate) fn csv_line<'c>(
-    cells: impl Iterator<Item = &'c str>,
-    raw: &[usize],
-) -> io::Result<Vec<u8>> {
+/// The tool's CSV input reader takes the `'` off again ([`unquote_formula`]), so a file it wrote
+/// runs as it is (issue 16).
+pub(crate) fn csv_line<'c>(cells: impl Iterator<Item = &'c str>) -> io::Result<Vec<u8>> {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .buffer_capacity(512)
         .from_writer(Vec::with_capacity(512));
-    for (index, cell) in cells.enumerate() {
-        if !raw.contains(&index) && is_formula(cell) {
-            writer.write_field(format!("'{cell}"))?;
-        } else {
-            writer.write_field(cell)?;
-        }
+    for cell in cells {
+        writer.write_field(quote_formula(cell).as_ref())?;
     }
     writer.write_record(None::<&[u8]>)?;
     writer.into_inner().map_err(|e| e.into_error())
 }
 
-fn is_formula(cell: &str) -> bool {
-    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
-}
-
 /// Undoes the `'` the CSV writer puts before formula-like cells.
 pub(crate) fn unneutralise(cell: &str) -> &str {
-    match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
-        _ => cell,
-    }
+    unquote_formula(cell)
 }
 
 /// Carried column names as the results write them: a name that clashes with a fixed field, or
@@ -561,7 +549,7 @@ mod tests {
     use super::*;
 
     fn cell(text: &str) -> String {
-        let line = csv_line([text].into_iter(), &[]).unwrap();
+        let line = csv_line([text].into_iter()).unwrap();
         String::from_utf8(line)
             .unwrap()
             .trim_end_matches("\r\n")

@@ -262,7 +262,8 @@ impl RunLock {
 fn read_state(file: &mut File) -> Option<RunState> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
-    file.read_to_string(&mut text).ok()?;
+    // A run's state is a few hundred bytes: a huge lock file is not read whole (issue 16).
+    file.take(1024 * 1024).read_to_string(&mut text).ok()?;
     serde_json::from_str(text.trim()).ok()
 }
 

@@ -38,6 +38,11 @@ pub fn render_text(plan: &Plan) -> String {
              (resolve shows what each row finds).",
             plan.lookups
         );
+        // Their actions, known before the lookup: the plan shows what every row asks for.
+        let _ = writeln!(out, "\n  {:<26} {:>8}", "action (to look up)", "rows");
+        for cell in &plan.lookup_actions {
+            let _ = writeln!(out, "  {:<26} {:>8}", cell.action.as_str(), cell.rows);
+        }
     }
     if plan.refused.count > 0 {
         let _ = writeln!(

@@ -40,6 +40,9 @@ pub struct Prior {
     /// input, line N is the same row, and it is carried over without being looked up again (a
     /// disabled account no longer offers `disable`, so a second lookup could refuse it).
     pub succeeded_lines: KeyMap<u64, u64>,
+    /// The key of each of those rows, so that a later repeat of it is a duplicate again, as it
+    /// was in the earlier run (issue 16: it came back `succeeded`).
+    pub succeeded_line_keys: KeyMap<u64, RowKey>,
     /// Requests that left but whose answer was never recorded, by row.
     pub unknown_attempts: KeyMap<RowKey, u32>,
     /// Complete records read.
@@ -116,6 +119,7 @@ pub fn scan(path: &Path) -> Result<Prior, ResumeError> {
             prior.succeeded.insert(key, offset);
             if let (Some(row), Some(_)) = (fields.row, &fields.resolved_by) {
                 prior.succeeded_lines.insert(row, offset);
+                prior.succeeded_line_keys.insert(row, key);
             }
         }
         if fields.status == RowStatus::Failed {
@@ -427,6 +431,13 @@ impl Earlier<'_> {
             return None;
         }
         self.prior.succeeded_lines.get(&row.line).copied()
+    }
+
+    /// The key of the looked-up row on this line that succeeded, when [`Earlier::record_of_line`]
+    /// has its record.
+    pub(crate) fn key_of_line(&self, row: &Row) -> Option<RowKey> {
+        self.record_of_line(row)?;
+        self.prior.succeeded_line_keys.get(&row.line).copied()
     }
 
     /// Whether [`Earlier::record_of_line`] has one.

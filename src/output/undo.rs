@@ -3,9 +3,10 @@
 //! lingers through the run), written to a temporary file beside the target and renamed into place.
 //!
 //! For every row whose latest record `succeeded` with `disable` the undo row says `enable`, and
-//! the other way round; actions without an opposite are left out. The four columns Graph needs
-//! are written exactly as they are (the undo file is this tool's input: a spreadsheet-safety quote
-//! would be sent to Graph, issue 10); carried columns are made spreadsheet-safe like the results.
+//! the other way round; actions without an opposite are left out. Every CSV cell is made
+//! spreadsheet-safe like the results (a formula gets a `'`), the four columns Graph needs too: the
+//! tool's CSV reader takes the `'` off again, so the undo file replays the ids exactly (issues 10
+//! and 16).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -121,6 +122,5 @@ fn write_rows(target: &Path, carry_columns: &[String], rows: &[UndoRow]) -> io::
         .map(Value::from)
         .collect()
     });
-    // The four ids as they are: they are sent to Graph when the file is replayed.
-    write_sheet(target, &columns, &[0, 1, 2, 3], cells)
+    write_sheet(target, &columns, cells)
 }

@@ -601,3 +601,66 @@ fn the_china_cloud_is_refused_before_anything_else() {
     assert!(stderr.contains("China"), "{stderr}");
     assert!(!dir.path().join("in.results.jsonl").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_token_endpoint_echoing_the_secret_in_base64_hex_upper_case_or_in_part_never_prints_it()
+ {
+    use base64::Engine as _;
+    use wiremock::{Mock, MockServer as Wire, ResponseTemplate, matchers};
+    let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    let echoes = [
+        base64::engine::general_purpose::STANDARD.encode(SECRET),
+        hex,
+        SECRET.to_ascii_uppercase(),
+        SECRET[..14].to_owned(),
+    ];
+    let authority = Wire::start().await;
+    let description = format!(
+        "AADSTS7000215: Invalid client secret provided. Got {} / {} / {} / {}",
+        echoes[0], echoes[1], echoes[2], echoes[3]
+    );
+    Mock::given(matchers::method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "error": "invalid_client",
+            "error_description": description,
+        })))
+        .mount(&authority)
+        .await;
+    let graph = app_mock(Duration::from_secs(3599)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_csv(dir.path(), "in.csv", &plain_rows(2));
+    let mut command = Child::new(env!("CARGO_BIN_EXE_graph-remediate"));
+    command
+        .arg("run")
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("out.jsonl"))
+        .args(["--graph-url", &graph.base_url()])
+        .args(["--authority-url", &authority.uri()])
+        .args(["--yes", "-v"])
+        .stdin(std::process::Stdio::null());
+    for var in CREDENTIAL_VARS {
+        command.env_remove(var);
+    }
+    command.envs([
+        ("AZURE_TENANT_ID", TENANT_ID),
+        ("AZURE_CLIENT_ID", CLIENT_ID),
+        ("AZURE_CLIENT_SECRET", SECRET),
+    ]);
+    let result = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&result);
+    assert_eq!(result.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("Invalid client secret provided"),
+        "{stderr}"
+    );
+    for echoed in &echoes {
+        for shown in [&stdout, &stderr] {
+            assert!(!shown.contains(echoed.as_str()), "{echoed} in {shown}");
+        }
+    }
+    assert!(stderr.contains("[redacted]"), "{stderr}");
+    graph.shutdown().await;
+}

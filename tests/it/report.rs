@@ -485,3 +485,111 @@ fn issue_13_results_that_are_not_results_exit_2_naming_the_file_and_line() {
     let output = report(&[arg(&garbage)]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_report_never_replaces_a_runs_records_and_asks_before_replacing_a_file() {
+    let ran = run_every_status().await;
+    let input = ran.h.path("input.csv");
+    // Another run's results, being written (its lock beside them), in a directory of its own.
+    let other = ran.h.path("other");
+    std::fs::create_dir(&other).unwrap();
+    let other_results = other.join("results.jsonl");
+    std::fs::copy(&ran.results, &other_results).unwrap();
+    std::fs::copy(
+        ran.h.path("results.jsonl.lock"),
+        other.join("results.jsonl.lock"),
+    )
+    .unwrap();
+    // Results with no lock beside them: known by what they hold.
+    let loose = ran.h.path("loose");
+    std::fs::create_dir(&loose).unwrap();
+    let loose_results = loose.join("copy.jsonl");
+    std::fs::copy(&ran.results, &loose_results).unwrap();
+    for (flag, target, why) in [
+        ("--undo-file", &input, "the input of the run"),
+        ("-o", &input, "the input of the run"),
+        ("-o", &other_results, "the results file of the run"),
+        ("--undo-file", &other.join("results.jsonl.lock"), "lock"),
+        ("-o", &loose_results, "a run's results file"),
+    ] {
+        let before = std::fs::read(target).unwrap();
+        let output = report(&[arg(&ran.results), flag, arg(target), "--replace"]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{flag} {target:?}: {output:?}"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no command replaces a run's record"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert_eq!(std::fs::read(target).unwrap(), before, "left as it was");
+    }
+    // Any other existing file only with --replace.
+    let notes = ran.h.path("INC-4711.md");
+    std::fs::write(&notes, "the analyst's notes").unwrap();
+    let output = report(&[arg(&ran.results), "-o", arg(&notes)]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("exists already; pass --replace"),
+        "{stderr}"
+    );
+    assert_eq!(text(&notes), "the analyst's notes");
+    let output = report(&[arg(&ran.results), "-o", arg(&notes), "--replace"]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(text(&notes).contains("Remediation report"));
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_16_a_fifo_or_huge_file_beside_the_results_never_blocks_the_report() {
+    let ran = run_every_status().await;
+    let lock = ran.h.path("results.jsonl.lock");
+    let snapshot = ran.h.path("results.identities.jsonl");
+    for path in [&lock, &snapshot] {
+        std::fs::remove_file(path).unwrap();
+        let name = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    }
+    let report_within = |limit: std::time::Duration| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+            .arg("report")
+            .arg(&ran.results)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > limit {
+                child.kill().unwrap();
+                panic!("report blocked for {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let output = report_within(std::time::Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let markdown = String::from_utf8(output.stdout).unwrap();
+    assert!(markdown.contains("could not be read"), "{markdown}");
+    assert!(markdown.contains("FIFO"), "{markdown}");
+    assert!(
+        markdown.contains("identityNotFound"),
+        "the rest is there: {markdown}"
+    );
+    // A huge lock file is not read whole.
+    std::fs::remove_file(&lock).unwrap();
+    let mut huge = vec![b' '; 3 * 1024 * 1024];
+    huge.extend_from_slice(b"{}");
+    std::fs::write(&lock, huge).unwrap();
+    let output = report_within(std::time::Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let markdown = String::from_utf8(output.stdout).unwrap();
+    assert!(markdown.contains("larger than 1024 KiB"), "{markdown}");
+}

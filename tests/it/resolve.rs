@@ -180,3 +180,168 @@ async fn issue_12_resolve_refuses_bad_rows_before_any_read() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_resolve_never_replaces_a_runs_records_and_asks_before_replacing_a_file() {
+    let h = tenant_harness().await;
+    let input = export(
+        &h,
+        &[
+            "upn,action".to_owned(),
+            format!("{},disable", Tenant::synthetic_upn(3)),
+        ],
+    );
+    let output = resolve(
+        &h,
+        &input,
+        "resolved.csv",
+        &["--provider", "activeDirectory"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    // A run of what resolve wrote: its results, lock and snapshot, and resolved.csv its input.
+    let resolved = h.path("resolved.csv");
+    assert_eq!(
+        h.run(&resolved, &["--verify"]).await.unwrap(),
+        ExitStatus::Success
+    );
+    let requests = h.graph_requests();
+    for (target, why) in [
+        ("resolved.csv", "the input of the run"),
+        ("results.jsonl", "the results file of the run"),
+        (
+            "results.identities.jsonl",
+            "the identity snapshot of the run",
+        ),
+        ("results.jsonl.lock", "lock"),
+    ] {
+        let before = std::fs::read(h.path(target)).unwrap();
+        let output = resolve(
+            &h,
+            &input,
+            target,
+            &["--provider", "activeDirectory", "--replace"],
+        );
+        assert_eq!(output.status.code(), Some(2), "{target}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no command replaces a run's record"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(why), "{why}: {stderr}");
+        assert_eq!(
+            std::fs::read(h.path(target)).unwrap(),
+            before,
+            "{target} as it was"
+        );
+    }
+    assert_eq!(h.graph_requests(), requests, "refused before any read");
+    // Any other existing file only with --replace.
+    std::fs::write(h.path("review.csv"), "kept").unwrap();
+    let output = resolve(&h, &input, "review.csv", &["--provider", "activeDirectory"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("exists already; pass --replace"),
+        "{output:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.path("review.csv")).unwrap(),
+        "kept"
+    );
+    let output = resolve(
+        &h,
+        &input,
+        "review.csv",
+        &["--provider", "activeDirectory", "--replace"],
+    );
+    // (3: the run above disabled the account, which no longer offers disable.)
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(
+        std::fs::read_to_string(h.path("review.csv"))
+            .unwrap()
+            .contains("resolvedBy")
+    );
+}
+
+/// A tenant whose identity 3 has a UPN a spreadsheet reads as a formula and a display name
+/// holding terminal escapes, CR/LF and a right-to-left override.
+async fn hostile_tenant_harness() -> Harness {
+    let identities = (0..40)
+        .map(|i| {
+            let mut identity = Tenant::synthetic_identity(i);
+            if i == 3 {
+                identity.user_principal_name = Some("-dash@contoso.com".to_owned());
+                identity.display_name =
+                    Some("Eve\u{1b}[2J\u{7}\r\nFAKE,row\u{202e}txt.exe".to_owned());
+            }
+            identity
+        })
+        .collect();
+    Harness::start(MockConfig {
+        tenant: Some(Tenant::from_identities(identities)),
+        page_size: 10,
+        ..MockConfig::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_resolved_csv_and_its_undo_file_open_safely_and_run_with_verify() {
+    let h = hostile_tenant_harness().await;
+    let input = export(
+        &h,
+        &[
+            "upn,action".to_owned(),
+            "-dash@contoso.com,disable".to_owned(),
+        ],
+    );
+    let output = resolve(
+        &h,
+        &input,
+        "resolved.csv",
+        &["--provider", "activeDirectory"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let resolved = h.path("resolved.csv");
+    let text = std::fs::read_to_string(&resolved).unwrap();
+    // Opens safely: no control character, no cell a spreadsheet would run.
+    assert!(!text.contains(['\u{1b}', '\u{7}', '\u{202e}']), "{text:?}");
+    let mut reader = csv::Reader::from_path(&resolved).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 1, "{text:?}");
+    for cell in records[0].iter() {
+        assert!(
+            !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "{cell:?} in {text:?}"
+        );
+    }
+    let name = headers.iter().position(|h| h == "displayName").unwrap();
+    assert_eq!(
+        &records[0][name],
+        r"Eve\u{1b}[2J\u{7}\u{d}\u{a}FAKE,row\u{202e}txt.exe"
+    );
+    // Runs as it is, --verify confirming the UPN; and so does its undo file.
+    let undo = h.path("undo.csv");
+    let status = h
+        .run(
+            &resolved,
+            &["--verify", "--undo-file", undo.to_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    let records = read_jsonl(&h.results());
+    assert_eq!(status, ExitStatus::Success, "{records:?}");
+    assert_eq!(records[0]["status"], "succeeded", "{:?}", records[0]);
+    assert_eq!(records[0]["upn"], "-dash@contoso.com");
+    let undo_text = std::fs::read_to_string(&undo).unwrap();
+    assert!(undo_text.contains("'-dash@contoso.com"), "{undo_text}");
+    let again = h.path("again.jsonl");
+    let status = h
+        .run(&undo, &["--verify", "-o", again.to_str().unwrap()])
+        .await
+        .unwrap();
+    let records = read_jsonl(&again);
+    assert_eq!(status, ExitStatus::Success, "{records:?}");
+    assert_eq!(records[0]["status"], "succeeded");
+    assert_eq!(records[0]["action"], "enable");
+}

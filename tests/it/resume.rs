@@ -509,3 +509,54 @@ async fn csv_results_resume_too() {
     );
     assert_eq!(h.mock.stats().graph_requests, 3 + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_skipped_repeat_stays_skipped_after_resume() {
+    use graph_remediate::mock::Tenant;
+    let h = Harness::start(MockConfig {
+        tenant: Some(Tenant::synthetic(20)),
+        page_size: 10,
+        ..MockConfig::default()
+    })
+    .await;
+    // One person named twice: by UPN on line 2, by SID on line 3; and another on line 4.
+    let input = h.write(
+        "people.csv",
+        &[
+            "upn,sid,action",
+            &format!("{},,forcePasswordReset", Tenant::synthetic_upn(4)),
+            &format!(",{},forcePasswordReset", Tenant::synthetic_sid(4).unwrap()),
+            &format!("{},,forcePasswordReset", Tenant::synthetic_upn(6)),
+        ],
+    );
+    let extra = ["--provider", "activeDirectory"];
+    let status = h.run(&input, &extra).await.unwrap();
+    assert_eq!(status, ExitStatus::Success);
+    let statuses = |records: &[serde_json::Value]| -> Vec<(u64, String)> {
+        by_row(records)
+            .into_iter()
+            .map(|(line, r)| (line, r["status"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let first = statuses(&read_jsonl(&h.results()));
+    assert_eq!(
+        first,
+        [
+            (2, "succeeded".into()),
+            (3, "skipped".into()),
+            (4, "succeeded".into())
+        ]
+    );
+    let sent = h.actions_sent().len();
+    let status = h
+        .run(&input, &["--provider", "activeDirectory", "--resume"])
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Success);
+    assert_eq!(
+        statuses(&read_jsonl(&h.results())),
+        first,
+        "as the first run left them"
+    );
+    assert_eq!(h.actions_sent().len(), sent, "nothing sent again");
+}

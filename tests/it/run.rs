@@ -491,3 +491,169 @@ async fn issue_13_the_run_records_its_tenant_app_and_command_line_never_a_secret
     );
     assert!(!lock.contains(&token), "the token never reaches the file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_run_undo_file_never_replaces_a_runs_records_and_asks_before_replacing_a_file() {
+    let h = Harness::new().await;
+    // A first run: its input, results, lock and undo file.
+    let first_input = h.write(
+        "first.csv",
+        &[
+            "identityAccountId,accountId,action,identityProvider",
+            "acct-1,00u1,disable,okta",
+        ],
+    );
+    let first_results = h.path("first.results.jsonl");
+    let undo = h.path("undo.csv");
+    let status = h
+        .run(
+            &first_input,
+            &[
+                "-o",
+                first_results.to_str().unwrap(),
+                "--undo-file",
+                undo.to_str().unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Success);
+    let input = h.input(&plain_rows(2));
+    for (target, why) in [
+        (&first_input, "the input of the run"),
+        (&first_results, "the results file of the run"),
+    ] {
+        let before = std::fs::read(target).unwrap();
+        let sent = h.graph_requests();
+        let result = h
+            .run(
+                &input,
+                &["--undo-file", target.to_str().unwrap(), "--replace"],
+            )
+            .await;
+        assert_eq!(status_of(&result), ExitStatus::InputError, "{result:?}");
+        let error = format!("{:#}", result.unwrap_err());
+        assert!(
+            error.contains("no command replaces a run's record"),
+            "{error}"
+        );
+        assert!(error.contains(why), "{why}: {error}");
+        assert_eq!(std::fs::read(target).unwrap(), before, "left as it was");
+        assert_eq!(h.graph_requests(), sent, "nothing sent");
+    }
+    // The first run's undo file is an ordinary file to another run: only with --replace.
+    let before = std::fs::read(&undo).unwrap();
+    let result = h
+        .run(&input, &["--undo-file", undo.to_str().unwrap()])
+        .await;
+    assert_eq!(status_of(&result), ExitStatus::InputError, "{result:?}");
+    assert!(format!("{:#}", result.unwrap_err()).contains("pass --replace"));
+    assert_eq!(std::fs::read(&undo).unwrap(), before);
+    // A resume of the first run rebuilds its own undo file without being told.
+    let status = h
+        .run(
+            &first_input,
+            &[
+                "-o",
+                first_results.to_str().unwrap(),
+                "--undo-file",
+                undo.to_str().unwrap(),
+                "--resume",
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Success);
+    let status = h
+        .run(
+            &input,
+            &["--undo-file", undo.to_str().unwrap(), "--replace"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Success);
+    assert!(std::fs::read_to_string(&undo).unwrap().contains("id-00001"));
+}
+
+fn status_of(result: &anyhow::Result<ExitStatus>) -> ExitStatus {
+    common::status(result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_an_action_or_provider_column_that_disagrees_with_the_flag_is_refused() {
+    let h = Harness::new().await;
+    let input = h.write(
+        "mixed.csv",
+        &[
+            "identityAccountId,accountId,action,identityProvider",
+            "acct-1,00u1,disable,okta",
+            "acct-2,00u2,enable,okta",
+            "acct-3,00u3,Disable,activeDirectory",
+        ],
+    );
+    let out = h
+        .binary(&input, &["--action", "disable", "--provider", "okta"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let file = input.display();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:3: the action column says enable but --action says disable"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:4: the identityProvider column says activeDirectory but --provider says okta"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&format!("{file}:2:")),
+        "line 2 agrees: {stderr}"
+    );
+    assert_eq!(h.graph_requests(), 0, "nothing sent");
+    // Agreeing flags, or none, are fine.
+    let out = h.binary(&input, &[]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_the_dry_run_shows_the_action_of_rows_to_look_up() {
+    let h = Harness::new().await;
+    let input = h.write(
+        "people.csv",
+        &[
+            "upn,action",
+            "ann@contoso.com,enable",
+            "bob@contoso.com,disable",
+            "cid@contoso.com,disable",
+        ],
+    );
+    let out = h.binary(&input, &["--dry-run"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("action (to look up)"), "{stdout}");
+    let rows = |action: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(action))
+            .and_then(|l| l.split_whitespace().last())
+            .map(str::to_owned)
+    };
+    assert_eq!(rows("enable").as_deref(), Some("1"), "{stdout}");
+    assert_eq!(rows("disable").as_deref(), Some("2"), "{stdout}");
+    assert_eq!(h.graph_requests(), 0);
+}

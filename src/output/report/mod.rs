@@ -13,7 +13,9 @@
 //! keeps only the first [`MAX_LISTED_ROWS`] rows by input line, with a note of how many more the
 //! results hold; each failure group and the not-attempted list name at most
 //! [`MAX_LISTED_LINES`] lines, with a count of the rest (every failure is counted in its group),
-//! and the failures list the [`MAX_LISTED_GROUPS`] most frequent error codes.
+//! and the failures list the [`MAX_LISTED_GROUPS`] most frequent error codes. Only the first
+//! [`MAX_KEPT_CODES`] codes keep their text and example while streaming; the rest are counted by
+//! hash, and the listed ones among them are named by a second read (issue 16).
 //! The snapshot is streamed after the results, keeping only the identities of the listed rows.
 //!
 //! A results file from an interrupted `--resume` may hold two records for one row: the last one
@@ -334,14 +336,22 @@ impl Beside {
     }
 }
 
-/// What the lock file beside the results says: the run's facts, or why there are none.
+/// The most bytes of a lock file read: a run's state is a few hundred bytes.
+pub const MAX_LOCK_BYTES: u64 = 1024 * 1024;
+
+/// What the lock file beside the results says: the run's facts, or why there are none. Never
+/// blocks on a FIFO, and never reads more than [`MAX_LOCK_BYTES`] (issue 16).
 pub fn read_lock(path: &Path) -> Found<RunState> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => match serde_json::from_str(text.trim()) {
+    match super::paths::read_head(path, MAX_LOCK_BYTES) {
+        Ok(Some((_, true))) => Found::Unreadable(format!(
+            "larger than {} KiB, which no lock file this tool writes is",
+            MAX_LOCK_BYTES / 1024
+        )),
+        Ok(Some((text, false))) => match serde_json::from_slice(text.trim_ascii()) {
             Ok(state) => Found::Read(state),
             Err(error) => Found::Unreadable(error.to_string()),
         },
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Found::Missing,
+        Ok(None) => Found::Missing,
         Err(error) => Found::Unreadable(error.to_string()),
     }
 }
@@ -367,7 +377,7 @@ pub fn gather(results: &Path) -> Result<Report, ReportError> {
     let columns = carried_columns(results)?;
     gathering.person = PersonColumns::among(&columns);
     for_each_record(results, &mut |at, fields| gathering.take(at, fields))?;
-    let mut report = gathering.finish(results, lock);
+    let mut report = gathering.finish(results, lock)?;
     report.snapshot_path = beside.snapshot;
     read_snapshot(&mut report);
     report.undo = match named_undo_file(&report.lock, results) {
@@ -924,9 +934,21 @@ fn csv_reason(error: &csv::Error) -> String {
 #[derive(Debug, Clone, Copy)]
 struct RowDigest {
     status: RowStatus,
-    /// Index into [`Gathering::codes`], for failed rows.
-    code: Option<usize>,
+    /// The hash of the error code ([`Gathering::hash_code`]), for failed rows.
+    code: Option<u64>,
     undoable: bool,
+}
+
+/// The most error codes whose text and example message are kept while the results stream by
+/// (issue 16: a million distinct codes took 2.6 GB). Past it a code is only counted, by hash;
+/// the few of those the report lists are named by a second read of the results.
+pub const MAX_KEPT_CODES: usize = 1000;
+
+/// An error code's text, and the first errorMessage read for it.
+#[derive(Debug, Clone)]
+struct CodeText {
+    code: String,
+    example: String,
 }
 
 /// The carried columns that name the person: a UPN column and a display-name column.
@@ -962,10 +984,12 @@ struct Gathering {
     person: PersonColumns,
     latest: HashMap<u64, RowDigest>,
     listed: BTreeMap<u64, ReportRow>,
-    codes: Vec<String>,
-    code_index: HashMap<String, usize>,
-    /// The first errorMessage read for each code.
-    examples: Vec<String>,
+    /// Every code seen, by hash: the order it was first seen in (ties are listed in it when
+    /// not every code's text was kept).
+    code_order: HashMap<u64, u32>,
+    /// The text of the first [`MAX_KEPT_CODES`] codes seen, by hash.
+    code_texts: HashMap<u64, CodeText>,
+    hasher: std::hash::RandomState,
     first_started_at: Option<String>,
     last_finished_at: Option<String>,
     bad: BadLines,
@@ -1067,30 +1091,43 @@ impl Gathering {
     }
 
     /// The failure's code as the summary tallies it: errorCode, else the HTTP status, else
-    /// `unknown`; interned, with the first message kept as the group's example.
-    fn code_of(&mut self, fields: &Fields<'_>) -> usize {
+    /// `unknown`.
+    fn code_text(fields: &Fields<'_>) -> String {
         let code = fields.text("errorCode");
         let http = fields.text("httpStatus");
-        let code = if !code.is_empty() {
+        if !code.is_empty() {
             code.into_owned()
         } else if !http.is_empty() {
             format!("HTTP {http}")
         } else {
             "unknown".to_owned()
-        };
-        if let Some(index) = self.code_index.get(&code) {
-            return *index;
         }
-        let index = self.codes.len();
-        self.code_index.insert(code.clone(), index);
-        self.codes.push(code);
-        self.examples.push(fields.text("errorMessage").into_owned());
-        index
     }
 
-    fn finish(self, results: &Path, lock: Found<RunState>) -> Report {
+    fn hash_code(&self, code: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(code)
+    }
+
+    /// The failure's code, by hash; its text (with the first message as the group's example)
+    /// kept for the first [`MAX_KEPT_CODES`] codes.
+    fn code_of(&mut self, fields: &Fields<'_>) -> u64 {
+        let code = Gathering::code_text(fields);
+        let hash = self.hash_code(&code);
+        let order = u32::try_from(self.code_order.len()).unwrap_or(u32::MAX);
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.code_order.entry(hash) {
+            entry.insert(order);
+            if self.code_texts.len() < MAX_KEPT_CODES {
+                let example = fields.text("errorMessage").into_owned();
+                self.code_texts.insert(hash, CodeText { code, example });
+            }
+        }
+        hash
+    }
+
+    fn finish(mut self, results: &Path, lock: Found<RunState>) -> Result<Report, ReportError> {
         let mut counts = Tally::default();
-        let mut failed_lines: Vec<Vec<u64>> = vec![Vec::new(); self.codes.len()];
+        let mut per_code: HashMap<u64, u64> = HashMap::new();
         let mut not_attempted = Vec::new();
         let mut undoable = 0;
         for (line, digest) in &self.latest {
@@ -1104,32 +1141,58 @@ impl Gathering {
                 }
             }
             if let Some(code) = digest.code {
-                failed_lines[code].push(*line);
+                *per_code.entry(code).or_default() += 1;
             }
             undoable += u64::from(digest.undoable);
         }
-        for (code, lines) in self.codes.iter().zip(&failed_lines) {
-            if !lines.is_empty() {
-                counts.error_codes.insert(code.clone(), lines.len() as u64);
+        // Most frequent first; ties by name when every code's text was kept (as the summary
+        // ranks them), else in the order first seen.
+        let all_named = per_code
+            .keys()
+            .all(|hash| self.code_texts.contains_key(hash));
+        let mut ranked: Vec<(u64, u64)> = per_code.into_iter().collect();
+        ranked.sort_by(|a, b| {
+            b.1.cmp(&a.1).then_with(|| {
+                if all_named {
+                    let name = |hash: &u64| self.code_texts.get(hash).map(|t| t.code.as_str());
+                    name(&a.0).cmp(&name(&b.0))
+                } else {
+                    self.code_order.get(&a.0).cmp(&self.code_order.get(&b.0))
+                }
+            })
+        });
+        let rest = ranked.split_off(ranked.len().min(MAX_LISTED_GROUPS));
+        let more_failures = (rest.len() as u64, rest.iter().map(|(_, count)| count).sum());
+        drop(rest);
+        self.name_listed_codes(results, &ranked)?;
+        let mut lines: HashMap<u64, Vec<u64>> =
+            ranked.iter().map(|(hash, _)| (*hash, Vec::new())).collect();
+        for (line, digest) in &self.latest {
+            if let Some(list) = digest.code.and_then(|code| lines.get_mut(&code)) {
+                list.push(*line);
             }
         }
-        let mut failures: Vec<FailureGroup> = counts
-            .top_errors(usize::MAX)
-            .into_iter()
-            .filter_map(|(code, count)| {
-                let index = *self.code_index.get(code)?;
-                Some(FailureGroup {
-                    code: code.to_owned(),
-                    count,
-                    lines: Lines::from_unsorted(failed_lines[index].clone()),
-                    example: self.examples[index].clone(),
-                    hint: code_hint(code),
-                })
+        let failures: Vec<FailureGroup> = ranked
+            .iter()
+            .map(|(hash, count)| {
+                let text = self.code_texts.get(hash).cloned().unwrap_or(CodeText {
+                    code: "unknown (the results changed while the report was made)".to_owned(),
+                    example: String::new(),
+                });
+                let hint = code_hint(&text.code);
+                FailureGroup {
+                    count: *count,
+                    lines: Lines::from_unsorted(lines.remove(hash).unwrap_or_default()),
+                    example: text.example,
+                    hint,
+                    code: text.code,
+                }
             })
             .collect();
-        let rest = failures.split_off(failures.len().min(MAX_LISTED_GROUPS));
-        let more_failures = (rest.len() as u64, rest.iter().map(|g| g.count).sum());
-        Report {
+        for group in &failures {
+            counts.error_codes.insert(group.code.clone(), group.count);
+        }
+        Ok(Report {
             results: results.to_path_buf(),
             lock,
             snapshot: Found::Missing,
@@ -1148,7 +1211,39 @@ impl Gathering {
             bad_records: self.bad,
             bad_snapshot_lines: BadLines::default(),
             superseded_records: self.superseded,
+        })
+    }
+
+    /// Reads the results again for the text of the listed codes that were not kept (only when
+    /// more than [`MAX_KEPT_CODES`] codes were seen).
+    fn name_listed_codes(
+        &mut self,
+        results: &Path,
+        listed: &[(u64, u64)],
+    ) -> Result<(), ReportError> {
+        let mut unnamed: HashSet<u64> = listed
+            .iter()
+            .map(|(hash, _)| *hash)
+            .filter(|hash| !self.code_texts.contains_key(hash))
+            .collect();
+        if unnamed.is_empty() {
+            return Ok(());
         }
+        let mut found: Vec<(u64, CodeText)> = Vec::new();
+        for_each_record(results, &mut |_, fields| {
+            let Ok(fields) = fields else { return };
+            if unnamed.is_empty() || fields.text("status") != "failed" {
+                return;
+            }
+            let code = Gathering::code_text(fields);
+            let hash = self.hash_code(&code);
+            if unnamed.remove(&hash) {
+                let example = fields.text("errorMessage").into_owned();
+                found.push((hash, CodeText { code, example }));
+            }
+        })?;
+        self.code_texts.extend(found);
+        Ok(())
     }
 }
 
@@ -1165,9 +1260,10 @@ struct SnapshotLine {
 /// Streams the snapshot, keeping the identities of the listed rows (the first line for each:
 /// the state before the first run's actions), and fills in the rows' person and state before.
 fn read_snapshot(report: &mut Report) {
-    let file = match File::open(&report.snapshot_path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+    // Never a FIFO, which would block for ever (issue 16).
+    let file = match super::paths::open_regular(&report.snapshot_path) {
+        Ok(Some(file)) => file,
+        Ok(None) => {
             report.snapshot = Found::Missing;
             return;
         }

@@ -423,3 +423,38 @@ fn error_codes_past_the_cap_are_counted_not_listed() {
     assert!(markdown::render(&report).contains("3 more error code(s)"));
     assert!(html::render(&report).contains("3 more error code(s)"));
 }
+
+#[test]
+fn issue_16_failure_groups_past_the_kept_codes_are_counted_and_the_frequent_ones_still_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let rare = MAX_KEPT_CODES as u64 * 2;
+    // Rare codes first (one row each), then a frequent code and a second one seen only late.
+    let mut records: Vec<_> = (0..rare)
+        .map(|i| record(i + 2, "failed", Some(&format!("rare{i:05}"))))
+        .collect();
+    for i in 0..5 {
+        records.push(record(rare + 2 + i, "failed", Some("lateAndFrequent")));
+    }
+    for i in 0..3 {
+        records.push(record(rare + 10 + i, "failed", Some("lateToo")));
+    }
+    let results = write_jsonl(dir.path(), "r.jsonl", &records);
+    let report = gather(&results).unwrap();
+    assert_eq!(report.failures.len(), MAX_LISTED_GROUPS);
+    let first = &report.failures[0];
+    assert_eq!((first.code.as_str(), first.count), ("lateAndFrequent", 5));
+    assert_eq!(first.example, "message for lateAndFrequent");
+    assert_eq!(first.lines.listed, (rare + 2..rare + 7).collect::<Vec<_>>());
+    assert_eq!(
+        (report.failures[1].code.as_str(), report.failures[1].count),
+        ("lateToo", 3)
+    );
+    // Ties in the order first seen, once not every code was kept.
+    assert_eq!(report.failures[2].code, "rare00000");
+    let listed_rare = MAX_LISTED_GROUPS as u64 - 2;
+    assert_eq!(
+        report.more_failures,
+        (rare - listed_rare, rare - listed_rare)
+    );
+    assert_eq!(report.counts.failed, rare + 8);
+}
