@@ -20,6 +20,7 @@
 //! those paths exist and actions are checked against the documented support matrix, as before.
 
 mod args;
+mod effect;
 mod graph;
 mod log;
 mod reads;
@@ -111,6 +112,12 @@ pub struct MockConfig {
     /// Answer role assignment reads 403, as Graph does for an app without
     /// RoleManagement.Read.Directory.
     pub deny_role_reads: bool,
+    /// How long after an accepted action its effect shows in the tenant's reads, as a sensor
+    /// carries it out later (SPEC section 10).
+    pub effect_delay: Duration,
+    /// Identity or account ids whose actions are accepted and never carried out, as by a sensor
+    /// whose action account lacks rights in AD.
+    pub effect_never: Option<regex::Regex>,
 }
 
 impl Default for MockConfig {
@@ -134,6 +141,8 @@ impl Default for MockConfig {
             tenant: None,
             page_size: 100,
             deny_role_reads: false,
+            effect_delay: Duration::ZERO,
+            effect_never: None,
         }
     }
 }
