@@ -31,6 +31,9 @@ pub struct RunConfig {
     pub confirm: Confirm,
     /// After this many failed rows, start nothing new.
     pub max_failures: Option<u64>,
+    /// `--confirm WAIT`: after the last action, check each one's effect for up to WAIT
+    /// (SPEC section 10).
+    pub confirm_effect: Option<Duration>,
     /// `--verify`: look every row up, also rows that carry all three ids (SPEC section 8). Also
     /// set when a guardrail needs to know whom every row names.
     pub verify: bool,
@@ -61,6 +64,15 @@ pub struct ResolveConfig {
     pub graph: GraphAccess,
     /// The input written back with the ids filled in: `.csv` or `.jsonl`.
     pub output: PathBuf,
+    pub progress: ProgressMode,
+}
+
+/// Everything `confirm` needs: the results, how long to wait, and Graph (SPEC section 10).
+#[derive(Debug)]
+pub struct ConfirmConfig {
+    pub results: PathBuf,
+    pub wait: Duration,
+    pub graph: GraphAccess,
     pub progress: ProgressMode,
 }
 

@@ -18,6 +18,7 @@
 //! costs the list's pages, a short one its per-identity reads, and neither more than twice what
 //! the better choice would have cost.
 
+pub(crate) mod confirm;
 pub(crate) mod directory;
 pub(crate) mod guard;
 mod read;

@@ -3,7 +3,8 @@
 //! lingers through the run), written to a temporary file beside the target and renamed into place.
 //!
 //! For every row whose latest record `succeeded` with `disable` the undo row says `enable`, and
-//! the other way round; actions without an opposite are left out. The four columns Graph needs
+//! the other way round; actions without an opposite are left out, and so are actions the confirm
+//! phase saw never take effect (`effect` notConfirmed). The four columns Graph needs
 //! are written exactly as they are (the undo file is this tool's input: a spreadsheet-safety quote
 //! would be sent to Graph, issue 10); carried columns are made spreadsheet-safe like the results.
 
@@ -87,7 +88,8 @@ pub fn write_undo(results: &Path, target: &Path, carry_columns: &[String]) -> io
 
 /// The undo row for one record, if it succeeded with an action that has an opposite.
 fn undo_row<'r>(text: &impl Fn(&str) -> &'r str, results_names: &[String]) -> Option<UndoRow> {
-    if text("status") != "succeeded" {
+    // An action that never took effect (SPEC section 10) needs no undo.
+    if text("status") != "succeeded" || text("effect") == "notConfirmed" {
         return None;
     }
     let action = Action::parse(text("action"))?.opposite()?;
