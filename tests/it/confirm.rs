@@ -446,3 +446,38 @@ async fn issue_19_the_report_shows_each_effect_and_undo_leaves_out_what_never_to
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn issue_19_csv_results_get_their_effect_in_its_column() {
+    let h = Harness::start(effect_mock(
+        Tenant::synthetic(20),
+        Duration::from_millis(300),
+        None,
+    ))
+    .await;
+    let input = h.input(&[ad_row(1, "disable"), ad_row(2, "forcePasswordReset")]);
+    let results = h.path("results.csv");
+    let status = h
+        .run(
+            &input,
+            &["-o", results.to_str().unwrap(), "--confirm", "10s"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, ExitStatus::Success);
+    let mut reader = csv::Reader::from_path(&results).unwrap();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(at("effect"), at("resolvedBy") + 1);
+    assert_eq!(at("confirmedAt"), at("effect") + 1);
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let effects: Vec<&str> = records.iter().map(|r| &r[at("effect")]).collect();
+    assert_eq!(effects, vec!["confirmed", "notObservable"]);
+    assert!(!records[0][at("confirmedAt")].is_empty());
+    assert_eq!(&records[0][at("ticket")], "T-1");
+}
