@@ -174,7 +174,11 @@ pub(super) async fn finish(
         };
         let summary = Summary::new(tally, &facts);
         match &checked {
-            Some(checked) => summary.with_effects(checked.counts, &confirm_command(results)),
+            Some(checked) => summary.with_effects(
+                checked.counts,
+                (checked.reads, checked.elapsed),
+                &confirm_command(results),
+            ),
             None => summary,
         }
     };

@@ -150,6 +150,12 @@ pub struct Summary {
     /// absent without it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effects: Option<EffectCounts>,
+    /// The confirm phase's reads (retries included) and time, which `requests` and
+    /// `elapsedSeconds` (the actions') leave out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_reads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_seconds: Option<f64>,
 }
 
 impl Summary {
@@ -211,16 +217,25 @@ impl Summary {
             rehearsal: facts.rehearsal,
             problems: facts.problems.to_vec(),
             effects: None,
+            confirm_reads: None,
+            confirm_seconds: None,
         }
     }
 
     /// Adds what the confirm phase saw (SPEC section 10), and what to check for actions that
     /// never showed, before the other next steps.
-    pub fn with_effects(mut self, effects: EffectCounts, confirm_again: &str) -> Summary {
+    pub fn with_effects(
+        mut self,
+        effects: EffectCounts,
+        (reads, took): (u64, Duration),
+        confirm_again: &str,
+    ) -> Summary {
         let mut steps = effect_steps(&effects, confirm_again);
         steps.append(&mut self.next);
         self.next = steps;
         self.effects = Some(effects);
+        self.confirm_reads = Some(reads);
+        self.confirm_seconds = Some(round3(took.as_secs_f64()));
         self
     }
 
@@ -292,7 +307,7 @@ impl Summary {
         if let Some(effects) = &self.effects {
             let _ = writeln!(
                 out,
-                "  effect      {} confirmed, {} notConfirmed, {} notObservable{}",
+                "  effect      {} confirmed, {} notConfirmed, {} notObservable{}; {} reads in {}",
                 effects.confirmed,
                 effects.not_confirmed,
                 effects.not_observable,
@@ -300,7 +315,9 @@ impl Summary {
                     format!(", {} not checked yet", effects.unchecked)
                 } else {
                     String::new()
-                }
+                },
+                self.confirm_reads.unwrap_or_default(),
+                seconds_text(self.confirm_seconds.unwrap_or_default())
             );
         }
         for problem in &self.problems {
@@ -626,11 +643,14 @@ mod tests {
             not_observable: 1,
             unchecked: 0,
         };
-        let summary = Summary::new(&tally, &facts(None, ExitStatus::RowsFailed, 0))
-            .with_effects(effects, "graph-remediate confirm r.jsonl");
+        let summary = Summary::new(&tally, &facts(None, ExitStatus::RowsFailed, 0)).with_effects(
+            effects,
+            (12, Duration::from_millis(2500)),
+            "graph-remediate confirm r.jsonl",
+        );
         let text = summary.render_text();
         assert!(
-            text.contains("effect      1 confirmed, 1 notConfirmed, 1 notObservable"),
+            text.contains("effect      1 confirmed, 1 notConfirmed, 1 notObservable; 12 reads in"),
             "{text}"
         );
         let first = &summary.next[0];
