@@ -11,8 +11,8 @@ use clap_complete::Shell;
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    Cloud, Confirm, Existing, GraphAccess, Guardrails, InputConfig, Mode, OutputFiles, Pacing,
-    ProtectList, ResolveConfig, Resume, RunConfig, StaleEntries, Target,
+    Cloud, Confirm, ConfirmConfig, Existing, GraphAccess, Guardrails, InputConfig, Mode,
+    OutputFiles, Pacing, ProtectList, ResolveConfig, Resume, RunConfig, StaleEntries, Target,
 };
 use crate::graph::auth::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
@@ -143,6 +143,27 @@ pub enum Command {
     ///   graph-remediate report accounts.results.csv --undo-file undo.csv -o INC-4711.md
     #[command(verbatim_doc_comment)]
     Report(ReportArgs),
+
+    /// Check that each action of a run took effect, and record it in the results; send no action.
+    ///
+    /// A 200 from invokeAction means Defender for Identity accepted the action; its sensor
+    /// carries it out later, or never (no rights in AD, an unhealthy sensor). This reads every
+    /// identity a succeeded row acted on, in rounds, until its state shows the action or --wait
+    /// passes, and rewrites each record's effect (confirmed, notConfirmed, notObservable) and
+    /// confirmedAt. Rows already confirmed or notObservable are not read again, so it can be run
+    /// as often as needed; the results' lock is held meanwhile. Give the run's connection and
+    /// credential options. Reads need SecurityIdentitiesAccount.Read.All (and User.Read.All
+    /// for Entra ID rows).
+    ///
+    /// Exit codes: 0 every effect confirmed or not observable; 2 usage errors; 3 some
+    /// notConfirmed; 4 stopped (403, credentials, another process holds the results); 130
+    /// interrupted (what was confirmed is kept).
+    ///
+    /// Examples:
+    ///   graph-remediate confirm accounts.results.jsonl
+    ///   graph-remediate confirm accounts.results.jsonl --wait 30m --rate 5/s
+    #[command(verbatim_doc_comment)]
+    Confirm(Box<ConfirmArgs>),
 
     /// Serve a local imitation of Graph's invokeAction and token endpoints, for rehearsals,
     /// tests and benchmarks. Runs until Ctrl-C.
@@ -412,6 +433,13 @@ pub struct RunArgs {
     #[arg(long, requires = "undo_file")]
     pub replace: bool,
 
+    /// After the last action, read every identity acted on again until its state shows the
+    /// action (isEnabled; accountEnabled or signInSessionsValidFromDateTime for Entra ID) or
+    /// WAIT passes, and record each row's effect: confirmed, notConfirmed (exit 3) or
+    /// notObservable (an action Graph shows nothing of).
+    #[arg(long, value_name = "WAIT", num_args = 0..=1, default_missing_value = "10m", value_parser = parse_duration)]
+    pub confirm: Option<Duration>,
+
     #[command(flatten)]
     pub graph: GraphArgs,
 }
@@ -435,6 +463,49 @@ pub struct AuthArgs {
     /// Print as text, or as one JSON object for scripts.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+}
+
+/// `confirm`'s flags (SPEC section 10). `--mock` is hidden and refused: a new mock holds none of
+/// the run's actions.
+#[derive(Debug, Args)]
+#[command(mut_arg("mock", |arg| arg.hide(true)))]
+pub struct ConfirmArgs {
+    /// The results file a run wrote (.jsonl or .csv).
+    #[arg(value_name = "RESULTS")]
+    pub results: PathBuf,
+
+    /// How long to keep reading an identity whose state does not show its action yet.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub wait: Duration,
+
+    /// No progress bar (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+
+    #[command(flatten)]
+    pub graph: GraphArgs,
+}
+
+impl TryFrom<ConfirmArgs> for ConfirmConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: ConfirmArgs) -> anyhow::Result<ConfirmConfig> {
+        if args.graph.mock {
+            return Err(anyhow!(
+                "confirm --mock: a new built-in mock holds none of the run's actions; rehearse the check with run --mock --confirm"
+            ));
+        }
+        Ok(ConfirmConfig {
+            results: args.results,
+            wait: args.wait,
+            graph: GraphAccess::try_from(&args.graph)?,
+            progress: if args.no_progress {
+                ProgressMode::Off
+            } else {
+                ProgressMode::Auto
+            },
+        })
+    }
 }
 
 /// `resolve`'s flags (SPEC section 8). `--no-lookup` is shared with `run` and `validate`, but
@@ -671,6 +742,7 @@ impl TryFrom<RunArgs> for RunConfig {
                 Confirm::Ask
             },
             max_failures: args.max_failures,
+            confirm_effect: args.confirm,
             verify: args.verify || guardrails.look_up_every_row(),
             guardrails,
             progress: if args.no_progress {

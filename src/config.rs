@@ -33,6 +33,9 @@ pub struct RunConfig {
     pub confirm: Confirm,
     /// After this many failed rows, start nothing new.
     pub max_failures: Option<u64>,
+    /// `--confirm WAIT`: after the last action, check each one's effect for up to WAIT
+    /// (SPEC section 10).
+    pub confirm_effect: Option<Duration>,
     /// `--verify`: look every row up, also rows that carry all three ids (SPEC section 8). Also
     /// set when a guardrail needs to know whom every row names.
     pub verify: bool,
@@ -65,6 +68,15 @@ pub struct ResolveConfig {
     pub output: PathBuf,
     /// `--replace`: whether an existing output (no run's record) may be replaced.
     pub existing: Existing,
+    pub progress: ProgressMode,
+}
+
+/// Everything `confirm` needs: the results, how long to wait, and Graph (SPEC section 10).
+#[derive(Debug)]
+pub struct ConfirmConfig {
+    pub results: PathBuf,
+    pub wait: Duration,
+    pub graph: GraphAccess,
     pub progress: ProgressMode,
 }
 

@@ -103,6 +103,9 @@ pub async fn execute(
             commands::resolve::resolve(config::ResolveConfig::try_from(*args)?, shutdown).await
         }
         Command::Report(args) => commands::report::report(&args),
+        Command::Confirm(args) => {
+            commands::confirm::confirm(config::ConfirmConfig::try_from(*args)?, shutdown).await
+        }
         Command::Mock(args) => {
             mock::run_cli(*args, shutdown).await?;
             Ok(ExitStatus::Success)

@@ -54,6 +54,43 @@ pub struct Outcome {
     pub client_request_id: Option<String>,
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
+    /// Whether the action's effect was seen (`run --confirm`, `confirm`: SPEC section 10);
+    /// `None` when nobody looked.
+    pub effect: Option<Effect>,
+    /// When a read first showed the effect.
+    pub confirmed_at: Option<SystemTime>,
+}
+
+/// What a read after the action showed of it (SPEC section 10). A 200 from invokeAction means
+/// Defender for Identity accepted the action, not that its sensor carried it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// The identity's state shows the action.
+    Confirmed,
+    /// It did not show before the wait ran out.
+    NotConfirmed,
+    /// Graph shows nothing that would tell (a password reset, an AD or Okta session revoke).
+    NotObservable,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Confirmed => "confirmed",
+            Effect::NotConfirmed => "notConfirmed",
+            Effect::NotObservable => "notObservable",
+        }
+    }
+
+    /// The record's spelling back; anything else is no effect recorded.
+    pub fn parse(text: &str) -> Option<Effect> {
+        match text {
+            "confirmed" => Some(Effect::Confirmed),
+            "notConfirmed" => Some(Effect::NotConfirmed),
+            "notObservable" => Some(Effect::NotObservable),
+            _ => None,
+        }
+    }
 }
 
 impl Outcome {
@@ -71,6 +108,8 @@ impl Outcome {
             client_request_id: None,
             started_at: None,
             finished_at: None,
+            effect: None,
+            confirmed_at: None,
         }
     }
 }

@@ -189,9 +189,14 @@ fn mock_profile(run_rate: Rate, client_secret: &str, tenant: Tenant) -> MockConf
             ),
             ..SignInMock::default()
         },
+        // A sensor acts some time after Graph accepted: `--confirm` shows its phase (issue 19).
+        effect_delay: REHEARSAL_EFFECT_DELAY,
         ..MockConfig::default()
     }
 }
+
+/// How long after an accepted action the rehearsal's tenant shows its effect.
+const REHEARSAL_EFFECT_DELAY: Duration = Duration::from_secs(2);
 
 /// The tenant a rehearsal runs against: the mock's synthetic identities, and one made up for
 /// every person the input names that they do not hold, shaped as Graph shapes a hybrid user

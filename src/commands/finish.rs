@@ -1,6 +1,7 @@
 //! What `run` does after the last outcome: make the results one record per input row (only when
-//! the whole input was read and every record written), the undo file, the summary, and the exit
-//! status, decided in one place ([`exit_status`]). A failure here happens after requests left, so
+//! the whole input was read and every record written), with `--confirm` the confirm phase
+//! ([`super::confirm`]), the undo file, the summary, and the exit status, decided in one place
+//! ([`exit_status`], [`with_effects`]). A failure here happens after requests left, so
 //! it is reported as a problem (exit 4) and never as exit 2, and no row's record is lost to it.
 
 use std::io::Write;
@@ -8,13 +9,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tracing::{error, info};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::cli::LogFormat;
 use crate::config::RunConfig;
 use crate::input::InputSource;
 use crate::input::plan::Plan;
 use crate::lookup::ReadCounts;
+use crate::lookup::confirm::ListLength;
+use crate::mock::MockServer;
 use crate::outcome::StopReason;
 use crate::output::journal::{InflightLog, WriterEnd, open_private, private_options};
 use crate::output::paths;
@@ -23,6 +27,8 @@ use crate::output::undo::write_undo;
 use crate::runner::Shared;
 use crate::runner::shutdown::Stop;
 use crate::{ExitStatus, logging};
+
+use super::confirm::{Checked, Phase, check_effects, confirm_command};
 
 /// What the batch left for the finishing steps.
 pub(super) struct Acted {
@@ -39,19 +45,34 @@ pub(super) struct Acted {
     pub(super) shared: Arc<Shared>,
     pub(super) started_at: SystemTime,
     pub(super) elapsed: Duration,
+    /// The in-process mock of `--mock`: the confirm phase reads from it, then it is shut down.
+    pub(super) mock: Option<MockServer>,
+}
+
+/// What the finishing steps need from before the batch.
+pub(super) struct After {
+    /// What the lookup's reads cost.
+    pub(super) lookup: ReadCounts,
+    /// The identity list's length, as far as the lookup walked it (for the confirm phase).
+    pub(super) list: ListLength,
+    /// The first Ctrl-C or SIGTERM: it ends the confirm phase, keeping what it saw.
+    pub(super) interrupt: CancellationToken,
 }
 
 /// Finishes the run and returns its exit status.
 pub(super) async fn finish(
     config: &RunConfig,
     plan: &Plan,
-    acted: Acted,
-    lookup: ReadCounts,
+    mut acted: Acted,
+    after: After,
 ) -> ExitStatus {
+    let lookup = after.lookup;
     let results = &config.files.results;
+    let mock = acted.mock.take();
+    let mut problems = std::mem::take(&mut acted.problems);
+    let writer = acted.writer.take();
     let tally = &acted.tally;
-    let mut problems = acted.problems;
-    let (sinks, failure) = match acted.writer {
+    let (sinks, failure) = match writer {
         Some(WriterEnd { sinks, failure }) => (Some(sinks), failure.map(|e| e.to_string())),
         None => (
             None,
@@ -81,6 +102,14 @@ pub(super) async fn finish(
             }
         }
     }
+    let checked = confirm_effects(config, &acted, failure.is_none(), after).await;
+    if let Some(checked) = &checked {
+        problems.extend(checked.problem.clone());
+        problems.extend(checked.stop_text());
+    }
+    if let Some(mock) = mock {
+        mock.shutdown().await;
+    }
     let undo_rows = match &config.files.undo {
         Some(path) if failure.is_none() => match undo_is_free(results, path)
             .and_then(|()| write_undo(results, path, &plan.carry_columns))
@@ -107,7 +136,10 @@ pub(super) async fn finish(
         error!(problem = %problem, "after the batch");
     }
     let stop = acted.stop.reason();
-    let mut status = exit_status(stop, tally, &problems);
+    let confirmed_status = checked.as_ref().map(Checked::status);
+    let status_of =
+        |problems: &[String]| with_effects(exit_status(stop, tally, problems), confirmed_status);
+    let mut status = status_of(&problems);
     if let Some(reason) = stop
         && *reason != StopReason::Interrupted
     {
@@ -143,7 +175,15 @@ pub(super) async fn finish(
             lookup_reads: lookup.reads,
             problems,
         };
-        Summary::new(tally, &facts)
+        let summary = Summary::new(tally, &facts);
+        match &checked {
+            Some(checked) => summary.with_effects(
+                checked.counts,
+                (checked.reads, checked.elapsed),
+                &confirm_command(results),
+            ),
+            None => summary,
+        }
     };
     let mut summary = summary_of(status, &problems);
     if let Some(path) = &config.files.summary_json
@@ -152,7 +192,7 @@ pub(super) async fn finish(
         let problem = format!("cannot write the summary to {}: {error}", path.display());
         error!(problem = %problem, "after the batch");
         problems.push(problem);
-        status = exit_status(stop, tally, &problems);
+        status = status_of(&problems);
         summary = summary_of(status, &problems);
     }
     match logging::format() {
@@ -163,6 +203,51 @@ pub(super) async fn finish(
         }
     }
     status
+}
+
+/// `--confirm`: the confirm phase after the last action, when every record was written and the
+/// run was not interrupted (rows not checked keep a null effect, for `confirm` to look at).
+async fn confirm_effects(
+    config: &RunConfig,
+    acted: &Acted,
+    records_written: bool,
+    after: After,
+) -> Option<Checked> {
+    let wait = config.confirm_effect?;
+    let stop = acted.stop.reason();
+    if !records_written || stop == Some(&StopReason::Interrupted) {
+        warn!(
+            "the effects were not checked: the batch did not end in order; check them with graph-remediate confirm"
+        );
+        return None;
+    }
+    let shared = &acted.shared;
+    Some(
+        check_effects(Phase {
+            graph: &config.graph,
+            client: &shared.client,
+            tokens: &shared.tokens,
+            security: shared.gate.clone(),
+            results: &config.files.results,
+            wait,
+            list: after.list,
+            progress: config.progress,
+            interrupt: after.interrupt,
+        })
+        .await,
+    )
+}
+
+/// The run's status with the confirm phase's: Ctrl-C during it is 130, and an action that never
+/// showed makes a run that otherwise succeeded exit 3.
+fn with_effects(status: ExitStatus, confirmed: Option<ExitStatus>) -> ExitStatus {
+    match (status, confirmed) {
+        (ExitStatus::Interrupted, _) | (_, Some(ExitStatus::Interrupted)) => {
+            ExitStatus::Interrupted
+        }
+        (ExitStatus::Success, Some(ExitStatus::RowsFailed)) => ExitStatus::RowsFailed,
+        (status, _) => status,
+    }
 }
 
 /// The exit status of a run whose requests may have left (SPEC section 6): never 2, which says

@@ -2,11 +2,13 @@
 //! the plan), `run` (the batch, with `prepare` for what happens before the first request:
 //! results path, resume checks, confirmation, dry run, credentials), `resolve`, `report` (the
 //! report for the ticket, from what a run wrote), `auth` (sign in, say who and what the token may
-//! do) and `completions`. `mock` lives in
+//! do), `confirm` (whether each action took effect, also the last phase of `run --confirm`) and
+//! `completions`. `mock` lives in
 //! [`crate::mock`].
 
 pub mod auth;
 pub mod completions;
+pub mod confirm;
 mod connect;
 pub mod finish;
 pub mod look_up;

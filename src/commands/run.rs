@@ -20,6 +20,7 @@ use crate::graph::auth::token_tenant_and_app;
 use crate::graph::permissions::Needs;
 use crate::input::plan::{Checker, Plan, RowKey, Verdict};
 use crate::input::{Job, RowReader};
+use crate::lookup::confirm::ListLength;
 use crate::lookup::directory::Found;
 use crate::lookup::{Directory, ReadCounts, Settled, settle};
 use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
@@ -39,7 +40,7 @@ use crate::runner::{RunSettings, Shared, run_batch};
 use secrecy::ExposeSecret;
 
 use super::connect::{Connection, connect, connect_unless_interrupted};
-use super::finish::{Acted, finish, invoked_as};
+use super::finish::{Acted, After, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
     CheckedInput, CreatedResults, Input, check_files, check_guards_kept, check_input,
@@ -131,6 +132,10 @@ pub async fn run(
     let lookup_counts = lookup
         .as_ref()
         .map_or_else(ReadCounts::default, |looked_up| looked_up.counts);
+    // What the lookup learned of the list's length spares the confirm phase a probe of it.
+    let list = lookup
+        .as_ref()
+        .map_or(ListLength::Unknown, |looked_up| looked_up.list);
     let batch = Batch {
         config: &config,
         input,
@@ -139,10 +144,15 @@ pub async fn run(
         same_input: checked.same_input,
         directory: lookup.map(|looked_up| looked_up.directory),
         security,
-        interrupt,
+        interrupt: interrupt.clone(),
     };
     let acted = batch.act(connection, sinks).await;
-    Ok(finish(&config, &plan, acted, lookup_counts).await)
+    let after = After {
+        lookup: lookup_counts,
+        list,
+        interrupt,
+    };
+    Ok(finish(&config, &plan, acted, after).await)
 }
 
 /// The results file (new, or continued after the earlier run's last complete record) and the
@@ -242,6 +252,8 @@ struct LookedUp {
     /// The plan with every row decided.
     plan: Plan,
     counts: ReadCounts,
+    /// How long the identity list is, as far as the lookup walked it.
+    list: ListLength,
 }
 
 /// Looks up the rows' identities, decides every row, and keeps the identities they resolved to
@@ -296,10 +308,18 @@ async fn look_up_rows(
         snapshot = %path.display(),
         "identities looked up"
     );
+    let list = if strategy.walked_whole_list {
+        ListLength::Pages(strategy.pages)
+    } else if strategy.pages > 0 {
+        ListLength::MoreThan(strategy.pages)
+    } else {
+        ListLength::Unknown
+    };
     Ok(LookedUp {
         directory,
         plan,
         counts,
+        list,
     })
 }
 
@@ -420,10 +440,9 @@ impl Batch<'_> {
             progress.finish().await;
         }
         on_signal.abort();
-        if let Some(mock) = connection.mock {
-            mock.shutdown().await;
-        }
         Acted {
+            // Shut down by the finishing steps: the confirm phase still reads from it.
+            mock: connection.mock,
             writer,
             tally,
             read_whole_input,

@@ -130,6 +130,30 @@ pub struct User {
     pub display_name: Option<String>,
 }
 
+/// What `GET /users/{id}?$select=id,accountEnabled,signInSessionsValidFromDateTime` returns: the
+/// state a disable, an enable or a session revoke on Entra ID changes (SPEC section 10).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserState {
+    pub id: String,
+    #[serde(default)]
+    pub account_enabled: Option<bool>,
+    /// An RFC 3339 time (`2026-12-03T18:40:12Z`): sessions issued before it are revoked.
+    #[serde(default)]
+    pub sign_in_sessions_valid_from_date_time: Option<String>,
+}
+
+/// A user's state, wrapped in `value` or bare.
+pub fn parse_user_state(body: &[u8]) -> Result<UserState, ShapeError> {
+    let shape = |reason: String| ShapeError {
+        expected: "a user's state",
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| shape(e.to_string()))?;
+    serde_json::from_value(unwrap_value(value)).map_err(|e| shape(e.to_string()))
+}
+
 /// One identity as Graph returned it: parsed, and the object itself for the snapshot file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fetched {

@@ -24,6 +24,7 @@
 //! a row needs the rest of the list: those rows are refused `lookupFailed`, with the reason.
 //! A stop (a 403, a throttle past `--max-retry-wait`, no token) ends every read at once.
 
+pub(crate) mod confirm;
 pub(crate) mod directory;
 pub(crate) mod guard;
 #[cfg(test)]

@@ -116,6 +116,18 @@ pub struct MockArgs {
     /// separated). Default: what the sign-in asks for.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub delegated_permissions: Option<Vec<String>>,
+
+    /// With --identities: how long after an accepted action its effect shows in the reads
+    /// (isEnabled, the user's accountEnabled and signInSessionsValidFromDateTime), as a sensor
+    /// carries an action out some time after Graph accepted it.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = units::parse_duration)]
+    pub effect_delay: Duration,
+
+    /// With --identities: accept actions on identity or account ids matching PATTERN (a regular
+    /// expression) and never carry them out, as a sensor without rights in AD does.
+    // Boxed: a compiled pattern would make every `Command` as large as this one.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    pub effect_never: Option<Box<regex::Regex>>,
 }
 
 impl MockArgs {
@@ -166,6 +178,8 @@ impl MockArgs {
                 delegated_permissions: self.delegated_permissions,
                 ..super::SignInMock::default()
             },
+            effect_delay: self.effect_delay,
+            effect_never: self.effect_never.map(|pattern| *pattern),
             ..MockConfig::default()
         })
     }
@@ -251,6 +265,12 @@ fn parse_identity_source(text: &str) -> Result<IdentitySource, String> {
              for a file named like a number write ./{trimmed}"
         )),
     }
+}
+
+fn parse_pattern(text: &str) -> Result<Box<regex::Regex>, String> {
+    regex::Regex::new(text)
+        .map(Box::new)
+        .map_err(|error| format!("not a regular expression: {error}"))
 }
 
 fn parse_page_size(text: &str) -> Result<usize, String> {

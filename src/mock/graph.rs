@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::graph::model::{self, Action, Provider, ResponseShape};
 
+use super::effect::Fate;
 use super::log::{self, LoggedRequest};
 use super::reply::{self, Ids};
 use super::state::{Bearer, Service, Shared, Throttled};
@@ -308,14 +309,35 @@ fn decide(exchange: &mut Exchange<'_>, identity_account_id: &str, body: &[u8]) -
         Err(message) => return exchange.error(StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
     // With a tenant, the account's own `actions` are the answer, not the documented matrix.
+    // The check sees the tenant as it stands: effects that came due are applied first.
+    shared.settle_effects();
     let checked = match shared.directory_mut() {
         Some(mut directory) => directory
-            .invoke(
+            .check(
                 identity_account_id,
                 &request.account_id,
                 request.provider,
                 request.action,
             )
+            .map(|()| {
+                // Accepted: the sensor carries it out now, later, or never (issue 19).
+                let fate = shared.accept_effect(
+                    identity_account_id,
+                    &request.account_id,
+                    request.provider,
+                    request.action,
+                );
+                if fate == Fate::Now {
+                    let wall = shared.wall(shared.now_ns());
+                    directory.apply(
+                        identity_account_id,
+                        &request.account_id,
+                        request.provider,
+                        request.action,
+                        Some(wall),
+                    );
+                }
+            })
             .map_err(|refusal| refused(exchange, refusal, identity_account_id, &request)),
         None => supported(request.action, request.provider)
             .map_err(|message| exchange.error(StatusCode::BAD_REQUEST, "BadRequest", &message)),

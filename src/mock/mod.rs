@@ -31,6 +31,7 @@
 
 mod args;
 mod delegated;
+mod effect;
 mod graph;
 mod log;
 mod reads;
@@ -145,6 +146,12 @@ pub struct MockConfig {
     pub managed_identity_faults: Vec<u16>,
     /// Delegated sign-ins and the permissions tokens carry (issue 18).
     pub sign_in: SignInMock,
+    /// How long after an accepted action its effect shows in the tenant's reads, as a sensor
+    /// carries it out later (SPEC section 10).
+    pub effect_delay: Duration,
+    /// Identity or account ids whose actions are accepted and never carried out, as by a sensor
+    /// whose action account lacks rights in AD.
+    pub effect_never: Option<regex::Regex>,
 }
 
 impl Default for MockConfig {
@@ -175,6 +182,8 @@ impl Default for MockConfig {
             arc_key_file: None,
             managed_identity_faults: Vec::new(),
             sign_in: SignInMock::default(),
+            effect_delay: Duration::ZERO,
+            effect_never: None,
         }
     }
 }

@@ -24,6 +24,7 @@
 //! assignments are always bare, as Graph's directory answers are.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::RawPathParamsRejection;
@@ -42,7 +43,7 @@ use super::graph::{
 };
 use super::reply;
 use super::state::{ReadKind, Service, Shared};
-use super::tenant::Directory;
+use super::tenant::{Directory, SESSIONS_VALID_FROM_AT_START};
 
 /// The message Graph gives for `/users/$x@y.com` (microsoftgraph/msgraph-sdk-dotnet#2635).
 const DOLLAR_SEGMENT: &str = "The request URI is not valid. Since the segment 'users' refers to a \
@@ -153,6 +154,11 @@ enum Read {
         key: String,
         select_sid: bool,
     },
+    /// A user with `$select` naming `accountEnabled` or `signInSessionsValidFromDateTime`: the
+    /// state an action changes (SPEC section 10).
+    UserState {
+        key: String,
+    },
     RoleAssignments {
         filter: Option<RoleFilter>,
         expand: bool,
@@ -187,7 +193,7 @@ impl Read {
             Read::ListPage { .. } => ReadKind::ListPage,
             Read::SidFilter { .. } => ReadKind::SidFilter,
             Read::Identity { .. } => ReadKind::IdentityGet,
-            Read::User { .. } => ReadKind::User,
+            Read::User { .. } | Read::UserState { .. } => ReadKind::User,
             Read::RoleAssignments { .. } => ReadKind::RoleAssignments,
         }
     }
@@ -270,6 +276,16 @@ impl Read {
                             .eq_ignore_ascii_case("onPremisesSecurityIdentifier")
                     })
                 });
+                let select_state = options.select.as_deref().is_some_and(|select| {
+                    select.split(',').any(|field| {
+                        let field = field.trim();
+                        field.eq_ignore_ascii_case("accountEnabled")
+                            || field.eq_ignore_ascii_case("signInSessionsValidFromDateTime")
+                    })
+                });
+                if select_state {
+                    return Ok(Read::UserState { key });
+                }
                 Ok(Read::User { key, select_sid })
             }
             Route::RoleAssignments => {
@@ -517,12 +533,16 @@ fn decide(
 ) -> Answer {
     let (scenario_key, vocabulary) = match &read {
         Ok(Read::Identity { id }) => (Some(format!("identity:{id}")), Vocabulary::Security),
-        Ok(Read::User { key, .. }) => (Some(format!("user:{key}")), Vocabulary::Directory { key }),
+        Ok(Read::User { key, .. } | Read::UserState { key }) => {
+            (Some(format!("user:{key}")), Vocabulary::Directory { key })
+        }
         _ if route.service() == Service::Directory => (None, Vocabulary::Directory { key: "" }),
         _ => (None, Vocabulary::Security),
     };
     let scenario = match &read {
-        Ok(Read::Identity { id: key } | Read::User { key, .. }) => Scenario::parse(key),
+        Ok(Read::Identity { id: key } | Read::User { key, .. } | Read::UserState { key }) => {
+            Scenario::parse(key)
+        }
         _ => Scenario::Normal,
     };
     let scripted = fault_or_scenario(
@@ -548,6 +568,8 @@ fn decide(
         }
     };
     let shared = exchange.shared;
+    // Effects that came due show in this answer (issue 19).
+    shared.settle_effects();
     let Some(directory) = shared.directory() else {
         // The routes exist only with a tenant.
         return exchange.error(
@@ -582,6 +604,14 @@ fn decide(
                 StatusCode::NOT_FOUND,
                 "itemNotFound",
                 &format!("The identity account '{id}' was not found."),
+            ),
+        },
+        Read::UserState { key } => match user_state_body(&directory, &key, base) {
+            Some(body) => Answer::ok(body),
+            None => exchange.error(
+                StatusCode::NOT_FOUND,
+                "Request_ResourceNotFound",
+                &not_found_message(&key),
             ),
         },
         Read::User { key, select_sid } => match user_body(&directory, &key, select_sid, base) {
@@ -738,6 +768,40 @@ fn user_body(directory: &Directory, key: &str, select_sid: bool, base: &str) -> 
         on_premises_security_identifier: select_sid
             .then_some(identity.on_premises_security_identifier.as_deref()),
     }))
+}
+
+/// `GET /users/{key}?$select=id,accountEnabled,signInSessionsValidFromDateTime`: what a
+/// disable, an enable or a session revoke on Entra ID changes (issue 19).
+fn user_state_body(directory: &Directory, key: &str, base: &str) -> Option<Vec<u8>> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct WireUserState<'a> {
+        #[serde(rename = "@odata.context")]
+        context: String,
+        id: &'a str,
+        account_enabled: bool,
+        sign_in_sessions_valid_from_date_time: String,
+    }
+    let user = directory.user(key)?;
+    let state = directory.user_state(user.object_id, user.identity);
+    let valid_from = match state.sessions_valid_from {
+        Some(at) => whole_seconds_rfc3339(at),
+        None => SESSIONS_VALID_FROM_AT_START.to_owned(),
+    };
+    Some(reply::to_bytes(&WireUserState {
+        context: format!(
+            "{base}/$metadata#users(id,accountEnabled,signInSessionsValidFromDateTime)/$entity"
+        ),
+        id: user.object_id,
+        account_enabled: state.account_enabled,
+        sign_in_sessions_valid_from_date_time: valid_from,
+    }))
+}
+
+/// Whole seconds since the epoch as Graph writes a DateTimeOffset: `2026-12-03T18:00:00Z`.
+fn whole_seconds_rfc3339(since_epoch: Duration) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 fn role_assignments_body(

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::graph::model::Action;
 
+use super::effect::{Effects, Fate};
 use super::log::{self, LogMessage, LoggedRequest};
 use super::tenant::Directory;
 use super::throttle::{self, Gcra, TokenClock, ToldWait, Verdict};
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     fault_draws: AtomicU64,
     /// Device codes, authorization codes and refresh tokens issued (issue 18).
     pub(crate) sign_in: super::sessions::SignInState,
+    /// Accepted actions whose effect has not shown yet (issue 19).
+    effects: Effects,
 }
 
 struct Counters {
@@ -143,7 +146,9 @@ impl Shared {
         let started_wall = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
+        let effects = Effects::new(config.effect_delay, config.effect_never.clone());
         Ok(Shared {
+            effects,
             static_tokens: config.static_tokens.iter().cloned().collect(),
             gcra: config.rate.map(|rate| Gcra::new(rate, config.burst)),
             fault_seed: config.seed.unwrap_or_else(|| fastrand::u64(..)),
@@ -358,6 +363,39 @@ impl Shared {
         self.directory
             .as_ref()
             .map(|d| d.write().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// What becomes of an action the tenant accepted: carried out now, later, or never.
+    pub(crate) fn accept_effect(
+        &self,
+        identity_id: &str,
+        account_id: &str,
+        provider: crate::graph::model::Provider,
+        action: Action,
+    ) -> Fate {
+        self.effects
+            .accept(identity_id, account_id, provider, action, self.now_ns())
+    }
+
+    /// Applies every effect that has come due, so that a read answers the tenant as it stands.
+    pub(crate) fn settle_effects(&self) {
+        let now_ns = self.now_ns();
+        let due = self.effects.take_due(now_ns);
+        if due.is_empty() {
+            return;
+        }
+        let wall = self.wall(now_ns);
+        if let Some(mut directory) = self.directory_mut() {
+            for pending in due {
+                directory.apply(
+                    &pending.identity_id,
+                    &pending.account_id,
+                    pending.provider,
+                    pending.action,
+                    Some(wall),
+                );
+            }
+        }
     }
 
     // --- accounts ---------------------------------------------------------------------------

@@ -51,6 +51,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -516,7 +517,23 @@ pub(crate) struct Directory {
     by_upn: HashMap<String, usize>,
     /// Lowercased Entra object id to the first identity with it.
     by_object_id: HashMap<String, usize>,
+    /// Entra users whose state an action changed, by lowercased object id (issue 19); a user not
+    /// here is as its identity says.
+    users: HashMap<String, UserState>,
 }
+
+/// What `GET /users/{id}` shows of a user beyond its identity: `accountEnabled` and
+/// `signInSessionsValidFromDateTime` (SPEC section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UserState {
+    pub(crate) account_enabled: bool,
+    /// Wall-clock time since the epoch, in whole seconds as Graph gives it; `None`: the time
+    /// before any revoke this mock saw ([`SESSIONS_VALID_FROM_AT_START`]).
+    pub(crate) sessions_valid_from: Option<Duration>,
+}
+
+/// `signInSessionsValidFromDateTime` of a user whose sessions were never revoked here.
+pub(crate) const SESSIONS_VALID_FROM_AT_START: &str = "2024-01-01T00:00:00Z";
 
 /// An Entra user: the identity, and its object id (the user's `id`).
 pub(crate) struct UserView<'a> {
@@ -549,6 +566,7 @@ impl Directory {
             by_sid,
             by_upn,
             by_object_id,
+            users: HashMap::new(),
         }
     }
 
@@ -600,11 +618,10 @@ impl Directory {
         &self.tenant.role_assignments
     }
 
-    /// Checks an action against the identity's linked accounts and, when offered, applies its
-    /// effect: `disable` swaps the account's `disable` for `enable` and sets `isEnabled` false;
-    /// `enable` swaps back and sets it true; other actions change nothing.
-    pub(crate) fn invoke(
-        &mut self,
+    /// Checks an action against the identity's linked accounts: whether the account exists and
+    /// offers it. Nothing changes ([`Directory::apply`] carries it out, now or later).
+    pub(crate) fn check(
+        &self,
         identity_id: &str,
         account_id: &str,
         provider: Provider,
@@ -615,14 +632,88 @@ impl Directory {
             .positions
             .get(identity_id)
             .ok_or(Refusal::UnknownIdentity)?;
-        let identity = &mut self.tenant.identities[at];
-        let account = identity
+        let account = self.tenant.identities[at]
             .accounts
-            .iter_mut()
+            .iter()
             .find(|a| a.identifier == account_id && a.provider() == Some(provider))
             .ok_or(Refusal::NoSuchAccount)?;
         if !account.offers(action) {
             return Err(Refusal::NotOffered(account.offered()));
+        }
+        Ok(())
+    }
+
+    /// Checks an action ([`Directory::check`]) and applies its effect at once.
+    #[cfg(test)]
+    pub(crate) fn invoke(
+        &mut self,
+        identity_id: &str,
+        account_id: &str,
+        provider: Provider,
+        action: Action,
+    ) -> Result<(), Refusal> {
+        self.check(identity_id, account_id, provider, action)?;
+        self.apply(identity_id, account_id, provider, action, None);
+        Ok(())
+    }
+
+    /// The user state `GET /users/{object id}` shows.
+    pub(crate) fn user_state(&self, object_id: &str, identity: &Identity) -> UserState {
+        self.users
+            .get(&object_id.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(UserState {
+                account_enabled: identity.is_enabled.unwrap_or(true),
+                sessions_valid_from: None,
+            })
+    }
+
+    /// Carries an accepted action out: `disable` swaps the account's `disable` for `enable` and
+    /// sets `isEnabled` false (and an Entra ID account's user `accountEnabled` false); `enable`
+    /// swaps back and sets them true; `revokeAllSessions` on Entra ID moves the user's
+    /// `signInSessionsValidFromDateTime` to `wall_now` (whole seconds); other actions change
+    /// nothing. An identity or account gone since the check is left alone.
+    pub(crate) fn apply(
+        &mut self,
+        identity_id: &str,
+        account_id: &str,
+        provider: Provider,
+        action: Action,
+        wall_now: Option<Duration>,
+    ) {
+        let Some(&at) = self.tenant.positions.get(identity_id) else {
+            return;
+        };
+        let identity = &mut self.tenant.identities[at];
+        let Some(account) = identity
+            .accounts
+            .iter_mut()
+            .find(|a| a.identifier == account_id && a.provider() == Some(provider))
+        else {
+            return;
+        };
+        if provider == Provider::EntraId {
+            let before = identity.is_enabled.unwrap_or(true);
+            let user = self
+                .users
+                .entry(account_id.to_ascii_lowercase())
+                .or_insert(UserState {
+                    account_enabled: before,
+                    sessions_valid_from: None,
+                });
+            match action {
+                Action::Disable => user.account_enabled = false,
+                Action::Enable => user.account_enabled = true,
+                Action::RevokeAllSessions => {
+                    let now = wall_now.unwrap_or_else(|| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default()
+                    });
+                    user.sessions_valid_from = Some(Duration::from_secs(now.as_secs()));
+                }
+                _ => {}
+            }
         }
         match action {
             Action::Disable => {
@@ -635,7 +726,6 @@ impl Directory {
             }
             _ => {}
         }
-        Ok(())
     }
 }
 

@@ -12,11 +12,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::graph::model::Provider;
 use crate::input::IdentityColumn;
-use crate::outcome::{Entry, InflightNote, Outcome};
+use crate::outcome::{Effect, Entry, InflightNote, Outcome};
 use crate::sanitize::{quote_formula, unquote_formula};
 
 /// The fixed fields, in the order SPEC section 5 gives; carried columns follow.
-pub const FIELDS: [&str; 16] = [
+pub const FIELDS: [&str; 18] = [
     "correlationId",
     "row",
     "identityAccountId",
@@ -33,7 +33,13 @@ pub const FIELDS: [&str; 16] = [
     "startedAt",
     "finishedAt",
     "resolvedBy",
+    "effect",
+    "confirmedAt",
 ];
+
+/// The fields every results file holds: those after them came later (`resolvedBy` with the
+/// lookup, `effect` and `confirmedAt` with SPEC section 10), and older files lack them.
+pub const REQUIRED_FIELDS: usize = 15;
 
 /// The results file's format, from its extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,6 +513,8 @@ impl serde::Serialize for JsonRecord<'_> {
         map.serialize_entry("startedAt", &o.started_at.map(rfc3339))?;
         map.serialize_entry("finishedAt", &o.finished_at.map(rfc3339))?;
         map.serialize_entry("resolvedBy", &o.job.resolved_by.map(IdentityColumn::as_str))?;
+        map.serialize_entry("effect", &o.effect.map(Effect::as_str))?;
+        map.serialize_entry("confirmedAt", &o.confirmed_at.map(rfc3339))?;
         for (name, value) in self.carry_names.iter().zip(&o.job.carry) {
             map.serialize_entry(name, value)?;
         }
@@ -514,7 +522,7 @@ impl serde::Serialize for JsonRecord<'_> {
     }
 }
 
-fn csv_cells(o: &Outcome) -> [String; 16] {
+fn csv_cells(o: &Outcome) -> [String; 18] {
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
     [
         text(&o.correlation_id),
@@ -541,6 +549,8 @@ fn csv_cells(o: &Outcome) -> [String; 16] {
             .map(IdentityColumn::as_str)
             .unwrap_or_default()
             .to_owned(),
+        o.effect.map(Effect::as_str).unwrap_or_default().to_owned(),
+        o.confirmed_at.map(rfc3339).unwrap_or_default(),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! What the tool writes for people and scripts: the plan, the results file, the progress bar,
 //! the summary and the report for the ticket. No network.
 
+pub mod effects;
 #[cfg(test)]
 mod input_property_tests;
 pub mod journal;

@@ -141,6 +141,24 @@ impl Progress {
         Progress::draw(None, style, mode, move || (read().done, String::new()))
     }
 
+    /// The confirm phase (SPEC section 10): the rows whose effect showed, of those to check, and
+    /// the round under way.
+    pub fn start_confirm(
+        total: u64,
+        mode: ProgressMode,
+        read: impl Fn() -> (u64, u64) + Send + 'static,
+    ) -> Option<Progress> {
+        let style = ProgressStyle::with_template(
+            "{spinner:.cyan} confirming the effect: {pos}/{len} confirmed [{bar:24.cyan/blue}] {elapsed} · {msg}",
+        )
+        .expect("the confirm phase's progress template is valid")
+        .progress_chars("=> ");
+        Progress::draw(Some(total), style, mode, move || {
+            let (confirmed, rounds) = read();
+            (confirmed, format!("{rounds} round(s) read"))
+        })
+    }
+
     /// Draws a bar of `total` (a spinner when unknown) with `style`, refreshed from `read`.
     fn draw(
         total: Option<u64>,

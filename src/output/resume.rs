@@ -10,11 +10,11 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use super::journal::{FIELDS, InflightLog, ResultsFormat, unneutralise};
+use super::journal::{FIELDS, InflightLog, REQUIRED_FIELDS, ResultsFormat, unneutralise};
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::{AccountKey, KeyMap, RowKey};
 use crate::input::{IdentityColumn, Job, Row};
-use crate::outcome::{InflightNote, Outcome, RowStatus};
+use crate::outcome::{Effect, InflightNote, Outcome, RowStatus};
 
 /// Why an earlier results file cannot be resumed.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +102,11 @@ struct KeptFields {
     client_request_id: Option<String>,
     started_at: Option<String>,
     finished_at: Option<String>,
+    /// Absent in results written before SPEC section 10.
+    #[serde(default)]
+    effect: Option<String>,
+    #[serde(default)]
+    confirmed_at: Option<String>,
 }
 
 /// Reads the results file at `path` (and its in-flight log, if a run died).
@@ -246,8 +251,8 @@ fn scan_csv(
         .clone();
     let index = |name: &str| headers.iter().position(|h| h == name);
     let columns: Vec<Option<usize>> = FIELDS.iter().map(|f| index(f)).collect();
-    // `resolvedBy` came with the lookup: results written before it lack the column.
-    if columns[..FIELDS.len() - 1].iter().any(Option::is_none) {
+    // `resolvedBy`, `effect` and `confirmedAt` came later: results written before lack them.
+    if columns[..REQUIRED_FIELDS].iter().any(Option::is_none) {
         return Err(not_a_record(
             1,
             "the header lacks the results fields".to_owned(),
@@ -383,6 +388,8 @@ pub fn carried_over(path: &Path, offset: u64, template: Job) -> Result<Outcome, 
                 client_request_id: text("clientRequestId"),
                 started_at: text("startedAt"),
                 finished_at: text("finishedAt"),
+                effect: text("effect"),
+                confirmed_at: text("confirmedAt"),
             }
         }
     };
@@ -406,6 +413,9 @@ pub fn carried_over(path: &Path, offset: u64, template: Job) -> Result<Outcome, 
         client_request_id: kept.client_request_id,
         started_at: time(kept.started_at),
         finished_at: time(kept.finished_at),
+        // What an earlier `--confirm` or `confirm` saw of this row's action stays with it.
+        effect: kept.effect.as_deref().and_then(Effect::parse),
+        confirmed_at: time(kept.confirmed_at),
         status: RowStatus::Succeeded,
         job,
     })

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::effects::EffectCounts;
 use super::journal::rfc3339;
 use crate::ExitStatus;
 use crate::outcome::{Outcome, RowStatus, StopReason};
@@ -145,6 +146,16 @@ pub struct Summary {
     pub rehearsal: bool,
     /// What went wrong after the first request, if anything (see the exit code).
     pub problems: Vec<String>,
+    /// What the confirm phase saw of the accepted actions (`--confirm`, SPEC section 10);
+    /// absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effects: Option<EffectCounts>,
+    /// The confirm phase's reads (retries included) and time, which `requests` and
+    /// `elapsedSeconds` (the actions') leave out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_reads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_seconds: Option<f64>,
 }
 
 impl Summary {
@@ -205,7 +216,27 @@ impl Summary {
             next: next_steps(tally, facts),
             rehearsal: facts.rehearsal,
             problems: facts.problems.to_vec(),
+            effects: None,
+            confirm_reads: None,
+            confirm_seconds: None,
         }
+    }
+
+    /// Adds what the confirm phase saw (SPEC section 10), and what to check for actions that
+    /// never showed, before the other next steps.
+    pub fn with_effects(
+        mut self,
+        effects: EffectCounts,
+        (reads, took): (u64, Duration),
+        confirm_again: &str,
+    ) -> Summary {
+        let mut steps = effect_steps(&effects, confirm_again);
+        steps.append(&mut self.next);
+        self.next = steps;
+        self.effects = Some(effects);
+        self.confirm_reads = Some(reads);
+        self.confirm_seconds = Some(round3(took.as_secs_f64()));
+        self
     }
 
     /// The summary as the operator reads it on stderr.
@@ -271,6 +302,22 @@ impl Summary {
             let _ = writeln!(
                 out,
                 "  rehearsal   against the built-in mock: nothing was sent to Microsoft"
+            );
+        }
+        if let Some(effects) = &self.effects {
+            let _ = writeln!(
+                out,
+                "  effect      {} confirmed, {} notConfirmed, {} notObservable{}; {} reads in {}",
+                effects.confirmed,
+                effects.not_confirmed,
+                effects.not_observable,
+                if effects.unchecked > 0 {
+                    format!(", {} not checked yet", effects.unchecked)
+                } else {
+                    String::new()
+                },
+                self.confirm_reads.unwrap_or_default(),
+                seconds_text(self.confirm_seconds.unwrap_or_default())
             );
         }
         for problem in &self.problems {
@@ -375,6 +422,30 @@ fn next_steps(tally: &Tally, facts: &RunFacts<'_>) -> Vec<String> {
         None => steps.push(format!(
             "Nothing left to do: every row succeeded or was skipped. Keep {results} as the record of this batch."
         )),
+    }
+    steps
+}
+
+/// What to do about the effects: for rows whose action never showed, what to check, and when to
+/// look again; for rows not checked yet, the command that checks them.
+fn effect_steps(effects: &EffectCounts, confirm_again: &str) -> Vec<String> {
+    let mut steps = Vec::new();
+    if effects.not_confirmed > 0 {
+        steps.push(format!(
+            "{} accepted action(s) did not show in the identity's state before the wait ran out (effect notConfirmed): Graph accepted them, and the account may still be active. Check the Defender for Identity action account's rights in Active Directory, the sensor's health, and the Entra role of the Defender for Identity app; then look again (an AD change can take its replication and sync time to show): {confirm_again}",
+            effects.not_confirmed
+        ));
+    } else if effects.unchecked > 0 {
+        steps.push(format!(
+            "{} accepted action(s) were not checked yet: {confirm_again}",
+            effects.unchecked
+        ));
+    }
+    if effects.not_observable > 0 {
+        steps.push(format!(
+            "{} action(s) are notObservable: Graph shows nothing of a password reset or of an AD or Okta session revoke; the portal's Action center shows whether they ran.",
+            effects.not_observable
+        ));
     }
     steps
 }
@@ -558,6 +629,48 @@ mod tests {
             lookup_reads: 0,
             problems: &[],
         }
+    }
+
+    #[test]
+    fn issue_19_the_summary_counts_effects_and_names_what_to_check() {
+        let tally = Tally {
+            succeeded: 3,
+            ..Tally::default()
+        };
+        let effects = EffectCounts {
+            confirmed: 1,
+            not_confirmed: 1,
+            not_observable: 1,
+            unchecked: 0,
+        };
+        let summary = Summary::new(&tally, &facts(None, ExitStatus::RowsFailed, 0)).with_effects(
+            effects,
+            (12, Duration::from_millis(2500)),
+            "graph-remediate confirm r.jsonl",
+        );
+        let text = summary.render_text();
+        assert!(
+            text.contains("effect      1 confirmed, 1 notConfirmed, 1 notObservable; 12 reads in"),
+            "{text}"
+        );
+        let first = &summary.next[0];
+        for check in [
+            "action account's rights in Active Directory",
+            "the sensor's health",
+            "the Entra role of the Defender for Identity app",
+            "graph-remediate confirm r.jsonl",
+        ] {
+            assert!(first.contains(check), "{check}: {first}");
+        }
+        assert!(
+            summary
+                .to_json()
+                .contains(r#""effects":{"confirmed":1,"notConfirmed":1"#)
+        );
+        // Without --confirm the summary says nothing of effects.
+        let plain = Summary::new(&tally, &facts(None, ExitStatus::Success, 0));
+        assert!(!plain.to_json().contains("effects"));
+        assert!(!plain.render_text().contains("effect "));
     }
 
     #[test]

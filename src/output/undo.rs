@@ -3,10 +3,10 @@
 //! lingers through the run), written to a temporary file beside the target and renamed into place.
 //!
 //! For every row whose latest record `succeeded` with `disable` the undo row says `enable`, and
-//! the other way round; actions without an opposite are left out. Every CSV cell is made
-//! spreadsheet-safe like the results (a formula gets a `'`), the four columns Graph needs too: the
-//! tool's CSV reader takes the `'` off again, so the undo file replays the ids exactly (issues 10
-//! and 16).
+//! the other way round; actions without an opposite are left out, and so are actions the confirm
+//! phase saw never take effect (`effect` notConfirmed). Every CSV cell is made spreadsheet-safe
+//! like the results (a formula gets a `'`), the four columns Graph needs too: the tool's CSV reader
+//! takes the `'` off again, so the undo file replays the ids exactly (issues 10 and 16).
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -88,7 +88,8 @@ pub fn write_undo(results: &Path, target: &Path, carry_columns: &[String]) -> io
 
 /// The undo row for one record, if it succeeded with an action that has an opposite.
 fn undo_row<'r>(text: &impl Fn(&str) -> &'r str, results_names: &[String]) -> Option<UndoRow> {
-    if text("status") != "succeeded" {
+    // An action that never took effect (SPEC section 10) needs no undo.
+    if text("status") != "succeeded" || text("effect") == "notConfirmed" {
         return None;
     }
     let action = Action::parse(text("action"))?.opposite()?;

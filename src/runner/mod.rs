@@ -227,6 +227,8 @@ async fn process(shared: &Shared, job: Job, entry_tx: &mpsc::Sender<Entry>) -> O
             client_request_id: Some(client_request_id),
             started_at,
             finished_at,
+            effect: None,
+            confirmed_at: None,
             status: RowStatus::Succeeded,
             job,
         },

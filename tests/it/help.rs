@@ -33,6 +33,11 @@ fn run_help() {
 }
 
 #[test]
+fn confirm_help() {
+    insta::assert_snapshot!(help(&["confirm"]));
+}
+
+#[test]
 fn resolve_help() {
     insta::assert_snapshot!(help(&["resolve"]));
 }

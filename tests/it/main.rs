@@ -7,6 +7,7 @@
 mod common;
 
 mod adaptive;
+mod confirm;
 mod credentials;
 mod delegated;
 mod guard;

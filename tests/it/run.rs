@@ -334,6 +334,8 @@ async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
         "startedAt",
         "finishedAt",
         "resolvedBy",
+        "effect",
+        "confirmedAt",
         "upn",
         "note",
     ];
@@ -375,7 +377,7 @@ async fn results_fields_come_in_spec_order_in_jsonl_and_csv() {
             let first = records.iter().find(|r| &r[1] == "2").unwrap();
             assert_eq!(&first[6], "succeeded");
             assert_eq!(
-                &first[17], "'=HYPERLINK(\"http://evil\")",
+                &first[19], "'=HYPERLINK(\"http://evil\")",
                 "formula neutralised"
             );
             let duplicate = records.iter().find(|r| &r[1] == "3").unwrap();

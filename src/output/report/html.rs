@@ -93,6 +93,17 @@ pub fn render(report: &Report) -> String {
                         tr { th { "total" } td.num { strong { (counts.rows()) } } }
                     }
                 }
+                @if let Some(effects) = &report.effects {
+                    p { "Effect of the succeeded rows' actions, as read back after them (confirmed: the identity's state shows it; notConfirmed: it did not show in time; notObservable: Graph shows nothing of it):" }
+                    table #effects {
+                        thead { tr { th { "Effect" } th { "Rows" } } }
+                        tbody {
+                            @for (effect, count) in super::markdown::effect_rows(effects) {
+                                tr { td { (effect) } td.num { (count) } }
+                            }
+                        }
+                    }
+                }
 
                 h2 { "Rows" }
                 @if report.rows.is_empty() {
@@ -102,7 +113,9 @@ pub fn render(report: &Report) -> String {
                         thead {
                             tr {
                                 th { "Line" } th { "Person" } th { "Action" } th { "Provider" }
-                                th { "Status" } th { "Error" } th { "correlationId" }
+                                th { "Status" }
+                                @if report.effects.is_some() { th { "Effect" } }
+                                th { "Error" } th { "correlationId" }
                                 th { "requestId" } th { "Before" }
                             }
                         }
@@ -114,6 +127,7 @@ pub fn render(report: &Report) -> String {
                                     td { (text(&row.action)) }
                                     td { (text(&row.provider)) }
                                     td.status.(row.status.as_str()) { (row.status.as_str()) }
+                                    @if report.effects.is_some() { td { (text(&row.effect)) } }
                                     td { (text(&row.error_code)) }
                                     td.id { (text(&row.correlation_id)) }
                                     td.id { (text(&row.request_id)) }

@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use super::{Report, shown};
+use crate::output::effects::EffectCounts;
 
 /// The report as one Markdown document.
 pub fn render(report: &Report) -> String {
@@ -59,22 +60,39 @@ pub fn render(report: &Report) -> String {
     }
     let _ = writeln!(out, "| **total** | **{}** |", counts.rows());
     let _ = writeln!(out);
+    if let Some(effects) = &report.effects {
+        let _ = writeln!(
+            out,
+            "Effect of the succeeded rows' actions, as read back after them (`confirmed`: the identity's state shows it; `notConfirmed`: it did not show in time; `notObservable`: Graph shows nothing of it):"
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(out, "| Effect | Rows |");
+        let _ = writeln!(out, "| --- | ---: |");
+        for (effect, count) in effect_rows(effects) {
+            let _ = writeln!(out, "| {} | {count} |", escape(effect));
+        }
+        let _ = writeln!(out);
+    }
 
     let _ = writeln!(out, "## Rows");
     let _ = writeln!(out);
     if report.rows.is_empty() {
         let _ = writeln!(out, "The results hold no row.");
     } else {
+        // The Effect column only when the results record one: older reports read as before.
+        let effect = report.effects.is_some();
         let _ = writeln!(
             out,
-            "| Line | Person | Action | Provider | Status | Error | correlationId | requestId | Before |"
+            "| Line | Person | Action | Provider | Status |{} Error | correlationId | requestId | Before |",
+            if effect { " Effect |" } else { "" }
         );
         let _ = writeln!(
             out,
-            "| ---: | --- | --- | --- | --- | --- | --- | --- | --- |"
+            "| ---: | --- | --- | --- | --- |{} --- | --- | --- | --- |",
+            if effect { " --- |" } else { "" }
         );
         for row in &report.rows {
-            let cells = [
+            let mut cells = vec![
                 row.person(),
                 row.action.clone(),
                 row.provider.clone(),
@@ -84,6 +102,9 @@ pub fn render(report: &Report) -> String {
                 row.request_id.clone(),
                 row.before_text(),
             ];
+            if effect {
+                cells.insert(4, row.effect.clone());
+            }
             let _ = write!(out, "| {} |", row.line);
             for cell in &cells {
                 let _ = write!(out, " {} |", escape(cell));
@@ -181,4 +202,17 @@ pub fn code_block(text: &str) -> String {
     let longest_run = safe.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest_run.max(2) + 1);
     format!("{fence}text\n{safe}\n{fence}\n")
+}
+
+/// The effect counts as the tables list them.
+pub(super) fn effect_rows(effects: &EffectCounts) -> Vec<(&'static str, u64)> {
+    let mut rows = vec![
+        ("confirmed", effects.confirmed),
+        ("notConfirmed", effects.not_confirmed),
+        ("notObservable", effects.not_observable),
+    ];
+    if effects.unchecked > 0 {
+        rows.push(("not checked", effects.unchecked));
+    }
+    rows
 }

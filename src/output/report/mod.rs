@@ -20,6 +20,9 @@
 //!
 //! A results file from an interrupted `--resume` may hold two records for one row: the last one
 //! counts, as it does for `--resume` and the undo file.
+//!
+//! When the records say what was seen of each action (`effect`, SPEC section 10), the counts and
+//! the per-row table show it, and the undo advice leaves out actions that never took effect.
 
 pub mod html;
 pub mod markdown;
@@ -35,13 +38,14 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::effects::EffectCounts;
 use super::journal::{FIELDS, ResultsFormat, unneutralise};
 use super::lock::{RunLock, RunState};
 use super::summary::{Tally, code_hint, resume_command, shell_words};
 use crate::graph::identity::Identity;
 use crate::graph::model::{Action, Provider, fold_name};
 use crate::input::Field;
-use crate::outcome::RowStatus;
+use crate::outcome::{Effect, RowStatus};
 use crate::sanitize::printable;
 
 /// The most rows the per-row table lists (the first ones by input line).
@@ -137,8 +141,12 @@ pub struct Report {
     /// The error codes past [`MAX_LISTED_GROUPS`]: how many codes, and how many rows they hold.
     pub more_failures: (u64, u64),
     pub not_attempted: Lines,
-    /// Rows an undo file would hold: succeeded with an action that has an opposite.
+    /// Rows an undo file would hold: succeeded with an action that has an opposite, and not
+    /// known to have never taken effect.
     pub undoable: u64,
+    /// Succeeded rows by effect (SPEC section 10), when the results record any effect
+    /// (`run --confirm`, `confirm`); `None` when nobody looked.
+    pub effects: Option<EffectCounts>,
     pub undo: UndoAdvice,
     /// Lines of the results (or snapshot) that are not records, and records a later one replaced.
     pub bad_records: BadLines,
@@ -178,6 +186,8 @@ pub struct ReportRow {
     pub error_code: String,
     pub correlation_id: String,
     pub request_id: String,
+    /// `confirmed`, `notConfirmed`, `notObservable`, or empty when nobody looked.
+    pub effect: String,
     /// The identity as the snapshot holds it (read before the first action); `None` when the
     /// snapshot does not hold it.
     pub before: Option<Before>,
@@ -564,6 +574,18 @@ impl Report {
 
     /// What to say about undoing the batch: a sentence, and the command to run (if any).
     pub fn undo_steps(&self) -> (String, Option<String>) {
+        let (mut text, command) = self.undo_steps_for_accepted();
+        if let Some(effects) = self.effects.filter(|e| e.not_confirmed > 0) {
+            let _ = write!(
+                text,
+                " {} row(s) whose action never showed (effect notConfirmed) need no undo and are left out; if graph-remediate confirm later sees them take effect, write the undo file again.",
+                effects.not_confirmed
+            );
+        }
+        (text, command)
+    }
+
+    fn undo_steps_for_accepted(&self) -> (String, Option<String>) {
         let mock = if self.is_rehearsal() { " --mock" } else { "" };
         let rehearsal = if self.is_rehearsal() {
             " The run was a rehearsal: nothing changed at Microsoft, so the command rehearses the undo too (--mock)."
@@ -937,6 +959,7 @@ struct RowDigest {
     /// The hash of the error code ([`Gathering::hash_code`]), for failed rows.
     code: Option<u64>,
     undoable: bool,
+    effect: Option<Effect>,
 }
 
 /// The most error codes whose text and example message are kept while the results stream by
@@ -1048,13 +1071,17 @@ impl Gathering {
         let code = (status == RowStatus::Failed).then(|| self.code_of(fields));
         let action = fields.text("action");
         let provider = fields.text("identityProvider");
+        let effect = Effect::parse(&fields.text("effect"));
+        // An action that never took effect needs no undo (SPEC section 10).
         let undoable = status == RowStatus::Succeeded
             && Action::parse(&action).and_then(Action::opposite).is_some()
-            && Provider::parse(&provider).is_some();
+            && Provider::parse(&provider).is_some()
+            && effect != Some(Effect::NotConfirmed);
         let digest = RowDigest {
             status,
             code,
             undoable,
+            effect,
         };
         if self.latest.insert(line, digest).is_some() {
             self.superseded += 1;
@@ -1081,6 +1108,7 @@ impl Gathering {
                 error_code: fields.text("errorCode").into_owned(),
                 correlation_id: fields.text("correlationId").into_owned(),
                 request_id: fields.text("requestId").into_owned(),
+                effect: fields.text("effect").into_owned(),
                 before: None,
             };
             self.listed.insert(line, row);
@@ -1130,7 +1158,13 @@ impl Gathering {
         let mut per_code: HashMap<u64, u64> = HashMap::new();
         let mut not_attempted = Vec::new();
         let mut undoable = 0;
+        let mut effects = EffectCounts::default();
+        let mut any_effect = false;
         for (line, digest) in &self.latest {
+            if digest.status == RowStatus::Succeeded {
+                effects.push(digest.effect);
+                any_effect |= digest.effect.is_some();
+            }
             match digest.status {
                 RowStatus::Succeeded => counts.succeeded += 1,
                 RowStatus::Failed => counts.failed += 1,
@@ -1205,6 +1239,7 @@ impl Gathering {
             more_failures,
             not_attempted: Lines::from_unsorted(not_attempted),
             undoable,
+            effects: any_effect.then_some(effects),
             undo: UndoAdvice::NotWritten {
                 named_but_missing: None,
             },

@@ -238,8 +238,8 @@ fn csv_results_are_read_with_the_spreadsheet_quote_taken_off() {
         &path,
         format!(
             "{header},displayName\n\
-             c1,2,ia-2,acc-2,disable,okta,failed,404,1,itemNotFound,gone,q1,,,,,'=cmd|x\n\
-             c2,3,ia-3,acc-3,disable,okta,succeeded,200,1,,,q2,,,,,\"two\nlines\"\n\
+             c1,2,ia-2,acc-2,disable,okta,failed,404,1,itemNotFound,gone,q1,,,,,,,'=cmd|x\n\
+             c2,3,ia-3,acc-3,disable,okta,succeeded,200,1,,,q2,,,,,,,\"two\nlines\"\n\
              c3,4,too,few\n"
         ),
     )
