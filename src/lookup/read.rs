@@ -12,7 +12,6 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::walk::Limits;
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
 use crate::retry::{Next, RetryPolicy, RowSoFar, StopCause, decide};
@@ -318,6 +317,36 @@ impl Reader {
                     return Err(self.halt(LookupStop::Throttled { wait }));
                 }
             }
+        }
+    }
+}
+
+/// The most directory objects one tenant holds: Entra ID's quota is 50,000 objects (300,000
+/// with a verified domain), raised on request; the largest tenants hold a few million. A walk
+/// listing more entries than this, or reading more pages (every page but a few lists someone),
+/// is not reading a tenant.
+pub(crate) const MAX_TENANT_OBJECTS: u64 = 10_000_000;
+
+/// Pages in one walk that list nobody. Graph may send an empty page with a link now and then;
+/// a run of them is a server going round in circles with fresh links (10,000 were followed for
+/// one row before issue 16).
+pub(crate) const MAX_EMPTY_PAGES: u64 = 16;
+
+/// How far a walk of a paged list may go ([`super::walk`], issue 16): the bounds each
+/// [`Reader`] carries. They live here, beside the reader, so that `read` needs nothing of `walk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) pages: u64,
+    pub(crate) entries: u64,
+    pub(crate) empty_pages: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pages: MAX_TENANT_OBJECTS,
+            entries: MAX_TENANT_OBJECTS,
+            empty_pages: MAX_EMPTY_PAGES,
         }
     }
 }

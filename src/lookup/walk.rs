@@ -5,43 +5,18 @@
 //! A server's links are not trusted to end: a page linking to itself, two pages linking to each
 //! other, or an endless run of fresh links would otherwise be followed for ever (and every page
 //! read kept). So a walk refuses a link it has already followed, and stops after more pages, or
-//! more entries, than a tenant can hold ([`MAX_TENANT_OBJECTS`]), or after a run of pages that
+//! more entries, than a tenant can hold ([`super::read::MAX_TENANT_OBJECTS`]), or after a run of pages that
 //! list nobody. A walk that fails stays failed, and says which page and why.
 
 use std::collections::HashSet;
 
+// The bounds live beside the reader that carries them, so that `read` does not import `walk`.
+pub(crate) use super::read::Limits;
+#[cfg(test)]
+pub(crate) use super::read::MAX_EMPTY_PAGES;
 use super::read::{LookupStop, ReadError, Reader, Service};
 use crate::graph::client::MAX_BODY;
 use crate::sanitize::printable;
-
-/// The most directory objects one tenant holds: Entra ID's quota is 50,000 objects (300,000
-/// with a verified domain), raised on request; the largest tenants hold a few million. A walk
-/// listing more entries than this, or reading more pages (every page but a few lists someone),
-/// is not reading a tenant.
-pub(crate) const MAX_TENANT_OBJECTS: u64 = 10_000_000;
-
-/// Pages in one walk that list nobody. Graph may send an empty page with a link now and then;
-/// a run of them is a server going round in circles with fresh links (10,000 were followed for
-/// one row before issue 16).
-pub(crate) const MAX_EMPTY_PAGES: u64 = 16;
-
-/// How far a walk may go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limits {
-    pub(crate) pages: u64,
-    pub(crate) entries: u64,
-    pub(crate) empty_pages: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            pages: MAX_TENANT_OBJECTS,
-            entries: MAX_TENANT_OBJECTS,
-            empty_pages: MAX_EMPTY_PAGES,
-        }
-    }
-}
 
 /// Why a walk cannot finish: the rows (or the guard) that needed the rest of the list are not
 /// answered from it.
