@@ -789,6 +789,56 @@ mod tests {
         );
     }
 
+    /// A row the dispatcher noted that reaches a worker after the run stopped is recorded
+    /// `not_attempted` under the request id of its note, so `--resume` knows that note left
+    /// nothing and counts no attempt for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue_17_a_noted_row_recorded_after_a_stop_names_its_note() {
+        let mock = mock(false).await;
+        let settings = RunSettings {
+            concurrency: 1,
+            rate: crate::units::parse_rate("1000/s").unwrap(),
+            burst: NonZeroU32::MIN,
+            retry: RetryPolicy::default(),
+            max_failures: None,
+        };
+        let shared = shared_with(&mock, settings);
+        let (row_tx, row_rx) = mpsc::channel(8);
+        let (entry_tx, mut entry_rx) = mpsc::channel(64);
+        // The run stops at the first note; every note is on disk all the same.
+        let writer = {
+            let stop = shared.stop.clone();
+            tokio::spawn(async move {
+                let (mut noted, mut named) = (Vec::new(), Vec::new());
+                while let Some(entry) = entry_rx.recv().await {
+                    match entry {
+                        Entry::Started { note, ack } => {
+                            stop.stop(StopReason::Interrupted);
+                            noted.push(note.client_request_id);
+                            let _ = ack.send(Ok(()));
+                        }
+                        Entry::Outcome(outcome) => named.extend(outcome.client_request_id),
+                        Entry::Tick => {}
+                    }
+                }
+                (noted, named)
+            })
+        };
+        let rows = (0..6).map(|row| (job(row), Verdict::Send)).collect();
+        row_tx.send(rows).await.unwrap();
+        drop(row_tx);
+        run_batch(shared, row_rx, entry_tx).await;
+        let (noted, named) = writer.await.unwrap();
+        assert!(
+            noted.len() > 1,
+            "rows were noted while they queued: {noted:?}"
+        );
+        for id in &noted {
+            assert!(named.contains(id), "the note {id} is named by no record");
+        }
+        assert_eq!(mock.stats().graph_requests, 0);
+    }
+
     #[tokio::test]
     async fn issue_10_no_request_leaves_without_its_note() {
         let mock = mock(false).await;

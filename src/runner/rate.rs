@@ -8,12 +8,15 @@
 //! - Its clock is tokio's ([`TokioClock`]), so `tokio::time::pause()` tests drive it, and its
 //!   waits are `tokio::time::sleep_until` on the instant it names (its own `until_ready` sleeps
 //!   on futures-timer, which paused time does not move).
-//! - A waiter tests its cell at the instant it will leave, before it sleeps: refused now,
-//!   governor names the earliest conforming instant, and the cell is tested (and taken) at that
-//!   instant. tokio's timer wakes up to about 2 ms late; tested on waking instead, a burst-1
-//!   GCRA would lose that lateness on every request (200/s became about 166/s in the bench).
-//!   A waiter that wakes later than [`KEEP_LATE`] (a stall, a suspended laptop) gives its cell
-//!   up and tests again at now, so the slots a stall missed are never caught up in a bunch.
+//! - The waiter at the head of the queue (one a service; the others queue behind it in order)
+//!   tests its cell at the instant it will leave, before it sleeps: refused now, governor names
+//!   the earliest conforming instant, and the cell is tested (and taken) at that instant.
+//!   tokio's timer wakes on whole milliseconds and up to about 2 ms late; tested on waking, a
+//!   burst-1 GCRA would lose that lateness on every request (300/s became 250/s in
+//!   `issue_17_a_late_wake_up_loses_no_cell`). A waiter that wakes later than about one
+//!   interval ([`keep_late`]: a busy machine, a stall, a suspended laptop) gives its cell up
+//!   and tests again at now, which, with no one queued ahead, conforms at once: it costs the
+//!   lateness past the interval, and the slots a stall missed are never caught up in a bunch.
 //! - The adaptive rate: governor cannot change a quota in place, so a change swaps in a new
 //!   limiter at the new rate, its burst already spent so that the change never releases one.
 //!   The rate falls once per throttle event and rises at most once a second.
@@ -54,12 +57,9 @@ const FLOOR_PER_SECOND: f64 = 0.1;
 const MAX_RISE_DELAY: Duration = Duration::from_secs(3600);
 /// How often the rate may rise.
 const RISE_EVERY: Duration = Duration::from_secs(1);
-/// How late a waiter may wake and still send on the cell it took: tokio's timer (1 ms ticks,
-/// rounded up, plus the driver's own slack) wakes up to about 2 ms late, more on a busy
-/// machine. Never more than one interval, so a late cell cannot share a second with more than
-/// rate + burst others; never less than 2 ms, or above 500/s almost every cell would be given
-/// up. Above 500/s a second may so see up to 2 ms worth of requests more than rate + burst.
-const KEEP_LATE_MAX: Duration = Duration::from_millis(5);
+/// The least a waiter may wake late and still send on the cell it took: tokio's timer (1 ms
+/// ticks, rounded up, plus the driver's own slack) wakes up to about 2 ms late, and below this
+/// above 500/s almost every cell would be given up. See [`keep_late`].
 const KEEP_LATE_MIN: Duration = Duration::from_millis(2);
 
 /// The Graph services with rate limits of their own: each has its own cells in the limiter.
@@ -154,6 +154,11 @@ pub struct Limiter {
     current: Mutex<Current>,
     /// A cell a drain took and kept for the next request of that service.
     kept: [AtomicBool; 2],
+    /// One waiter a service sleeps on a cell at a time, the others queue behind it in order.
+    /// So the next cell is never taken far ahead, and a waiter that woke too late to keep its
+    /// cell finds the next one conforming at once instead of queued behind the others' cells:
+    /// a late wake-up costs its lateness past the interval, not a whole cell.
+    heads: [tokio::sync::Mutex<()>; 2],
     ceiling: f64,
     burst: NonZeroU32,
 }
@@ -172,6 +177,7 @@ impl Limiter {
                 next_rise: None,
             }),
             kept: [AtomicBool::new(false), AtomicBool::new(false)],
+            heads: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
             ceiling,
             burst,
         }
@@ -198,10 +204,11 @@ impl Limiter {
     /// Call it as the last step before sending: work after it that can hold many requests and
     /// release them at once (an fsync) would bunch them on the wire past rate + burst.
     pub async fn until_ready_for(&self, api: Api) -> Admission {
+        let _head = self.heads[api.index()].lock().await;
         loop {
             let (gcra, epoch, keep_late) = {
                 let current = self.current();
-                let keep_late = current.interval.clamp(KEEP_LATE_MIN, KEEP_LATE_MAX);
+                let keep_late = keep_late(current.interval);
                 (current.gcra.clone(), current.epoch, keep_late)
             };
             if self.kept[api.index()].swap(false, Ordering::AcqRel) {
@@ -290,6 +297,19 @@ impl Limiter {
             "adaptive rate {why}"
         );
     }
+}
+
+/// How late a waiter may wake at `interval` and still send on the cell it took. The cells obey
+/// the GCRA, so any span of `1 s + lateness` holds at most `ceil((1 s + lateness) / interval) -
+/// 1 + burst` of them; with lateness up to `interval - (1 s mod interval)` that is rate + burst,
+/// so a late cell never shares a second with more than rate + burst requests. Later than that
+/// (a stall) the cell is given up. At least [`KEEP_LATE_MIN`]: above 500/s a second may so see
+/// up to 2 ms worth of requests more than rate + burst.
+fn keep_late(interval: Duration) -> Duration {
+    let interval_ns = interval.as_nanos().max(1);
+    let remainder_ns = Duration::from_secs(1).as_nanos() % interval_ns;
+    let keep_ns = u64::try_from(interval_ns - remainder_ns).unwrap_or(u64::MAX);
+    Duration::from_nanos(keep_ns).max(KEEP_LATE_MIN)
 }
 
 /// A keyed limiter: one cell every `interval` per service, bursts of at most `burst`.
@@ -659,6 +679,36 @@ mod tests {
                 "{in_window} requests in the second from {at:?}"
             );
         }
+    }
+
+    /// A waiter woken 20 ms late at 2/s (a busy machine) still sends on its cell: giving it up
+    /// would cost a whole interval, 500 ms, and a second still holds no more than rate + burst.
+    #[tokio::test(start_paused = true)]
+    async fn issue_17_a_wake_up_late_by_less_than_an_interval_keeps_its_cell() {
+        let limiter =
+            std::sync::Arc::new(Limiter::new(parse_rate("2/s").unwrap(), NonZeroU32::MIN));
+        let start = Instant::now();
+        limiter.until_ready().await;
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                limiter.until_ready().await;
+                start.elapsed()
+            })
+        };
+        tokio::task::yield_now().await;
+        // The clock jumps past the waiter's due time before it runs again.
+        tokio::time::advance(Duration::from_millis(520)).await;
+        assert_eq!(waiter.await.unwrap(), Duration::from_millis(520));
+        assert_eq!(
+            keep_late(Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            keep_late(Duration::from_millis(300)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(keep_late(Duration::from_micros(100)), KEEP_LATE_MIN);
     }
 
     /// `/security` and `/users` are throttled apart by Graph, so each has its own cells.
