@@ -1,4 +1,4 @@
-//! One read with its retries: wait for the service's throttle gate and the shared pacer, send,
+//! One read with its retries: wait for the service's throttle gate and its limiter cell, send,
 //! and let the one retry policy ([`crate::retry::decide`]) say what follows. A 429 pauses the
 //! reads of its own service only: Graph throttles `/security` and `/users` apart (research
 //! section 5). A 403 stops the lookup, naming the permission that service needs.
@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::graph::auth::Tokens;
 use crate::graph::client::{GraphClient, GraphError};
 use crate::retry::{Next, RetryPolicy, RowSoFar, StopCause, decide};
-use crate::runner::rate::{Limiter, ThrottleGate};
+use crate::runner::rate::{Api, Limiter, ThrottleGate};
 
 /// The Graph services a lookup reads from; each has its own throttle gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,14 @@ impl Service {
             Service::Security => "the Security Administrator role",
             Service::Users => "a directory role that can read users",
             Service::Roles => "a role that can read role assignments, such as Global Reader",
+        }
+    }
+
+    /// Whose cells in the limiter a read of this service takes.
+    fn api(self) -> Api {
+        match self {
+            Service::Security => Api::Security,
+            Service::Users | Service::Roles => Api::Users,
         }
     }
 
@@ -237,7 +245,7 @@ impl Reader {
                 admission = async {
                     loop {
                         gate.wait_open().await;
-                        let admission = self.limiter.until_ready().await;
+                        let admission = self.limiter.until_ready_for(service.api()).await;
                         if gate.remaining().is_none() {
                             break admission;
                         }

@@ -2,24 +2,44 @@
 //! and never lets two of them run at once: a row whose account is busy is parked until the earlier
 //! row finishes. Duplicates become `skipped` records here, and once the run stops every remaining
 //! row becomes a `not_attempted` record, so the results hold one record per input row.
+//!
+//! It also sends each row's first in-flight note to the writer as it hands the row on (issue 17):
+//! the note's fdatasync then runs while the rows ahead of it are on the wire, grouped with every
+//! other note queued meanwhile, instead of on the path of its own request. The worker still
+//! waits for the note to be on disk before the request may leave, so `--resume` sees every send;
+//! at most the rows queued for a worker (`--concurrency`) are noted ahead of their requests.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::shutdown::Stop;
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
-use crate::outcome::{Entry, Outcome, RowStatus};
+use crate::outcome::{Entry, InflightNote, Outcome, RowStatus};
 
 /// Rows that may wait for a busy account before reading pauses. Bounds memory when a file lists
 /// one account thousands of times.
 const PARK_LIMIT: usize = 4096;
 
+/// A row handed to a worker, with the in-flight note of its first attempt on its way to disk.
+pub(crate) struct Dispatched {
+    pub(crate) job: Job,
+    /// `None` for a row that cannot be sent (no identity provider): nothing was noted.
+    pub(crate) first_note: Option<FirstNote>,
+}
+
+/// The first attempt's note, sent to the writer: its request id, and the writer's answer once
+/// the note is on disk (`Err`: the request must not leave, and why).
+pub(crate) struct FirstNote {
+    pub(crate) client_request_id: String,
+    pub(crate) on_disk: oneshot::Receiver<Result<(), String>>,
+}
+
 pub(crate) struct Dispatcher {
     pub(crate) input: mpsc::Receiver<Vec<(Job, Verdict)>>,
-    pub(crate) work_tx: async_channel::Sender<Job>,
+    pub(crate) work_tx: async_channel::Sender<Dispatched>,
     pub(crate) done_rx: mpsc::UnboundedReceiver<AccountKey>,
     /// The workers' side of `done_rx`, for rows the dispatcher settles itself.
     pub(crate) done_tx: mpsc::UnboundedSender<AccountKey>,
@@ -128,10 +148,14 @@ impl Dispatcher {
             self.release_later(key);
             return;
         }
-        if let Err(returned) = self.work_tx.send(job).await {
+        let first_note = match job.provider {
+            Some(provider) => Some(self.note_first_attempt(&job, provider).await),
+            None => None,
+        };
+        if let Err(returned) = self.work_tx.send(Dispatched { job, first_note }).await {
             // Every worker is gone (they only leave when this sender closes, so this is a bug
             // path); still account for the row.
-            let job = returned.into_inner();
+            let job = returned.into_inner().job;
             let key = AccountKey::of(&job);
             self.record(Outcome::unsent(
                 job,
@@ -140,6 +164,23 @@ impl Dispatcher {
             ))
             .await;
             self.release_later(key);
+        }
+    }
+
+    /// Sends the note of `job`'s first attempt to the writer, without waiting for the disk.
+    async fn note_first_attempt(
+        &self,
+        job: &Job,
+        provider: crate::graph::model::Provider,
+    ) -> FirstNote {
+        let client_request_id = uuid::Uuid::new_v4().to_string();
+        let note = InflightNote::new(job, provider, &client_request_id, 1);
+        let (ack, on_disk) = oneshot::channel();
+        // A writer that is gone drops `ack`: the worker then sends nothing.
+        let _ = self.entry_tx.send(Entry::Started { note, ack }).await;
+        FirstNote {
+            client_request_id,
+            on_disk,
         }
     }
 
@@ -191,7 +232,7 @@ mod tests {
     /// checks that no two rows of one account are ever at a worker at once.
     async fn dispatch(rows: Vec<(Job, Verdict)>, workers: usize, stop: Arc<Stop>) -> Seen {
         let (input_tx, input) = mpsc::channel(8);
-        let (work_tx, work_rx) = async_channel::bounded::<Job>(workers);
+        let (work_tx, work_rx) = async_channel::bounded::<Dispatched>(workers);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (entry_tx, mut entry_rx) = mpsc::channel(64);
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -201,7 +242,7 @@ mod tests {
             let (work_rx, done_tx, seen, busy) =
                 (work_rx.clone(), done_tx.clone(), seen.clone(), busy.clone());
             pool.spawn(async move {
-                while let Ok(job) = work_rx.recv().await {
+                while let Ok(Dispatched { job, .. }) = work_rx.recv().await {
                     let key = AccountKey::of(&job);
                     assert!(
                         busy.lock().unwrap().insert(key),

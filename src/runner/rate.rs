@@ -1,24 +1,40 @@
-//! Pacing: the shared pacer every request waits for, and the throttle gate that holds every
-//! worker back while Graph's `Retry-After` window is open.
+//! Admission: governor's limiter every request passes, and the throttle gate that holds every
+//! worker back while Graph's `Retry-After` window is open (SPEC section 4).
 //!
-//! The pacer hands out send times on a schedule: each slot is one interval after the previous
-//! slot's due time, not after the moment its waiter happened to wake. A wake-up a fraction of a
-//! millisecond late therefore costs nothing, and the mean rate is `--rate` whenever there is
-//! demand (issue 11). governor could not do this: its cell is claimed when a waiter wakes and
-//! checks, so at burst 1 every late wake-up lost its slot for good (190.5/s at 200/s in the
-//! bench); it also has no way to change the rate in place or to pause until an instant. After an
-//! idle spell the schedule restarts from now, with at most `burst` slots of catch-up, so no
-//! second ever sees more than rate + burst requests.
+//! governor's GCRA decides every admission and so enforces `--rate` and `--burst`; one keyed
+//! limiter holds a cell budget per Graph service ([`Api`]), as Graph throttles `/security` and
+//! `/users` apart. What governor does not do is ours and small:
+//!
+//! - Its clock is tokio's ([`TokioClock`]), so `tokio::time::pause()` tests drive it, and its
+//!   waits are `tokio::time::sleep_until` on the instant it names (its own `until_ready` sleeps
+//!   on futures-timer, which paused time does not move).
+//! - The waiter at the head of the queue (one a service; the others queue behind it in order)
+//!   tests its cell at the instant it will leave, before it sleeps: refused now, governor names
+//!   the earliest conforming instant, and the cell is tested (and taken) at that instant.
+//!   tokio's timer wakes on whole milliseconds and up to about 2 ms late; tested on waking, a
+//!   burst-1 GCRA would lose that lateness on every request (300/s became 250/s in
+//!   `issue_17_a_late_wake_up_loses_no_cell`). A waiter that wakes later than about one
+//!   interval ([`keep_late`]: a busy machine, a stall, a suspended laptop) gives its cell up
+//!   and tests again at now, which, with no one queued ahead, conforms at once: it costs the
+//!   lateness past the interval, and the slots a stall missed are never caught up in a bunch.
+//! - The adaptive rate: governor cannot change a quota in place, so a change swaps in a new
+//!   limiter at the new rate, its burst already spent so that the change never releases one.
+//!   The rate falls once per throttle event and rises at most once a second.
+//! - The drain after a pause: the cells the limiter gathered while the gate was closed are
+//!   taken, and only the first is kept for the next request, so requests resume paced.
 //!
 //! The gate only ever extends: a later 429 can lengthen the pause, a success never ends it early.
-//! When the pause ends the schedule restarts from now, so workers resume paced, not in a burst.
 
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -41,6 +57,75 @@ const FLOOR_PER_SECOND: f64 = 0.1;
 const MAX_RISE_DELAY: Duration = Duration::from_secs(3600);
 /// How often the rate may rise.
 const RISE_EVERY: Duration = Duration::from_secs(1);
+/// The least a waiter may wake late and still send on the cell it took: tokio's timer (1 ms
+/// ticks, rounded up, plus the driver's own slack) wakes up to about 2 ms late, and below this
+/// above 500/s almost every cell would be given up. See [`keep_late`].
+const KEEP_LATE_MIN: Duration = Duration::from_millis(2);
+
+/// The Graph services with rate limits of their own: each has its own cells in the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `/security`: the actions and the identity reads.
+    Security,
+    /// `/users` and the directory's other reads.
+    Users,
+}
+
+impl Api {
+    const ALL: [Api; 2] = [Api::Security, Api::Users];
+
+    fn index(self) -> usize {
+        match self {
+            Api::Security => 0,
+            Api::Users => 1,
+        }
+    }
+}
+
+thread_local! {
+    /// The instant [`test_at`] is testing a cell at, read by [`TokioClock`] during that call.
+    static TESTED_AT: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+}
+
+/// governor's clock: tokio's, so that paused-time tests drive the limiter. During
+/// [`test_at`] it reads the instant under test instead: a cell is tested at the instant its
+/// request will leave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        TESTED_AT.get().unwrap_or_else(|| Instant::now().into_std())
+    }
+}
+
+type Gcra =
+    RateLimiter<Api, HashMapStateStore<Api>, TokioClock, NoOpMiddleware<std::time::Instant>>;
+
+/// Tests one cell of `api` at `at` and takes it if it conforms; refused, the earliest instant
+/// it would. Synchronous: nothing else runs on this thread between setting the instant and
+/// clearing it.
+fn test_at(gcra: &Gcra, api: Api, at: Instant) -> Result<(), Instant> {
+    TESTED_AT.set(Some(at.into_std()));
+    let result = gcra.check_key(&api);
+    TESTED_AT.set(None);
+    result.map_err(|refused| Instant::from_std(refused.earliest_possible()))
+}
+
+/// Takes the first cell of `api` that conforms at or after now, and returns its instant.
+fn reserve(gcra: &Gcra, api: Api) -> Instant {
+    let mut at = Instant::now();
+    loop {
+        match test_at(gcra, api, at) {
+            Ok(()) => return at,
+            // Refused means `at` lies before the earliest conforming instant, so this moves on:
+            // another waiter may take that instant first, then the next is tested.
+            Err(earliest) => at = earliest.max(at + Duration::from_nanos(1)),
+        }
+    }
+}
 
 /// Which rate a request was admitted at: pass it back with [`Limiter::throttled`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +133,13 @@ pub struct Admission {
     epoch: u64,
 }
 
-/// The send schedule, behind one lock held for a few instructions per request.
-#[derive(Debug)]
-struct Schedule {
-    /// The next slot's due time.
-    next_due: Instant,
-    /// Time between two slots at the current rate.
-    interval: Duration,
+/// The limiter at the current rate, and how the adaptive rate stands; behind one lock held for
+/// a few instructions per request.
+struct Current {
+    gcra: Arc<Gcra>,
     per_second: f64,
+    /// Time between two cells at the current rate.
+    interval: Duration,
     /// Bumped on every rate change, so a 429 can be traced to the rate its request was sent at.
     epoch: u64,
     /// The rate at the last throttle event, per second; 0 before any.
@@ -64,153 +148,149 @@ struct Schedule {
     next_rise: Option<Instant>,
 }
 
-/// The shared, adaptive pacer: at most `ceiling` (`--rate`) with bursts of at most `burst`.
+/// The shared, adaptive limiter: at most `ceiling` (`--rate`) a service, with bursts of at most
+/// `burst`.
 pub struct Limiter {
-    schedule: Mutex<Schedule>,
-    /// When the last requests left, for the window check; `None` at rates too high to keep them.
-    departures: Option<Mutex<VecDeque<Instant>>>,
+    current: Mutex<Current>,
+    /// A cell a drain took and kept for the next request of that service.
+    kept: [AtomicBool; 2],
+    /// One waiter a service sleeps on a cell at a time, the others queue behind it in order.
+    /// So the next cell is never taken far ahead, and a waiter that woke too late to keep its
+    /// cell finds the next one conforming at once instead of queued behind the others' cells:
+    /// a late wake-up costs its lateness past the interval, not a whole cell.
+    heads: [tokio::sync::Mutex<()>; 2],
     ceiling: f64,
     burst: NonZeroU32,
 }
 
-/// Rates whose window (rate + burst requests) is larger than this keep no departure times: at
-/// tens of thousands a second the schedule alone paces, and the window would cost memory.
-const MAX_WINDOW: usize = 65_536;
-/// The window no more than rate + burst requests may leave in.
-const WINDOW: Duration = Duration::from_secs(1);
-
 impl Limiter {
     pub fn new(rate: Rate, burst: NonZeroU32) -> Limiter {
         let ceiling = rate.per_second_f64();
-        let window = window_size(ceiling, burst);
+        let interval = rate.interval().max(Duration::from_nanos(1));
         Limiter {
-            departures: (window <= MAX_WINDOW).then(|| Mutex::new(VecDeque::with_capacity(window))),
-            schedule: Mutex::new(Schedule {
-                next_due: Instant::now(),
-                interval: interval(ceiling),
+            current: Mutex::new(Current {
+                gcra: Arc::new(gcra(interval, burst)),
                 per_second: ceiling,
+                interval,
                 epoch: 0,
                 throttled_at: 0.0,
                 next_rise: None,
             }),
+            kept: [AtomicBool::new(false), AtomicBool::new(false)],
+            heads: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
             ceiling,
             burst,
         }
     }
 
-    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
-        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+    fn current(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The rate now, per second.
+    #[cfg(test)]
     pub fn per_second(&self) -> f64 {
-        self.schedule().per_second
+        self.current().per_second
     }
 
-    /// Takes the next slot: its due time and the rate's epoch. A slot is one interval after the
-    /// previous one; after an idle spell, no earlier than `burst - 1` intervals before now.
-    fn reserve(&self) -> (Instant, u64) {
-        let mut schedule = self.schedule();
-        let now = Instant::now();
-        let catch_up = schedule.interval * (self.burst.get() - 1);
-        let earliest = now.checked_sub(catch_up).unwrap_or(now);
-        let due = schedule.next_due.max(earliest);
-        schedule.next_due = due + schedule.interval;
-        (due, schedule.epoch)
+    /// Waits for a cell of `/security`, which the actions go to.
+    pub async fn until_ready(&self) -> Admission {
+        self.until_ready_for(Api::Security).await
     }
 
-    /// Waits for this request's slot. A worker that was already waiting when the rate changed
-    /// takes a new slot at the new rate, so a change takes effect at once. Slots missed while the
-    /// process stood still (a stall, a suspended laptop) are caught up, but never so that more
-    /// than rate + burst requests leave within one second.
+    /// Waits for a cell of `api`. A worker that was already waiting when the rate changed takes
+    /// a new cell at the new rate, so a change takes effect at once.
     ///
     /// Call it as the last step before sending: work after it that can hold many requests and
     /// release them at once (an fsync) would bunch them on the wire past rate + burst.
-    pub async fn until_ready(&self) -> Admission {
+    pub async fn until_ready_for(&self, api: Api) -> Admission {
+        let _head = self.heads[api.index()].lock().await;
         loop {
-            let (due, epoch) = self.reserve();
-            tokio::time::sleep_until(due).await;
-            if self.schedule().epoch != epoch {
-                continue;
+            let (gcra, epoch, keep_late) = {
+                let current = self.current();
+                let keep_late = keep_late(current.interval);
+                (current.gcra.clone(), current.epoch, keep_late)
+            };
+            if self.kept[api.index()].swap(false, Ordering::AcqRel) {
+                return Admission { epoch };
             }
-            self.within_window().await;
+            let due = reserve(&gcra, api);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+                if self.current().epoch != epoch || Instant::now() > due + keep_late {
+                    continue;
+                }
+            }
             return Admission { epoch };
         }
     }
 
-    /// Waits until one more request may leave without passing rate + burst in the last second,
-    /// and counts it.
-    async fn within_window(&self) {
-        let Some(departures) = &self.departures else {
-            return;
-        };
-        loop {
-            let limit = window_size(self.per_second(), self.burst);
-            let wait_until = {
-                let mut departures = departures.lock().unwrap_or_else(PoisonError::into_inner);
-                let now = Instant::now();
-                while departures.front().is_some_and(|t| *t + WINDOW <= now) {
-                    departures.pop_front();
-                }
-                if departures.len() < limit {
-                    departures.push_back(now);
-                    return;
-                }
-                departures[departures.len() - limit] + WINDOW
-            };
-            tokio::time::sleep_until(wait_until).await;
-        }
+    /// Restarts `/security`'s pacing from now: called when a throttle pause ends, so that the
+    /// cells gathered during the pause are not spent in a burst that re-provokes the 429.
+    pub fn drain(&self) {
+        self.drain_for(Api::Security);
     }
 
-    /// Restarts the schedule from now: called when a throttle pause ends, so that the slots
-    /// missed during the pause are not caught up in a burst that re-provokes the 429.
-    pub fn drain(&self) {
-        let mut schedule = self.schedule();
-        schedule.next_due = schedule.next_due.max(Instant::now());
+    /// Takes every cell of `api` that conforms now and keeps the first for the next request:
+    /// that one leaves at once, the ones after it paced.
+    pub fn drain_for(&self, api: Api) {
+        let gcra = self.current().gcra.clone();
+        let now = Instant::now();
+        if test_at(&gcra, api, now).is_err() {
+            return;
+        }
+        while test_at(&gcra, api, now).is_ok() {}
+        self.kept[api.index()].store(true, Ordering::Release);
     }
 
     /// Graph throttled a request admitted at `admission` and asked for a pause of `pause`. Lowers
     /// the rate once per throttle event (requests that were already in flight at the old rate do
     /// not lower it again); the next rise comes a second after the pause ends.
     pub fn throttled(&self, admission: Admission, pause: Duration) {
-        let mut schedule = self.schedule();
-        if schedule.epoch != admission.epoch {
+        let mut current = self.current();
+        if current.epoch != admission.epoch {
             return;
         }
         let floor = FLOOR_PER_SECOND.min(self.ceiling / 10.0);
-        let lowered = (schedule.per_second * DECREASE).max(floor);
-        schedule.throttled_at = schedule.per_second;
-        self.change(&mut schedule, lowered, "lowered after a 429");
-        schedule.next_rise = Some(Instant::now() + pause.min(MAX_RISE_DELAY) + RISE_EVERY);
+        let lowered = (current.per_second * DECREASE).max(floor);
+        current.throttled_at = current.per_second;
+        self.change(&mut current, lowered, "lowered after a 429");
+        current.next_rise = Some(Instant::now() + pause.min(MAX_RISE_DELAY) + RISE_EVERY);
     }
 
     /// A request succeeded: once a second, let the rate rise towards the ceiling. Cheap when
     /// nothing is due, as it runs for every row.
     pub fn succeeded(&self) {
-        let mut schedule = self.schedule();
-        match schedule.next_rise {
+        let mut current = self.current();
+        match current.next_rise {
             Some(at) if Instant::now() >= at => {}
             _ => return,
         }
-        let step = if schedule.per_second < 0.9 * schedule.throttled_at {
+        let step = if current.per_second < 0.9 * current.throttled_at {
             FAST_RISE
         } else {
             PROBE_RISE
         };
-        let raised = (schedule.per_second * (1.0 + step))
-            .max(schedule.per_second + 0.1)
+        let raised = (current.per_second * (1.0 + step))
+            .max(current.per_second + 0.1)
             .min(self.ceiling);
-        self.change(&mut schedule, raised, "raised: no 429 for a second");
+        self.change(&mut current, raised, "raised: no 429 for a second");
     }
 
-    fn change(&self, schedule: &mut Schedule, per_second: f64, why: &'static str) {
+    /// Swaps in a limiter at `per_second`: governor cannot change a quota in place.
+    fn change(&self, current: &mut Current, per_second: f64, why: &'static str) {
         let now = Instant::now();
-        schedule.per_second = per_second;
-        schedule.interval = interval(per_second);
-        schedule.epoch += 1;
-        // The new rate starts from now: a change never releases a burst.
-        schedule.next_due = now + schedule.interval;
-        schedule.next_rise = (per_second < self.ceiling).then(|| now + RISE_EVERY);
+        current.per_second = per_second;
+        current.interval = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
+        current.gcra = Arc::new(gcra(current.interval, self.burst));
+        // The new rate starts from now: its burst is spent at once, so the first cell comes one
+        // interval from now and a change never releases a burst.
+        for api in Api::ALL {
+            let _ = current.gcra.check_key_n(&api, self.burst);
+            self.kept[api.index()].store(false, Ordering::Release);
+        }
+        current.epoch += 1;
+        current.next_rise = (per_second < self.ceiling).then(|| now + RISE_EVERY);
         info!(
             rate_per_second = (per_second * 100.0).round() / 100.0,
             ceiling_per_second = self.ceiling,
@@ -219,14 +299,25 @@ impl Limiter {
     }
 }
 
-/// The most requests one second may see at `per_second` with `burst`: rate + burst.
-fn window_size(per_second: f64, burst: NonZeroU32) -> usize {
-    (per_second.floor() as usize).saturating_add(burst.get() as usize)
+/// How late a waiter may wake at `interval` and still send on the cell it took. The cells obey
+/// the GCRA, so any span of `1 s + lateness` holds at most `ceil((1 s + lateness) / interval) -
+/// 1 + burst` of them; with lateness up to `interval - (1 s mod interval)` that is rate + burst,
+/// so a late cell never shares a second with more than rate + burst requests. Later than that
+/// (a stall) the cell is given up. At least [`KEEP_LATE_MIN`]: above 500/s a second may so see
+/// up to 2 ms worth of requests more than rate + burst.
+fn keep_late(interval: Duration) -> Duration {
+    let interval_ns = interval.as_nanos().max(1);
+    let remainder_ns = Duration::from_secs(1).as_nanos() % interval_ns;
+    let keep_ns = u64::try_from(interval_ns - remainder_ns).unwrap_or(u64::MAX);
+    Duration::from_nanos(keep_ns).max(KEEP_LATE_MIN)
 }
 
-/// The time between two slots at `per_second`.
-fn interval(per_second: f64) -> Duration {
-    Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1))
+/// A keyed limiter: one cell every `interval` per service, bursts of at most `burst`.
+fn gcra(interval: Duration, burst: NonZeroU32) -> Gcra {
+    let quota = Quota::with_period(interval)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst);
+    RateLimiter::new(quota, HashMapStateStore::default(), TokioClock)
 }
 
 /// Holds every worker while a 429's `Retry-After` window is open.
@@ -320,6 +411,9 @@ impl ThrottleGate {
 mod tests {
     use super::*;
     use crate::units::parse_rate;
+
+    /// The window no more than rate + burst requests may leave in.
+    const WINDOW: Duration = Duration::from_secs(1);
 
     #[tokio::test(start_paused = true)]
     async fn a_later_429_only_extends_the_pause() {
@@ -532,7 +626,7 @@ mod tests {
         let per_minute = limiter.per_second() * 60.0;
         assert!(per_minute < 1.0, "{per_minute}/min after a 429 at 1/min");
         for _ in 0..50 {
-            let epoch = limiter.schedule().epoch;
+            let epoch = limiter.current().epoch;
             limiter.throttled(Admission { epoch }, Duration::ZERO);
         }
         assert!(
@@ -548,6 +642,143 @@ mod tests {
         tokio::time::advance(MAX_RISE_DELAY + RISE_EVERY * 2).await;
         limiter.succeeded();
         assert!(limiter.per_second() > 70.0, "{}", limiter.per_second());
+    }
+
+    /// 300/s is a cell every 3.33 ms, which tokio's 1 ms timer cannot wake on: each wake-up
+    /// comes up to a millisecond late. Tested when its waiter woke, a burst-1 GCRA would lose
+    /// that on every cell (a cell every 4 ms, 250/s); tested at the instant it leaves, none is
+    /// lost and no second holds more than rate + burst.
+    #[tokio::test(start_paused = true)]
+    async fn issue_17_a_late_wake_up_loses_no_cell() {
+        let limiter =
+            std::sync::Arc::new(Limiter::new(parse_rate("300/s").unwrap(), NonZeroU32::MIN));
+        let start = Instant::now();
+        let sent = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let (limiter, sent) = (limiter.clone(), sent.clone());
+            workers.spawn(async move {
+                for _ in 0..150 {
+                    limiter.until_ready().await;
+                    sent.lock().unwrap().push(start.elapsed());
+                }
+            });
+        }
+        while workers.join_next().await.is_some() {}
+        let mut sent = sent.lock().unwrap().clone();
+        sent.sort();
+        let last = *sent.last().unwrap();
+        assert!(
+            last <= Duration::from_millis(2001),
+            "600 requests at 300/s took {last:?}"
+        );
+        for (i, at) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().take_while(|t| **t < *at + WINDOW).count();
+            assert!(
+                in_window <= 301,
+                "{in_window} requests in the second from {at:?}"
+            );
+        }
+    }
+
+    /// A waiter woken 20 ms late at 2/s (a busy machine) still sends on its cell: giving it up
+    /// would cost a whole interval, 500 ms, and a second still holds no more than rate + burst.
+    #[tokio::test(start_paused = true)]
+    async fn issue_17_a_wake_up_late_by_less_than_an_interval_keeps_its_cell() {
+        let limiter =
+            std::sync::Arc::new(Limiter::new(parse_rate("2/s").unwrap(), NonZeroU32::MIN));
+        let start = Instant::now();
+        limiter.until_ready().await;
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                limiter.until_ready().await;
+                start.elapsed()
+            })
+        };
+        tokio::task::yield_now().await;
+        // The clock jumps past the waiter's due time before it runs again.
+        tokio::time::advance(Duration::from_millis(520)).await;
+        assert_eq!(waiter.await.unwrap(), Duration::from_millis(520));
+        assert_eq!(
+            keep_late(Duration::from_millis(500)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            keep_late(Duration::from_millis(300)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(keep_late(Duration::from_micros(100)), KEEP_LATE_MIN);
+    }
+
+    /// `/security` and `/users` are throttled apart by Graph, so each has its own cells.
+    #[tokio::test(start_paused = true)]
+    async fn issue_17_each_service_has_its_own_cells() {
+        let limiter = Limiter::new(parse_rate("10/s").unwrap(), NonZeroU32::MIN);
+        let start = Instant::now();
+        limiter.until_ready_for(Api::Security).await;
+        limiter.until_ready_for(Api::Users).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "one service does not wait for the other"
+        );
+        limiter.until_ready_for(Api::Users).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        limiter.until_ready_for(Api::Security).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(100),
+            "its cell came meanwhile"
+        );
+    }
+
+    /// A change of rate swaps governor's limiter for a new one, whose burst is spent at once:
+    /// the first cell at the new rate comes one interval after the change, never in a burst.
+    #[tokio::test(start_paused = true)]
+    async fn issue_17_a_rate_change_releases_no_burst() {
+        let limiter = Limiter::new(parse_rate("10/s").unwrap(), NonZeroU32::new(5).unwrap());
+        let admitted = limiter.until_ready().await;
+        limiter.throttled(admitted, Duration::ZERO);
+        assert_rate(&limiter, 7.0, "cut by DECREASE");
+        let start = Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..3 {
+            limiter.until_ready().await;
+            at.push(start.elapsed());
+        }
+        // tokio's timer wakes on whole milliseconds.
+        let interval = Duration::from_secs_f64(1.0 / 7.0);
+        for (n, at) in (1u32..).zip(at) {
+            let due = interval * n;
+            assert!(
+                at >= due && at < due + Duration::from_millis(1),
+                "{at:?}, due {due:?}"
+            );
+        }
+    }
+
+    /// A waiter already asleep on its cell when the rate falls takes a new one at the new rate.
+    #[tokio::test(start_paused = true)]
+    async fn issue_17_a_waiter_takes_the_new_rate() {
+        let limiter =
+            std::sync::Arc::new(Limiter::new(parse_rate("1/s").unwrap(), NonZeroU32::MIN));
+        let first = limiter.until_ready().await;
+        let start = Instant::now();
+        let waiter = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.until_ready().await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        limiter.throttled(first, Duration::ZERO);
+        let admitted = waiter.await.unwrap();
+        assert_ne!(admitted, first, "admitted at the new rate");
+        let due = Duration::from_millis(500) + Duration::from_secs_f64(1.0 / 0.7);
+        let took = start.elapsed();
+        assert!(
+            took >= due && took < due + Duration::from_millis(1),
+            "{took:?}, due {due:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
