@@ -1,4 +1,7 @@
-//! The command line: clap definitions and their conversion into typed settings. No I/O.
+//! The command line: clap definitions and their conversion into typed settings. The conversion
+//! reads what the settings are made of, and nothing more: environment variables (credentials, the
+//! unattended kinds' variables, `$BROWSER`) and the protect files (issue 17: this said "no I/O",
+//! which it has not been since the guardrails). It sends nothing.
 
 use std::ffi::OsString;
 use std::num::NonZeroU32;
