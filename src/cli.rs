@@ -8,14 +8,16 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    Cloud, Confirm, ConfirmConfig, Existing, GraphAccess, Guardrails, InputConfig, Mode,
-    OutputFiles, Pacing, ProtectList, ResolveConfig, Resume, RunConfig, StaleEntries, Target,
+    AuthConfig, AuthInput, Cloud, CompletionsConfig, Confirm, ConfirmConfig, Existing,
+    GraphAccess, Guardrails, InputConfig, LogConfig, LogFormat, LogLevel, Mode, OutputFiles,
+    Pacing, PlanFormat, ProtectList, ReportConfig, ReportFormat, ResolveConfig, Resume,
+    RunConfig, StaleEntries, Target, ValidateConfig,
 };
 use crate::graph::auth::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
@@ -24,9 +26,8 @@ use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
 use crate::mock::MockArgs;
-use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
-use crate::units::{Rate, parse_duration, parse_rate};
+use crate::units::{ProgressMode, Rate, parse_duration, parse_rate};
 
 /// Run Microsoft Defender for Identity response actions (disable, enable, forcePasswordReset,
 /// revokeAllSessions, ...) on every account in a spreadsheet, through Microsoft Graph.
@@ -217,6 +218,22 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
+impl From<CompletionsArgs> for CompletionsConfig {
+    /// The script for the shell, from this command line's definition. Generated in memory:
+    /// clap_complete panics when its writer fails, and `| head` must not.
+    fn from(args: CompletionsArgs) -> CompletionsConfig {
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(
+            args.shell,
+            &mut Cli::command(),
+            "graph-remediate",
+            &mut script,
+        );
+        CompletionsConfig { script }
+    }
+}
+
 /// Logging flags, shared by every subcommand.
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Logging")]
@@ -234,10 +251,18 @@ pub struct LogArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
+impl From<&LogArgs> for LogConfig {
+    fn from(args: &LogArgs) -> LogConfig {
+        LogConfig {
+            format: args.log_format,
+            level: match (args.quiet, args.verbose) {
+                (true, _) => LogLevel::Error,
+                (false, 0) => LogLevel::Info,
+                (false, 1) => LogLevel::Debug,
+                (false, _) => LogLevel::Trace,
+            },
+        }
+    }
 }
 
 /// How the input is read and checked; shared by `validate` and `run`.
@@ -272,30 +297,26 @@ pub struct InputArgs {
     pub no_lookup: bool,
 }
 
-impl InputArgs {
-    pub fn source(&self) -> InputSource {
-        InputSource::from_arg(&self.input)
-    }
-
-    pub fn options(&self) -> InputOptions {
-        InputOptions {
-            format: self.input_format,
-            delimiter: self.delimiter,
-            default_action: self.action,
-            default_provider: self.provider,
-            lookup: if self.no_lookup {
-                Lookup::Forbidden
-            } else {
-                Lookup::Allowed
+impl From<&InputArgs> for InputConfig {
+    fn from(args: &InputArgs) -> InputConfig {
+        InputConfig {
+            source: InputSource::from_arg(&args.input),
+            options: InputOptions {
+                format: args.input_format,
+                delimiter: args.delimiter,
+                default_action: args.action,
+                default_provider: args.provider,
+                lookup: if args.no_lookup {
+                    Lookup::Forbidden
+                } else {
+                    Lookup::Allowed
+                },
             },
-        }
-    }
-
-    pub fn unlisted(&self) -> Unlisted {
-        if self.allow_unlisted {
-            Unlisted::Allow
-        } else {
-            Unlisted::Refuse
+            unlisted: if args.allow_unlisted {
+                Unlisted::Allow
+            } else {
+                Unlisted::Refuse
+            },
         }
     }
 }
@@ -308,6 +329,15 @@ pub struct ValidateArgs {
     /// Print the plan as text, or as one JSON object for scripts.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+}
+
+impl From<ValidateArgs> for ValidateConfig {
+    fn from(args: ValidateArgs) -> ValidateConfig {
+        ValidateConfig {
+            input: InputConfig::from(&args.input),
+            format: args.format,
+        }
+    }
 }
 
 /// `report`'s flags.
@@ -337,13 +367,16 @@ pub struct ReportArgs {
     pub replace: bool,
 }
 
-/// The report's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// Markdown, for the text of a ticket.
-    Md,
-    /// One HTML page with inline CSS, nothing loaded from elsewhere.
-    Html,
+impl From<ReportArgs> for ReportConfig {
+    fn from(args: ReportArgs) -> ReportConfig {
+        ReportConfig {
+            format: ReportFormat::chosen(args.format, args.output.as_deref()),
+            results: args.results,
+            output: args.output,
+            undo_file: args.undo_file,
+            existing: existing(args.replace),
+        }
+    }
 }
 
 /// `run`'s flags (SPEC section 2).
@@ -468,6 +501,23 @@ pub struct AuthArgs {
     pub format: PlanFormat,
 }
 
+impl TryFrom<AuthArgs> for AuthConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: AuthArgs) -> anyhow::Result<AuthConfig> {
+        let input = if args.run.input.input.as_os_str().is_empty() {
+            AuthInput::Absent
+        } else {
+            AuthInput::Given
+        };
+        Ok(AuthConfig {
+            run: RunConfig::try_from(args.run)?,
+            input,
+            format: args.format,
+        })
+    }
+}
+
 /// `confirm`'s flags (SPEC section 10). `--mock` is hidden and refused: a new mock holds none of
 /// the run's actions.
 #[derive(Debug, Args)]
@@ -502,11 +552,7 @@ impl TryFrom<ConfirmArgs> for ConfirmConfig {
             results: args.results,
             wait: args.wait,
             graph: GraphAccess::try_from(&args.graph)?,
-            progress: if args.no_progress {
-                ProgressMode::Off
-            } else {
-                ProgressMode::Auto
-            },
+            progress: progress(args.no_progress),
         })
     }
 }
@@ -546,19 +592,11 @@ impl TryFrom<ResolveArgs> for ResolveConfig {
             ));
         }
         Ok(ResolveConfig {
-            input: InputConfig {
-                source: args.input.source(),
-                options: args.input.options(),
-                unlisted: args.input.unlisted(),
-            },
+            input: InputConfig::from(&args.input),
             graph: GraphAccess::try_from(&args.graph)?,
             output: args.output,
             existing: existing(args.replace),
-            progress: if args.no_progress {
-                ProgressMode::Off
-            } else {
-                ProgressMode::Auto
-            },
+            progress: progress(args.no_progress),
         })
     }
 }
@@ -695,9 +733,9 @@ impl TryFrom<RunArgs> for RunConfig {
     /// Turns `run`'s flags into the typed configuration: URLs checked, paths resolved, flags made
     /// enums. Every error here is a usage error (exit 2), raised before any file is touched.
     fn try_from(args: RunArgs) -> anyhow::Result<RunConfig> {
-        let source = args.input.source();
+        let input = InputConfig::from(&args.input);
         let graph = GraphAccess::try_from(&args.graph)?;
-        let results = match (&args.output, &source) {
+        let results = match (&args.output, &input.source) {
             (Some(path), _) => path.clone(),
             (None, InputSource::File(path)) => OutputFiles::default_results(path, args.graph.mock),
             (None, _) => {
@@ -714,11 +752,7 @@ impl TryFrom<RunArgs> for RunConfig {
             ));
         }
         Ok(RunConfig {
-            input: InputConfig {
-                source,
-                options: args.input.options(),
-                unlisted: args.input.unlisted(),
-            },
+            input,
             graph,
             files: OutputFiles {
                 results,
@@ -748,18 +782,23 @@ impl TryFrom<RunArgs> for RunConfig {
             confirm_effect: args.confirm,
             verify: args.verify || guardrails.look_up_every_row(),
             guardrails,
-            progress: if args.no_progress {
-                ProgressMode::Off
-            } else {
-                ProgressMode::Auto
-            },
+            progress: progress(args.no_progress),
             command_line: args.argv,
         })
     }
 }
 
+/// `--no-progress`: no bar; without it, a bar on a terminal.
+fn progress(no_progress: bool) -> ProgressMode {
+    if no_progress {
+        ProgressMode::Off
+    } else {
+        ProgressMode::Auto
+    }
+}
+
 /// `--replace`: whether an existing output file that is no run's record may be replaced.
-pub fn existing(replace: bool) -> Existing {
+fn existing(replace: bool) -> Existing {
     if replace {
         Existing::Replace
     } else {
@@ -873,12 +912,6 @@ fn credential_sources(args: &GraphArgs) -> CredentialSources {
         environment: crate::graph::auth::credential::Environment::from_process(),
         browser: std::env::var_os("BROWSER").filter(|value| !value.is_empty()),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlanFormat {
-    Text,
-    Json,
 }
 
 fn parse_delimiter(text: &str) -> Result<u8, String> {

@@ -16,10 +16,9 @@ pub use crate::lookup::guard::{
     EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectList,
     StaleEntries,
 };
-pub use crate::output::paths::Existing;
-use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
-use crate::units::Rate;
+pub use crate::units::Existing;
+use crate::units::{ProgressMode, Rate};
 
 /// Everything `run` needs.
 #[derive(Debug)]
@@ -80,6 +79,125 @@ pub struct ConfirmConfig {
     pub progress: ProgressMode,
 }
 
+/// Everything `validate` needs: the input, and how to print the plan.
+#[derive(Debug)]
+pub struct ValidateConfig {
+    pub input: InputConfig,
+    pub format: PlanFormat,
+}
+
+/// Everything `auth` needs: the run it signs in for, whether that run's input was given (its
+/// rows say which reads the run needs), and how to print what it found.
+#[derive(Debug)]
+pub struct AuthConfig {
+    pub run: RunConfig,
+    pub input: AuthInput,
+    pub format: PlanFormat,
+}
+
+/// Whether `auth` was given the run's input (it is optional there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthInput {
+    /// Read it, and say which permissions its run needs and which the token lacks.
+    Given,
+    /// Only who signs in and what the token holds.
+    Absent,
+}
+
+/// Everything `report` needs: the results to read and what to write (issue 13).
+#[derive(Debug)]
+pub struct ReportConfig {
+    /// The results file a run wrote (.jsonl or .csv).
+    pub results: PathBuf,
+    /// `-o`; `None`: standard output.
+    pub output: Option<PathBuf>,
+    /// `--format`, or what `-o`'s extension says.
+    pub format: ReportFormat,
+    /// `--undo-file`: write the undo file from the results too.
+    pub undo_file: Option<PathBuf>,
+    /// `--replace`: whether an existing `-o` or `--undo-file` (no run's record) may be replaced.
+    pub existing: Existing,
+}
+
+/// Everything `completions` needs: the script, generated in memory from the command line's
+/// definition (which only `cli` knows), for the command to print.
+#[derive(Debug)]
+pub struct CompletionsConfig {
+    pub script: Vec<u8>,
+}
+
+/// How the process logs on stderr: `--log-format`, `-v` and `-q` (`RUST_LOG` overrides the level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+/// The log format on stderr (`--log-format`). What is written there besides the logs (the
+/// summary, a fatal error) follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The most detailed log level shown, unless `RUST_LOG` says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `-q`
+    Error,
+    /// The default.
+    Info,
+    /// `-v`
+    Debug,
+    /// `-vv` and more.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name, as `EnvFilter` directives spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// How `validate` and `auth` print: text for people, or one JSON object for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+/// The report's format (`report --format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown, for the text of a ticket.
+    Md,
+    /// One HTML page with inline CSS, nothing loaded from elsewhere.
+    Html,
+}
+
+impl ReportFormat {
+    /// `--format` when given, else from `-o`'s extension: `.html` or `.htm` is HTML, anything
+    /// else (and standard output) Markdown.
+    pub fn chosen(format: Option<ReportFormat>, output: Option<&Path>) -> ReportFormat {
+        if let Some(format) = format {
+            return format;
+        }
+        match output.and_then(Path::extension).and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("html") || ext.eq_ignore_ascii_case("htm") => {
+                ReportFormat::Html
+            }
+            _ => ReportFormat::Md,
+        }
+    }
+}
+
 /// The input and how to read it.
 #[derive(Debug, Clone)]
 pub struct InputConfig {
@@ -129,7 +247,7 @@ impl Target {
     pub fn endpoint(&self) -> String {
         match self {
             Target::Graph { root, .. } => root.as_str().trim_end_matches('/').to_owned(),
-            Target::Mock { .. } => crate::output::lock::MOCK_ENDPOINT.to_owned(),
+            Target::Mock { .. } => crate::graph::client::MOCK_ENDPOINT.to_owned(),
         }
     }
 }

@@ -34,6 +34,10 @@ const KEY: &AsciiSet = &SEGMENT.remove(b'(').remove(b')').remove(b'\'');
 /// identities runs to hundreds of kilobytes. A longer body is cut, and a cut page fails to parse.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// The endpoint a run against the built-in mock records (`run --mock`, a rehearsal) where another
+/// run records its Graph service root, so that results are never resumed against another one.
+pub const MOCK_ENDPOINT: &str = "the built-in mock";
+
 /// Graph API version (`--api-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ApiVersion {
