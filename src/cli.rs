@@ -1,11 +1,13 @@
-//! The command line: clap definitions and their conversion into typed settings. The conversion
-//! reads what the settings are made of, and nothing more: environment variables (credentials, the
-//! unattended kinds' variables, `$BROWSER`) and the protect files (issue 17: this said "no I/O",
-//! which it has not been since the guardrails). It sends nothing.
+//! The command line: clap definitions, and their conversion into the typed configs of `config`
+//! (ripgrep's LowArgs -> HiArgs). The conversion reads no file (issue 17): it names the protect
+//! files, and the run reads them. Besides argv it reads the environment, as clap's `env` flags
+//! do: the credentials' variables (`GRAPH_ACCESS_TOKEN`, `AZURE_CLIENT_SECRET`, so that secrets
+//! stay out of argv), the unattended kinds' variables, `$BROWSER`, and the user's config
+//! directory, for the default protect file's path. It sends nothing.
 
 use std::ffi::OsString;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -14,10 +16,10 @@ use clap_complete::Shell;
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    AuthConfig, AuthInput, Cloud, CompletionsConfig, Confirm, ConfirmConfig, Existing,
-    GraphAccess, Guardrails, InputConfig, LogConfig, LogFormat, LogLevel, Mode, OutputFiles,
-    Pacing, PlanFormat, ProtectList, ReportConfig, ReportFormat, ResolveConfig, Resume,
-    RunConfig, StaleEntries, Target, ValidateConfig,
+    AuthConfig, AuthInput, Cloud, CompletionsConfig, Confirm, ConfirmConfig, Existing, GraphAccess,
+    Guardrails, InputConfig, LogConfig, LogFormat, LogLevel, Mode, OutputFiles, Pacing, PlanFormat,
+    ProtectFiles, ReportConfig, ReportFormat, ResolveConfig, Resume, RunConfig, StaleEntries,
+    Target, ValidateConfig,
 };
 use crate::graph::auth::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
@@ -731,7 +733,8 @@ impl TryFrom<RunArgs> for RunConfig {
     type Error = anyhow::Error;
 
     /// Turns `run`'s flags into the typed configuration: URLs checked, paths resolved, flags made
-    /// enums. Every error here is a usage error (exit 2), raised before any file is touched.
+    /// enums; the protect files only named (the run reads them). Every error here is a usage
+    /// error (exit 2), raised before any file is touched.
     fn try_from(args: RunArgs) -> anyhow::Result<RunConfig> {
         let input = InputConfig::from(&args.input);
         let graph = GraphAccess::try_from(&args.graph)?;
@@ -744,13 +747,6 @@ impl TryFrom<RunArgs> for RunConfig {
                 ));
             }
         };
-        let guardrails = guardrails(&args, default_protect_file().as_deref())?;
-        if args.input.no_lookup && guardrails.look_up_every_row() {
-            return Err(anyhow!(
-                "--no-lookup: the guardrails in force ({}) look every row up to know whom it names; leave --no-lookup out. Nothing was sent",
-                guardrails.describe()
-            ));
-        }
         Ok(RunConfig {
             input,
             graph,
@@ -780,8 +776,21 @@ impl TryFrom<RunArgs> for RunConfig {
             },
             max_failures: args.max_failures,
             confirm_effect: args.confirm,
-            verify: args.verify || guardrails.look_up_every_row(),
-            guardrails,
+            verify: args.verify,
+            protect_files: ProtectFiles {
+                given: args.protect,
+                default: default_protect_file(),
+            },
+            guardrails: Guardrails {
+                protect: None,
+                privileged: args.protect_privileged,
+                max_actions: args.max_actions,
+                stale: if args.accept_stale_protect_entries {
+                    StaleEntries::Accept
+                } else {
+                    StaleEntries::Refuse
+                },
+            },
             progress: progress(args.no_progress),
             command_line: args.argv,
         })
@@ -806,39 +815,10 @@ fn existing(replace: bool) -> Existing {
     }
 }
 
-/// `<the user's config directory>/graph-remediate/protect.txt`, read by every run when it exists.
-pub fn default_protect_file() -> Option<PathBuf> {
+/// `<the user's config directory>/graph-remediate/protect.txt`, read by every run when it exists
+/// (the directory comes from the environment: `XDG_CONFIG_HOME` or `HOME` on Linux).
+fn default_protect_file() -> Option<PathBuf> {
     dirs::config_dir().map(|dir| dir.join("graph-remediate").join("protect.txt"))
-}
-
-/// The guardrails from `--protect`, the default protect file (when there is one: anything at its
-/// path but "no such file" is read or refused, issue 16), `--protect-privileged` and
-/// `--max-actions`.
-fn guardrails(args: &RunArgs, default_file: Option<&Path>) -> anyhow::Result<Guardrails> {
-    let mut protect: Option<ProtectList> = None;
-    let mut merge = |list: ProtectList| match &mut protect {
-        Some(merged) => merged.merge(list),
-        None => protect = Some(list),
-    };
-    if let Some(default_file) = default_file
-        && !args.protect.iter().any(|given| given == default_file)
-        && let Some(list) = ProtectList::load_default(default_file)?
-    {
-        merge(list);
-    }
-    for file in &args.protect {
-        merge(ProtectList::load(file)?);
-    }
-    Ok(Guardrails {
-        protect,
-        privileged: args.protect_privileged,
-        max_actions: args.max_actions,
-        stale: if args.accept_stale_protect_entries {
-            StaleEntries::Accept
-        } else {
-            StaleEntries::Refuse
-        },
-    })
 }
 
 impl TryFrom<&GraphArgs> for GraphAccess {
@@ -1032,6 +1012,63 @@ mod tests {
         };
         let error = RunConfig::try_from(*args).unwrap_err().to_string();
         assert!(error.contains("--graph-url"), "{error}");
+    }
+
+    #[test]
+    fn issue_17_the_conversion_names_the_protect_files_and_reads_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent.txt");
+        let unreadable = dir.path().to_path_buf();
+        let config = config(&[
+            "--protect",
+            absent.to_str().unwrap(),
+            "--protect",
+            unreadable.to_str().unwrap(),
+            "--no-lookup",
+        ]);
+        assert_eq!(config.protect_files.given, vec![absent, unreadable]);
+        assert_eq!(config.guardrails.protect, None);
+        assert!(!config.verify);
+    }
+
+    fn protecting(entries: &str) -> Option<crate::config::ProtectList> {
+        let mut list = crate::config::ProtectList::parse(entries, "protect.txt").unwrap();
+        list.files.push(PathBuf::from("protect.txt"));
+        Some(list)
+    }
+
+    #[test]
+    fn a_protect_list_that_protects_someone_looks_every_row_up() {
+        let guarded = config(&[]).guarded_by(protecting("a@contoso.com")).unwrap();
+        assert!(guarded.verify);
+        assert!(guarded.guardrails.protect.is_some());
+        // A list of comments only protects nobody: rows go as given.
+        assert!(
+            !config(&[])
+                .guarded_by(protecting("# nobody"))
+                .unwrap()
+                .verify
+        );
+        assert!(!config(&[]).guarded_by(None).unwrap().verify);
+    }
+
+    #[test]
+    fn no_lookup_is_refused_under_a_guard_that_must_know_every_row() {
+        let error = config(&["--no-lookup"])
+            .guarded_by(protecting("a@contoso.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("--no-lookup: the guardrails in force (protect file"),
+            "{error}"
+        );
+        assert!(error.ends_with("Nothing was sent"), "{error}");
+        let error = config(&["--no-lookup", "--protect-privileged"])
+            .guarded_by(None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("(--protect-privileged)"), "{error}");
+        assert!(config(&["--no-lookup"]).guarded_by(None).is_ok());
     }
 
     #[test]

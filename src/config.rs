@@ -1,7 +1,11 @@
-//! The typed configurations: what `run` and `resolve` do, decided once from the command line (see
-//! `cli.rs`, `RunConfig::try_from(RunArgs)`) or built directly by tests and benches. Nothing past
-//! this point sees a clap type: paths are resolved, URLs checked, durations and rates parsed,
-//! and flags turned into enums (ripgrep's LowArgs -> HiArgs).
+//! The typed configurations the subcommands run on ([`RunConfig`], [`ResolveConfig`],
+//! [`ConfirmConfig`], [`ValidateConfig`], [`ReportConfig`], [`AuthConfig`], [`CompletionsConfig`],
+//! and [`LogConfig`] for logging), decided once from the command line by `cli.rs`'s conversions
+//! (ripgrep's LowArgs -> HiArgs) or built directly by tests and benches. Paths are resolved, URLs
+//! checked, durations and rates parsed, and flags turned into enums: no clap argument type gets
+//! past this module (the value enums here derive `clap::ValueEnum`, as the phases' own do, so
+//! that flags can take them). No I/O either: the protect files are only named here; the run reads
+//! them ([`ProtectFiles::read`]) and puts them in force with [`RunConfig::guarded_by`].
 
 use std::ffi::OsString;
 use std::num::NonZeroU32;
@@ -10,11 +14,12 @@ use std::time::Duration;
 
 use crate::graph::auth::CredentialSources;
 use crate::graph::client::ApiVersion;
+use crate::input::Lookup;
 use crate::input::plan::Unlisted;
 use crate::input::{InputOptions, InputSource};
 pub use crate::lookup::guard::{
-    EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectList,
-    StaleEntries,
+    EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectFiles,
+    ProtectList, StaleEntries,
 };
 use crate::retry::RetryPolicy;
 pub use crate::units::Existing;
@@ -36,14 +41,47 @@ pub struct RunConfig {
     /// (SPEC section 10).
     pub confirm_effect: Option<Duration>,
     /// `--verify`: look every row up, also rows that carry all three ids (SPEC section 8). Also
-    /// set when a guardrail needs to know whom every row names.
+    /// set by [`RunConfig::guarded_by`] when a guardrail needs to know whom every row names.
     pub verify: bool,
-    /// `--protect`, `--protect-privileged`, `--max-actions` (issue 13).
+    /// The protect files named (`--protect`, the default one), read by the run as it prepares
+    /// and put in force with [`RunConfig::guarded_by`].
+    pub protect_files: ProtectFiles,
+    /// `--protect-privileged`, `--max-actions` (issue 13), and the protect lists once read
+    /// (`protect` is `None` until then).
     pub guardrails: Guardrails,
     pub progress: ProgressMode,
     /// The command line the run was started with, for the summary's `--resume` command; empty
     /// when the run is built in process.
     pub command_line: Vec<OsString>,
+}
+
+impl RunConfig {
+    /// The run with the protect lists read from [`RunConfig::protect_files`] in force: while a
+    /// list protects anyone every row is looked up, so `--no-lookup` is refused (nothing sent).
+    pub fn guarded_by(
+        mut self,
+        protect: Option<ProtectList>,
+    ) -> Result<RunConfig, LookupForbiddenByGuards> {
+        self.guardrails.protect = protect;
+        if self.guardrails.look_up_every_row() {
+            if self.input.options.lookup == Lookup::Forbidden {
+                return Err(LookupForbiddenByGuards {
+                    guards: self.guardrails.describe(),
+                });
+            }
+            self.verify = true;
+        }
+        Ok(self)
+    }
+}
+
+/// `--no-lookup` with a guardrail that must know whom every row names.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--no-lookup: the guardrails in force ({guards}) look every row up to know whom it names; leave --no-lookup out. Nothing was sent"
+)]
+pub struct LookupForbiddenByGuards {
+    guards: String,
 }
 
 /// Where requests go and how they are sent: what `run` and `resolve` share.

@@ -47,6 +47,9 @@ pub async fn auth(
         input: given,
         format,
     } = config;
+    // Read as the run would read them, so that `auth` refuses what the run would refuse.
+    let protect = config.protect_files.read()?;
+    let config = config.guarded_by(protect)?;
     let input = if given == AuthInput::Given {
         Some(read_input(&config.input, &interrupt).await?)
     } else {
