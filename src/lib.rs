@@ -5,7 +5,7 @@
 //! statuses of SPEC section 6 and the dispatch to the subcommands in `commands`.
 //!
 //! The public surface is what the binary, the tests and the benches drive: the command line
-//! ([`cli`]), the typed run configuration ([`config`]), the mock ([`mock`]), logging, and the
+//! ([`cli`]), the typed configurations ([`config`]), the mock ([`mock`]), logging, and the
 //! few types those name. Everything else is `pub(crate)`, so the compiler finds dead code.
 
 pub mod cli;

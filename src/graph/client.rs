@@ -1,5 +1,6 @@
-//! One HTTP attempt at invokeAction: build the URL and body, send, and classify what came back.
-//! No retries, sleeps, rate limits or progress: the runner owns those.
+//! One HTTP attempt at Graph (an invokeAction, or a lookup's read): build the URL and body, send,
+//! and classify what came back; and the service roots a run may send to (https, or http to
+//! loopback only). No retries, sleeps, rate limits or progress: the runner owns those.
 
 use std::error::Error as _;
 use std::time::Duration;
