@@ -51,7 +51,9 @@ ALLOWED = {
     "output": ["crate", "input", "graph", "outcome", "units", "sanitize"],
     # Rows name actions and providers (graph::model).
     "input": ["graph", "sanitize"],
-    # One HTTP exchange: what a failed one means for a retry (retry's types), errors made safe.
+    # One HTTP exchange: a failure says what kind of attempt it was (retry::AttemptKind), and the
+    # token requests are retried by the one policy (issue 17 item 3 may move that loop out);
+    # text from servers made safe.
     "graph": ["retry", "sanitize"],
     # The core: a row's outcome names its job's keys, action and provider.
     "outcome": ["input", "graph"],
