@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::LogFormat;
+use crate::config::LogFormat;
 use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
 use crate::graph::auth::delegated;
 use crate::graph::auth::{TokenEndpoint, Tokens};

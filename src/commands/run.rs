@@ -55,6 +55,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     let interrupt = shutdown::listen(shutdown);
+    // The guards first: a protect file that cannot be read stops the run before any other file
+    // is touched (the command line's conversion only names them, issue 17).
+    let protect = config.protect_files.read()?;
+    let config = config.guarded_by(protect)?;
     check_files(&config)?;
     log_guards(&config.guardrails);
     let input = read_input(&config.input, &interrupt).await?;

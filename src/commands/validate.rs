@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use crate::cli::{PlanFormat, ValidateArgs};
+use crate::config::{PlanFormat, ValidateConfig};
 use crate::input::plan::{Checker, Plan, Unlisted, Verdict};
 use crate::input::{InputError, InputOptions, InputSource, RowReader};
 use crate::lookup::{Directory, Settled, Wanted, settle};
@@ -14,15 +14,12 @@ use crate::output::resume::Earlier;
 use crate::{ExitStatus, output};
 
 /// `validate`: check every row, print the plan, send nothing.
-pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
-    let plan = check_input(
-        &args.input.source(),
-        &args.input.options(),
-        args.input.unlisted(),
-    )?;
+pub fn validate(config: &ValidateConfig) -> anyhow::Result<ExitStatus> {
+    let input = &config.input;
+    let plan = check_input(&input.source, &input.options, input.unlisted)?;
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
-    match args.format {
+    match config.format {
         PlanFormat::Text => {
             eprint!("{}", output::plan::render_errors(&plan));
             write!(stdout, "{}", output::plan::render_text(&plan))

@@ -1,5 +1,6 @@
-//! One HTTP attempt at invokeAction: build the URL and body, send, and classify what came back.
-//! No retries, sleeps, rate limits or progress: the runner owns those.
+//! One HTTP attempt at Graph (an invokeAction, or a lookup's read): build the URL and body, send,
+//! and classify what came back; and the service roots a run may send to (https, or http to
+//! loopback only). No retries, sleeps, rate limits or progress: the runner owns those.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -33,6 +34,10 @@ const KEY: &AsciiSet = &SEGMENT.remove(b'(').remove(b')').remove(b'\'');
 /// The largest response body we read: an action's answer is a few hundred bytes, but a page of
 /// identities runs to hundreds of kilobytes. A longer body is cut, and a cut page fails to parse.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The endpoint a run against the built-in mock records (`run --mock`, a rehearsal) where another
+/// run records its Graph service root, so that results are never resumed against another one.
+pub const MOCK_ENDPOINT: &str = "the built-in mock";
 
 /// Graph API version (`--api-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

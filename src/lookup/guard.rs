@@ -767,6 +767,9 @@ async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, R
     }
 }
 
+mod files;
+pub use files::ProtectFiles;
+
 #[cfg(test)]
 mod property_tests;
 
