@@ -241,7 +241,7 @@ pub(super) async fn read_privileged(reader: &Arc<Reader>) -> Result<Found, Looku
 
 impl Found {
     /// Notes what one role's list answered: users hold the role; groups are read next.
-    fn note_holders(&mut self, lists: Vec<(Role, Holding, Vec<Assignment>)>) {
+    fn note_holders(&mut self, lists: Vec<RoleList>) {
         for (role, holding, assignments) in lists {
             let held = match holding {
                 Holding::Active => role.name.clone(),
@@ -331,12 +331,15 @@ async fn custom_privileged_roles(reader: &Arc<Reader>) -> Result<Vec<Role>, Look
         .collect())
 }
 
+/// What one role's list answered.
+type RoleList = (Role, Holding, Vec<Assignment>);
+
 /// One read a role and holding, to run at once.
 fn role_reads(
     reader: &Arc<Reader>,
     roles: &[Role],
     holdings: &[Holding],
-) -> Vec<impl Future<Output = Result<(Role, Holding, Vec<Assignment>), LookupStop>> + use<>> {
+) -> Vec<impl Future<Output = Result<RoleList, LookupStop>> + use<>> {
     let mut reads = Vec::new();
     for role in roles {
         for &holding in holdings {
