@@ -621,6 +621,56 @@ impl WithoutUrlRef for reqwest::Error {
 mod tests {
     use super::*;
 
+    #[test]
+    fn issue_20_only_a_403_saying_restricted_management_is_the_rows_own_refusal() {
+        let error = |status: u16, message: &str| GraphError::Status {
+            status,
+            code: Some("Authorization_RequestDenied".into()),
+            message: Some(message.into()),
+            retry_after: None,
+            ids: ResponseIds::default(),
+        };
+        let restricted =
+            "Target object is a member of a Restricted Management Administrative Unit.";
+        assert_eq!(
+            error(403, restricted).restricted_management(),
+            Some(RESTRICTED_MANAGEMENT_NOTE)
+        );
+        assert_eq!(
+            error(403, "Insufficient privileges to complete the operation.")
+                .restricted_management(),
+            None
+        );
+        assert_eq!(error(400, restricted).restricted_management(), None);
+    }
+
+    #[test]
+    fn issue_20_the_guard_reads_are_built_as_microsoft_documents_them() {
+        let graph = client("https://graph.microsoft.com");
+        assert_eq!(
+            graph.role_eligibility_url("62e90394").as_str(),
+            "https://graph.microsoft.com/beta/roleManagement/directory/roleEligibilityScheduleInstances?%24filter=roleDefinitionId+eq+%2762e90394%27&%24expand=principal"
+        );
+        assert_eq!(
+            graph.group_eligibility_url("g'1").as_str(),
+            "https://graph.microsoft.com/beta/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances?%24filter=groupId+eq+%27g%27%271%27"
+        );
+        assert_eq!(
+            graph.group_members_url("g/1").unwrap().as_str(),
+            "https://graph.microsoft.com/beta/groups/g%2F1/transitiveMembers"
+        );
+        assert!(graph.group_members_url("..").is_err());
+        assert!(graph.reads_beta());
+        let v1 = GraphClient::new(
+            "https://graph.microsoft.com",
+            ApiVersion::V1,
+            Duration::from_secs(5),
+            4,
+        )
+        .unwrap();
+        assert!(!v1.reads_beta());
+    }
+
     fn client(root: &str) -> GraphClient {
         GraphClient::new(root, ApiVersion::Beta, Duration::from_secs(5), 4).unwrap()
     }

@@ -365,3 +365,38 @@ impl Directory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::model::Action;
+
+    #[test]
+    fn issue_20_only_an_entra_id_account_in_a_restricted_unit_is_flagged() {
+        let mut directory = Directory::default();
+        directory.note_restricted("OID-19", "Executives");
+        let job = |account: &str, provider| Job {
+            row: 2,
+            identity_account_id: "ia-19".into(),
+            account_id: account.into(),
+            action: Action::Disable,
+            provider: Some(provider),
+            carry: Vec::new(),
+            resolved_by: None,
+            earlier_attempts: 0,
+        };
+        let note = directory
+            .restricted_note(&job("oid-19", Provider::EntraId))
+            .expect("flagged");
+        assert!(note.contains("\"Executives\""), "{note}");
+        // Active Directory and Okta carry their own actions out.
+        assert_eq!(
+            directory.restricted_note(&job("oid-19", Provider::Okta)),
+            None
+        );
+        assert_eq!(
+            directory.restricted_note(&job("oid-6", Provider::EntraId)),
+            None
+        );
+    }
+}

@@ -327,3 +327,155 @@ fn issue_20_a_restricted_management_user_is_flagged_and_its_refusal_explained() 
     assert_eq!(records[&3]["status"], "succeeded");
     assert_eq!(records[&4]["status"], "succeeded");
 }
+
+#[test]
+fn issue_20_auth_lists_each_permission_the_guard_reads_need() {
+    const SECRET: &str = "s3cret-issue-20";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime
+        .block_on(graph_remediate::mock::MockServer::start(MockConfig {
+            client_id: Some("app".to_owned()),
+            client_secret: Some(SECRET.to_owned()),
+            sign_in: graph_remediate::mock::SignInMock {
+                app_roles: Some(
+                    [
+                        "SecurityIdentitiesActions.ReadWrite.All",
+                        "SecurityIdentitiesAccount.Read.All",
+                        "RoleManagement.Read.Directory",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                ),
+                ..graph_remediate::mock::SignInMock::default()
+            },
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "sid,action\nS-1-5-21-1-2-3-1001,disable\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+        .arg("auth")
+        .arg(&input)
+        .args(["--protect-privileged", "--format", "json"])
+        .args(["--graph-url", &mock.base_url()])
+        .args(["--authority-url", &mock.base_url()])
+        .args([
+            "--tenant-id",
+            "contoso.onmicrosoft.com",
+            "--client-id",
+            "app",
+        ])
+        .env_remove("GRAPH_ACCESS_TOKEN")
+        .env_remove("AZURE_CLIENT_CERTIFICATE_PATH")
+        .env("AZURE_CLIENT_SECRET", SECRET)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Value = serde_json::from_str(&stdout).unwrap();
+    for needed in [
+        "RoleManagement.Read.Directory",
+        "RoleEligibilitySchedule.Read.Directory",
+        "GroupMember.Read.All",
+        "PrivilegedEligibilitySchedule.Read.AzureADGroup",
+        "AdministrativeUnit.Read.All",
+    ] {
+        assert!(
+            found["needs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == needed),
+            "{needed}: {found}"
+        );
+    }
+    // RoleManagement.Read.Directory covers the eligibility read; the other three are missing.
+    assert_eq!(
+        found["missing"],
+        serde_json::json!([
+            "GroupMember.Read.All",
+            "PrivilegedEligibilitySchedule.Read.AzureADGroup",
+            "AdministrativeUnit.Read.All"
+        ])
+    );
+    assert_eq!(mock.stats().graph_requests, 0);
+}
+
+#[tokio::test]
+async fn issue_20_the_mocks_guard_reads_answer_as_microsoft_documents() {
+    let h = Harness::start(seeded(30, PrivilegedSeed::default())).await;
+    let client = reqwest::Client::new();
+    let get = |path: &str| {
+        let request = client
+            .get(format!("{}{path}", h.mock.base_url()))
+            .bearer_auth(common::HARNESS_TOKEN);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // PIM for Groups requires its filter; isPrivileged exists on beta only.
+    let (status, _) =
+        get("/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances").await;
+    assert_eq!(status, 400);
+    let (status, _) =
+        get("/v1.0/roleManagement/directory/roleDefinitions?$filter=isPrivileged eq true").await;
+    assert_eq!(status, 400);
+    let (status, body) =
+        get("/beta/roleManagement/directory/roleDefinitions?$filter=isPrivileged eq true").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["isBuiltIn"] == false)
+        .filter_map(|d| d["displayName"].as_str())
+        .collect();
+    assert_eq!(names, [PrivilegedSeed::CUSTOM_ROLE]);
+    // The group that holds Security Administrator is expanded as a group.
+    let (_, body) = get(&format!(
+        "/v1.0/roleManagement/directory/roleAssignments?$filter=roleDefinitionId eq '{}'&$expand=principal",
+        Tenant::SECURITY_ADMINISTRATOR
+    ))
+    .await;
+    let group = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["principal"]["@odata.type"] == "#microsoft.graph.group")
+        .expect("a group holds the role");
+    assert_eq!(
+        group["principal"]["displayName"],
+        PrivilegedSeed::ACTIVE_GROUP
+    );
+    let id = group["principalId"].as_str().unwrap();
+    let (status, body) = get(&format!("/v1.0/groups/{id}/transitiveMembers")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"].as_array().unwrap().len(), 2);
+    let (status, _) = get("/v1.0/groups/no-such-group/transitiveMembers").await;
+    assert_eq!(status, 404);
+    let (status, body) = get(
+        "/v1.0/directory/administrativeUnits?$select=id,displayName,isMemberManagementRestricted",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["displayName"] == PrivilegedSeed::RESTRICTED_UNIT
+                && u["isMemberManagementRestricted"] == true)
+    );
+}
