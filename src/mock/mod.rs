@@ -34,7 +34,6 @@ mod delegated;
 mod effect;
 mod graph;
 mod log;
-mod privileged;
 mod reads;
 mod reply;
 mod sessions;
@@ -67,8 +66,8 @@ use crate::units::Rate;
 pub use args::{IdentitySource, MockArgs, run_cli, run_cli_with_output};
 pub use delegated::{AuthorizeScript, DeviceCodeScript, Poll, SignInMock};
 pub use log::LoggedRequest;
-pub use privileged::PrivilegedSeed;
 pub use sessions::SignInStats;
+pub use tenant::privileged::PrivilegedSeed;
 pub use tenant::{RoleAssignment, Tenant, TenantError};
 
 /// The identity model a [`Tenant`] holds and [`MockServer::identity`] returns (shared with the

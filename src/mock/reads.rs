@@ -41,9 +41,9 @@ use super::graph::{
     self, Answer, Exchange, Scenario, Vocabulary, admit, fault_or_scenario, not_found_message,
     wait_latency,
 };
-use super::privileged::{List, ListPage, principal};
 use super::reply;
 use super::state::{ReadKind, Service, Shared};
+use super::tenant::privileged::{List, ListPage, principal};
 use super::tenant::{Directory, SESSIONS_VALID_FROM_AT_START};
 
 /// The message Graph gives for `/users/$x@y.com` (microsoftgraph/msgraph-sdk-dotnet#2635).

@@ -39,7 +39,7 @@
 //! Administrator. Nobody else holds a role. [`Tenant::assign_role_to_sid`] adds a holder no
 //! identity holds the Entra ID account of, known to Entra by an on-premises SID.
 //! [`Tenant::with_privileged_access`] adds PIM eligibility, role-assignable groups, custom roles
-//! and administrative units (issue 20; its layout is in [`super::privileged`]).
+//! and administrative units (issue 20; its layout is in [`privileged`]).
 //!
 //! The GUIDs come from a fixed hash of `i` (no randomness): the same on every run and machine.
 //!
@@ -51,6 +51,8 @@
 //!
 //! [`MockServer::identity`]: super::MockServer::identity
 
+pub(crate) mod privileged;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -59,9 +61,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
-use super::privileged::PrivilegedAccess;
 use crate::graph::identity::{Identity, LinkedAccount};
 use crate::graph::model::{Action, Provider};
+use privileged::PrivilegedAccess;
 
 /// The SID prefix of the synthetic on-premises domain.
 const SYNTHETIC_SID_PREFIX: &str = "S-1-5-21-1004336348-1177238915-682003330-";

@@ -28,7 +28,7 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::tenant::{Directory, RoleAssignment, Tenant, guid};
+use super::{Directory, RoleAssignment, Tenant, guid};
 use crate::graph::identity::Identity;
 
 const KIND_GROUP: u64 = 5;
@@ -127,8 +127,8 @@ impl PrivilegedAccess {
 }
 
 impl Tenant {
-    /// Adds the privileged access of the seeded layout (see [`super::privileged`]'s table) for
-    /// the identities below this tenant's size.
+    /// Adds the privileged access of the seeded layout (the table atop
+    /// `src/mock/tenant/privileged.rs`) for the identities below this tenant's size.
     pub fn with_privileged_access(mut self, seed: PrivilegedSeed) -> Tenant {
         let n = self.len();
         let object_id = |i: usize| (i < n).then(|| Tenant::synthetic_object_id(i));
