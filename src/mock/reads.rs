@@ -8,7 +8,14 @@
 //! - `GET /{v}/users/{object id | upn}` and `GET /{v}/users('{upn}')`: `id`, `userPrincipalName`,
 //!   `displayName`, and `onPremisesSecurityIdentifier` when `$select` names it.
 //! - `GET /{v}/roleManagement/directory/roleAssignments?$filter=roleDefinitionId eq '{id}'` (or
-//!   `principalId eq '{id}'`, Microsoft's other example), optionally `&$expand=principal`.
+//!   `principalId eq '{id}'`, Microsoft's other example), optionally `&$expand=principal` (a
+//!   role-assignable group comes back as a group).
+//! - Issue 20's guard reads, paged by `page_size` with `$skiptoken` links:
+//!   `roleEligibilityScheduleInstances` (its `roleDefinitionId` filter required,
+//!   `$expand=principal`), `roleDefinitions` (beta's `isPrivileged eq true`; 400 on v1.0, which
+//!   has no such property), `groups/{id}/transitiveMembers`, PIM for Groups
+//!   `eligibilityScheduleInstances` (its `groupId` filter required), `directory/administrativeUnits`
+//!   and `.../{id}/members`; each answered 403 when its permission is in `denied_permissions`.
 //!
 //! Only what Microsoft documents is accepted: any other `$filter`, and query options the resource
 //! does not document (`$top`, `$count`, `$orderby`, ...), are answered 400, so a client that leans

@@ -5,8 +5,9 @@
 //! Every read is documented by Microsoft, goes through the one bounded [`Walk`] (each page of
 //! every list), and stops the run when it cannot be read whole (a 403 names its permission):
 //!
-//! 1. Active assignments of each of [`PRIVILEGED_ROLES`]: `roleAssignments?$filter=roleDefinitionId
-//!    eq '{id}'&$expand=principal` ("List unifiedRoleAssignments", `RoleManagement.Read.Directory`).
+//! 1. Active assignments of each of [`PRIVILEGED_ROLES`]:
+//!    `roleAssignments?$filter=roleDefinitionId eq '{id}'&$expand=principal` ("List
+//!    unifiedRoleAssignments", `RoleManagement.Read.Directory`).
 //! 2. At once: PIM eligibility for the same roles, `roleEligibilityScheduleInstances?$filter=
 //!    roleDefinitionId eq '{id}'&$expand=principal` ("List roleEligibilityScheduleInstances",
 //!    `RoleEligibilitySchedule.Read.Directory`); on beta only, the roles Microsoft labels
@@ -21,8 +22,9 @@
 //! 4. For every group that holds one of those roles, actively or eligibly (only role-assignable
 //!    groups can): its members, `groups/{id}/transitiveMembers` (`GroupMember.Read.All`; Entra
 //!    does not nest role-assignable groups, so that is the whole set), and who is eligible for it
-//!    through PIM for Groups, `identityGovernance/privilegedAccess/group/eligibilityScheduleInstances
-//!    ?$filter=groupId eq '{id}'` (`PrivilegedEligibilitySchedule.Read.AzureADGroup`).
+//!    through PIM for Groups,
+//!    `identityGovernance/privilegedAccess/group/eligibilityScheduleInstances?$filter=groupId eq
+//!    '{id}'` (`PrivilegedEligibilitySchedule.Read.AzureADGroup`).
 //!
 //! The first step goes alone, as it did before issue 20, so that a guard that cannot read the
 //! roles stops where it always did; each later step needs what the one before found.
