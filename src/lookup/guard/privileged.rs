@@ -352,12 +352,12 @@ fn role_reads(
                     Holding::Active => (
                         Service::Roles,
                         reader.client().role_assignments_url(&role.id),
-                        format!("who holds {}", role.name),
+                        format!("the assignments of {}", role.name),
                     ),
                     Holding::Eligible => (
                         Service::Eligibility,
                         reader.client().role_eligibility_url(&role.id),
-                        format!("who is eligible for {}", role.name),
+                        format!("the eligible assignments of {}", role.name),
                     ),
                 };
                 let assignments = read_list(reader, service, list, Ok(url)).await?;
