@@ -130,14 +130,14 @@ impl Permission {
             Permission::SecurityIdentitiesActions => "the actions (invokeAction)",
             Permission::SecurityIdentitiesAccount => "looking identities up",
             Permission::UserReadAll => "rows that name people by UPN or object id",
-            Permission::RoleManagementRead => "--protect-privileged (active role assignments)",
-            Permission::RoleEligibilityRead => "--protect-privileged (PIM-eligible roles)",
+            Permission::RoleManagementRead => "--protect-privileged: active role assignments",
+            Permission::RoleEligibilityRead => "--protect-privileged: PIM-eligible roles",
             Permission::GroupMemberRead => {
-                "--protect-privileged (members of role-assignable groups)"
+                "--protect-privileged: members of role-assignable groups"
             }
-            Permission::GroupEligibilityRead => "--protect-privileged (PIM for Groups eligibility)",
+            Permission::GroupEligibilityRead => "--protect-privileged: PIM for Groups eligibility",
             Permission::AdministrativeUnitRead => {
-                "--protect-privileged (restricted-management administrative units)"
+                "--protect-privileged: restricted-management administrative units"
             }
         }
     }
