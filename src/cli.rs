@@ -189,7 +189,9 @@ pub enum Command {
     /// browser), when the token expires and the permissions it holds; with an INPUT, the
     /// permissions that run needs (SecurityIdentitiesActions.ReadWrite.All for the actions;
     /// SecurityIdentitiesAccount.Read.All and User.Read.All for lookups;
-    /// RoleManagement.Read.Directory for --protect-privileged) and which the token lacks, with
+    /// RoleManagement.Read.Directory, GroupMember.Read.All,
+    /// PrivilegedEligibilitySchedule.Read.AzureADGroup and AdministrativeUnit.Read.All for
+    /// --protect-privileged) and which the token lacks, with
     /// how to grant them.
     ///
     /// Exit codes: 0 none missing; 2 usage or input errors; 4 a permission missing, or no
@@ -425,9 +427,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub protect: Vec<PathBuf>,
 
-    /// Never act on members of Entra's privileged directory roles (read before acting; the app
-    /// needs RoleManagement.Read.Directory) unless a protect file's `[allow]` section names them:
-    /// such rows are recorded failed (privilegedIdentity). Every row is looked up.
+    /// Never act on holders of Entra's privileged directory roles, active or PIM-eligible,
+    /// directly or through a role-assignable group (and on beta custom roles labelled
+    /// privileged), unless a protect file's `[allow]` section names them: such rows are recorded
+    /// failed (privilegedIdentity). Read before acting; the app needs
+    /// RoleManagement.Read.Directory, GroupMember.Read.All,
+    /// PrivilegedEligibilitySchedule.Read.AzureADGroup and AdministrativeUnit.Read.All (users in
+    /// restricted-management administrative units are flagged). Every row is looked up.
     #[arg(long)]
     pub protect_privileged: bool,
 

@@ -682,7 +682,7 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     if rails.privileged {
         let _ = writeln!(
             text,
-            "  privileged    members of {} directory roles are read first and refused (needs RoleManagement.Read.Directory)",
+            "  privileged    holders of {} directory roles (active, eligible, through groups) are read first and refused (needs RoleManagement.Read.Directory, GroupMember.Read.All, PrivilegedEligibilitySchedule.Read.AzureADGroup, AdministrativeUnit.Read.All)",
             PRIVILEGED_ROLES.len()
         );
     }

@@ -140,6 +140,13 @@ pub(crate) fn resolve_rows(
                 if verdict == Ok(Verdict::Send) && earlier.is_some_and(|e| e.did(&job)) {
                     done += 1;
                 }
+                // Issue 20: flagged, not refused: Graph decides, and if it refuses, the row says why.
+                if verdict == Ok(Verdict::Send)
+                    && let Some(note) = directory.restricted_note(&job)
+                {
+                    tracing::warn!(row = job.row, note = %note, "flagged in the plan");
+                    checker.warn(job.row, note);
+                }
             }
             Settled::Refused(job, refusal) => {
                 if let Some(id) = &refusal.identity_id {
