@@ -223,7 +223,7 @@ pub(super) fn settled(rows: Vec<Row>, directory: &Directory) -> Vec<(u64, String
     rows.into_iter()
         .map(|row| {
             let line = row.line;
-            match settle(row, Some(directory), false) {
+            match settle(&row, directory) {
                 Settled::Send(job) => (line, "send".to_owned(), job.identity_account_id),
                 Settled::Refused(_, refusal) => (line, refusal.code.to_owned(), refusal.message),
             }

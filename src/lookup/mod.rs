@@ -25,6 +25,7 @@
 //! A stop (a 403, a throttle past `--max-retry-wait`, no token) ends every read at once.
 
 pub(crate) mod confirm;
+pub(crate) mod decide;
 pub(crate) mod directory;
 pub(crate) mod guard;
 #[cfg(test)]
@@ -114,33 +115,21 @@ impl Wanted {
     }
 }
 
-/// What becomes of a row before anything is sent.
+/// What becomes of a looked-up row before anything is sent.
 #[derive(Debug)]
 pub(crate) enum Settled {
-    /// Send it: the ids as given, or as the lookup found them.
+    /// Send it, with the ids the lookup found.
     Send(Job),
     /// Refused (SPEC section 8): the row's record, and why.
     Refused(Job, Refusal),
 }
 
-/// Decides a row: as given when it carries all three ids (unless `verify`), else as the lookup
-/// found it.
-pub(crate) fn settle(row: Row, directory: Option<&Directory>, verify: bool) -> Settled {
-    if !verify && let Some(job) = row.as_given() {
-        return Settled::Send(job);
-    }
-    let Some(directory) = directory else {
-        let refusal = Refusal {
-            code: resolve::LOOKUP_FAILED,
-            message: "the row needs a lookup, and none was made".to_owned(),
-            identity_id: None,
-            resolved_by: None,
-        };
-        return Settled::Refused(refusal.record(&row), refusal);
-    };
-    match resolve::resolve(&row, directory) {
+/// Settles a row the lookup answered: its ids as found, or refused (SPEC section 8). Whether a
+/// row is looked up at all is for [`decide::Decider`].
+pub(crate) fn settle(row: &Row, directory: &Directory) -> Settled {
+    match resolve::resolve(row, directory) {
         Ok(resolved) => Settled::Send(resolved.job),
-        Err(refusal) => Settled::Refused(refusal.record(&row), refusal),
+        Err(refusal) => Settled::Refused(refusal.record(row), refusal),
     }
 }
 

@@ -1,0 +1,218 @@
+//! The one row decider (issue 17): what becomes of each input row before anything is sent. A row
+//! is rejected (it fails its own checks), carried over (an earlier run did it, `--resume`), left
+//! to the lookup, refused (by the lookup or the guard), a duplicate, or sent. `validate`,
+//! `resolve`, the plan `run` confirms and the feed that sends all ask [`Decider::decide`], and the
+//! [`Plan`] is the fold of its answers. [`Confirmed`] keeps a digest of every decision of the
+//! confirmed plan, so the feed sends a row only when it is decided exactly as the operator saw it.
+
+use std::hash::{DefaultHasher, Hasher};
+
+use super::{Directory, Settled, settle};
+use crate::input::plan::{Checker, Plan, RowKey, Verdict};
+use crate::input::{Job, Row, RowError};
+use crate::output::resume::Earlier;
+
+use super::resolve::Refusal;
+
+/// What becomes of one input row.
+#[derive(Debug)]
+pub(crate) enum RowDecision {
+    /// The row fails its own checks (or, read again, no longer parses): nothing is sent until
+    /// it is fixed.
+    Rejected(RowError),
+    /// The row names someone the lookup must find first; it is decided once the lookup has
+    /// answered.
+    ToLookUp(Row),
+    /// What the row does to each account it reaches. One account today; a row naming a person
+    /// may later reach each of their linked accounts (issue 20), each with its own decision.
+    Accounts(Vec<AccountDecision>),
+}
+
+/// What becomes of one account a row reaches.
+#[derive(Debug)]
+pub(crate) enum AccountDecision {
+    /// An earlier run did it (`--resume`): its record, at `offset` in the results, is carried
+    /// over for this row.
+    CarriedOver { job: Job, offset: u64 },
+    /// Refused before anything is sent (SPEC section 8, the guard): recorded `failed` with the
+    /// refusal's code.
+    Refused { job: Job, refusal: Refusal },
+    /// The same identity account, account, action and provider came earlier: recorded
+    /// `skipped`, sent once.
+    Duplicate(Job),
+    /// Sent.
+    Send(Job),
+}
+
+impl AccountDecision {
+    /// The row's record as decided: its ids as given or as the lookup found them.
+    pub(crate) fn job(&self) -> &Job {
+        match self {
+            AccountDecision::CarriedOver { job, .. }
+            | AccountDecision::Refused { job, .. }
+            | AccountDecision::Duplicate(job)
+            | AccountDecision::Send(job) => job,
+        }
+    }
+}
+
+/// Decides rows in input order, folding each decision into the plan.
+pub(crate) struct Decider<'a> {
+    checker: Checker,
+    /// What the lookup found; `None` before it, when rows it must answer are left to it.
+    directory: Option<&'a Directory>,
+    /// What an earlier run did (`--resume`).
+    earlier: Option<&'a Earlier<'a>>,
+    /// `--verify` (and `resolve`): every row is looked up, even one that carries all three ids.
+    verify: bool,
+    already_succeeded: u64,
+}
+
+impl<'a> Decider<'a> {
+    pub(crate) fn new(
+        checker: Checker,
+        directory: Option<&'a Directory>,
+        earlier: Option<&'a Earlier<'a>>,
+        verify: bool,
+    ) -> Decider<'a> {
+        Decider {
+            checker,
+            directory,
+            earlier,
+            verify,
+            already_succeeded: 0,
+        }
+    }
+
+    /// Decides one row as read (a row that does not parse is rejected), and counts it in the
+    /// plan.
+    pub(crate) fn decide(&mut self, row: Result<Row, RowError>) -> RowDecision {
+        let row = match row {
+            Ok(row) => row,
+            Err(error) => {
+                self.checker.reject(error.clone());
+                return RowDecision::Rejected(error);
+            }
+        };
+        if let Some(earlier) = self.earlier
+            && let Some(offset) = earlier.record_of_line(&row)
+        {
+            // Done by the earlier run, ids and all: carried over, not looked up again (a
+            // disabled account no longer offers `disable`). A later repeat of this row is a
+            // duplicate, as in the earlier run (issue 16).
+            self.checker.done_earlier(earlier.key_of_line(&row));
+            self.already_succeeded += 1;
+            let job = row.unresolved();
+            return RowDecision::Accounts(vec![AccountDecision::CarriedOver { job, offset }]);
+        }
+        let job = match (row.as_given().filter(|_| !self.verify), self.directory) {
+            (Some(job), _) => job,
+            (None, None) => {
+                self.checker.defer(row.action);
+                return RowDecision::ToLookUp(row);
+            }
+            (None, Some(directory)) => match settle(&row, directory) {
+                Settled::Send(job) => job,
+                Settled::Refused(job, refusal) => {
+                    self.checker.refuse(job.row, refusal.code, &refusal.message);
+                    let refused = AccountDecision::Refused { job, refusal };
+                    return RowDecision::Accounts(vec![refused]);
+                }
+            },
+        };
+        match self.check(job) {
+            Ok(decision) => RowDecision::Accounts(vec![decision]),
+            Err(error) => RowDecision::Rejected(error),
+        }
+    }
+
+    /// An account the row reaches, with its ids known: a duplicate, done by the earlier run, or
+    /// sent (counting the attempts an interrupted earlier run made for it). `Err`: the ids fail
+    /// the checks of the whole file (no provider, Microsoft's table).
+    fn check(&mut self, mut job: Job) -> Result<AccountDecision, RowError> {
+        if self.checker.check(&job)? == Verdict::Duplicate {
+            return Ok(AccountDecision::Duplicate(job));
+        }
+        if let Some(earlier) = self.earlier {
+            let key = RowKey::of(&job);
+            if let Some(offset) = earlier.prior.succeeded.get(&key) {
+                self.already_succeeded += 1;
+                return Ok(AccountDecision::CarriedOver {
+                    job,
+                    offset: *offset,
+                });
+            }
+            job.earlier_attempts = earlier
+                .prior
+                .unknown_attempts
+                .get(&key)
+                .copied()
+                .unwrap_or(0);
+        }
+        Ok(AccountDecision::Send(job))
+    }
+
+    /// Closes the walk and returns the plan.
+    pub(crate) fn finish(self, carry_columns: &[String]) -> Plan {
+        let mut plan = self.checker.finish(carry_columns);
+        plan.already_succeeded = self.already_succeeded;
+        plan
+    }
+}
+
+/// A digest of every decision of the plan the operator confirmed, in input order (8 bytes a
+/// row). The feed reads the input again to send it, and a row whose decision differs from the
+/// confirmed one (the file changed in between) is never sent: the run stops there.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Confirmed {
+    digests: Vec<u64>,
+}
+
+impl Confirmed {
+    pub(crate) fn push(&mut self, decision: &RowDecision) {
+        self.digests.push(digest(decision));
+    }
+
+    /// Whether the row at `index` (counting from 0 in input order) is decided as confirmed.
+    pub(crate) fn confirms(&self, index: usize, decision: &RowDecision) -> bool {
+        self.digests.get(index) == Some(&digest(decision))
+    }
+}
+
+/// What a decision sends or records: the kind, and for each account its ids, action and
+/// provider, the refusal's code or the earlier record's place. Carried columns are not part of
+/// it: they change nothing that is sent.
+fn digest(decision: &RowDecision) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match decision {
+        RowDecision::Rejected(error) => {
+            hasher.write_u8(0);
+            hasher.write_u64(error.line);
+        }
+        RowDecision::ToLookUp(row) => {
+            hasher.write_u8(1);
+            hasher.write_u64(row.line);
+        }
+        RowDecision::Accounts(accounts) => {
+            hasher.write_u8(2);
+            for account in accounts {
+                let job = account.job();
+                hasher.write_u64(job.row);
+                hasher.write_u64(RowKey::of(job).0);
+                match account {
+                    AccountDecision::CarriedOver { offset, .. } => {
+                        hasher.write_u8(0);
+                        hasher.write_u64(*offset);
+                    }
+                    AccountDecision::Refused { refusal, .. } => {
+                        hasher.write_u8(1);
+                        hasher.write(refusal.code.as_bytes());
+                    }
+                    AccountDecision::Duplicate(_) => hasher.write_u8(2),
+                    AccountDecision::Send(_) => hasher.write_u8(3),
+                }
+            }
+        }
+    }
+    hasher.finish()
+}
