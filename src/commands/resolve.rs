@@ -17,8 +17,8 @@ use crate::graph::identity::LinkedAccount;
 use crate::input::plan::{Checker, Unlisted};
 use crate::input::{InputSource, Job, RowReader};
 use crate::lookup::Directory;
-use crate::lookup::directory::Found;
 use crate::lookup::decide::{AccountDecision, Decider, RowDecision};
+use crate::lookup::directory::Found;
 use crate::output::journal::carry_names_besides;
 use crate::output::paths::{self, NamedPath};
 use crate::output::sheet::write_sheet;
@@ -62,7 +62,7 @@ pub async fn resolve(
                 true,
                 Keep::Plan,
             )
-                .map_err(anyhow::Error::new)
+            .map_err(anyhow::Error::new)
         })
         .await?
     };
@@ -222,14 +222,17 @@ fn resolved_sheet(
                         refusal.code,
                         printable(&refusal.message)
                     ));
-                    let (ids, found) = refused_cells(&job, refusal.identity_id.as_deref(), directory);
+                    let (ids, found) =
+                        refused_cells(&job, refusal.identity_id.as_deref(), directory);
                     (job, ids, found)
                 }
                 // `resolve` continues no earlier run, and a row reaches at least one account.
                 Some(AccountDecision::CarriedOver { .. }) | None => continue,
             },
             RowDecision::Rejected(error) => {
-                sheet.unresolved.push(format!("{file}:{}: {}", error.line, error.reason));
+                sheet
+                    .unresolved
+                    .push(format!("{file}:{}: {}", error.line, error.reason));
                 let job = given.unresolved();
                 let (ids, found) = refused_cells(&job, None, directory);
                 (job, ids, found)

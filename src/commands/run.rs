@@ -21,8 +21,8 @@ use crate::graph::permissions::Needs;
 use crate::input::plan::{Checker, Plan, Verdict};
 use crate::input::{Job, RowReader};
 use crate::lookup::confirm::ListLength;
-use crate::lookup::directory::Found;
 use crate::lookup::decide::{AccountDecision, Confirmed, Decider, RowDecision};
+use crate::lookup::directory::Found;
 use crate::lookup::{Directory, ReadCounts};
 use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
 use crate::output::journal::rfc3339;
@@ -43,12 +43,12 @@ use secrecy::ExposeSecret;
 use super::connect::{Connection, connect, connect_unless_interrupted};
 use super::finish::{Acted, After, finish, invoked_as};
 use super::look_up::{decide_rows, find};
-use super::validate::Checked;
 use super::prepare::{
     CheckedInput, CreatedResults, Input, check_files, check_guards_kept, check_input,
     check_resumable, claim_results, confirm, earlier_results, guards_record, log_guards,
     print_dry_run, read_input, report_bad_rows,
 };
+use super::validate::Checked;
 
 /// `run`: check every row, then act on each and record every outcome. `shutdown` resolves on the
 /// first Ctrl-C or SIGTERM.
@@ -113,7 +113,12 @@ pub async fn run(
         )
         .await?;
         let confirmed = std::mem::take(&mut lookup.confirmed);
-        (lookup.plan.clone(), confirmed, Some(connection), Some(lookup))
+        (
+            lookup.plan.clone(),
+            confirmed,
+            Some(connection),
+            Some(lookup),
+        )
     };
     confirm(&config, &plan, &interrupt).await?;
     let connection = match connection {
@@ -300,10 +305,12 @@ async fn look_up_rows(
     )
     .await?;
     let path = snapshot::path_for(&config.files.results);
-    let fetched = identities.iter().filter_map(|id| match directory.by_id(id) {
-        Found::One(fetched) => Some(fetched),
-        _ => None,
-    });
+    let fetched = identities
+        .iter()
+        .filter_map(|id| match directory.by_id(id) {
+            Found::One(fetched) => Some(fetched),
+            _ => None,
+        });
     snapshot::write(&path, fetched, resuming).with_context(|| {
         format!(
             "cannot write the snapshot {}; nothing was sent",

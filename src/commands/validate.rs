@@ -95,15 +95,15 @@ pub(crate) fn check_rows(
         match decision {
             RowDecision::Rejected(_) => {}
             RowDecision::ToLookUp(row) => wanted.add(&row, verify),
-            RowDecision::Accounts(accounts) => identities.extend(accounts.iter().filter_map(
-                |account| match account {
+            RowDecision::Accounts(accounts) => {
+                identities.extend(accounts.iter().filter_map(|account| match account {
                     AccountDecision::Refused { refusal, .. } => refusal.identity_id.clone(),
                     other => {
                         let job = other.job();
                         job.resolved_by.map(|_| job.identity_account_id.clone())
                     }
-                },
-            )),
+                }))
+            }
         }
     }
     Ok(Checked {

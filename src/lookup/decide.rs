@@ -216,3 +216,110 @@ fn digest(decision: &RowDecision) -> u64 {
     }
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::model::{Action, Provider};
+    use crate::input::plan::Unlisted;
+    use crate::output::resume::Prior;
+
+    fn row(line: u64, account: &str) -> Row {
+        Row {
+            line,
+            identity_account_id: Some("id-1".to_owned()),
+            account_id: Some(account.to_owned()),
+            action: Action::Disable,
+            provider: Some(Provider::Okta),
+            sid: None,
+            object_id: None,
+            upn: None,
+            carry: vec![],
+        }
+    }
+
+    fn decide_all(rows: Vec<Row>, earlier: Option<&Earlier<'_>>) -> (Vec<RowDecision>, Plan) {
+        let checker = Checker::new("in.csv", None, Unlisted::Refuse);
+        let mut decider = Decider::new(checker, None, earlier, false);
+        let decisions = rows
+            .into_iter()
+            .map(|row| decider.decide(Ok(row)))
+            .collect();
+        (decisions, decider.finish(&[]))
+    }
+
+    #[test]
+    fn the_confirmed_plan_refuses_a_row_decided_otherwise() {
+        let (planned, plan) = decide_all(vec![row(2, "00uA"), row(3, "00uA")], None);
+        assert!(matches!(
+            &planned[..],
+            [RowDecision::Accounts(first), RowDecision::Accounts(second)]
+                if matches!(first[..], [AccountDecision::Send(_)])
+                    && matches!(second[..], [AccountDecision::Duplicate(_)])
+        ));
+        assert_eq!((plan.rows, plan.actions, plan.duplicates.count), (2, 1, 1));
+        let mut confirmed = Confirmed::default();
+        planned.iter().for_each(|decision| confirmed.push(decision));
+
+        let (again, _) = decide_all(vec![row(2, "00uA"), row(3, "00uA")], None);
+        assert!(confirmed.confirms(0, &again[0]) && confirmed.confirms(1, &again[1]));
+        // The second line now names another account: no longer a duplicate, and not confirmed.
+        let (changed, _) = decide_all(vec![row(2, "00uA"), row(3, "00uB")], None);
+        assert!(confirmed.confirms(0, &changed[0]));
+        assert!(!confirmed.confirms(1, &changed[1]));
+        // A row past the confirmed ones is never confirmed.
+        assert!(!confirmed.confirms(2, &changed[1]));
+    }
+
+    #[test]
+    fn a_row_an_earlier_run_did_is_carried_over_and_an_unanswered_one_keeps_its_attempts() {
+        let done = row(2, "00uA").as_given().unwrap();
+        let unanswered = row(3, "00uB").as_given().unwrap();
+        let mut prior = Prior::default();
+        prior.succeeded.insert(RowKey::of(&done), 40);
+        prior.unknown_attempts.insert(RowKey::of(&unanswered), 2);
+        let earlier = Earlier {
+            prior: &prior,
+            same_input: true,
+        };
+        let (decisions, plan) = decide_all(vec![row(2, "00uA"), row(3, "00uB")], Some(&earlier));
+        let RowDecision::Accounts(first) = &decisions[0] else {
+            panic!("{decisions:?}");
+        };
+        assert!(matches!(
+            first[..],
+            [AccountDecision::CarriedOver { offset: 40, .. }]
+        ));
+        let RowDecision::Accounts(second) = &decisions[1] else {
+            panic!("{decisions:?}");
+        };
+        let [AccountDecision::Send(job)] = &second[..] else {
+            panic!("{second:?}");
+        };
+        assert_eq!(job.earlier_attempts, 2);
+        assert_eq!((plan.actions, plan.already_succeeded), (2, 1));
+    }
+
+    #[test]
+    fn a_row_to_look_up_waits_for_the_lookup_and_a_bad_row_is_rejected() {
+        let mut by_upn = row(2, "00uA");
+        by_upn.identity_account_id = None;
+        by_upn.upn = Some("ann@contoso.com".to_owned());
+        let checker = Checker::new("in.csv", None, Unlisted::Refuse);
+        let mut decider = Decider::new(checker, None, None, false);
+        assert!(matches!(
+            decider.decide(Ok(by_upn)),
+            RowDecision::ToLookUp(_)
+        ));
+        let bad = RowError {
+            line: 3,
+            reason: "unknown action".to_owned(),
+        };
+        assert!(matches!(
+            decider.decide(Err(bad.clone())),
+            RowDecision::Rejected(error) if error == bad
+        ));
+        let plan = decider.finish(&[]);
+        assert_eq!((plan.rows, plan.lookups, plan.errors.count), (2, 1, 1));
+    }
+}

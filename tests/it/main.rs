@@ -9,6 +9,7 @@ mod common;
 mod adaptive;
 mod confirm;
 mod credentials;
+mod decide;
 mod delegated;
 mod guard;
 mod hardening;
