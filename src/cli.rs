@@ -22,7 +22,7 @@ use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
-use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
+use crate::input::{AccountScope, InputFormat, InputOptions, InputSource, Lookup};
 use crate::mock::MockArgs;
 use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
@@ -262,6 +262,12 @@ pub struct InputArgs {
     #[arg(long, value_parser = parse_provider)]
     pub provider: Option<Provider>,
 
+    /// Act on every linked account of the person a row names whose actions offer the row's
+    /// action (Active Directory, Entra ID, Okta), one request and one record each, where a row
+    /// has no allAccounts cell; --provider narrows the set.
+    #[arg(long)]
+    pub all_accounts: bool,
+
     /// Send action/provider pairs that Microsoft does not document (each is warned about).
     #[arg(long)]
     pub allow_unlisted: bool,
@@ -283,6 +289,11 @@ impl InputArgs {
             delimiter: self.delimiter,
             default_action: self.action,
             default_provider: self.provider,
+            default_accounts: if self.all_accounts {
+                AccountScope::All
+            } else {
+                AccountScope::One
+            },
             lookup: if self.no_lookup {
                 Lookup::Forbidden
             } else {

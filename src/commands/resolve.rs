@@ -209,49 +209,56 @@ fn resolved_sheet(
             }
         };
         let given = row.clone();
-        let (job, ids, found) = match decider.decide(Ok(row)) {
-            RowDecision::Accounts(accounts) => match accounts.into_iter().next() {
-                Some(AccountDecision::Send(job) | AccountDecision::Duplicate(job)) => {
-                    let (ids, found) = resolved_cells(&job, directory);
-                    (job, ids, found)
-                }
-                Some(AccountDecision::Refused { job, refusal }) => {
-                    sheet.unresolved.push(format!(
-                        "{file}:{}: {}: {}",
-                        job.row,
-                        refusal.code,
-                        printable(&refusal.message)
-                    ));
-                    let (ids, found) =
-                        refused_cells(&job, refusal.identity_id.as_deref(), directory);
-                    (job, ids, found)
-                }
-                // `resolve` continues no earlier run, and a row reaches at least one account.
-                Some(AccountDecision::CarriedOver { .. }) | None => continue,
-            },
+        // One line for each account the row reaches: a row that acts on all of a person's
+        // accounts (issue 20) becomes a line per account, each naming its account.
+        let lines = match decider.decide(Ok(row)) {
+            RowDecision::Accounts(accounts) => accounts
+                .into_iter()
+                .filter_map(|account| match account {
+                    AccountDecision::Send(job) | AccountDecision::Duplicate(job) => {
+                        let (ids, found) = resolved_cells(&job, directory);
+                        Some((job, ids, found))
+                    }
+                    AccountDecision::Refused { job, refusal } => {
+                        sheet.unresolved.push(format!(
+                            "{file}:{}: {}: {}",
+                            job.row,
+                            refusal.code,
+                            printable(&refusal.message)
+                        ));
+                        let (ids, found) =
+                            refused_cells(&job, refusal.identity_id.as_deref(), directory);
+                        Some((job, ids, found))
+                    }
+                    // `resolve` continues no earlier run.
+                    AccountDecision::CarriedOver { .. } => None,
+                })
+                .collect(),
             RowDecision::Rejected(error) => {
                 sheet
                     .unresolved
                     .push(format!("{file}:{}: {}", error.line, error.reason));
                 let job = given.unresolved();
                 let (ids, found) = refused_cells(&job, None, directory);
-                (job, ids, found)
+                vec![(job, ids, found)]
             }
             // With the lookup's answers, every row is decided.
-            RowDecision::ToLookUp(_) => continue,
+            RowDecision::ToLookUp(_) => Vec::new(),
         };
-        let mut carry: Vec<Value> = job.carry.iter().cloned().map(Value::from).collect();
-        carry.resize(carry_columns.len(), Value::from(""));
-        let [identity_account_id, account_id, provider] = ids;
-        let mut cells = vec![
-            identity_account_id,
-            account_id,
-            Value::from(job.action.as_str()),
-            provider,
-        ];
-        cells.extend(carry);
-        cells.extend(found);
-        sheet.cells.push(cells);
+        for (job, ids, found) in lines {
+            let mut carry: Vec<Value> = job.carry.iter().cloned().map(Value::from).collect();
+            carry.resize(carry_columns.len(), Value::from(""));
+            let [identity_account_id, account_id, provider] = ids;
+            let mut cells = vec![
+                identity_account_id,
+                account_id,
+                Value::from(job.action.as_str()),
+                provider,
+            ];
+            cells.extend(carry);
+            cells.extend(found);
+            sheet.cells.push(cells);
+        }
     }
     Ok(sheet)
 }

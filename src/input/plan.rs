@@ -262,9 +262,16 @@ impl Checker {
         }
     }
 
-    /// Records a row the lookup refused.
-    pub fn refuse(&mut self, line: u64, code: &str, message: &str) {
+    /// Counts an input row whose accounts are then checked or refused one by one
+    /// ([`Checker::check_account`], [`Checker::refuse_account`]): a row that acts on all of a
+    /// person's accounts is one row of several actions (issue 20).
+    pub fn count_row(&mut self) {
         self.plan.rows += 1;
+    }
+
+    /// Records one account the lookup refused (or every account of a refused row), its row
+    /// counted already.
+    pub fn refuse_account(&mut self, line: u64, code: &str, message: &str) {
         self.plan.refused.push(Note {
             line,
             message: format!("{code}: {message}"),
@@ -280,9 +287,17 @@ impl Checker {
         });
     }
 
-    /// Decides a well-formed row. `Err` is a row error (already recorded in the plan).
+    /// Decides a well-formed row of one account. `Err` is a row error (already recorded in the
+    /// plan).
+    #[cfg(test)]
     pub fn check(&mut self, job: &Job) -> Result<Verdict, RowError> {
-        self.plan.rows += 1;
+        self.count_row();
+        self.check_account(job)
+    }
+
+    /// Decides one account a row reaches, its row counted already. `Err` is a row error
+    /// (already recorded in the plan).
+    pub fn check_account(&mut self, job: &Job) -> Result<Verdict, RowError> {
         let action = job.action;
         let Some(provider) = job.provider else {
             let error = RowError {

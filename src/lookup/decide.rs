@@ -9,7 +9,7 @@ use std::hash::{DefaultHasher, Hasher};
 
 use super::{Directory, Settled, settle};
 use crate::input::plan::{Checker, Plan, RowKey, Verdict};
-use crate::input::{Job, Row, RowError};
+use crate::input::{AccountScope, Job, Row, RowError};
 use crate::output::resume::Earlier;
 
 use super::resolve::Refusal;
@@ -23,8 +23,9 @@ pub(crate) enum RowDecision {
     /// The row names someone the lookup must find first; it is decided once the lookup has
     /// answered.
     ToLookUp(Row),
-    /// What the row does to each account it reaches. One account today; a row naming a person
-    /// may later reach each of their linked accounts (issue 20), each with its own decision.
+    /// What the row does to each account it reaches: one, or, for a row that acts on all of a
+    /// person's accounts (issue 20), each linked account that offers the action, each with its
+    /// own decision.
     Accounts(Vec<AccountDecision>),
 }
 
@@ -94,7 +95,10 @@ impl<'a> Decider<'a> {
                 return RowDecision::Rejected(error);
             }
         };
+        // A row that acts on all of a person's accounts left a record for each: each is
+        // carried over by its own key once the row is looked up again (issue 20).
         if let Some(earlier) = self.earlier
+            && row.accounts == AccountScope::One
             && let Some(offset) = earlier.record_of_line(&row)
         {
             // Done by the earlier run, ids and all: carried over, not looked up again (a
@@ -105,32 +109,47 @@ impl<'a> Decider<'a> {
             let job = row.unresolved();
             return RowDecision::Accounts(vec![AccountDecision::CarriedOver { job, offset }]);
         }
-        let job = match (row.as_given().filter(|_| !self.verify), self.directory) {
-            (Some(job), _) => job,
+        let settled = match (row.as_given().filter(|_| !self.verify), self.directory) {
+            (Some(job), _) => vec![Settled::Send(job)],
             (None, None) => {
                 self.checker.defer(row.action);
                 return RowDecision::ToLookUp(row);
             }
-            (None, Some(directory)) => match settle(&row, directory) {
-                Settled::Send(job) => job,
-                Settled::Refused(job, refusal) => {
-                    self.checker.refuse(job.row, refusal.code, &refusal.message);
-                    let refused = AccountDecision::Refused { job, refusal };
-                    return RowDecision::Accounts(vec![refused]);
-                }
-            },
+            (None, Some(directory)) => {
+                let earlier = self.earlier;
+                let done_earlier = |job: &Job| {
+                    earlier.is_some_and(|earlier| {
+                        earlier.prior.succeeded.contains_key(&RowKey::of(job))
+                    })
+                };
+                settle(&row, directory, &done_earlier)
+            }
         };
-        match self.check(job) {
-            Ok(decision) => RowDecision::Accounts(vec![decision]),
-            Err(error) => RowDecision::Rejected(error),
+        // One input row, however many accounts it reaches.
+        self.checker.count_row();
+        let mut accounts = Vec::with_capacity(settled.len());
+        for settled in settled {
+            let decision = match settled {
+                Settled::Send(job) => match self.check(job) {
+                    Ok(decision) => decision,
+                    Err(error) => return RowDecision::Rejected(error),
+                },
+                Settled::Refused(job, refusal) => {
+                    self.checker
+                        .refuse_account(job.row, refusal.code, &refusal.message);
+                    AccountDecision::Refused { job, refusal }
+                }
+            };
+            accounts.push(decision);
         }
+        RowDecision::Accounts(accounts)
     }
 
     /// An account the row reaches, with its ids known: a duplicate, done by the earlier run, or
     /// sent (counting the attempts an interrupted earlier run made for it). `Err`: the ids fail
     /// the checks of the whole file (no provider, Microsoft's table).
     fn check(&mut self, mut job: Job) -> Result<AccountDecision, RowError> {
-        if self.checker.check(&job)? == Verdict::Duplicate {
+        if self.checker.check_account(&job)? == Verdict::Duplicate {
             return Ok(AccountDecision::Duplicate(job));
         }
         if let Some(earlier) = self.earlier {
@@ -234,6 +253,7 @@ mod tests {
             sid: None,
             object_id: None,
             upn: None,
+            accounts: AccountScope::One,
             carry: vec![],
         }
     }

@@ -47,7 +47,7 @@ pub(crate) use read::{LookupStop, ReadCounts, Reader, Service};
 
 use crate::graph::client::MAX_BODY;
 use crate::graph::identity::{Identity, Page, parse_identity, parse_user};
-use crate::input::{IdentityColumn, Job, Row};
+use crate::input::{AccountScope, IdentityColumn, Job, Row};
 use crate::sanitize::printable;
 use directory::key;
 use read::ReadError;
@@ -124,12 +124,31 @@ pub(crate) enum Settled {
     Refused(Job, Refusal),
 }
 
-/// Settles a row the lookup answered: its ids as found, or refused (SPEC section 8). Whether a
-/// row is looked up at all is for [`decide::Decider`].
-pub(crate) fn settle(row: &Row, directory: &Directory) -> Settled {
-    match resolve::resolve(row, directory) {
-        Ok(resolved) => Settled::Send(resolved.job),
-        Err(refusal) => Settled::Refused(refusal.record(row), refusal),
+/// Settles a row the lookup answered, account by account: its ids as found, or refused (SPEC
+/// section 8). One account, unless the row acts on all of the person's (issue 20), where
+/// `done_earlier` names the accounts an earlier run did. Whether a row is looked up at all is
+/// for [`decide::Decider`].
+pub(crate) fn settle(
+    row: &Row,
+    directory: &Directory,
+    done_earlier: &dyn Fn(&Job) -> bool,
+) -> Vec<Settled> {
+    let refused = |refusal: Refusal| vec![Settled::Refused(refusal.record(row), refusal)];
+    match row.accounts {
+        AccountScope::One => match resolve::resolve(row, directory) {
+            Ok(resolved) => vec![Settled::Send(resolved.job)],
+            Err(refusal) => refused(refusal),
+        },
+        AccountScope::All => match resolve::resolve_all(row, directory, done_earlier) {
+            Ok(reached) => reached
+                .into_iter()
+                .map(|reached| match reached {
+                    resolve::Reached::Send(job) => Settled::Send(job),
+                    resolve::Reached::Refused(job, refusal) => Settled::Refused(job, refusal),
+                })
+                .collect(),
+            Err(refusal) => refused(refusal),
+        },
     }
 }
 

@@ -11,6 +11,7 @@ mod confirm;
 mod credentials;
 mod decide;
 mod delegated;
+mod fanout;
 mod guard;
 mod hardening;
 mod help;
