@@ -956,6 +956,62 @@ mod tests {
     }
 
     #[test]
+    fn issue_20_the_all_accounts_cell_overrides_the_flag_and_refuses_other_values() {
+        let with = |cell: Option<&str>, flag: AccountScope| {
+            let mut cells = vec![(Field::Upn, "ann@contoso.com"), (Field::Action, "disable")];
+            cells.extend(cell.map(|cell| (Field::AllAccounts, cell)));
+            let options = InputOptions {
+                default_accounts: flag,
+                ..InputOptions::default()
+            };
+            build_row(raw(&cells), vec![], &options)
+        };
+        assert_eq!(
+            with(None, AccountScope::One).unwrap().accounts,
+            AccountScope::One
+        );
+        assert_eq!(
+            with(None, AccountScope::All).unwrap().accounts,
+            AccountScope::All
+        );
+        assert_eq!(
+            with(Some(" "), AccountScope::All).unwrap().accounts,
+            AccountScope::All
+        );
+        assert_eq!(
+            with(Some("TRUE"), AccountScope::One).unwrap().accounts,
+            AccountScope::All
+        );
+        assert_eq!(
+            with(Some("false"), AccountScope::All).unwrap().accounts,
+            AccountScope::One
+        );
+        let error = with(Some("yes"), AccountScope::One).unwrap_err();
+        assert_eq!(error.line, 7);
+        assert!(
+            error.reason.contains("neither true nor false"),
+            "{}",
+            error.reason
+        );
+        assert_eq!(Field::from_header("All Accounts"), Some(Field::AllAccounts));
+    }
+
+    #[test]
+    fn issue_20_a_jsonl_row_says_all_accounts_as_a_boolean() {
+        let text = "{\"upn\": \"ann@contoso.com\", \"action\": \"disable\", \"allAccounts\": true}\n\
+                    {\"upn\": \"bob@contoso.com\", \"action\": \"disable\", \"allAccounts\": false}\n";
+        let rows = RowReader::from_reader(
+            Box::new(io::Cursor::new(text.as_bytes().to_vec())),
+            InputFormat::Jsonl,
+            "in.jsonl",
+            &InputOptions::default(),
+        )
+        .unwrap();
+        let scopes: Vec<AccountScope> = rows.map(|row| row.unwrap().unwrap().accounts).collect();
+        assert_eq!(scopes, [AccountScope::All, AccountScope::One]);
+    }
+
+    #[test]
     fn issue_12_a_row_may_name_its_identity_by_any_identity_column() {
         for (field, value, column) in [
             (

@@ -110,7 +110,14 @@ impl<'a> Decider<'a> {
             return RowDecision::Accounts(vec![AccountDecision::CarriedOver { job, offset }]);
         }
         let settled = match (row.as_given().filter(|_| !self.verify), self.directory) {
-            (Some(job), _) => vec![Settled::Send(job)],
+            // Sent as given: the common case of a large file, spared the fan-out's vector.
+            (Some(job), _) => {
+                self.checker.count_row();
+                return match self.check(job) {
+                    Ok(decision) => RowDecision::Accounts(vec![decision]),
+                    Err(error) => RowDecision::Rejected(error),
+                };
+            }
             (None, None) => {
                 self.checker.defer(row.action);
                 return RowDecision::ToLookUp(row);
@@ -318,6 +325,59 @@ mod tests {
         };
         assert_eq!(job.earlier_attempts, 2);
         assert_eq!((plan.actions, plan.already_succeeded), (2, 1));
+    }
+
+    #[test]
+    fn issue_20_a_row_on_all_accounts_is_one_row_of_an_action_per_account() {
+        use crate::graph::identity::{Fetched, Identity, LinkedAccount};
+        let linked = |provider: &str, identifier: &str| LinkedAccount {
+            identifier: identifier.to_owned(),
+            identity_provider: provider.to_owned(),
+            actions: vec!["disable".to_owned()],
+        };
+        let identity = Identity {
+            id: "id-1".into(),
+            accounts: vec![linked("activeDirectory", "ad-1"), linked("okta", "00uA")],
+            ..Identity::default()
+        };
+        let mut directory = Directory::default();
+        directory.add(Fetched {
+            raw: serde_json::to_value(&identity).unwrap(),
+            identity,
+        });
+        let fan_out = |line| Row {
+            account_id: None,
+            provider: None,
+            accounts: AccountScope::All,
+            ..row(line, "")
+        };
+        let checker = Checker::new("in.csv", None, Unlisted::Refuse);
+        let mut decider = Decider::new(checker, Some(&directory), None, false);
+        let first = decider.decide(Ok(fan_out(2)));
+        let RowDecision::Accounts(accounts) = &first else {
+            panic!("{first:?}");
+        };
+        assert!(matches!(
+            accounts[..],
+            [AccountDecision::Send(_), AccountDecision::Send(_)]
+        ));
+        // Named again: each account a duplicate of the first row's.
+        let again = decider.decide(Ok(fan_out(3)));
+        assert!(
+            matches!(&again, RowDecision::Accounts(accounts) if accounts.len() == 2
+                && accounts.iter().all(|a| matches!(a, AccountDecision::Duplicate(_)))),
+            "{again:?}"
+        );
+        let plan = decider.finish(&[]);
+        assert_eq!(
+            (
+                plan.rows,
+                plan.actions,
+                plan.accounts,
+                plan.duplicates.count
+            ),
+            (2, 2, 2, 2)
+        );
     }
 
     #[test]

@@ -664,6 +664,57 @@ mod tests {
         }
     }
 
+    /// The (provider, account) each account a fan-out reaches is sent to.
+    fn fanned_out(row: &Row, done_earlier: &dyn Fn(&Job) -> bool) -> Vec<(Provider, String)> {
+        resolve_all(row, &directory(), done_earlier)
+            .unwrap()
+            .into_iter()
+            .map(|reached| match reached {
+                Reached::Send(job) => (job.provider.unwrap(), job.account_id),
+                Reached::Refused(_, refusal) => panic!("{refusal:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn issue_20_all_accounts_reaches_each_account_offering_the_action_narrowed_by_provider() {
+        let by_upn = Row {
+            upn: Some("jon@contoso.com".into()),
+            accounts: crate::input::AccountScope::All,
+            ..row(Action::Disable)
+        };
+        // Okta offers only revokeAllSessions: left out.
+        assert_eq!(
+            fanned_out(&by_upn, &|_| false),
+            [
+                (Provider::ActiveDirectory, "ad-jon".to_owned()),
+                (Provider::EntraId, "oid-jon".to_owned())
+            ]
+        );
+        let entra_only = Row {
+            provider: Some(Provider::EntraId),
+            ..by_upn.clone()
+        };
+        assert_eq!(
+            fanned_out(&entra_only, &|_| false),
+            [(Provider::EntraId, "oid-jon".to_owned())]
+        );
+        // An account an earlier run disabled no longer offers disable, and is still reached.
+        let done = |job: &Job| job.provider == Some(Provider::Okta);
+        assert_eq!(fanned_out(&by_upn, &done).len(), 3);
+        // No account offering the action: the row's refusal, as for one account.
+        let refusal = resolve_all(
+            &Row {
+                action: Action::MarkUserAsCompromised,
+                ..by_upn
+            },
+            &directory(),
+            &|_| false,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code, ACTION_NOT_OFFERED);
+    }
+
     #[test]
     fn a_cloud_only_user_is_found_by_its_object_id_among_the_entra_accounts() {
         let directory = directory();

@@ -2,7 +2,8 @@
 //! it, and the [`Summary`] made from it and the run's facts. The summary is rendered as text for
 //! the operator on stderr, and written as one JSON object by `--summary-json` for scheduled jobs;
 //! both come from the same struct, so they never disagree. It ends with what to do next, down to
-//! the exact `--resume` command.
+//! the exact `--resume` command. [`People`] groups the records by person, to say who was acted on
+//! only partly (issue 20); the report counts them the same way.
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -18,8 +18,9 @@
 //! hash, and the listed ones among them are named by a second read (issue 16).
 //! The snapshot is streamed after the results, keeping only the identities of the listed rows.
 //!
-//! A results file from an interrupted `--resume` may hold two records for one row: the last one
-//! counts, as it does for `--resume` and the undo file.
+//! A results file from an interrupted `--resume` may hold two records for one row's account: the
+//! last one counts, as it does for `--resume` and the undo file. A row that acted on all of a
+//! person's accounts (issue 20) holds one record for each, and each counts.
 //!
 //! When the records say what was seen of each action (`effect`, SPEC section 10), the counts and
 //! the per-row table show it, and the undo advice leaves out actions that never took effect.
