@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
 use serde::Serialize;
 
-use super::{InputFormat, Job, RowError};
+use super::{AccountScope, InputFormat, Job, RowError};
 use crate::graph::model::{Action, Provider, documented_providers, is_documented};
 use crate::sanitize::printable;
 
@@ -137,6 +137,10 @@ pub struct Plan {
     /// Rows whose identity is looked up before the first action (SPEC section 8).
     #[serde(skip_serializing_if = "is_zero")]
     pub lookups: u64,
+    /// Of those, rows that act on every account of the person they name (issue 20): one action
+    /// each.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lookups_on_all_accounts: u64,
     /// The rows to look up by action, so that the plan shows the action of every row (issue 16).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lookup_actions: Vec<ActionRows>,
@@ -244,10 +248,13 @@ impl Checker {
     }
 
     /// Records a row that will be looked up: it is decided once the lookup has found it, but
-    /// its action is known now.
-    pub fn defer(&mut self, action: Action) {
+    /// its action is known now, and whether it acts on each of a person's accounts.
+    pub fn defer(&mut self, action: Action, accounts: AccountScope) {
         self.plan.rows += 1;
         self.plan.lookups += 1;
+        if accounts == AccountScope::All {
+            self.plan.lookups_on_all_accounts += 1;
+        }
         self.lookup_actions[action.index()] += 1;
     }
 

@@ -119,7 +119,7 @@ impl<'a> Decider<'a> {
                 };
             }
             (None, None) => {
-                self.checker.defer(row.action);
+                self.checker.defer(row.action, row.accounts);
                 return RowDecision::ToLookUp(row);
             }
             (None, Some(directory)) => {

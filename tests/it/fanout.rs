@@ -474,3 +474,28 @@ async fn issue_20_resume_after_a_crash_mid_fan_out_sends_nothing_twice() {
         "{records:?}"
     );
 }
+
+#[test]
+fn issue_20_validate_says_how_many_looked_up_rows_act_on_every_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(
+        &input,
+        "upn,action,allAccounts\nann@contoso.com,disable,true\nbob@contoso.com,disable,\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_graph-remediate"))
+        .arg("validate")
+        .arg(&input)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "0 actions would be sent, and more once 2 row(s) are looked up: 1 of them act on every account"
+        ),
+        "{stdout}"
+    );
+}
