@@ -26,7 +26,7 @@ use crate::graph::auth::{CredentialSources, TokenEndpoint};
 use crate::graph::client::{ApiVersion, check_service_url};
 use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
-use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
+use crate::input::{AccountScope, InputFormat, InputOptions, InputSource, Lookup};
 use crate::mock::MockArgs;
 use crate::retry::RetryPolicy;
 use crate::units::{ProgressMode, Rate, parse_duration, parse_rate};
@@ -291,6 +291,12 @@ pub struct InputArgs {
     #[arg(long, value_parser = parse_provider)]
     pub provider: Option<Provider>,
 
+    /// Act on every linked account of the person a row names whose actions offer the row's
+    /// action (Active Directory, Entra ID, Okta), one request and one record each, where a row
+    /// has no allAccounts cell; --provider narrows the set.
+    #[arg(long)]
+    pub all_accounts: bool,
+
     /// Send action/provider pairs that Microsoft does not document (each is warned about).
     #[arg(long)]
     pub allow_unlisted: bool,
@@ -310,6 +316,11 @@ impl From<&InputArgs> for InputConfig {
                 delimiter: args.delimiter,
                 default_action: args.action,
                 default_provider: args.provider,
+                default_accounts: if args.all_accounts {
+                    AccountScope::All
+                } else {
+                    AccountScope::One
+                },
                 lookup: if args.no_lookup {
                     Lookup::Forbidden
                 } else {

@@ -20,7 +20,7 @@ use crate::{ExitStatus, output};
 
 use super::connect::{connect_unless_interrupted, sign_in};
 use super::prepare::{read_input, report_bad_rows};
-use super::validate::check_rows;
+use super::validate::{Keep, check_rows};
 
 /// What `auth` found, as printed.
 struct Found {
@@ -61,7 +61,7 @@ pub async fn auth(
             let options = input.config.options.clone();
             let (unlisted, verify) = (input.config.unlisted, config.verify);
             let checked = tokio::task::spawn_blocking(move || {
-                check_rows(&source, &options, unlisted, None, verify)
+                check_rows(&source, &options, unlisted, None, None, verify, Keep::Plan)
             })
             .await
             .context("checking the input stopped unexpectedly")??;

@@ -3,7 +3,6 @@
 //! A lookup that cannot go on (a 403 naming the permission, no token) stops the run with
 //! nothing sent.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -13,7 +12,6 @@ use crate::Fatal;
 use crate::config::GraphAccess;
 use crate::graph::auth::Tokens;
 use crate::graph::client::GraphClient;
-use crate::input::plan::Plan;
 use crate::lookup::guard::{Guardrails, read_guard};
 use crate::lookup::{Directory, LookupStop, ReadCounts, Reader, Strategy, Wanted, look_up};
 use crate::output::progress::{Progress, ProgressMode, Snapshot};
@@ -21,7 +19,7 @@ use crate::output::resume::{Earlier, Prior};
 use crate::runner::rate::{Limiter, ThrottleGate};
 
 use super::prepare::{Input, unless_interrupted};
-use super::validate::resolve_rows;
+use super::validate::{Checked, Keep, check_rows};
 
 /// Sends the reads `wanted` needs, then those of the `guardrails`, paced by `--rate`, through
 /// `security` (the `/security` throttle gate, which the actions then share).
@@ -75,7 +73,7 @@ pub(super) async fn find(
 }
 
 /// The input read again, every row decided from what the lookup found: the plan to confirm,
-/// and the identities the rows resolved to.
+/// the digest of its decisions, and the identities the rows resolved to.
 pub(super) async fn decide_rows(
     input: &Input,
     directory: &Arc<Directory>,
@@ -83,18 +81,19 @@ pub(super) async fn decide_rows(
     same_input: bool,
     verify: bool,
     interrupt: &CancellationToken,
-) -> anyhow::Result<(Plan, BTreeSet<String>)> {
+) -> anyhow::Result<Checked> {
     let config = input.config.clone();
     let directory = directory.clone();
     unless_interrupted(interrupt, "deciding the rows", move || {
         let earlier = prior.as_deref().map(|prior| Earlier { prior, same_input });
-        resolve_rows(
+        check_rows(
             &config.source,
             &config.options,
             config.unlisted,
-            &directory,
+            Some(&directory),
             earlier.as_ref(),
             verify,
+            Keep::PlanAndDecisions,
         )
         .context("reading the input again")
     })

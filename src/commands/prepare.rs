@@ -21,6 +21,7 @@ use crate::graph::permissions::Needs;
 use crate::input::InputSource;
 use crate::input::plan::Plan;
 use crate::lookup::Wanted;
+use crate::lookup::decide::Confirmed;
 use crate::lookup::guard::Guardrails;
 use crate::output::journal::InflightLog;
 use crate::output::lock::{
@@ -30,7 +31,7 @@ use crate::output::paths::{self, NamedPath};
 use crate::output::resume::{self, Earlier, Prior};
 use crate::{Fatal, logging, output};
 
-use super::validate::{Checked, check_rows};
+use super::validate::{Checked, Keep, check_rows};
 
 /// Refuses, before any file is touched, a run whose files are not distinct or whose output
 /// directories do not exist (issue 10).
@@ -323,6 +324,8 @@ pub(super) async fn earlier_results(
 /// The first read of the input, checked.
 pub(super) struct CheckedInput {
     pub(super) plan: Plan,
+    /// The digest of every row's decision: what the feed sends when no lookup is needed.
+    pub(super) confirmed: Confirmed,
     /// What the lookup must ask before the first action.
     pub(super) wanted: Wanted,
     /// For the run state, and to tell whether the input changed since an earlier run.
@@ -351,16 +354,24 @@ pub(super) async fn check_input(
         };
         let same_input = previous_fingerprint.as_deref() == Some(fingerprint.as_str());
         let earlier = prior.as_deref().map(|prior| Earlier { prior, same_input });
-        let Checked { plan, wanted } = check_rows(
+        let Checked {
+            plan,
+            wanted,
+            confirmed,
+            ..
+        } = check_rows(
             &config.source,
             &config.options,
             config.unlisted,
+            None,
             earlier.as_ref(),
             verify,
+            Keep::PlanAndDecisions,
         )?;
         Ok(CheckedInput {
             plan,
             wanted,
+            confirmed: confirmed.unwrap_or_default(),
             fingerprint,
             same_input,
         })

@@ -13,10 +13,12 @@ use serde_json::Value;
 use tracing::info;
 
 use crate::config::{Existing, ResolveConfig};
-use crate::input::{InputSource, RowReader};
+use crate::graph::identity::LinkedAccount;
+use crate::input::plan::{Checker, Unlisted};
+use crate::input::{InputSource, Job, RowReader};
 use crate::lookup::Directory;
+use crate::lookup::decide::{AccountDecision, Decider, RowDecision};
 use crate::lookup::directory::Found;
-use crate::lookup::resolve::resolve as resolve_row;
 use crate::output::journal::carry_names_besides;
 use crate::output::paths::{self, NamedPath};
 use crate::output::sheet::write_sheet;
@@ -28,7 +30,7 @@ use crate::{ExitStatus, logging};
 use super::connect::{connect, connect_unless_interrupted};
 use super::look_up::find;
 use super::prepare::{read_input, report_bad_rows, unless_interrupted};
-use super::validate::check_rows;
+use super::validate::{Keep, check_rows};
 
 /// The columns `resolve` writes before the input's own: the four `run` reads.
 const ID_COLUMNS: [&str; 4] = [
@@ -51,8 +53,16 @@ pub async fn resolve(
     let checked = {
         let input = input.config.clone();
         unless_interrupted(&interrupt, "checking the input", move || {
-            check_rows(&input.source, &input.options, input.unlisted, None, true)
-                .map_err(anyhow::Error::new)
+            check_rows(
+                &input.source,
+                &input.options,
+                input.unlisted,
+                None,
+                None,
+                true,
+                Keep::Plan,
+            )
+            .map_err(anyhow::Error::new)
         })
         .await?
     };
@@ -83,10 +93,9 @@ pub async fn resolve(
         let output = config.output.clone();
         let existing = config.existing;
         unless_interrupted(&interrupt, "writing the resolved rows", move || {
-            let file = input.source.display_name();
             let mut rows = RowReader::open(&input.source, &input.options)?
                 .with_carry_columns(carry_columns.clone());
-            let sheet = resolved_sheet(&mut rows, &directory, &carry_columns, &file)?;
+            let sheet = resolved_sheet(&mut rows, &directory, &carry_columns, input.unlisted)?;
             let names = column_names(&carry_columns);
             // Again just before writing: the lookup took a while, and a run may have started
             // writing its records there since (issue 16).
@@ -177,8 +186,12 @@ fn resolved_sheet(
     rows: &mut RowReader,
     directory: &Directory,
     carry_columns: &[String],
-    file: &str,
+    unlisted: Unlisted,
 ) -> anyhow::Result<Sheet> {
+    let file = rows.file().to_owned();
+    let checker = Checker::new(&file, Some(rows.format()), unlisted);
+    // Every row looked up, as `run --verify` would decide it; the guardrails belong to the run.
+    let mut decider = Decider::new(checker, Some(directory), None, true);
     let mut sheet = Sheet {
         cells: Vec::new(),
         unresolved: Vec::new(),
@@ -195,75 +208,121 @@ fn resolved_sheet(
                 continue;
             }
         };
-        let text = |value: &Option<String>| Value::from(value.clone().unwrap_or_default());
-        let mut carry: Vec<Value> = row.carry.iter().cloned().map(Value::from).collect();
-        carry.resize(carry_columns.len(), Value::from(""));
-        let (ids, found) = match resolve_row(&row, directory) {
-            Ok(resolved) => {
-                let identity = &resolved.identity.identity;
-                (
-                    [
-                        Value::from(resolved.job.identity_account_id.clone()),
-                        Value::from(resolved.job.account_id.clone()),
-                        Value::from(resolved.account.provider_name()),
-                    ],
-                    [
-                        Value::from(resolved.job.resolved_by.map_or("", |c| c.as_str())),
-                        Value::from(identity.display_name.clone().unwrap_or_default()),
-                        identity.is_enabled.map_or(Value::Null, Value::from),
-                        Value::from(resolved.account.offered()),
-                    ],
-                )
+        let given = row.clone();
+        // One line for each account the row reaches: a row that acts on all of a person's
+        // accounts (issue 20) becomes a line per account, each naming its account.
+        let lines = match decider.decide(Ok(row)) {
+            RowDecision::Accounts(accounts) => accounts
+                .into_iter()
+                .filter_map(|account| match account {
+                    AccountDecision::Send(job) | AccountDecision::Duplicate(job) => {
+                        let (ids, found) = resolved_cells(&job, directory);
+                        Some((job, ids, found))
+                    }
+                    AccountDecision::Refused { job, refusal } => {
+                        sheet.unresolved.push(format!(
+                            "{file}:{}: {}: {}",
+                            job.row,
+                            refusal.code,
+                            printable(&refusal.message)
+                        ));
+                        let (ids, found) =
+                            refused_cells(&job, refusal.identity_id.as_deref(), directory);
+                        Some((job, ids, found))
+                    }
+                    // `resolve` continues no earlier run.
+                    AccountDecision::CarriedOver { .. } => None,
+                })
+                .collect(),
+            RowDecision::Rejected(error) => {
+                sheet
+                    .unresolved
+                    .push(format!("{file}:{}: {}", error.line, error.reason));
+                let job = given.unresolved();
+                let (ids, found) = refused_cells(&job, None, directory);
+                vec![(job, ids, found)]
             }
-            Err(refusal) => {
-                sheet.unresolved.push(format!(
-                    "{file}:{}: {}: {}",
-                    row.line,
-                    refusal.code,
-                    printable(&refusal.message)
-                ));
-                // What the row gave, and the identity when one was found: the responder sees
-                // whom the row names, and resolvedBy stays empty.
-                let found =
-                    refusal
-                        .identity_id
-                        .as_deref()
-                        .and_then(|id| match directory.by_id(id) {
-                            Found::One(fetched) => Some(fetched),
-                            _ => None,
-                        });
-                (
-                    [
-                        found.map_or_else(
-                            || text(&row.identity_account_id),
-                            |fetched| Value::from(fetched.identity.id.clone()),
-                        ),
-                        text(&row.account_id),
-                        Value::from(row.provider.map_or("", |p| p.as_str())),
-                    ],
-                    [
-                        Value::from(""),
-                        found
-                            .and_then(|f| f.identity.display_name.clone())
-                            .map_or(Value::from(""), Value::from),
-                        found
-                            .and_then(|f| f.identity.is_enabled)
-                            .map_or(Value::Null, Value::from),
-                        Value::Array(Vec::new()),
-                    ],
-                )
-            }
+            // With the lookup's answers, every row is decided.
+            RowDecision::ToLookUp(_) => Vec::new(),
         };
-        let [identity_account_id, account_id, provider] = ids;
-        let mut cells = vec![
-            identity_account_id,
-            account_id,
-            Value::from(row.action.as_str()),
-            provider,
-        ];
-        cells.extend(carry);
-        cells.extend(found);
-        sheet.cells.push(cells);
+        for (job, ids, found) in lines {
+            let mut carry: Vec<Value> = job.carry.iter().cloned().map(Value::from).collect();
+            carry.resize(carry_columns.len(), Value::from(""));
+            let [identity_account_id, account_id, provider] = ids;
+            let mut cells = vec![
+                identity_account_id,
+                account_id,
+                Value::from(job.action.as_str()),
+                provider,
+            ];
+            cells.extend(carry);
+            cells.extend(found);
+            sheet.cells.push(cells);
+        }
     }
     Ok(sheet)
+}
+
+/// A resolved row's ids, and what was found: the identity's name and state, and what the
+/// account offers.
+fn resolved_cells(job: &Job, directory: &Directory) -> ([Value; 3], [Value; 4]) {
+    let identity = match directory.by_id(&job.identity_account_id) {
+        Found::One(fetched) => Some(&fetched.identity),
+        _ => None,
+    };
+    let account = identity.and_then(|identity| {
+        identity
+            .accounts
+            .iter()
+            .find(|account| account.identifier == job.account_id)
+    });
+    (
+        [
+            Value::from(job.identity_account_id.clone()),
+            Value::from(job.account_id.clone()),
+            Value::from(job.provider.map_or("", |p| p.as_str())),
+        ],
+        [
+            Value::from(job.resolved_by.map_or("", |c| c.as_str())),
+            Value::from(
+                identity
+                    .and_then(|identity| identity.display_name.clone())
+                    .unwrap_or_default(),
+            ),
+            identity
+                .and_then(|identity| identity.is_enabled)
+                .map_or(Value::Null, Value::from),
+            Value::from(account.map(LinkedAccount::offered).unwrap_or_default()),
+        ],
+    )
+}
+
+/// What an unresolved row gave, and the identity when one was found: the responder sees whom
+/// the row names, and resolvedBy stays empty.
+fn refused_cells(
+    job: &Job,
+    identity_id: Option<&str>,
+    directory: &Directory,
+) -> ([Value; 3], [Value; 4]) {
+    let found = identity_id.and_then(|id| match directory.by_id(id) {
+        Found::One(fetched) => Some(&fetched.identity),
+        _ => None,
+    });
+    (
+        [
+            Value::from(job.identity_account_id.clone()),
+            Value::from(job.account_id.clone()),
+            Value::from(job.provider.map_or("", |p| p.as_str())),
+        ],
+        [
+            Value::from(""),
+            found
+                .and_then(|identity| identity.display_name.clone())
+                .map_or(Value::from(""), Value::from),
+            found
+                .and_then(|identity| identity.is_enabled)
+                .map_or(Value::Null, Value::from),
+            Value::Array(Vec::new()),
+        ],
+    )
 }

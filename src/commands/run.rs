@@ -18,11 +18,12 @@ use crate::ExitStatus;
 use crate::config::{Mode, RunConfig};
 use crate::graph::auth::token_tenant_and_app;
 use crate::graph::permissions::Needs;
-use crate::input::plan::{Checker, Plan, RowKey, Verdict};
+use crate::input::plan::{Checker, Plan, Verdict};
 use crate::input::{Job, RowReader};
 use crate::lookup::confirm::ListLength;
+use crate::lookup::decide::{AccountDecision, Confirmed, Decider, RowDecision};
 use crate::lookup::directory::Found;
-use crate::lookup::{Directory, ReadCounts, Settled, settle};
+use crate::lookup::{Directory, ReadCounts};
 use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
 use crate::output::journal::rfc3339;
 use crate::output::journal::{
@@ -47,6 +48,7 @@ use super::prepare::{
     check_resumable, claim_results, confirm, earlier_results, guards_record, log_guards,
     print_dry_run, read_input, report_bad_rows,
 };
+use super::validate::Checked;
 
 /// `run`: check every row, then act on each and record every outcome. `shutdown` resolves on the
 /// first Ctrl-C or SIGTERM.
@@ -98,13 +100,13 @@ pub async fn run(
     );
     // Identities are looked up before the plan is confirmed, so that it says what will be sent.
     let security = Arc::new(ThrottleGate::new());
-    let (plan, connection, lookup) = if checked.wanted.is_empty() {
-        (checked.plan.clone(), None, None)
+    let (plan, confirmed, connection, lookup) = if checked.wanted.is_empty() {
+        (checked.plan.clone(), checked.confirmed, None, None)
     } else {
         let connection =
             connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
                 .await?;
-        let lookup = look_up_rows(
+        let mut lookup = look_up_rows(
             &config,
             &connection,
             &security,
@@ -114,7 +116,13 @@ pub async fn run(
             &interrupt,
         )
         .await?;
-        (lookup.plan.clone(), Some(connection), Some(lookup))
+        let confirmed = std::mem::take(&mut lookup.confirmed);
+        (
+            lookup.plan.clone(),
+            confirmed,
+            Some(connection),
+            Some(lookup),
+        )
     };
     confirm(&config, &plan, &interrupt).await?;
     let connection = match connection {
@@ -147,6 +155,7 @@ pub async fn run(
         prior,
         same_input: checked.same_input,
         directory: lookup.map(|looked_up| looked_up.directory),
+        confirmed,
         security,
         interrupt: interrupt.clone(),
     };
@@ -255,6 +264,8 @@ struct LookedUp {
     directory: Arc<Directory>,
     /// The plan with every row decided.
     plan: Plan,
+    /// The digest of every decision in it.
+    confirmed: Confirmed,
     counts: ReadCounts,
     /// How long the identity list is, as far as the lookup walked it.
     list: ListLength,
@@ -283,7 +294,12 @@ async fn look_up_rows(
     )
     .await?;
     let resuming = prior.is_some();
-    let (plan, resolved) = decide_rows(
+    let Checked {
+        plan,
+        identities,
+        confirmed,
+        ..
+    } = decide_rows(
         input,
         &directory,
         prior.clone(),
@@ -293,11 +309,13 @@ async fn look_up_rows(
     )
     .await?;
     let path = snapshot::path_for(&config.files.results);
-    let identities = resolved.iter().filter_map(|id| match directory.by_id(id) {
-        Found::One(fetched) => Some(fetched),
-        _ => None,
-    });
-    snapshot::write(&path, identities, resuming).with_context(|| {
+    let fetched = identities
+        .iter()
+        .filter_map(|id| match directory.by_id(id) {
+            Found::One(fetched) => Some(fetched),
+            _ => None,
+        });
+    snapshot::write(&path, fetched, resuming).with_context(|| {
         format!(
             "cannot write the snapshot {}; nothing was sent",
             path.display()
@@ -322,6 +340,7 @@ async fn look_up_rows(
     Ok(LookedUp {
         directory,
         plan,
+        confirmed: confirmed.unwrap_or_default(),
         counts,
         list,
     })
@@ -354,6 +373,8 @@ struct Batch<'a> {
     same_input: bool,
     /// What the lookup found, when rows needed it.
     directory: Option<Arc<Directory>>,
+    /// The decisions of the plan the operator confirmed: what the feed sends.
+    confirmed: Confirmed,
     /// `/security`'s throttle gate, which the lookup's reads may already have closed.
     security: Arc<ThrottleGate>,
     interrupt: CancellationToken,
@@ -396,6 +417,7 @@ impl Batch<'_> {
                 verify: config.verify,
                 results: config.files.results.clone(),
                 accounts: usize::try_from(self.plan.accounts).unwrap_or(0),
+                confirmed: self.confirmed,
             };
             let (stop, entry_tx) = (stop.clone(), entry_tx.clone());
             tokio::task::spawn_blocking(move || feed.run(&row_tx, &entry_tx, &stop))
@@ -533,15 +555,18 @@ struct Feed {
     results: PathBuf,
     /// Distinct accounts, from the plan: sizes the checker.
     accounts: usize,
+    /// The decisions of the plan the operator confirmed.
+    confirmed: Confirmed,
 }
 
 impl Feed {
-    /// Each row is decided again exactly as for the plan: its ids as given or as the lookup
-    /// found them (a refused row is recorded `failed` at once, and sends nothing), and the
-    /// checker's verdict (duplicates). On `--resume`, a row that already succeeded is not sent
-    /// again: its earlier record is carried over (with this input's row number and columns),
-    /// and a row an interrupted run had sent without recording an answer keeps count of those
-    /// attempts. Returns whether the whole input was read.
+    /// Sends the plan's decisions: each row is decided by the decider that made the plan, from
+    /// the same lookup and earlier results, and sent only when its decision is the confirmed
+    /// one (a row that changed since stops the run there). A refused row is recorded `failed`
+    /// at once and sends nothing; a row an earlier run did (`--resume`) has its earlier record
+    /// carried over (with this input's row number and columns); a row an interrupted run had
+    /// sent without recording an answer keeps count of those attempts. Returns whether the
+    /// whole input was read.
     fn run(
         self,
         row_tx: &mpsc::Sender<Vec<(Job, Verdict)>>,
@@ -551,7 +576,7 @@ impl Feed {
         let config = &self.input.config;
         let mut rows = RowReader::open(&config.source, &config.options)?
             .with_carry_columns(self.carry_columns.clone());
-        let mut checker = Checker::with_capacity(
+        let checker = Checker::with_capacity(
             rows.file(),
             Some(rows.format()),
             config.unlisted,
@@ -561,76 +586,64 @@ impl Feed {
             prior,
             same_input: self.same_input,
         });
+        let mut decider = Decider::new(
+            checker,
+            self.directory.as_deref(),
+            earlier.as_ref(),
+            self.verify,
+        );
         // The writer drains until every sender is gone; a failed send means it died.
         let record = |outcome: Outcome| {
             entry_tx
                 .blocking_send(Entry::Outcome(Box::new(outcome)))
                 .is_ok()
         };
-        let changed = |line: u64, reason: &str| {
-            stop.stop(StopReason::InputChanged {
-                detail: format!("line {line} is now invalid: {reason}"),
-            });
-        };
         let mut chunk = Vec::with_capacity(ROW_CHUNK);
-        for row in rows.by_ref() {
-            let row = match row? {
-                Ok(row) => row,
-                Err(error) => {
-                    changed(error.line, &error.reason);
-                    let _ = row_tx.blocking_send(chunk);
-                    return Ok(false);
-                }
+        for (index, row) in rows.by_ref().enumerate() {
+            let decision = decider.decide(row?);
+            let changed = match &decision {
+                RowDecision::Rejected(error) => Some(format!(
+                    "line {} is now invalid: {}",
+                    error.line, error.reason
+                )),
+                RowDecision::ToLookUp(row) => Some(not_as_confirmed(row.line)),
+                RowDecision::Accounts(accounts) => (!self.confirmed.confirms(index, &decision))
+                    .then(|| not_as_confirmed(accounts.first().map_or(0, |a| a.job().row))),
             };
-            if let Some(offset) = earlier.as_ref().and_then(|e| e.record_of_line(&row)) {
-                // A later repeat of this row is a duplicate, as in the earlier run (issue 16).
-                checker.done_earlier(earlier.as_ref().and_then(|e| e.key_of_line(&row)));
-                let outcome = resume::carried_over(&self.results, offset, row.unresolved())?;
-                if !record(outcome) {
-                    return Ok(false);
-                }
+            if let Some(detail) = changed {
+                stop.stop(StopReason::InputChanged { detail });
+                let _ = row_tx.blocking_send(chunk);
+                return Ok(false);
+            }
+            let RowDecision::Accounts(accounts) = decision else {
                 continue;
-            }
-            let mut job = match settle(row, self.directory.as_deref(), self.verify) {
-                Settled::Send(job) => job,
-                Settled::Refused(job, refusal) => {
-                    let mut outcome = Outcome::unsent(job, RowStatus::Failed, refusal.message);
-                    outcome.error_code = Some(refusal.code.to_owned());
-                    if !record(outcome) {
+            };
+            for account in accounts {
+                let (job, verdict) = match account {
+                    AccountDecision::Send(job) => (job, Verdict::Send),
+                    AccountDecision::Duplicate(job) => (job, Verdict::Duplicate),
+                    AccountDecision::CarriedOver { job, offset } => {
+                        let outcome = resume::carried_over(&self.results, offset, job)?;
+                        if !record(outcome) {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                    AccountDecision::Refused { job, refusal } => {
+                        let mut outcome = Outcome::unsent(job, RowStatus::Failed, refusal.message);
+                        outcome.error_code = Some(refusal.code.to_owned());
+                        if !record(outcome) {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                };
+                chunk.push((job, verdict));
+                if chunk.len() == ROW_CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(ROW_CHUNK));
+                    if row_tx.blocking_send(full).is_err() {
                         return Ok(false);
                     }
-                    continue;
-                }
-            };
-            let verdict = match checker.check(&job) {
-                Ok(verdict) => verdict,
-                Err(error) => {
-                    changed(error.line, &error.reason);
-                    let _ = row_tx.blocking_send(chunk);
-                    return Ok(false);
-                }
-            };
-            if let (Some(earlier), Verdict::Send) = (&earlier, verdict) {
-                let key = RowKey::of(&job);
-                if let Some(offset) = earlier.prior.succeeded.get(&key) {
-                    let outcome = resume::carried_over(&self.results, *offset, job)?;
-                    if !record(outcome) {
-                        return Ok(false);
-                    }
-                    continue;
-                }
-                job.earlier_attempts = earlier
-                    .prior
-                    .unknown_attempts
-                    .get(&key)
-                    .copied()
-                    .unwrap_or(0);
-            }
-            chunk.push((job, verdict));
-            if chunk.len() == ROW_CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(ROW_CHUNK));
-                if row_tx.blocking_send(full).is_err() {
-                    return Ok(false);
                 }
             }
         }
@@ -639,6 +652,11 @@ impl Feed {
         }
         Ok(true)
     }
+}
+
+/// Why the feed stops at a row decided otherwise than in the confirmed plan.
+fn not_as_confirmed(line: u64) -> String {
+    format!("line {line} is no longer what the confirmed plan holds")
 }
 
 /// Rows the reader hands the dispatcher at a time: one wake-up per chunk instead of per row

@@ -7,9 +7,10 @@ use std::io::Write;
 use anyhow::Context;
 
 use crate::config::{PlanFormat, ValidateConfig};
-use crate::input::plan::{Checker, Plan, Unlisted, Verdict};
+use crate::input::plan::{Checker, Plan, Unlisted};
 use crate::input::{InputError, InputOptions, InputSource, RowReader};
-use crate::lookup::{Directory, Settled, Wanted, settle};
+use crate::lookup::decide::{AccountDecision, Confirmed, Decider, RowDecision};
+use crate::lookup::{Directory, Wanted};
 use crate::output::resume::Earlier;
 use crate::{ExitStatus, output};
 
@@ -41,124 +42,73 @@ pub fn check_input(
     options: &InputOptions,
     unlisted: Unlisted,
 ) -> Result<Plan, InputError> {
-    check_rows(source, options, unlisted, None, false).map(|checked| checked.plan)
+    check_rows(source, options, unlisted, None, None, false, Keep::Plan).map(|checked| checked.plan)
 }
 
-/// What the first read of the input found: the plan, and what the lookup must ask.
+/// What a read of the input decided: the plan, what the lookup must ask, the identities the
+/// rows resolved to (for the snapshot file), and, when asked for, the digest of every decision
+/// (what the feed must send).
 pub(crate) struct Checked {
     pub(crate) plan: Plan,
     pub(crate) wanted: Wanted,
+    pub(crate) identities: BTreeSet<String>,
+    pub(crate) confirmed: Option<Confirmed>,
 }
 
-/// Reads the whole input once, checking every row. Rows that carry all three ids are decided
-/// here (duplicates, Microsoft's table); rows to look up (or every row, with `verify`) are
-/// counted and their keys gathered for the lookup, and decided once it has answered
-/// ([`resolve_rows`]). With `earlier` (`--resume`), rows an earlier run already did are counted.
+/// Whether a read of the input keeps the digest of every decision, besides the plan: `run`
+/// does (8 bytes a row), `validate` need not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    Plan,
+    PlanAndDecisions,
+}
+
+/// Reads the whole input once, deciding every row ([`Decider`]). Before the lookup
+/// (`directory` is `None`), rows that carry all three ids are decided (duplicates, Microsoft's
+/// table) and the others (every row, with `verify`) are counted and their keys gathered for the
+/// lookup. Once it has answered, every row is resolved or refused, and duplicates are found
+/// among the resolved ids (the same identity named by SID on one line and by UPN on another
+/// runs once). With `earlier` (`--resume`), rows an earlier run already did are counted.
 pub(crate) fn check_rows(
     source: &InputSource,
     options: &InputOptions,
     unlisted: Unlisted,
+    directory: Option<&Directory>,
     earlier: Option<&Earlier<'_>>,
     verify: bool,
+    keep: Keep,
 ) -> Result<Checked, InputError> {
     let mut rows = RowReader::open(source, options)?;
-    let mut checker = Checker::new(rows.file(), Some(rows.format()), unlisted);
+    let checker = Checker::new(rows.file(), Some(rows.format()), unlisted);
+    let mut decider = Decider::new(checker, directory, earlier, verify);
     let mut wanted = Wanted::default();
-    let mut done = 0u64;
-    for row in rows.by_ref() {
-        let row = match row? {
-            Ok(row) => row,
-            Err(error) => {
-                checker.reject(error);
-                continue;
-            }
-        };
-        if let Some(earlier) = earlier
-            && earlier.did_line(&row)
-        {
-            // Done by the earlier run, ids and all: carried over, not looked up again.
-            checker.done_earlier(earlier.key_of_line(&row));
-            done += 1;
-            continue;
-        }
-        match row.as_given().filter(|_| !verify) {
-            Some(job) => {
-                // A refused row is recorded in the plan by the checker itself.
-                let verdict = checker.check(&job);
-                if verdict == Ok(Verdict::Send) && earlier.is_some_and(|e| e.did(&job)) {
-                    done += 1;
-                }
-            }
-            None => {
-                checker.defer(row.action);
-                wanted.add(&row, verify);
-            }
-        }
-    }
-    let mut plan = checker.finish(rows.carry_columns());
-    plan.already_succeeded = done;
-    Ok(Checked { plan, wanted })
-}
-
-/// Reads the whole input again once the lookup has answered: each row resolved or refused,
-/// duplicates found among the resolved ids (the same identity named by SID on one line and by
-/// UPN on another runs once). The plan the responder confirms, and the identities the rows
-/// resolved to (for the snapshot file).
-pub(crate) fn resolve_rows(
-    source: &InputSource,
-    options: &InputOptions,
-    unlisted: Unlisted,
-    directory: &Directory,
-    earlier: Option<&Earlier<'_>>,
-    verify: bool,
-) -> Result<(Plan, BTreeSet<String>), InputError> {
-    let mut rows = RowReader::open(source, options)?;
-    let mut checker = Checker::new(rows.file(), Some(rows.format()), unlisted);
-    let mut done = 0u64;
     let mut identities = BTreeSet::new();
+    let mut confirmed = (keep == Keep::PlanAndDecisions).then(Confirmed::default);
     for row in rows.by_ref() {
-        let row = match row? {
-            Ok(row) => row,
-            Err(error) => {
-                checker.reject(error);
-                continue;
-            }
-        };
-        if let Some(earlier) = earlier
-            && earlier.did_line(&row)
-        {
-            checker.done_earlier(earlier.key_of_line(&row));
-            done += 1;
-            continue;
+        let decision = decider.decide(row?);
+        if let Some(confirmed) = &mut confirmed {
+            confirmed.push(&decision);
         }
-        match settle(row, Some(directory), verify) {
-            Settled::Send(job) => {
-                if job.resolved_by.is_some() {
-                    identities.insert(job.identity_account_id.clone());
-                }
-                let verdict = checker.check(&job);
-                if verdict == Ok(Verdict::Send) && earlier.is_some_and(|e| e.did(&job)) {
-                    done += 1;
-                }
-                // Issue 20: flagged, not refused: Graph decides, and if it refuses, the row says why.
-                if verdict == Ok(Verdict::Send)
-                    && let Some(note) = directory.restricted_note(&job)
-                {
-                    tracing::warn!(row = job.row, note = %note, "flagged in the plan");
-                    checker.warn(job.row, note);
-                }
-            }
-            Settled::Refused(job, refusal) => {
-                if let Some(id) = &refusal.identity_id {
-                    identities.insert(id.clone());
-                }
-                checker.refuse(job.row, refusal.code, &refusal.message);
+        match decision {
+            RowDecision::Rejected(_) => {}
+            RowDecision::ToLookUp(row) => wanted.add(&row, verify),
+            RowDecision::Accounts(accounts) => {
+                identities.extend(accounts.iter().filter_map(|account| match account {
+                    AccountDecision::Refused { refusal, .. } => refusal.identity_id.clone(),
+                    other => {
+                        let job = other.job();
+                        job.resolved_by.map(|_| job.identity_account_id.clone())
+                    }
+                }))
             }
         }
     }
-    let mut plan = checker.finish(rows.carry_columns());
-    plan.already_succeeded = done;
-    Ok((plan, identities))
+    Ok(Checked {
+        plan: decider.finish(rows.carry_columns()),
+        wanted,
+        identities,
+        confirmed,
+    })
 }
 
 /// A closed pipe (`| head`) is not an error for a command that only prints.

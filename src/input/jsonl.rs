@@ -147,6 +147,10 @@ impl JsonlRows {
                             }
                         }
                     }
+                    // A JSON file says yes or no as a boolean.
+                    Value::Bool(flag) if field == Field::AllAccounts => {
+                        values[field as usize] = Some(if *flag { "true" } else { "false" });
+                    }
                     other => {
                         malformed[field as usize] = true;
                         problems.push(format!(

@@ -77,6 +77,8 @@ pub struct InputOptions {
     pub default_action: Option<Action>,
     /// `--provider`: used where the input has no provider column.
     pub default_provider: Option<Provider>,
+    /// `--all-accounts`: used where a row has no `allAccounts` cell (issue 20).
+    pub default_accounts: AccountScope,
     /// Whether rows may be looked up (`--no-lookup` forbids it: a row that would need a read
     /// is an input error).
     pub lookup: Lookup,
@@ -89,6 +91,32 @@ pub enum Lookup {
     Allowed,
     /// `--no-lookup`: no read is sent; every row must carry all three ids.
     Forbidden,
+}
+
+/// Which of a person's linked accounts a row acts on (issue 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum AccountScope {
+    /// The one account SPEC section 8 picks (`accountAmbiguous` when several fit).
+    #[default]
+    One,
+    /// Every linked account whose `actions` offer the row's action, one request each, as the
+    /// Defender portal's Disable "disables all accounts linked to an identity"
+    /// (`--all-accounts`, or the row's `allAccounts` cell). An `accountId` or a provider narrows
+    /// the set.
+    All,
+}
+
+impl AccountScope {
+    /// An `allAccounts` cell: `true` or `false`, ignoring case.
+    fn parse(text: &str) -> Option<AccountScope> {
+        if text.eq_ignore_ascii_case("true") {
+            Some(AccountScope::All)
+        } else if text.eq_ignore_ascii_case("false") {
+            Some(AccountScope::One)
+        } else {
+            None
+        }
+    }
 }
 
 /// One row of the input, normalised: trimmed, with Graph's spelling of action and provider. It
@@ -105,6 +133,8 @@ pub struct Row {
     pub sid: Option<String>,
     pub object_id: Option<String>,
     pub upn: Option<String>,
+    /// Which of the person's accounts the row acts on.
+    pub accounts: AccountScope,
     /// The carried-through cells, aligned with [`RowReader::carry_columns`].
     pub carry: Vec<String>,
 }
@@ -240,10 +270,11 @@ pub(crate) enum Field {
     Sid,
     ObjectId,
     Upn,
+    AllAccounts,
 }
 
 /// How many [`Field`]s there are: the length of a row's value array.
-pub(crate) const FIELDS: usize = 7;
+pub(crate) const FIELDS: usize = 8;
 
 impl Field {
     pub(crate) const ALL: [Field; FIELDS] = [
@@ -254,6 +285,7 @@ impl Field {
         Field::Sid,
         Field::ObjectId,
         Field::Upn,
+        Field::AllAccounts,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -265,6 +297,7 @@ impl Field {
             Field::Sid => "sid",
             Field::ObjectId => "objectId",
             Field::Upn => "upn",
+            Field::AllAccounts => "allAccounts",
         }
     }
 
@@ -304,6 +337,7 @@ impl Field {
             "upn" | "userprincipalname" | "accountupn" | "initiatingprocessaccountupn" => {
                 Some(Field::Upn)
             }
+            "allaccounts" => Some(Field::AllAccounts),
             _ => None,
         }
     }
@@ -528,6 +562,16 @@ pub(crate) fn build_row(
             parsed
         }
     };
+    let accounts = match raw.filled(Field::AllAccounts) {
+        None => options.default_accounts,
+        Some(text) => AccountScope::parse(&text).unwrap_or_else(|| {
+            reasons.push(format!(
+                "\"allAccounts\" {:?} is neither true nor false",
+                crate::sanitize::printable(&text)
+            ));
+            options.default_accounts
+        }),
+    };
     let row = Row {
         line: raw.line,
         identity_account_id: raw.filled(Field::IdentityAccountId),
@@ -537,6 +581,7 @@ pub(crate) fn build_row(
         sid: raw.filled(Field::Sid),
         object_id: raw.filled(Field::ObjectId),
         upn: raw.filled(Field::Upn),
+        accounts,
         carry,
     };
     if let Some(id) = &row.identity_account_id
@@ -908,6 +953,62 @@ mod tests {
             .unwrap_err();
             assert!(err.reason.contains(says), "{}", err.reason);
         }
+    }
+
+    #[test]
+    fn issue_20_the_all_accounts_cell_overrides_the_flag_and_refuses_other_values() {
+        let with = |cell: Option<&str>, flag: AccountScope| {
+            let mut cells = vec![(Field::Upn, "ann@contoso.com"), (Field::Action, "disable")];
+            cells.extend(cell.map(|cell| (Field::AllAccounts, cell)));
+            let options = InputOptions {
+                default_accounts: flag,
+                ..InputOptions::default()
+            };
+            build_row(raw(&cells), vec![], &options)
+        };
+        assert_eq!(
+            with(None, AccountScope::One).unwrap().accounts,
+            AccountScope::One
+        );
+        assert_eq!(
+            with(None, AccountScope::All).unwrap().accounts,
+            AccountScope::All
+        );
+        assert_eq!(
+            with(Some(" "), AccountScope::All).unwrap().accounts,
+            AccountScope::All
+        );
+        assert_eq!(
+            with(Some("TRUE"), AccountScope::One).unwrap().accounts,
+            AccountScope::All
+        );
+        assert_eq!(
+            with(Some("false"), AccountScope::All).unwrap().accounts,
+            AccountScope::One
+        );
+        let error = with(Some("yes"), AccountScope::One).unwrap_err();
+        assert_eq!(error.line, 7);
+        assert!(
+            error.reason.contains("neither true nor false"),
+            "{}",
+            error.reason
+        );
+        assert_eq!(Field::from_header("All Accounts"), Some(Field::AllAccounts));
+    }
+
+    #[test]
+    fn issue_20_a_jsonl_row_says_all_accounts_as_a_boolean() {
+        let text = "{\"upn\": \"ann@contoso.com\", \"action\": \"disable\", \"allAccounts\": true}\n\
+                    {\"upn\": \"bob@contoso.com\", \"action\": \"disable\", \"allAccounts\": false}\n";
+        let rows = RowReader::from_reader(
+            Box::new(io::Cursor::new(text.as_bytes().to_vec())),
+            InputFormat::Jsonl,
+            "in.jsonl",
+            &InputOptions::default(),
+        )
+        .unwrap();
+        let scopes: Vec<AccountScope> = rows.map(|row| row.unwrap().unwrap().accounts).collect();
+        assert_eq!(scopes, [AccountScope::All, AccountScope::One]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 
 use serde::Serialize;
 
-use super::{InputFormat, Job, RowError};
+use super::{AccountScope, InputFormat, Job, RowError};
 use crate::graph::model::{Action, Provider, documented_providers, is_documented};
 use crate::sanitize::printable;
 
@@ -137,6 +137,10 @@ pub struct Plan {
     /// Rows whose identity is looked up before the first action (SPEC section 8).
     #[serde(skip_serializing_if = "is_zero")]
     pub lookups: u64,
+    /// Of those, rows that act on every account of the person they name (issue 20): one action
+    /// each.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lookups_on_all_accounts: u64,
     /// The rows to look up by action, so that the plan shows the action of every row (issue 16).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lookup_actions: Vec<ActionRows>,
@@ -244,10 +248,13 @@ impl Checker {
     }
 
     /// Records a row that will be looked up: it is decided once the lookup has found it, but
-    /// its action is known now.
-    pub fn defer(&mut self, action: Action) {
+    /// its action is known now, and whether it acts on each of a person's accounts.
+    pub fn defer(&mut self, action: Action, accounts: AccountScope) {
         self.plan.rows += 1;
         self.plan.lookups += 1;
+        if accounts == AccountScope::All {
+            self.plan.lookups_on_all_accounts += 1;
+        }
         self.lookup_actions[action.index()] += 1;
     }
 
@@ -262,9 +269,16 @@ impl Checker {
         }
     }
 
-    /// Records a row the lookup refused.
-    pub fn refuse(&mut self, line: u64, code: &str, message: &str) {
+    /// Counts an input row whose accounts are then checked or refused one by one
+    /// ([`Checker::check_account`], [`Checker::refuse_account`]): a row that acts on all of a
+    /// person's accounts is one row of several actions (issue 20).
+    pub fn count_row(&mut self) {
         self.plan.rows += 1;
+    }
+
+    /// Records one account the lookup refused (or every account of a refused row), its row
+    /// counted already.
+    pub fn refuse_account(&mut self, line: u64, code: &str, message: &str) {
         self.plan.refused.push(Note {
             line,
             message: format!("{code}: {message}"),
@@ -286,9 +300,17 @@ impl Checker {
         });
     }
 
-    /// Decides a well-formed row. `Err` is a row error (already recorded in the plan).
+    /// Decides a well-formed row of one account. `Err` is a row error (already recorded in the
+    /// plan).
+    #[cfg(test)]
     pub fn check(&mut self, job: &Job) -> Result<Verdict, RowError> {
-        self.plan.rows += 1;
+        self.count_row();
+        self.check_account(job)
+    }
+
+    /// Decides one account a row reaches, its row counted already. `Err` is a row error
+    /// (already recorded in the plan).
+    pub fn check_account(&mut self, job: &Job) -> Result<Verdict, RowError> {
         let action = job.action;
         let Some(provider) = job.provider else {
             let error = RowError {

@@ -164,6 +164,7 @@ pub(super) fn row(line: u64) -> Row {
         sid: None,
         object_id: None,
         upn: None,
+        accounts: crate::input::AccountScope::One,
         carry: vec![],
     }
 }
@@ -221,12 +222,14 @@ pub(super) fn cloud_user(target: &str, n: u64) -> Option<Reply> {
 /// What `rows` come to against what `look_up` found: (line, code or "send").
 pub(super) fn settled(rows: Vec<Row>, directory: &Directory) -> Vec<(u64, String, String)> {
     rows.into_iter()
-        .map(|row| {
-            let line = row.line;
-            match settle(row, Some(directory), false) {
-                Settled::Send(job) => (line, "send".to_owned(), job.identity_account_id),
-                Settled::Refused(_, refusal) => (line, refusal.code.to_owned(), refusal.message),
-            }
+        .flat_map(|row| {
+            settle(&row, directory, &|_| false)
+                .into_iter()
+                .map(move |settled| (row.line, settled))
+        })
+        .map(|(line, settled)| match settled {
+            Settled::Send(job) => (line, "send".to_owned(), job.identity_account_id),
+            Settled::Refused(_, refusal) => (line, refusal.code.to_owned(), refusal.message),
         })
         .collect()
 }

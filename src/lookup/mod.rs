@@ -25,6 +25,7 @@
 //! A stop (a 403, a throttle past `--max-retry-wait`, no token) ends every read at once.
 
 pub(crate) mod confirm;
+pub(crate) mod decide;
 pub(crate) mod directory;
 pub(crate) mod guard;
 #[cfg(test)]
@@ -46,7 +47,7 @@ pub(crate) use read::{LookupStop, ReadCounts, Reader, Service};
 
 use crate::graph::client::MAX_BODY;
 use crate::graph::identity::{Identity, Page, parse_identity, parse_user};
-use crate::input::{IdentityColumn, Job, Row};
+use crate::input::{AccountScope, IdentityColumn, Job, Row};
 use crate::sanitize::printable;
 use directory::key;
 use read::ReadError;
@@ -114,33 +115,40 @@ impl Wanted {
     }
 }
 
-/// What becomes of a row before anything is sent.
+/// What becomes of a looked-up row before anything is sent.
 #[derive(Debug)]
 pub(crate) enum Settled {
-    /// Send it: the ids as given, or as the lookup found them.
+    /// Send it, with the ids the lookup found.
     Send(Job),
     /// Refused (SPEC section 8): the row's record, and why.
     Refused(Job, Refusal),
 }
 
-/// Decides a row: as given when it carries all three ids (unless `verify`), else as the lookup
-/// found it.
-pub(crate) fn settle(row: Row, directory: Option<&Directory>, verify: bool) -> Settled {
-    if !verify && let Some(job) = row.as_given() {
-        return Settled::Send(job);
-    }
-    let Some(directory) = directory else {
-        let refusal = Refusal {
-            code: resolve::LOOKUP_FAILED,
-            message: "the row needs a lookup, and none was made".to_owned(),
-            identity_id: None,
-            resolved_by: None,
-        };
-        return Settled::Refused(refusal.record(&row), refusal);
-    };
-    match resolve::resolve(&row, directory) {
-        Ok(resolved) => Settled::Send(resolved.job),
-        Err(refusal) => Settled::Refused(refusal.record(&row), refusal),
+/// Settles a row the lookup answered, account by account: its ids as found, or refused (SPEC
+/// section 8). One account, unless the row acts on all of the person's (issue 20), where
+/// `done_earlier` names the accounts an earlier run did. Whether a row is looked up at all is
+/// for [`decide::Decider`].
+pub(crate) fn settle(
+    row: &Row,
+    directory: &Directory,
+    done_earlier: &dyn Fn(&Job) -> bool,
+) -> Vec<Settled> {
+    let refused = |refusal: Refusal| vec![Settled::Refused(refusal.record(row), refusal)];
+    match row.accounts {
+        AccountScope::One => match resolve::resolve(row, directory) {
+            Ok(resolved) => vec![Settled::Send(resolved.job)],
+            Err(refusal) => refused(refusal),
+        },
+        AccountScope::All => match resolve::resolve_all(row, directory, done_earlier) {
+            Ok(reached) => reached
+                .into_iter()
+                .map(|reached| match reached {
+                    resolve::Reached::Send(job) => Settled::Send(job),
+                    resolve::Reached::Refused(job, refusal) => Settled::Refused(job, refusal),
+                })
+                .collect(),
+            Err(refusal) => refused(refusal),
+        },
     }
 }
 

@@ -5,10 +5,15 @@
 //! Every other identity column the row fills must agree with the identity found, or the row is
 //! refused (`identityMismatch`): a spreadsheet whose columns slipped must not disable the wrong
 //! person. Which linked account: the row's `accountId`; else its provider; else the one account
-//! whose actions offer the row's action. The chosen account must offer the action.
+//! whose actions offer the row's action. The chosen account must offer the action. A row that
+//! acts on all of a person's accounts (issue 20, [`resolve_all`]) reaches each account that
+//! offers it instead, and the privileged guard judges each account on its own.
 
-use super::directory::{Directory, Found, Guarded};
+use std::collections::BTreeSet;
+
+use super::directory::{Directory, Found, Guarded, key};
 use crate::graph::identity::{Fetched, Identity, LinkedAccount};
+use crate::graph::model::Provider;
 use crate::input::{IdentityColumn, Job, Row};
 use crate::sanitize::printable;
 
@@ -47,63 +52,13 @@ pub(crate) struct Resolved<'d> {
 
 /// Resolves `row` against what the lookup found.
 pub(crate) fn resolve<'d>(row: &Row, directory: &'d Directory) -> Result<Resolved<'d>, Refusal> {
-    let Some((column, value)) = row.names_identity_by() else {
-        return Err(refusal(
-            IDENTITY_NOT_FOUND,
-            "the row names no identity (no identityAccountId, sid, objectId or upn)".to_owned(),
-            None,
-            None,
-        ));
-    };
-    let fetched = match find(column, value, directory) {
-        Found::One(fetched) => fetched,
-        Found::None => {
-            let message = format!(
-                "no identity has {} {:?}; check the value (an identity appears in Defender for Identity once its account is known to it)",
-                column.as_str(),
-                printable(value)
-            );
-            return Err(refusal(IDENTITY_NOT_FOUND, message, None, Some(column)));
-        }
-        Found::Many(count) => {
-            let message = format!(
-                "{count} identities have {} {:?}; name the identity by its identityAccountId instead",
-                column.as_str(),
-                printable(value)
-            );
-            return Err(refusal(IDENTITY_AMBIGUOUS, message, None, Some(column)));
-        }
-        Found::Failed(error) => {
-            let message = format!(
-                "looking up {} {:?} failed ({error}); run again later with --resume",
-                column.as_str(),
-                printable(value)
-            );
-            return Err(refusal(LOOKUP_FAILED, message, None, Some(column)));
-        }
-    };
+    let (fetched, column) = identity_of(row, directory)?;
     let identity = &fetched.identity;
     let found = |code, message| Err(refusal(code, message, Some(&identity.id), Some(column)));
     // The guard first: a protected person is refused whatever else is wrong with the row.
-    if !directory.guard().is_empty()
-        && let Some(guarded) = directory.guard().check(&directory.names_of(row, identity))
-    {
-        let who = shown(identity);
-        return match guarded {
-            Guarded::Protected(entry) => found(
-                PROTECTED_IDENTITY,
-                format!(
-                    "{who} is on the protect list ({entry}); nothing is sent to it. Remove the entry if this person must be acted on"
-                ),
-            ),
-            Guarded::Privileged(roles) => found(
-                PRIVILEGED_IDENTITY,
-                format!(
-                    "{who} holds the privileged directory role {}; nothing is sent to it. To act on this person, name them in the [allow] section of a --protect file",
-                    roles.join(", ")
-                ),
-            ),
-        };
+    if let Some(guarded) = person_guarded(row, identity, directory) {
+        let (code, message) = guard_refusal(&guarded, identity);
+        return found(code, message);
     }
     if let Some(disagreement) = mismatch(row, column, identity, directory) {
         return found(IDENTITY_MISMATCH, disagreement);
@@ -113,30 +68,229 @@ pub(crate) fn resolve<'d>(row: &Row, directory: &'d Directory) -> Result<Resolve
         Err((code, message)) => return found(code, message),
     };
     if !account.offers(row.action) {
-        let message = format!(
-            "the {} account {:?} of {} does not offer {} (it offers: {}); pick another action or account",
-            account.provider_name(),
-            printable(&account.identifier),
-            shown(identity),
-            row.action,
-            offered_or_none(account)
-        );
-        return found(ACTION_NOT_OFFERED, message);
+        return found(ACTION_NOT_OFFERED, not_offered(row, identity, account));
     }
     Ok(Resolved {
-        job: Job {
-            row: row.line,
-            identity_account_id: identity.id.clone(),
-            account_id: account.identifier.clone(),
-            action: row.action,
-            provider: account.provider(),
-            carry: row.carry.clone(),
-            resolved_by: Some(column),
-            earlier_attempts: 0,
-        },
+        job: job_for(row, identity, account, column),
         identity: fetched,
         account,
     })
+}
+
+/// What one account of a row's fan-out comes to (issue 20).
+#[derive(Debug)]
+pub(crate) enum Reached {
+    Send(Job),
+    /// The guard refuses this account only: the person's other accounts go on.
+    Refused(Job, Refusal),
+}
+
+/// Resolves a row that acts on every account of the person it names (`--all-accounts`, issue
+/// 20): each linked account whose `actions` offer the row's action, narrowed by the row's
+/// `accountId` and provider, and each account `done_earlier` says an earlier run did (it no
+/// longer offers a `disable` it carried out, and its record is carried over). The identity's
+/// refusals are the row's, as for [`resolve`]; the privileged guard runs per account, since
+/// analysts link a person's personal and admin accounts to one identity by hand.
+pub(crate) fn resolve_all(
+    row: &Row,
+    directory: &Directory,
+    done_earlier: &dyn Fn(&Job) -> bool,
+) -> Result<Vec<Reached>, Refusal> {
+    let (fetched, column) = identity_of(row, directory)?;
+    let identity = &fetched.identity;
+    let found = |code, message| Err(refusal(code, message, Some(&identity.id), Some(column)));
+    let person = person_guarded(row, identity, directory);
+    if let Some(guarded @ Guarded::Protected(_)) = &person {
+        let (code, message) = guard_refusal(guarded, identity);
+        return found(code, message);
+    }
+    if let Some(disagreement) = mismatch(row, column, identity, directory) {
+        return found(IDENTITY_MISMATCH, disagreement);
+    }
+    let jobs: Vec<(&LinkedAccount, Job)> = identity
+        .accounts
+        .iter()
+        .filter(|account| {
+            row.account_id
+                .as_ref()
+                .is_none_or(|id| account.identifier == *id)
+        })
+        .filter(|account| row.provider.is_none_or(|p| account.provider() == Some(p)))
+        .filter(|account| account.provider().is_some())
+        .map(|account| (account, job_for(row, identity, account, column)))
+        .filter(|(account, job)| account.offers(row.action) || done_earlier(job))
+        .collect();
+    if jobs.is_empty() {
+        return match choose_account(row, identity) {
+            Err((code, message)) => found(code, message),
+            Ok(account) => found(ACTION_NOT_OFFERED, not_offered(row, identity, account)),
+        };
+    }
+    let Some(Guarded::Privileged(roles)) = person else {
+        return Ok(jobs
+            .into_iter()
+            .map(|(_, job)| Reached::Send(job))
+            .collect());
+    };
+    // Which accounts hold the role: an Entra ID account by its object id, an Active Directory
+    // account by the SID its synced user carries. When the guard cannot tell (the role came
+    // by a name no account carries), every account is refused.
+    let held: Vec<Option<Guarded>> = jobs
+        .iter()
+        .map(|(account, _)| directory.guard().check(&account_names(identity, account)))
+        .collect();
+    let none_held = held.iter().all(Option::is_none);
+    Ok(jobs
+        .into_iter()
+        .zip(held)
+        .map(|((account, job), held)| match (held, none_held) {
+            (Some(Guarded::Privileged(roles)), _) => {
+                let refusal = account_refusal(identity, account, &roles.join(", "), column);
+                Reached::Refused(job, refusal)
+            }
+            (_, true) => {
+                let message = format!(
+                    "{} holds the privileged directory role {}, and which of their accounts holds it cannot be told; nothing is sent to any of them. To act on this person, name them in the [allow] section of a --protect file",
+                    shown(identity),
+                    roles.join(", ")
+                );
+                Reached::Refused(
+                    job,
+                    refusal(PRIVILEGED_IDENTITY, message, Some(&identity.id), Some(column)),
+                )
+            }
+            _ => Reached::Send(job),
+        })
+        .collect())
+}
+
+/// The identity the row names, and the column that named it; or the row's refusal.
+fn identity_of<'d>(
+    row: &Row,
+    directory: &'d Directory,
+) -> Result<(&'d Fetched, IdentityColumn), Refusal> {
+    let Some((column, value)) = row.names_identity_by() else {
+        return Err(refusal(
+            IDENTITY_NOT_FOUND,
+            "the row names no identity (no identityAccountId, sid, objectId or upn)".to_owned(),
+            None,
+            None,
+        ));
+    };
+    match find(column, value, directory) {
+        Found::One(fetched) => Ok((fetched, column)),
+        Found::None => {
+            let message = format!(
+                "no identity has {} {:?}; check the value (an identity appears in Defender for Identity once its account is known to it)",
+                column.as_str(),
+                printable(value)
+            );
+            Err(refusal(IDENTITY_NOT_FOUND, message, None, Some(column)))
+        }
+        Found::Many(count) => {
+            let message = format!(
+                "{count} identities have {} {:?}; name the identity by its identityAccountId instead",
+                column.as_str(),
+                printable(value)
+            );
+            Err(refusal(IDENTITY_AMBIGUOUS, message, None, Some(column)))
+        }
+        Found::Failed(error) => {
+            let message = format!(
+                "looking up {} {:?} failed ({error}); run again later with --resume",
+                column.as_str(),
+                printable(value)
+            );
+            Err(refusal(LOOKUP_FAILED, message, None, Some(column)))
+        }
+    }
+}
+
+/// Whether the guard refuses the person: by every name the row and the identity go by.
+fn person_guarded(row: &Row, identity: &Identity, directory: &Directory) -> Option<Guarded> {
+    if directory.guard().is_empty() {
+        return None;
+    }
+    directory.guard().check(&directory.names_of(row, identity))
+}
+
+/// The refusal's code and message for a person the guard refuses.
+fn guard_refusal(guarded: &Guarded, identity: &Identity) -> (&'static str, String) {
+    let who = shown(identity);
+    match guarded {
+        Guarded::Protected(entry) => (
+            PROTECTED_IDENTITY,
+            format!(
+                "{who} is on the protect list ({entry}); nothing is sent to it. Remove the entry if this person must be acted on"
+            ),
+        ),
+        Guarded::Privileged(roles) => (
+            PRIVILEGED_IDENTITY,
+            format!(
+                "{who} holds the privileged directory role {}; nothing is sent to it. To act on this person, name them in the [allow] section of a --protect file",
+                roles.join(", ")
+            ),
+        ),
+    }
+}
+
+/// The names one linked account goes by, as the guard's keys: its identifier (an Entra ID
+/// account's is its user's object id, which a role assignment names) and, for an Active
+/// Directory account, the identity's on-premises SID (a synced user who holds a role carries it).
+fn account_names(identity: &Identity, account: &LinkedAccount) -> BTreeSet<String> {
+    let mut names = BTreeSet::from([key(&account.identifier)]);
+    if account.provider() == Some(Provider::ActiveDirectory)
+        && let Some(sid) = &identity.on_premises_security_identifier
+    {
+        names.insert(key(sid));
+    }
+    names
+}
+
+/// One account of a fan-out refused for the privileged role it holds.
+fn account_refusal(
+    identity: &Identity,
+    account: &LinkedAccount,
+    roles: &str,
+    column: IdentityColumn,
+) -> Refusal {
+    let message = format!(
+        "the {} account {:?} of {} holds the privileged directory role {roles}; nothing is sent to it (the person's other accounts are acted on). To act on it, name it in the [allow] section of a --protect file",
+        account.provider_name(),
+        printable(&account.identifier),
+        shown(identity)
+    );
+    refusal(
+        PRIVILEGED_IDENTITY,
+        message,
+        Some(&identity.id),
+        Some(column),
+    )
+}
+
+/// The job that acts on `account` for `row`.
+fn job_for(row: &Row, identity: &Identity, account: &LinkedAccount, column: IdentityColumn) -> Job {
+    Job {
+        row: row.line,
+        identity_account_id: identity.id.clone(),
+        account_id: account.identifier.clone(),
+        action: row.action,
+        provider: account.provider(),
+        carry: row.carry.clone(),
+        resolved_by: Some(column),
+        earlier_attempts: 0,
+    }
+}
+
+fn not_offered(row: &Row, identity: &Identity, account: &LinkedAccount) -> String {
+    format!(
+        "the {} account {:?} of {} does not offer {} (it offers: {}); pick another action or account",
+        account.provider_name(),
+        printable(&account.identifier),
+        shown(identity),
+        row.action,
+        offered_or_none(account)
+    )
 }
 
 /// The identities `column = value` names.
@@ -462,6 +616,7 @@ mod tests {
             sid: None,
             object_id: None,
             upn: None,
+            accounts: crate::input::AccountScope::One,
             carry: vec![],
         }
     }
@@ -507,6 +662,57 @@ mod tests {
             assert_eq!(resolved.job.account_id, "ad-jon");
             assert_eq!(resolved.job.provider, Some(Provider::ActiveDirectory));
         }
+    }
+
+    /// The (provider, account) each account a fan-out reaches is sent to.
+    fn fanned_out(row: &Row, done_earlier: &dyn Fn(&Job) -> bool) -> Vec<(Provider, String)> {
+        resolve_all(row, &directory(), done_earlier)
+            .unwrap()
+            .into_iter()
+            .map(|reached| match reached {
+                Reached::Send(job) => (job.provider.unwrap(), job.account_id),
+                Reached::Refused(_, refusal) => panic!("{refusal:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn issue_20_all_accounts_reaches_each_account_offering_the_action_narrowed_by_provider() {
+        let by_upn = Row {
+            upn: Some("jon@contoso.com".into()),
+            accounts: crate::input::AccountScope::All,
+            ..row(Action::Disable)
+        };
+        // Okta offers only revokeAllSessions: left out.
+        assert_eq!(
+            fanned_out(&by_upn, &|_| false),
+            [
+                (Provider::ActiveDirectory, "ad-jon".to_owned()),
+                (Provider::EntraId, "oid-jon".to_owned())
+            ]
+        );
+        let entra_only = Row {
+            provider: Some(Provider::EntraId),
+            ..by_upn.clone()
+        };
+        assert_eq!(
+            fanned_out(&entra_only, &|_| false),
+            [(Provider::EntraId, "oid-jon".to_owned())]
+        );
+        // An account an earlier run disabled no longer offers disable, and is still reached.
+        let done = |job: &Job| job.provider == Some(Provider::Okta);
+        assert_eq!(fanned_out(&by_upn, &done).len(), 3);
+        // No account offering the action: the row's refusal, as for one account.
+        let refusal = resolve_all(
+            &Row {
+                action: Action::MarkUserAsCompromised,
+                ..by_upn
+            },
+            &directory(),
+            &|_| false,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code, ACTION_NOT_OFFERED);
     }
 
     #[test]

@@ -27,7 +27,7 @@ fn read_all(bytes: Vec<u8>, format: InputFormat, delimiter: Option<u8>) {
                 Some(job) => {
                     let _ = checker.check(&job);
                 }
-                None => checker.defer(row.action),
+                None => checker.defer(row.action, row.accounts),
             },
             Ok(Err(error)) => checker.reject(error),
             Err(_) => break,

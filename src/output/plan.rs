@@ -88,10 +88,15 @@ pub fn render_text(plan: &Plan) -> String {
                 "OK: every row is valid; {} actions would be sent.",
                 plan.actions
             ),
-            lookups => writeln!(
+            lookups if plan.lookups_on_all_accounts == 0 => writeln!(
                 out,
                 "OK: every row is valid; {} actions would be sent, and up to {lookups} more once looked up.",
                 plan.actions
+            ),
+            lookups => writeln!(
+                out,
+                "OK: every row is valid; {} actions would be sent, and more once {lookups} row(s) are looked up: {} of them act on every account of the person they name, one action for each account.",
+                plan.actions, plan.lookups_on_all_accounts
             ),
         };
     } else {

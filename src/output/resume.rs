@@ -429,11 +429,6 @@ pub(crate) struct Earlier<'p> {
 }
 
 impl Earlier<'_> {
-    /// Whether the earlier run already did this job (the same ids, action and provider).
-    pub(crate) fn did(&self, job: &Job) -> bool {
-        self.prior.succeeded.contains_key(&RowKey::of(job))
-    }
-
     /// The earlier record of a looked-up row on this line, when it succeeded and the input is
     /// the same file.
     pub(crate) fn record_of_line(&self, row: &Row) -> Option<u64> {
@@ -448,10 +443,5 @@ impl Earlier<'_> {
     pub(crate) fn key_of_line(&self, row: &Row) -> Option<RowKey> {
         self.record_of_line(row)?;
         self.prior.succeeded_line_keys.get(&row.line).copied()
-    }
-
-    /// Whether [`Earlier::record_of_line`] has one.
-    pub(crate) fn did_line(&self, row: &Row) -> bool {
-        self.record_of_line(row).is_some()
     }
 }

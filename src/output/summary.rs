@@ -2,11 +2,13 @@
 //! it, and the [`Summary`] made from it and the run's facts. The summary is rendered as text for
 //! the operator on stderr, and written as one JSON object by `--summary-json` for scheduled jobs;
 //! both come from the same struct, so they never disagree. It ends with what to do next, down to
-//! the exact `--resume` command.
+//! the exact `--resume` command. [`People`] groups the records by person, to say who was acted on
+//! only partly (issue 20); the report counts them the same way.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hasher};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +17,7 @@ use serde::Serialize;
 use super::effects::EffectCounts;
 use super::journal::rfc3339;
 use crate::ExitStatus;
+use crate::input::plan::KeyMap;
 use crate::outcome::{Outcome, RowStatus, StopReason};
 use crate::units::Rate;
 
@@ -26,10 +29,14 @@ pub struct Tally {
     pub skipped: u64,
     pub not_attempted: u64,
     pub error_codes: HashMap<String, u64>,
+    /// Each person's records, to tell who was acted on only partly (issue 20).
+    pub people: People,
 }
 
 impl Tally {
     pub fn push(&mut self, outcome: &Outcome) {
+        self.people
+            .push(&outcome.job.identity_account_id, outcome.status);
         match outcome.status {
             RowStatus::Succeeded => self.succeeded += 1,
             RowStatus::Failed => self.failed += 1,
@@ -60,6 +67,79 @@ impl Tally {
         codes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         codes.truncate(limit);
         codes
+    }
+}
+
+/// The records of each person (an identity account), by a hash of its id: how many of their
+/// accounts' actions succeeded and how many did not (failed, refused, not attempted). A row that
+/// acts on all of a person's accounts (issue 20) writes one record for each, and so do rows that
+/// name the person's accounts one by one; a skipped duplicate counts for neither.
+#[derive(Debug, Clone, Default)]
+pub struct People {
+    by_identity: KeyMap<u64, Person>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Person {
+    done: u32,
+    not_done: u32,
+}
+
+/// How the people with more than one record fared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeopleCounts {
+    /// People with records for more than one account.
+    pub with_several_accounts: u64,
+    /// Of those, people whose every account's action succeeded.
+    pub done_on_every_account: u64,
+    /// Of those, people acted on partly: some of their accounts succeeded, some did not.
+    pub partly: u64,
+}
+
+impl People {
+    /// Counts a record of the identity `identity_account_id` (none for a row refused before
+    /// its identity was found).
+    pub fn push(&mut self, identity_account_id: &str, status: RowStatus) {
+        self.push_key(People::key_of(identity_account_id), status);
+    }
+
+    /// The key a person is counted by: a hash of the identity account's id, none when empty.
+    pub fn key_of(identity_account_id: &str) -> Option<u64> {
+        if identity_account_id.is_empty() {
+            return None;
+        }
+        let mut hasher = DefaultHasher::new();
+        hasher.write(identity_account_id.as_bytes());
+        Some(hasher.finish())
+    }
+
+    /// [`People::push`] by the person's key ([`People::key_of`]).
+    pub fn push_key(&mut self, key: Option<u64>, status: RowStatus) {
+        let Some(key) = key.filter(|_| status != RowStatus::Skipped) else {
+            return;
+        };
+        let person = self.by_identity.entry(key).or_default();
+        match status {
+            RowStatus::Succeeded => person.done = person.done.saturating_add(1),
+            _ => person.not_done = person.not_done.saturating_add(1),
+        }
+    }
+
+    pub fn counts(&self) -> PeopleCounts {
+        let mut counts = PeopleCounts::default();
+        for person in self.by_identity.values() {
+            if u64::from(person.done) + u64::from(person.not_done) < 2 {
+                continue;
+            }
+            counts.with_several_accounts += 1;
+            match (person.done, person.not_done) {
+                (_, 0) => counts.done_on_every_account += 1,
+                (0, _) => {}
+                _ => counts.partly += 1,
+            }
+        }
+        counts
     }
 }
 
@@ -121,6 +201,10 @@ pub struct Summary {
     pub not_attempted: u64,
     /// Of `succeeded`, rows an earlier run had done (`--resume`).
     pub already_succeeded: u64,
+    /// People with records for several accounts, and how many of them were acted on partly
+    /// (issue 20); absent when no person has more than one record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub people: Option<PeopleCounts>,
     pub top_errors: Vec<ErrorCount>,
     pub started_at: String,
     pub finished_at: String,
@@ -191,6 +275,7 @@ impl Summary {
             skipped: tally.skipped,
             not_attempted: tally.not_attempted,
             already_succeeded: facts.already_succeeded,
+            people: Some(tally.people.counts()).filter(|people| people.with_several_accounts > 0),
             top_errors: tally
                 .top_errors(TOP_ERRORS)
                 .into_iter()
@@ -261,6 +346,9 @@ impl Summary {
                 "  ({} of the succeeded rows were done by an earlier run and not sent again)",
                 self.already_succeeded
             );
+        }
+        if let Some(people) = &self.people {
+            let _ = writeln!(out, "  people      {}", people_text(people));
         }
         if !self.top_errors.is_empty() {
             let listed: Vec<String> = self
@@ -341,6 +429,20 @@ impl Summary {
         // Serialising plain fields, strings and numbers cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// How the people with several accounts fared, in words (the summary and the report say it
+/// alike).
+pub(crate) fn people_text(people: &PeopleCounts) -> String {
+    let others = people.with_several_accounts - people.done_on_every_account - people.partly;
+    let mut text = format!(
+        "{} with several accounts: {} done on every account, {} partly (some of their accounts failed or were not attempted)",
+        people.with_several_accounts, people.done_on_every_account, people.partly
+    );
+    if others > 0 {
+        let _ = write!(text, ", {others} on none");
+    }
+    text
 }
 
 /// What the operator should do now, most important first. A step that ends with `:` is followed
@@ -589,6 +691,42 @@ mod tests {
         assert_eq!(tally.rows(), 5);
     }
 
+    #[test]
+    fn issue_20_a_person_some_of_whose_accounts_failed_is_counted_partly() {
+        let mut people = People::default();
+        let records = [
+            ("ann", RowStatus::Succeeded),
+            ("ann", RowStatus::Failed),
+            ("ann", RowStatus::Succeeded),
+            ("bob", RowStatus::Succeeded),
+            ("bob", RowStatus::Succeeded),
+            ("cy", RowStatus::Succeeded),
+            // A skipped duplicate is no second account, and a row refused before its identity
+            // was found is nobody's.
+            ("dee", RowStatus::Failed),
+            ("dee", RowStatus::Skipped),
+            ("", RowStatus::Failed),
+            ("", RowStatus::Failed),
+        ];
+        for (identity, status) in records {
+            people.push(identity, status);
+        }
+        let counts = people.counts();
+        assert_eq!(
+            counts,
+            PeopleCounts {
+                with_several_accounts: 2,
+                done_on_every_account: 1,
+                partly: 1,
+            }
+        );
+        assert!(
+            people_text(&counts).contains("1 partly"),
+            "{}",
+            people_text(&counts)
+        );
+    }
+
     /// A fixed run, so the snapshots hold no clock: 800 rows, some failures, a few 429s.
     fn tally_with_failures() -> Tally {
         Tally {
@@ -601,6 +739,7 @@ mod tests {
                 ("BadRequest".to_owned(), 3),
                 ("serviceNotAvailable".to_owned(), 2),
             ]),
+            people: People::default(),
         }
     }
 
@@ -692,6 +831,7 @@ mod tests {
             skipped: 0,
             not_attempted: 30,
             error_codes: HashMap::from([("accessDenied".to_owned(), 1)]),
+            people: People::default(),
         };
         let reason = StopReason::Forbidden {
             row: 3,

@@ -93,6 +93,9 @@ pub fn render(report: &Report) -> String {
                         tr { th { "total" } td.num { strong { (counts.rows()) } } }
                     }
                 }
+                @if let Some(people) = report.people() {
+                    p #people { "People: " (people) "." }
+                }
                 @if let Some(effects) = &report.effects {
                     p { "Effect of the succeeded rows' actions, as read back after them (confirmed: the identity's state shows it; notConfirmed: it did not show in time; notObservable: Graph shows nothing of it):" }
                     table #effects {

@@ -60,6 +60,10 @@ pub fn render(report: &Report) -> String {
     }
     let _ = writeln!(out, "| **total** | **{}** |", counts.rows());
     let _ = writeln!(out);
+    if let Some(people) = report.people() {
+        let _ = writeln!(out, "People: {}.", escape(&people));
+        let _ = writeln!(out);
+    }
     if let Some(effects) = &report.effects {
         let _ = writeln!(
             out,

@@ -18,8 +18,9 @@
 //! hash, and the listed ones among them are named by a second read (issue 16).
 //! The snapshot is streamed after the results, keeping only the identities of the listed rows.
 //!
-//! A results file from an interrupted `--resume` may hold two records for one row: the last one
-//! counts, as it does for `--resume` and the undo file.
+//! A results file from an interrupted `--resume` may hold two records for one row's account: the
+//! last one counts, as it does for `--resume` and the undo file. A row that acted on all of a
+//! person's accounts (issue 20) holds one record for each, and each counts.
 //!
 //! When the records say what was seen of each action (`effect`, SPEC section 10), the counts and
 //! the per-row table show it, and the undo advice leaves out actions that never took effect.
@@ -31,6 +32,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::fs::File;
+use std::hash::Hasher;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
@@ -41,7 +43,7 @@ use serde_json::Value;
 use super::effects::EffectCounts;
 use super::journal::{FIELDS, ResultsFormat, unneutralise};
 use super::lock::{RunLock, RunState};
-use super::summary::{Tally, code_hint, resume_command, shell_words};
+use super::summary::{People, Tally, code_hint, resume_command, shell_words};
 use crate::graph::identity::Identity;
 use crate::graph::model::{Action, Provider, fold_name};
 use crate::input::Field;
@@ -277,6 +279,8 @@ pub struct Lines {
 impl Lines {
     fn from_unsorted(mut lines: Vec<u64>) -> Lines {
         lines.sort_unstable();
+        // A row that acted on several accounts is one line (issue 20).
+        lines.dedup();
         let more = lines.len().saturating_sub(MAX_LISTED_LINES) as u64;
         lines.truncate(MAX_LISTED_LINES);
         Lines {
@@ -483,6 +487,13 @@ impl Report {
             rows.insert(6, ("Acted as", acted_as));
         }
         rows
+    }
+
+    /// How the people with several accounts fared (issue 20), when some person has records
+    /// for more than one: the summary's sentence.
+    pub fn people(&self) -> Option<String> {
+        let people = self.counts.people.counts();
+        (people.with_several_accounts > 0).then(|| super::summary::people_text(&people))
     }
 
     /// The command line the run was started with.
@@ -960,6 +971,22 @@ struct RowDigest {
     code: Option<u64>,
     undoable: bool,
     effect: Option<Effect>,
+    /// The person (identity account) the record acted on, for [`People`].
+    person: Option<u64>,
+}
+
+/// A row's record as the report keys it: its input line and which account it acted on, since a
+/// row that acts on all of a person's accounts writes one record for each (issue 20); the
+/// account is a hash of its identity account, account and provider.
+type RecordAt = (u64, u64);
+
+fn record_at(line: u64, fields: &Fields<'_>) -> RecordAt {
+    let mut hasher = std::hash::DefaultHasher::new();
+    for name in ["identityAccountId", "accountId", "identityProvider"] {
+        hasher.write(fields.text(name).as_bytes());
+        hasher.write_u8(0xff);
+    }
+    (line, hasher.finish())
 }
 
 /// The most error codes whose text and example message are kept while the results stream by
@@ -1005,8 +1032,8 @@ impl PersonColumns {
 #[derive(Default)]
 struct Gathering {
     person: PersonColumns,
-    latest: HashMap<u64, RowDigest>,
-    listed: BTreeMap<u64, ReportRow>,
+    latest: HashMap<RecordAt, RowDigest>,
+    listed: BTreeMap<RecordAt, ReportRow>,
     /// Every code seen, by hash: the order it was first seen in (ties are listed in it when
     /// not every code's text was kept).
     code_order: HashMap<u64, u32>,
@@ -1077,18 +1104,21 @@ impl Gathering {
             && Action::parse(&action).and_then(Action::opposite).is_some()
             && Provider::parse(&provider).is_some()
             && effect != Some(Effect::NotConfirmed);
+        let identity = fields.text("identityAccountId");
         let digest = RowDigest {
             status,
             code,
             undoable,
             effect,
+            person: People::key_of(&identity),
         };
-        if self.latest.insert(line, digest).is_some() {
+        let at = record_at(line, fields);
+        if self.latest.insert(at, digest).is_some() {
             self.superseded += 1;
         }
-        let listed_already = self.listed.contains_key(&line);
+        let listed_already = self.listed.contains_key(&at);
         let room = self.listed.len() < MAX_LISTED_ROWS;
-        let earlier_than_listed = self.listed.last_key_value().is_some_and(|(l, _)| line < *l);
+        let earlier_than_listed = self.listed.last_key_value().is_some_and(|(l, _)| at < *l);
         if listed_already || room || earlier_than_listed {
             let carried = |column: &Option<String>| {
                 column
@@ -1111,7 +1141,7 @@ impl Gathering {
                 effect: fields.text("effect").into_owned(),
                 before: None,
             };
-            self.listed.insert(line, row);
+            self.listed.insert(at, row);
             if self.listed.len() > MAX_LISTED_ROWS {
                 self.listed.pop_last();
             }
@@ -1160,7 +1190,8 @@ impl Gathering {
         let mut undoable = 0;
         let mut effects = EffectCounts::default();
         let mut any_effect = false;
-        for (line, digest) in &self.latest {
+        for ((line, _), digest) in &self.latest {
+            counts.people.push_key(digest.person, digest.status);
             if digest.status == RowStatus::Succeeded {
                 effects.push(digest.effect);
                 any_effect |= digest.effect.is_some();
@@ -1201,7 +1232,7 @@ impl Gathering {
         self.name_listed_codes(results, &ranked)?;
         let mut lines: HashMap<u64, Vec<u64>> =
             ranked.iter().map(|(hash, _)| (*hash, Vec::new())).collect();
-        for (line, digest) in &self.latest {
+        for ((line, _), digest) in &self.latest {
             if let Some(list) = digest.code.and_then(|code| lines.get_mut(&code)) {
                 list.push(*line);
             }
