@@ -1,7 +1,9 @@
-//! `run`: the batch from start to end, as its steps. Before the first request ([`super::prepare`]):
-//! the files, the input, the lock, earlier results, the input check, confirmation, connecting.
-//! Then the batch: the reader, the runner, the results writer and the progress bar. After the
-//! last outcome ([`super::finish`]): compaction, the undo file, the summary and the exit status.
+//! `run`: the batch from start to end, as three phases, each taking what the last returned.
+//! `prepare`, before the first request (its steps in [`super::prepare`]): the files, the input,
+//! the lock, earlier results, the input check, the lookup, confirmation, connecting; any error
+//! there is an [`Unsent`]. `act`, the batch: the feed sending the confirmed plan's decisions, the
+//! runner, the results writer and the progress bar. [`super::finish`], after the last outcome:
+//! compaction, the undo file, the summary and the exit status.
 
 use std::future::Future;
 use std::path::PathBuf;
