@@ -387,10 +387,13 @@ pub(super) async fn check_input(
             verify,
             Keep::PlanAndDecisions,
         )?;
+        // The decisions the feed sends when no row needs a lookup; with one, the read after
+        // it decides every row again, and these are let go.
+        let confirmed = confirmed.filter(|_| wanted.is_empty()).unwrap_or_default();
         Ok(CheckedInput {
             plan,
             wanted,
-            confirmed: confirmed.unwrap_or_default(),
+            confirmed,
             fingerprint,
             same_input,
         })

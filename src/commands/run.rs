@@ -65,7 +65,7 @@ pub async fn run(
         Prepared::Ready(ready) => *ready,
     };
     // The lock is held until the run ends: no other run writes these results meanwhile.
-    let (plan, acted, after, _lock) = act(&config, ready, interrupt).await;
+    let (plan, acted, after, _lock) = ready.act(&config, interrupt).await;
     Ok(finish(&config, &plan, acted, after).await)
 }
 
@@ -189,59 +189,6 @@ async fn prepare<'c>(
         sinks,
         created,
     })))
-}
-
-/// The batch, from the first request to the last outcome, and what the finishing steps need.
-async fn act(
-    config: &RunConfig,
-    ready: Ready<'_>,
-    interrupt: CancellationToken,
-) -> (Plan, Acted, After, RunLock) {
-    let Ready {
-        input,
-        plan,
-        confirmed,
-        resumed,
-        lookup,
-        security,
-        connection,
-        lock,
-        sinks,
-        mut created,
-    } = ready;
-    created.keep();
-    let (directory, after) = match lookup {
-        Some(looked_up) => (
-            Some(looked_up.directory),
-            After {
-                lookup: looked_up.counts,
-                // What the lookup learned of the list's length spares the confirm phase a
-                // probe of it.
-                list: looked_up.list,
-                interrupt: interrupt.clone(),
-            },
-        ),
-        None => (
-            None,
-            After {
-                lookup: ReadCounts::default(),
-                list: ListLength::Unknown,
-                interrupt: interrupt.clone(),
-            },
-        ),
-    };
-    let batch = Batch {
-        config,
-        input,
-        plan: &plan,
-        resumed,
-        directory,
-        confirmed,
-        security,
-        interrupt,
-    };
-    let acted = batch.act(connection, sinks).await;
-    (plan, acted, after, lock)
 }
 
 /// The results file (new, or continued after the earlier run's last complete record) and the
@@ -425,32 +372,54 @@ async fn dry_run(
     Ok(ExitStatus::Success)
 }
 
-/// The batch itself, from the first request to the last outcome.
-struct Batch<'a> {
-    config: &'a RunConfig,
-    input: Input,
-    plan: &'a Plan,
-    resumed: Option<Resumed>,
-    /// What the lookup found, when rows needed it.
-    directory: Option<Arc<Directory>>,
-    /// The decisions of the plan the operator confirmed: what the feed sends.
-    confirmed: Confirmed,
-    /// `/security`'s throttle gate, which the lookup's reads may already have closed.
-    security: Arc<ThrottleGate>,
-    interrupt: CancellationToken,
-}
-
-impl Batch<'_> {
-    /// Reader -> dispatcher -> workers -> results writer, with the progress bar watching. Nothing
-    /// here returns an error: requests may have left, so whatever goes wrong is reported by the
-    /// finishing steps (exit 4), never as "nothing was sent".
-    async fn act(self, connection: Connection, sinks: Sinks) -> Acted {
-        let config = self.config;
+impl Ready<'_> {
+    /// The batch, from the first request to the last outcome: reader -> dispatcher -> workers
+    /// -> results writer, with the progress bar watching; and what the finishing steps need.
+    /// Nothing here returns an error: requests may have left, so whatever goes wrong is
+    /// reported by the finishing steps (exit 4), never as "nothing was sent".
+    async fn act(
+        self,
+        config: &RunConfig,
+        interrupt: CancellationToken,
+    ) -> (Plan, Acted, After, RunLock) {
+        let Ready {
+            input,
+            plan,
+            confirmed,
+            resumed,
+            lookup,
+            security,
+            connection,
+            lock,
+            sinks,
+            mut created,
+        } = self;
+        created.keep();
+        let (directory, after) = match lookup {
+            Some(looked_up) => (
+                Some(looked_up.directory),
+                After {
+                    lookup: looked_up.counts,
+                    // What the lookup learned of the list's length spares the confirm phase a
+                    // probe of it.
+                    list: looked_up.list,
+                    interrupt: interrupt.clone(),
+                },
+            ),
+            None => (
+                None,
+                After {
+                    lookup: ReadCounts::default(),
+                    list: ListLength::Unknown,
+                    interrupt: interrupt.clone(),
+                },
+            ),
+        };
         info!(
-            input = %self.plan.input,
-            rows = self.plan.rows,
-            actions = self.plan.actions,
-            accounts = self.plan.accounts,
+            input = %plan.input,
+            rows = plan.rows,
+            actions = plan.actions,
+            accounts = plan.accounts,
             rate = %config.graph.pacing.rate,
             concurrency = config.graph.pacing.concurrency,
             graph = %connection.client.service_root(),
@@ -461,7 +430,7 @@ impl Batch<'_> {
         let started = Instant::now();
         let started_at = SystemTime::now();
         let stop = Arc::new(Stop::new());
-        let on_signal = stop_on_signal(&self.interrupt, &stop);
+        let on_signal = stop_on_signal(&interrupt, &stop);
         let (entry_tx, entry_rx) = mpsc::channel(1024);
         let counts = Arc::new(RowCounts::default());
         let writer = start_writer(sinks, entry_rx, counts.clone(), stop.clone());
@@ -469,14 +438,14 @@ impl Batch<'_> {
         let (row_tx, row_rx) = mpsc::channel(8);
         let reader = {
             let feed = Feed {
-                input: self.input,
-                carry_columns: self.plan.carry_columns.clone(),
-                resumed: self.resumed,
-                directory: self.directory,
+                input,
+                carry_columns: plan.carry_columns.clone(),
+                resumed,
+                directory,
                 verify: config.verify,
                 results: config.files.results.clone(),
-                accounts: usize::try_from(self.plan.accounts).unwrap_or(0),
-                confirmed: self.confirmed,
+                accounts: usize::try_from(plan.accounts).unwrap_or(0),
+                confirmed,
             };
             let (stop, entry_tx) = (stop.clone(), entry_tx.clone());
             tokio::task::spawn_blocking(move || feed.run(&row_tx, &entry_tx, &stop))
@@ -493,9 +462,9 @@ impl Batch<'_> {
             connection.tokens,
             settings,
             stop.clone(),
-            self.security,
+            security,
         ));
-        let progress = start_progress(self.plan.rows, config, &shared, &counts);
+        let progress = start_progress(plan.rows, config, &shared, &counts);
         run_batch(shared.clone(), row_rx, entry_tx).await;
 
         let mut problems = Vec::new();
@@ -525,7 +494,7 @@ impl Batch<'_> {
             progress.finish().await;
         }
         on_signal.abort();
-        Acted {
+        let acted = Acted {
             // Shut down by the finishing steps: the confirm phase still reads from it.
             mock: connection.mock,
             writer,
@@ -536,7 +505,8 @@ impl Batch<'_> {
             shared,
             started_at,
             elapsed: started.elapsed(),
-        }
+        };
+        (plan, acted, after, lock)
     }
 }
 
