@@ -1,21 +1,25 @@
-//! The command line: clap definitions and their conversion into typed settings. The conversion
-//! reads what the settings are made of, and nothing more: environment variables (credentials, the
-//! unattended kinds' variables, `$BROWSER`) and the protect files (issue 17: this said "no I/O",
-//! which it has not been since the guardrails). It sends nothing.
+//! The command line: clap definitions, and their conversion into the typed configs of `config`
+//! (ripgrep's LowArgs -> HiArgs). The conversion reads no file (issue 17): it names the protect
+//! files, and the run reads them. Besides argv it reads the environment, as clap's `env` flags
+//! do: the credentials' variables (`GRAPH_ACCESS_TOKEN`, `AZURE_CLIENT_SECRET`, so that secrets
+//! stay out of argv), the unattended kinds' variables, `$BROWSER`, and the user's config
+//! directory, for the default protect file's path. It sends nothing.
 
 use std::ffi::OsString;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
 use anyhow::{Context as _, anyhow};
 
 use crate::config::{
-    Cloud, Confirm, ConfirmConfig, Existing, GraphAccess, Guardrails, InputConfig, Mode,
-    OutputFiles, Pacing, ProtectList, ResolveConfig, Resume, RunConfig, StaleEntries, Target,
+    AuthConfig, AuthInput, Cloud, CompletionsConfig, Confirm, ConfirmConfig, Existing, GraphAccess,
+    Guardrails, InputConfig, LogConfig, LogFormat, LogLevel, Mode, OutputFiles, Pacing, PlanFormat,
+    ProtectFiles, ReportConfig, ReportFormat, ResolveConfig, Resume, RunConfig, StaleEntries,
+    Target, ValidateConfig,
 };
 use crate::graph::auth::credential::{AuthKind, ManagedIdentityId};
 use crate::graph::auth::{CredentialSources, TokenEndpoint};
@@ -24,9 +28,8 @@ use crate::graph::model::{Action, Provider};
 use crate::input::plan::Unlisted;
 use crate::input::{InputFormat, InputOptions, InputSource, Lookup};
 use crate::mock::MockArgs;
-use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
-use crate::units::{Rate, parse_duration, parse_rate};
+use crate::units::{ProgressMode, Rate, parse_duration, parse_rate};
 
 /// Run Microsoft Defender for Identity response actions (disable, enable, forcePasswordReset,
 /// revokeAllSessions, ...) on every account in a spreadsheet, through Microsoft Graph.
@@ -186,7 +189,9 @@ pub enum Command {
     /// browser), when the token expires and the permissions it holds; with an INPUT, the
     /// permissions that run needs (SecurityIdentitiesActions.ReadWrite.All for the actions;
     /// SecurityIdentitiesAccount.Read.All and User.Read.All for lookups;
-    /// RoleManagement.Read.Directory for --protect-privileged) and which the token lacks, with
+    /// RoleManagement.Read.Directory, GroupMember.Read.All,
+    /// PrivilegedEligibilitySchedule.Read.AzureADGroup and AdministrativeUnit.Read.All for
+    /// --protect-privileged) and which the token lacks, with
     /// how to grant them.
     ///
     /// Exit codes: 0 none missing; 2 usage or input errors; 4 a permission missing, or no
@@ -217,6 +222,22 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
+impl From<CompletionsArgs> for CompletionsConfig {
+    /// The script for the shell, from this command line's definition. Generated in memory:
+    /// clap_complete panics when its writer fails, and `| head` must not.
+    fn from(args: CompletionsArgs) -> CompletionsConfig {
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(
+            args.shell,
+            &mut Cli::command(),
+            "graph-remediate",
+            &mut script,
+        );
+        CompletionsConfig { script }
+    }
+}
+
 /// Logging flags, shared by every subcommand.
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Logging")]
@@ -234,10 +255,18 @@ pub struct LogArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
+impl From<&LogArgs> for LogConfig {
+    fn from(args: &LogArgs) -> LogConfig {
+        LogConfig {
+            format: args.log_format,
+            level: match (args.quiet, args.verbose) {
+                (true, _) => LogLevel::Error,
+                (false, 0) => LogLevel::Info,
+                (false, 1) => LogLevel::Debug,
+                (false, _) => LogLevel::Trace,
+            },
+        }
+    }
 }
 
 /// How the input is read and checked; shared by `validate` and `run`.
@@ -272,30 +301,26 @@ pub struct InputArgs {
     pub no_lookup: bool,
 }
 
-impl InputArgs {
-    pub fn source(&self) -> InputSource {
-        InputSource::from_arg(&self.input)
-    }
-
-    pub fn options(&self) -> InputOptions {
-        InputOptions {
-            format: self.input_format,
-            delimiter: self.delimiter,
-            default_action: self.action,
-            default_provider: self.provider,
-            lookup: if self.no_lookup {
-                Lookup::Forbidden
-            } else {
-                Lookup::Allowed
+impl From<&InputArgs> for InputConfig {
+    fn from(args: &InputArgs) -> InputConfig {
+        InputConfig {
+            source: InputSource::from_arg(&args.input),
+            options: InputOptions {
+                format: args.input_format,
+                delimiter: args.delimiter,
+                default_action: args.action,
+                default_provider: args.provider,
+                lookup: if args.no_lookup {
+                    Lookup::Forbidden
+                } else {
+                    Lookup::Allowed
+                },
             },
-        }
-    }
-
-    pub fn unlisted(&self) -> Unlisted {
-        if self.allow_unlisted {
-            Unlisted::Allow
-        } else {
-            Unlisted::Refuse
+            unlisted: if args.allow_unlisted {
+                Unlisted::Allow
+            } else {
+                Unlisted::Refuse
+            },
         }
     }
 }
@@ -308,6 +333,15 @@ pub struct ValidateArgs {
     /// Print the plan as text, or as one JSON object for scripts.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+}
+
+impl From<ValidateArgs> for ValidateConfig {
+    fn from(args: ValidateArgs) -> ValidateConfig {
+        ValidateConfig {
+            input: InputConfig::from(&args.input),
+            format: args.format,
+        }
+    }
 }
 
 /// `report`'s flags.
@@ -337,13 +371,16 @@ pub struct ReportArgs {
     pub replace: bool,
 }
 
-/// The report's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    /// Markdown, for the text of a ticket.
-    Md,
-    /// One HTML page with inline CSS, nothing loaded from elsewhere.
-    Html,
+impl From<ReportArgs> for ReportConfig {
+    fn from(args: ReportArgs) -> ReportConfig {
+        ReportConfig {
+            format: ReportFormat::chosen(args.format, args.output.as_deref()),
+            results: args.results,
+            output: args.output,
+            undo_file: args.undo_file,
+            existing: existing(args.replace),
+        }
+    }
 }
 
 /// `run`'s flags (SPEC section 2).
@@ -390,9 +427,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub protect: Vec<PathBuf>,
 
-    /// Never act on members of Entra's privileged directory roles (read before acting; the app
-    /// needs RoleManagement.Read.Directory) unless a protect file's `[allow]` section names them:
-    /// such rows are recorded failed (privilegedIdentity). Every row is looked up.
+    /// Never act on holders of Entra's privileged directory roles, active or PIM-eligible,
+    /// directly or through a role-assignable group (and on beta custom roles labelled
+    /// privileged), unless a protect file's `[allow]` section names them: such rows are recorded
+    /// failed (privilegedIdentity). Read before acting; the app needs
+    /// RoleManagement.Read.Directory, GroupMember.Read.All,
+    /// PrivilegedEligibilitySchedule.Read.AzureADGroup and AdministrativeUnit.Read.All (users in
+    /// restricted-management administrative units are flagged). Every row is looked up.
     #[arg(long)]
     pub protect_privileged: bool,
 
@@ -468,6 +509,23 @@ pub struct AuthArgs {
     pub format: PlanFormat,
 }
 
+impl TryFrom<AuthArgs> for AuthConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(args: AuthArgs) -> anyhow::Result<AuthConfig> {
+        let input = if args.run.input.input.as_os_str().is_empty() {
+            AuthInput::Absent
+        } else {
+            AuthInput::Given
+        };
+        Ok(AuthConfig {
+            run: RunConfig::try_from(args.run)?,
+            input,
+            format: args.format,
+        })
+    }
+}
+
 /// `confirm`'s flags (SPEC section 10). `--mock` is hidden and refused: a new mock holds none of
 /// the run's actions.
 #[derive(Debug, Args)]
@@ -502,11 +560,7 @@ impl TryFrom<ConfirmArgs> for ConfirmConfig {
             results: args.results,
             wait: args.wait,
             graph: GraphAccess::try_from(&args.graph)?,
-            progress: if args.no_progress {
-                ProgressMode::Off
-            } else {
-                ProgressMode::Auto
-            },
+            progress: progress(args.no_progress),
         })
     }
 }
@@ -546,19 +600,11 @@ impl TryFrom<ResolveArgs> for ResolveConfig {
             ));
         }
         Ok(ResolveConfig {
-            input: InputConfig {
-                source: args.input.source(),
-                options: args.input.options(),
-                unlisted: args.input.unlisted(),
-            },
+            input: InputConfig::from(&args.input),
             graph: GraphAccess::try_from(&args.graph)?,
             output: args.output,
             existing: existing(args.replace),
-            progress: if args.no_progress {
-                ProgressMode::Off
-            } else {
-                ProgressMode::Auto
-            },
+            progress: progress(args.no_progress),
         })
     }
 }
@@ -693,11 +739,12 @@ impl TryFrom<RunArgs> for RunConfig {
     type Error = anyhow::Error;
 
     /// Turns `run`'s flags into the typed configuration: URLs checked, paths resolved, flags made
-    /// enums. Every error here is a usage error (exit 2), raised before any file is touched.
+    /// enums; the protect files only named (the run reads them). Every error here is a usage
+    /// error (exit 2), raised before any file is touched.
     fn try_from(args: RunArgs) -> anyhow::Result<RunConfig> {
-        let source = args.input.source();
+        let input = InputConfig::from(&args.input);
         let graph = GraphAccess::try_from(&args.graph)?;
-        let results = match (&args.output, &source) {
+        let results = match (&args.output, &input.source) {
             (Some(path), _) => path.clone(),
             (None, InputSource::File(path)) => OutputFiles::default_results(path, args.graph.mock),
             (None, _) => {
@@ -706,19 +753,8 @@ impl TryFrom<RunArgs> for RunConfig {
                 ));
             }
         };
-        let guardrails = guardrails(&args, default_protect_file().as_deref())?;
-        if args.input.no_lookup && guardrails.look_up_every_row() {
-            return Err(anyhow!(
-                "--no-lookup: the guardrails in force ({}) look every row up to know whom it names; leave --no-lookup out. Nothing was sent",
-                guardrails.describe()
-            ));
-        }
         Ok(RunConfig {
-            input: InputConfig {
-                source,
-                options: args.input.options(),
-                unlisted: args.input.unlisted(),
-            },
+            input,
             graph,
             files: OutputFiles {
                 results,
@@ -746,20 +782,38 @@ impl TryFrom<RunArgs> for RunConfig {
             },
             max_failures: args.max_failures,
             confirm_effect: args.confirm,
-            verify: args.verify || guardrails.look_up_every_row(),
-            guardrails,
-            progress: if args.no_progress {
-                ProgressMode::Off
-            } else {
-                ProgressMode::Auto
+            verify: args.verify,
+            protect_files: ProtectFiles {
+                given: args.protect,
+                default: default_protect_file(),
             },
+            guardrails: Guardrails {
+                protect: None,
+                privileged: args.protect_privileged,
+                max_actions: args.max_actions,
+                stale: if args.accept_stale_protect_entries {
+                    StaleEntries::Accept
+                } else {
+                    StaleEntries::Refuse
+                },
+            },
+            progress: progress(args.no_progress),
             command_line: args.argv,
         })
     }
 }
 
+/// `--no-progress`: no bar; without it, a bar on a terminal.
+fn progress(no_progress: bool) -> ProgressMode {
+    if no_progress {
+        ProgressMode::Off
+    } else {
+        ProgressMode::Auto
+    }
+}
+
 /// `--replace`: whether an existing output file that is no run's record may be replaced.
-pub fn existing(replace: bool) -> Existing {
+fn existing(replace: bool) -> Existing {
     if replace {
         Existing::Replace
     } else {
@@ -767,39 +821,10 @@ pub fn existing(replace: bool) -> Existing {
     }
 }
 
-/// `<the user's config directory>/graph-remediate/protect.txt`, read by every run when it exists.
-pub fn default_protect_file() -> Option<PathBuf> {
+/// `<the user's config directory>/graph-remediate/protect.txt`, read by every run when it exists
+/// (the directory comes from the environment: `XDG_CONFIG_HOME` or `HOME` on Linux).
+fn default_protect_file() -> Option<PathBuf> {
     dirs::config_dir().map(|dir| dir.join("graph-remediate").join("protect.txt"))
-}
-
-/// The guardrails from `--protect`, the default protect file (when there is one: anything at its
-/// path but "no such file" is read or refused, issue 16), `--protect-privileged` and
-/// `--max-actions`.
-fn guardrails(args: &RunArgs, default_file: Option<&Path>) -> anyhow::Result<Guardrails> {
-    let mut protect: Option<ProtectList> = None;
-    let mut merge = |list: ProtectList| match &mut protect {
-        Some(merged) => merged.merge(list),
-        None => protect = Some(list),
-    };
-    if let Some(default_file) = default_file
-        && !args.protect.iter().any(|given| given == default_file)
-        && let Some(list) = ProtectList::load_default(default_file)?
-    {
-        merge(list);
-    }
-    for file in &args.protect {
-        merge(ProtectList::load(file)?);
-    }
-    Ok(Guardrails {
-        protect,
-        privileged: args.protect_privileged,
-        max_actions: args.max_actions,
-        stale: if args.accept_stale_protect_entries {
-            StaleEntries::Accept
-        } else {
-            StaleEntries::Refuse
-        },
-    })
 }
 
 impl TryFrom<&GraphArgs> for GraphAccess {
@@ -873,12 +898,6 @@ fn credential_sources(args: &GraphArgs) -> CredentialSources {
         environment: crate::graph::auth::credential::Environment::from_process(),
         browser: std::env::var_os("BROWSER").filter(|value| !value.is_empty()),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PlanFormat {
-    Text,
-    Json,
 }
 
 fn parse_delimiter(text: &str) -> Result<u8, String> {
@@ -999,6 +1018,63 @@ mod tests {
         };
         let error = RunConfig::try_from(*args).unwrap_err().to_string();
         assert!(error.contains("--graph-url"), "{error}");
+    }
+
+    #[test]
+    fn issue_17_the_conversion_names_the_protect_files_and_reads_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent.txt");
+        let unreadable = dir.path().to_path_buf();
+        let config = config(&[
+            "--protect",
+            absent.to_str().unwrap(),
+            "--protect",
+            unreadable.to_str().unwrap(),
+            "--no-lookup",
+        ]);
+        assert_eq!(config.protect_files.given, vec![absent, unreadable]);
+        assert_eq!(config.guardrails.protect, None);
+        assert!(!config.verify);
+    }
+
+    fn protecting(entries: &str) -> Option<crate::config::ProtectList> {
+        let mut list = crate::config::ProtectList::parse(entries, "protect.txt").unwrap();
+        list.files.push(PathBuf::from("protect.txt"));
+        Some(list)
+    }
+
+    #[test]
+    fn a_protect_list_that_protects_someone_looks_every_row_up() {
+        let guarded = config(&[]).guarded_by(protecting("a@contoso.com")).unwrap();
+        assert!(guarded.verify);
+        assert!(guarded.guardrails.protect.is_some());
+        // A list of comments only protects nobody: rows go as given.
+        assert!(
+            !config(&[])
+                .guarded_by(protecting("# nobody"))
+                .unwrap()
+                .verify
+        );
+        assert!(!config(&[]).guarded_by(None).unwrap().verify);
+    }
+
+    #[test]
+    fn no_lookup_is_refused_under_a_guard_that_must_know_every_row() {
+        let error = config(&["--no-lookup"])
+            .guarded_by(protecting("a@contoso.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("--no-lookup: the guardrails in force (protect file"),
+            "{error}"
+        );
+        assert!(error.ends_with("Nothing was sent"), "{error}");
+        let error = config(&["--no-lookup", "--protect-privileged"])
+            .guarded_by(None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("(--protect-privileged)"), "{error}");
+        assert!(config(&["--no-lookup"]).guarded_by(None).is_ok());
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! The typed configurations: what `run` and `resolve` do, decided once from the command line (see
-//! `cli.rs`, `RunConfig::try_from(RunArgs)`) or built directly by tests and benches. Nothing past
-//! this point sees a clap type: paths are resolved, URLs checked, durations and rates parsed,
-//! and flags turned into enums (ripgrep's LowArgs -> HiArgs).
+//! The typed configurations the subcommands run on ([`RunConfig`], [`ResolveConfig`],
+//! [`ConfirmConfig`], [`ValidateConfig`], [`ReportConfig`], [`AuthConfig`], [`CompletionsConfig`],
+//! and [`LogConfig`] for logging), decided once from the command line by `cli.rs`'s conversions
+//! (ripgrep's LowArgs -> HiArgs) or built directly by tests and benches. Paths are resolved, URLs
+//! checked, durations and rates parsed, and flags turned into enums: no clap argument type gets
+//! past this module (the value enums here derive `clap::ValueEnum`, as the phases' own do, so
+//! that flags can take them). No I/O either: the protect files are only named here; the run reads
+//! them ([`ProtectFiles::read`]) and puts them in force with [`RunConfig::guarded_by`].
 
 use std::ffi::OsString;
 use std::num::NonZeroU32;
@@ -10,16 +14,16 @@ use std::time::Duration;
 
 use crate::graph::auth::CredentialSources;
 use crate::graph::client::ApiVersion;
+use crate::input::Lookup;
 use crate::input::plan::Unlisted;
 use crate::input::{InputOptions, InputSource};
 pub use crate::lookup::guard::{
-    EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectList,
-    StaleEntries,
+    EntryKind, Guardrails, PRIVILEGED_ROLES, ProtectEntry, ProtectFileError, ProtectFiles,
+    ProtectList, StaleEntries,
 };
-pub use crate::output::paths::Existing;
-use crate::output::progress::ProgressMode;
 use crate::retry::RetryPolicy;
-use crate::units::Rate;
+pub use crate::units::Existing;
+use crate::units::{ProgressMode, Rate};
 
 /// Everything `run` needs.
 #[derive(Debug)]
@@ -37,14 +41,47 @@ pub struct RunConfig {
     /// (SPEC section 10).
     pub confirm_effect: Option<Duration>,
     /// `--verify`: look every row up, also rows that carry all three ids (SPEC section 8). Also
-    /// set when a guardrail needs to know whom every row names.
+    /// set by [`RunConfig::guarded_by`] when a guardrail needs to know whom every row names.
     pub verify: bool,
-    /// `--protect`, `--protect-privileged`, `--max-actions` (issue 13).
+    /// The protect files named (`--protect`, the default one), read by the run as it prepares
+    /// and put in force with [`RunConfig::guarded_by`].
+    pub protect_files: ProtectFiles,
+    /// `--protect-privileged`, `--max-actions` (issue 13), and the protect lists once read
+    /// (`protect` is `None` until then).
     pub guardrails: Guardrails,
     pub progress: ProgressMode,
     /// The command line the run was started with, for the summary's `--resume` command; empty
     /// when the run is built in process.
     pub command_line: Vec<OsString>,
+}
+
+impl RunConfig {
+    /// The run with the protect lists read from [`RunConfig::protect_files`] in force: while a
+    /// list protects anyone every row is looked up, so `--no-lookup` is refused (nothing sent).
+    pub fn guarded_by(
+        mut self,
+        protect: Option<ProtectList>,
+    ) -> Result<RunConfig, LookupForbiddenByGuards> {
+        self.guardrails.protect = protect;
+        if self.guardrails.look_up_every_row() {
+            if self.input.options.lookup == Lookup::Forbidden {
+                return Err(LookupForbiddenByGuards {
+                    guards: self.guardrails.describe(),
+                });
+            }
+            self.verify = true;
+        }
+        Ok(self)
+    }
+}
+
+/// `--no-lookup` with a guardrail that must know whom every row names.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--no-lookup: the guardrails in force ({guards}) look every row up to know whom it names; leave --no-lookup out. Nothing was sent"
+)]
+pub struct LookupForbiddenByGuards {
+    guards: String,
 }
 
 /// Where requests go and how they are sent: what `run` and `resolve` share.
@@ -78,6 +115,125 @@ pub struct ConfirmConfig {
     pub wait: Duration,
     pub graph: GraphAccess,
     pub progress: ProgressMode,
+}
+
+/// Everything `validate` needs: the input, and how to print the plan.
+#[derive(Debug)]
+pub struct ValidateConfig {
+    pub input: InputConfig,
+    pub format: PlanFormat,
+}
+
+/// Everything `auth` needs: the run it signs in for, whether that run's input was given (its
+/// rows say which reads the run needs), and how to print what it found.
+#[derive(Debug)]
+pub struct AuthConfig {
+    pub run: RunConfig,
+    pub input: AuthInput,
+    pub format: PlanFormat,
+}
+
+/// Whether `auth` was given the run's input (it is optional there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthInput {
+    /// Read it, and say which permissions its run needs and which the token lacks.
+    Given,
+    /// Only who signs in and what the token holds.
+    Absent,
+}
+
+/// Everything `report` needs: the results to read and what to write (issue 13).
+#[derive(Debug)]
+pub struct ReportConfig {
+    /// The results file a run wrote (.jsonl or .csv).
+    pub results: PathBuf,
+    /// `-o`; `None`: standard output.
+    pub output: Option<PathBuf>,
+    /// `--format`, or what `-o`'s extension says.
+    pub format: ReportFormat,
+    /// `--undo-file`: write the undo file from the results too.
+    pub undo_file: Option<PathBuf>,
+    /// `--replace`: whether an existing `-o` or `--undo-file` (no run's record) may be replaced.
+    pub existing: Existing,
+}
+
+/// Everything `completions` needs: the script, generated in memory from the command line's
+/// definition (which only `cli` knows), for the command to print.
+#[derive(Debug)]
+pub struct CompletionsConfig {
+    pub script: Vec<u8>,
+}
+
+/// How the process logs on stderr: `--log-format`, `-v` and `-q` (`RUST_LOG` overrides the level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: LogLevel,
+}
+
+/// The log format on stderr (`--log-format`). What is written there besides the logs (the
+/// summary, a fatal error) follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The most detailed log level shown, unless `RUST_LOG` says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `-q`
+    Error,
+    /// The default.
+    Info,
+    /// `-v`
+    Debug,
+    /// `-vv` and more.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name, as `EnvFilter` directives spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// How `validate` and `auth` print: text for people, or one JSON object for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+/// The report's format (`report --format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown, for the text of a ticket.
+    Md,
+    /// One HTML page with inline CSS, nothing loaded from elsewhere.
+    Html,
+}
+
+impl ReportFormat {
+    /// `--format` when given, else from `-o`'s extension: `.html` or `.htm` is HTML, anything
+    /// else (and standard output) Markdown.
+    pub fn chosen(format: Option<ReportFormat>, output: Option<&Path>) -> ReportFormat {
+        if let Some(format) = format {
+            return format;
+        }
+        match output.and_then(Path::extension).and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("html") || ext.eq_ignore_ascii_case("htm") => {
+                ReportFormat::Html
+            }
+            _ => ReportFormat::Md,
+        }
+    }
 }
 
 /// The input and how to read it.
@@ -129,7 +285,7 @@ impl Target {
     pub fn endpoint(&self) -> String {
         match self {
             Target::Graph { root, .. } => root.as_str().trim_end_matches('/').to_owned(),
-            Target::Mock { .. } => crate::output::lock::MOCK_ENDPOINT.to_owned(),
+            Target::Mock { .. } => crate::graph::client::MOCK_ENDPOINT.to_owned(),
         }
     }
 }

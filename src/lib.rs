@@ -5,7 +5,7 @@
 //! statuses of SPEC section 6 and the dispatch to the subcommands in `commands`.
 //!
 //! The public surface is what the binary, the tests and the benches drive: the command line
-//! ([`cli`]), the typed run configuration ([`config`]), the mock ([`mock`]), logging, and the
+//! ([`cli`]), the typed configurations ([`config`]), the mock ([`mock`]), logging, and the
 //! few types those name. Everything else is `pub(crate)`, so the compiler finds dead code.
 
 pub mod cli;
@@ -34,8 +34,9 @@ pub use crate::graph::client::ApiVersion;
 pub use crate::graph::model::{Action, Provider, ResponseShape};
 pub use crate::input::plan::Unlisted;
 pub use crate::input::{InputFormat, InputOptions, InputSource};
-pub use crate::output::progress::{ProgressMode, eprint_above};
+pub use crate::output::progress::eprint_above;
 pub use crate::retry::RetryPolicy;
+pub use crate::units::ProgressMode;
 
 /// The process exit codes of SPEC section 6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,12 +172,14 @@ pub async fn execute(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     match command {
-        Command::Validate(args) => commands::validate::validate(&args),
+        Command::Validate(args) => {
+            commands::validate::validate(&config::ValidateConfig::from(args))
+        }
         Command::Run(args) => run(config::RunConfig::try_from(*args)?, shutdown).await,
         Command::Resolve(args) => {
             commands::resolve::resolve(config::ResolveConfig::try_from(*args)?, shutdown).await
         }
-        Command::Report(args) => commands::report::report(&args),
+        Command::Report(args) => commands::report::report(&config::ReportConfig::from(args)),
         Command::Confirm(args) => {
             commands::confirm::confirm(config::ConfirmConfig::try_from(*args)?, shutdown).await
         }
@@ -184,8 +187,12 @@ pub async fn execute(
             mock::run_cli(*args, shutdown).await?;
             Ok(ExitStatus::Success)
         }
-        Command::Completions(args) => commands::completions::completions(&args),
-        Command::Auth(args) => commands::auth::auth(*args, shutdown).await,
+        Command::Completions(args) => {
+            commands::completions::completions(&config::CompletionsConfig::from(args))
+        }
+        Command::Auth(args) => {
+            commands::auth::auth(config::AuthConfig::try_from(*args)?, shutdown).await
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::{LogArgs, LogFormat};
+use crate::config::{LogConfig, LogFormat};
 use crate::output::progress::BAR_FIELD;
 
 /// The format chosen at [`init`]; text until then (tests that run in process log nothing).
@@ -66,19 +66,14 @@ pub fn json_line(level: &str, message: &str, fields: &impl serde::Serialize) -> 
 }
 
 /// Installs the global subscriber. Call once, from `main`.
-pub fn init(args: &LogArgs) {
-    let _ = FORMAT.set(args.log_format);
-    let default_level = match (args.quiet, args.verbose) {
-        (true, _) => "error",
-        (false, 0) => "info",
-        (false, 1) => "debug",
-        (false, _) => "trace",
-    };
+pub fn init(config: &LogConfig) {
+    let _ = FORMAT.set(config.format);
+    let level = config.level.as_str();
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("graph_remediate={default_level},warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("graph_remediate={level},warn")));
     let progress = IndicatifLayer::new();
     let writer = progress.get_stderr_writer();
-    let logs = match args.log_format {
+    let logs = match config.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_target(false)

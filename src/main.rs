@@ -9,7 +9,7 @@ use graph_remediate::{ExitStatus, eprint_above};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_env();
-    graph_remediate::logging::init(&cli.log);
+    graph_remediate::logging::init(&graph_remediate::config::LogConfig::from(&cli.log));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

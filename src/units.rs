@@ -1,5 +1,7 @@
-//! Parsers for the units the command line speaks: rates (`2/s`, `150/min`) and durations
-//! (`15m`, `250ms`). Shared by `run` and `mock` so both read `--rate` the same way.
+//! The units the command line speaks, and its small typed choices: rates (`2/s`, `150/min`) and
+//! durations (`15m`, `250ms`), parsed the same way for `run` and `mock`; and the switches that
+//! `config` sets and the output phases read ([`Existing`] for `--replace`, [`ProgressMode`] for
+//! `--no-progress`), kept here in the core so that `config` need not import `output`.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -38,6 +40,24 @@ impl std::fmt::Display for Rate {
             _ => write!(f, "{}/s", self.count),
         }
     }
+}
+
+/// Whether a file to write that already exists (and is no run's record) may be replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// The default: an existing file is refused, naming `--replace`.
+    #[default]
+    Refuse,
+    /// `--replace`: an existing file that is no run's record is replaced.
+    Replace,
+}
+
+/// Whether to draw the progress bar (`--no-progress` turns it off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// On a terminal only.
+    Auto,
+    Off,
 }
 
 /// Parses `N/s`, `N/sec`, `N/min`, `N/h` or a bare `N` (per second).

@@ -11,8 +11,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 
-use crate::cli::{AuthArgs, PlanFormat};
-use crate::config::RunConfig;
+use crate::config::{AuthConfig, AuthInput, PlanFormat};
 use crate::graph::auth::token_tenant_and_app;
 use crate::graph::permissions::{Granted, Needs, Permission, claims, how_to_grant};
 use crate::input::InputSource;
@@ -39,14 +38,19 @@ struct Found {
 /// `graph-remediate auth [INPUT] [run's options]`.
 /// `shutdown` resolves on the first Ctrl-C or SIGTERM, which ends a sign-in still waiting.
 pub async fn auth(
-    args: AuthArgs,
+    config: AuthConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     let interrupt = shutdown::listen(shutdown);
-    let format = args.format;
-    let given_input = !args.run.input.input.as_os_str().is_empty();
-    let config = RunConfig::try_from(args.run)?;
-    let input = if given_input {
+    let AuthConfig {
+        run: config,
+        input: given,
+        format,
+    } = config;
+    // Read as the run would read them, so that `auth` refuses what the run would refuse.
+    let protect = config.protect_files.read()?;
+    let config = config.guarded_by(protect)?;
+    let input = if given == AuthInput::Given {
         Some(read_input(&config.input, &interrupt).await?)
     } else {
         None

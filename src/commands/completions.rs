@@ -1,28 +1,20 @@
-//! `completions`: shell completion scripts from the clap definition.
+//! `completions`: prints the shell completion script that `cli` generated from its clap
+//! definition (a closed pipe is no error).
 
 use std::io::Write;
 
 use anyhow::Context;
 
 use crate::ExitStatus;
-use crate::cli::CompletionsArgs;
+use crate::config::CompletionsConfig;
 
 use super::validate::ignore_broken_pipe;
 
 /// `completions`: the shell's completion script on stdout.
-pub fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitStatus> {
-    use clap::CommandFactory;
-    // Generated in memory: clap_complete panics when its writer fails, and `| head` must not.
-    let mut script = Vec::new();
-    clap_complete::generate(
-        args.shell,
-        &mut crate::cli::Cli::command(),
-        "graph-remediate",
-        &mut script,
-    );
+pub fn completions(config: &CompletionsConfig) -> anyhow::Result<ExitStatus> {
     std::io::stdout()
         .lock()
-        .write_all(&script)
+        .write_all(&config.script)
         .or_else(ignore_broken_pipe)
         .context("cannot write the completion script")?;
     Ok(ExitStatus::Success)

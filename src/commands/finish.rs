@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::LogFormat;
+use crate::config::LogFormat;
 use crate::config::RunConfig;
 use crate::input::InputSource;
 use crate::input::plan::Plan;

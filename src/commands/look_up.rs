@@ -19,6 +19,7 @@ use crate::runner::rate::{Limiter, ThrottleGate};
 
 use super::prepare::{Input, Resumed, unless_interrupted};
 use super::validate::{Checked, Keep, check_rows};
+use crate::lookup::decide::DoneEarlier;
 
 /// Sends the reads `wanted` needs, then those of the `guardrails`, paced by `--rate`, through
 /// `security` (the `/security` throttle gate, which the actions then share).
@@ -87,7 +88,7 @@ pub(super) async fn decide_rows(
             &config.options,
             config.unlisted,
             Some(&directory),
-            earlier.as_ref(),
+            earlier.as_ref().map(|earlier| earlier as &dyn DoneEarlier),
             verify,
             Keep::PlanAndDecisions,
         )

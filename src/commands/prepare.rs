@@ -13,15 +13,17 @@ use anyhow::{Context, anyhow, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::LogFormat;
+use crate::config::LogFormat;
 use crate::config::{Confirm, GraphAccess, InputConfig, OutputFiles, Resume, RunConfig, Target};
 use crate::graph::auth::delegated;
 use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::graph::permissions::Needs;
 use crate::input::InputSource;
+use crate::input::Row;
 use crate::input::plan::Plan;
+use crate::input::plan::RowKey;
 use crate::lookup::Wanted;
-use crate::lookup::decide::Confirmed;
+use crate::lookup::decide::{Confirmed, DoneEarlier};
 use crate::lookup::guard::Guardrails;
 use crate::output::journal::InflightLog;
 use crate::output::lock::{
@@ -340,6 +342,25 @@ impl Resumed {
     }
 }
 
+/// The row decider asks the earlier run's results what they hold.
+impl DoneEarlier for Earlier<'_> {
+    fn record_of_line(&self, row: &Row) -> Option<u64> {
+        Earlier::record_of_line(self, row)
+    }
+
+    fn key_of_line(&self, row: &Row) -> Option<RowKey> {
+        Earlier::key_of_line(self, row)
+    }
+
+    fn succeeded(&self, key: RowKey) -> Option<u64> {
+        self.prior.succeeded.get(&key).copied()
+    }
+
+    fn unanswered_attempts(&self, key: RowKey) -> u32 {
+        self.prior.unknown_attempts.get(&key).copied().unwrap_or(0)
+    }
+}
+
 /// The first read of the input, checked.
 pub(super) struct CheckedInput {
     pub(super) plan: Plan,
@@ -383,7 +404,7 @@ pub(super) async fn check_input(
             &config.options,
             config.unlisted,
             None,
-            earlier.as_ref(),
+            earlier.as_ref().map(|earlier| earlier as &dyn DoneEarlier),
             verify,
             Keep::PlanAndDecisions,
         )?;
@@ -715,7 +736,7 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
     if rails.privileged {
         let _ = writeln!(
             text,
-            "  privileged    members of {} directory roles are read first and refused (needs RoleManagement.Read.Directory)",
+            "  privileged    holders of {} directory roles (active, eligible, through groups) are read first and refused (needs RoleManagement.Read.Directory, GroupMember.Read.All, PrivilegedEligibilitySchedule.Read.AzureADGroup, AdministrativeUnit.Read.All)",
             PRIVILEGED_ROLES.len()
         );
     }

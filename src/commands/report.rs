@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 
 use crate::ExitStatus;
-use crate::cli::{ReportArgs, ReportFormat};
+use crate::config::{ReportConfig, ReportFormat};
 use crate::output::journal::FIELDS;
 use crate::output::journal::{open_private, private_options, restrict};
 use crate::output::paths::{self, NamedPath};
@@ -19,17 +19,17 @@ use crate::output::undo::write_undo;
 use super::validate::ignore_broken_pipe;
 
 /// `report`: gather the facts, render them, write them.
-pub fn report(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
-    let results = &args.results;
+pub fn report(config: &ReportConfig) -> anyhow::Result<ExitStatus> {
+    let results = &config.results;
     // `FILE: reason` for results that are not there, before any other file is looked at.
     std::fs::metadata(results).map_err(|cause| report::ReportError::Unreadable {
         path: results.clone(),
         cause,
     })?;
-    check_files(args)?;
+    check_files(config)?;
     // Every line read before anything is written: results that are not results write nothing.
     let mut facts = report::gather(results)?;
-    if let Some(target) = &args.undo_file {
+    if let Some(target) = &config.undo_file {
         let columns = input_names(&report::carried_columns(results)?);
         let rows = write_undo(results, target, &columns)
             .with_context(|| format!("cannot write the undo file {}", target.display()))?;
@@ -39,8 +39,8 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
             written_now: true,
         };
     }
-    let text = render(&facts, format_for(args));
-    match &args.output {
+    let text = render(&facts, config.format);
+    match &config.output {
         Some(path) => write_report(path, &text)
             .with_context(|| format!("cannot write the report {}", path.display()))?,
         None => {
@@ -54,24 +54,6 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<ExitStatus> {
         }
     }
     Ok(ExitStatus::Success)
-}
-
-/// `--format`, else from `-o`'s extension: `.html` or `.htm` is HTML, anything else Markdown.
-pub fn format_for(args: &ReportArgs) -> ReportFormat {
-    if let Some(format) = args.format {
-        return format;
-    }
-    let extension = args
-        .output
-        .as_deref()
-        .and_then(Path::extension)
-        .and_then(|e| e.to_str());
-    match extension {
-        Some(ext) if ext.eq_ignore_ascii_case("html") || ext.eq_ignore_ascii_case("htm") => {
-            ReportFormat::Html
-        }
-        _ => ReportFormat::Md,
-    }
 }
 
 /// The carried columns by the input's names: the results rename a column that clashes with one
@@ -108,12 +90,12 @@ pub fn render(facts: &Report, format: ReportFormat) -> String {
 /// Refuses a report or undo file that would replace what the run wrote (the results, the lock
 /// file, the snapshot, the run's undo file) or each other, or that goes where no directory is;
 /// then one that is any run's record, or exists without `--replace` (issue 16).
-fn check_files(args: &ReportArgs) -> anyhow::Result<()> {
-    let beside = Beside::results(&args.results);
-    let named_undo = report::named_undo_file(&report::read_lock(&beside.lock), &args.results);
+fn check_files(config: &ReportConfig) -> anyhow::Result<()> {
+    let beside = Beside::results(&config.results);
+    let named_undo = report::named_undo_file(&report::read_lock(&beside.lock), &config.results);
     let mut reads = vec![NamedPath {
         role: "results file",
-        path: &args.results,
+        path: &config.results,
     }];
     let existing: [(&'static str, Option<&PathBuf>); 3] = [
         ("lock file", Some(&beside.lock)),
@@ -126,13 +108,13 @@ fn check_files(args: &ReportArgs) -> anyhow::Result<()> {
         }
     }
     let mut writes = Vec::new();
-    if let Some(path) = &args.output {
+    if let Some(path) = &config.output {
         writes.push(NamedPath {
             role: "report (-o)",
             path,
         });
     }
-    if let Some(path) = &args.undo_file {
+    if let Some(path) = &config.undo_file {
         writes.push(NamedPath {
             role: "undo file (--undo-file)",
             path,
@@ -141,10 +123,9 @@ fn check_files(args: &ReportArgs) -> anyhow::Result<()> {
     paths::check_files(&reads, &writes).map_err(|e| anyhow!(e))?;
     // No run's record, whichever run wrote it, and an existing file only with --replace (issue
     // 16). The runs are found beside the results (whose lock names the run's input) and here.
-    let existing = crate::cli::existing(args.replace);
-    let search = [paths::parent_dir(&args.results), Path::new(".")];
+    let search = [paths::parent_dir(&config.results), Path::new(".")];
     for file in &writes {
-        paths::check_not_a_record(file, existing, &search, &[]).map_err(|e| anyhow!(e))?;
+        paths::check_not_a_record(file, config.existing, &search, &[]).map_err(|e| anyhow!(e))?;
     }
     Ok(())
 }

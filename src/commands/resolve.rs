@@ -120,8 +120,8 @@ pub async fn resolve(
         config.output.display()
     );
     match logging::format() {
-        crate::cli::LogFormat::Text => eprintln!("{message}"),
-        crate::cli::LogFormat::Json => info!(
+        crate::config::LogFormat::Text => eprintln!("{message}"),
+        crate::config::LogFormat::Json => info!(
             rows,
             unresolved = written.len(),
             reads = counts.reads,

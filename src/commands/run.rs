@@ -22,7 +22,7 @@ use crate::graph::permissions::Needs;
 use crate::input::plan::{Checker, Plan, Verdict};
 use crate::input::{Job, RowReader};
 use crate::lookup::confirm::ListLength;
-use crate::lookup::decide::{AccountDecision, Confirmed, Decider, RowDecision};
+use crate::lookup::decide::{AccountDecision, Confirmed, Decider, DoneEarlier, RowDecision};
 use crate::lookup::directory::Found;
 use crate::lookup::{Directory, ReadCounts, Wanted};
 use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
@@ -60,6 +60,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitStatus> {
     let interrupt = shutdown::listen(shutdown);
+    // The guards first: a protect file that cannot be read stops the run before any other file
+    // is touched (the command line's conversion only names them, issue 17).
+    let protect = config.protect_files.read().map_err(Unsent::input)?;
+    let config = config.guarded_by(protect).map_err(Unsent::input)?;
     let ready = match prepare(&config, &interrupt).await.map_err(Unsent::from)? {
         Prepared::Finished(status) => return Ok(status),
         Prepared::Ready(ready) => *ready,
@@ -614,7 +618,7 @@ impl Feed {
         let mut decider = Decider::new(
             checker,
             self.directory.as_deref(),
-            earlier.as_ref(),
+            earlier.as_ref().map(|earlier| earlier as &dyn DoneEarlier),
             self.verify,
         );
         // The writer drains until every sender is gone; a failed send means it died.

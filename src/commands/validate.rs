@@ -6,24 +6,20 @@ use std::io::Write;
 
 use anyhow::Context;
 
-use crate::cli::{PlanFormat, ValidateArgs};
+use crate::config::{PlanFormat, ValidateConfig};
 use crate::input::plan::{Checker, Plan, Unlisted};
 use crate::input::{InputError, InputOptions, InputSource, RowReader};
-use crate::lookup::decide::{AccountDecision, Confirmed, Decider, RowDecision};
+use crate::lookup::decide::{AccountDecision, Confirmed, Decider, DoneEarlier, RowDecision};
 use crate::lookup::{Directory, Wanted};
-use crate::output::resume::Earlier;
 use crate::{ExitStatus, output};
 
 /// `validate`: check every row, print the plan, send nothing.
-pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
-    let plan = check_input(
-        &args.input.source(),
-        &args.input.options(),
-        args.input.unlisted(),
-    )?;
+pub fn validate(config: &ValidateConfig) -> anyhow::Result<ExitStatus> {
+    let input = &config.input;
+    let plan = check_input(&input.source, &input.options, input.unlisted)?;
     let stdout = std::io::stdout();
     let mut stdout = stdout.lock();
-    match args.format {
+    match config.format {
         PlanFormat::Text => {
             eprint!("{}", output::plan::render_errors(&plan));
             write!(stdout, "{}", output::plan::render_text(&plan))
@@ -77,7 +73,7 @@ pub(crate) fn check_rows(
     options: &InputOptions,
     unlisted: Unlisted,
     directory: Option<&Directory>,
-    earlier: Option<&Earlier<'_>>,
+    earlier: Option<&dyn DoneEarlier>,
     verify: bool,
     keep: Keep,
 ) -> Result<Checked, InputError> {
@@ -96,13 +92,27 @@ pub(crate) fn check_rows(
             RowDecision::Rejected(_) => {}
             RowDecision::ToLookUp(row) => wanted.add(&row, verify),
             RowDecision::Accounts(accounts) => {
-                identities.extend(accounts.iter().filter_map(|account| match account {
-                    AccountDecision::Refused { refusal, .. } => refusal.identity_id.clone(),
-                    other => {
-                        let job = other.job();
-                        job.resolved_by.map(|_| job.identity_account_id.clone())
+                for account in &accounts {
+                    let job = account.job();
+                    match account {
+                        AccountDecision::Refused { refusal, .. } => {
+                            identities.extend(refusal.identity_id.clone());
+                        }
+                        _ => identities
+                            .extend(job.resolved_by.map(|_| job.identity_account_id.clone())),
                     }
-                }))
+                    // Issue 20: flagged, not refused: Graph decides, and if it refuses, the row
+                    // says why.
+                    if let (
+                        AccountDecision::Send(_) | AccountDecision::CarriedOver { .. },
+                        Some(directory),
+                    ) = (account, directory)
+                        && let Some(note) = directory.restricted_note(job)
+                    {
+                        tracing::warn!(row = job.row, note = %note, "flagged in the plan");
+                        decider.warn(job.row, note);
+                    }
+                }
             }
         }
     }

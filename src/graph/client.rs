@@ -1,5 +1,6 @@
-//! One HTTP attempt at invokeAction: build the URL and body, send, and classify what came back.
-//! No retries, sleeps, rate limits or progress: the runner owns those.
+//! One HTTP attempt at Graph (an invokeAction, or a lookup's read): build the URL and body, send,
+//! and classify what came back; and the service roots a run may send to (https, or http to
+//! loopback only). No retries, sleeps, rate limits or progress: the runner owns those.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -33,6 +34,10 @@ const KEY: &AsciiSet = &SEGMENT.remove(b'(').remove(b')').remove(b'\'');
 /// The largest response body we read: an action's answer is a few hundred bytes, but a page of
 /// identities runs to hundreds of kilobytes. A longer body is cut, and a cut page fails to parse.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The endpoint a run against the built-in mock records (`run --mock`, a rehearsal) where another
+/// run records its Graph service root, so that results are never resumed against another one.
+pub const MOCK_ENDPOINT: &str = "the built-in mock";
 
 /// Graph API version (`--api-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -130,6 +135,26 @@ impl GraphError {
         }
     }
 
+    /// Why Graph refused a user in a restricted-management administrative unit (issue 20), when
+    /// this 403 is that refusal: Entra lets only roles scoped to such a unit change its members,
+    /// so no permission of the app's and no tenant-wide role (Global Administrator included)
+    /// can. It is the row's failure, not a permission the run lacks.
+    pub fn restricted_management(&self) -> Option<&'static str> {
+        match self {
+            GraphError::Status {
+                status: 403,
+                message: Some(message),
+                ..
+            } if message
+                .to_ascii_lowercase()
+                .contains("restricted management administrative unit") =>
+            {
+                Some(RESTRICTED_MANAGEMENT_NOTE)
+            }
+            _ => None,
+        }
+    }
+
     /// Graph's `request-id` for this answer, when it sent one (quoted to Microsoft support).
     pub fn request_id(&self) -> Option<&str> {
         match self {
@@ -138,6 +163,9 @@ impl GraphError {
         }
     }
 }
+
+/// What a row refused for a restricted-management administrative unit says (issue 20).
+pub const RESTRICTED_MANAGEMENT_NOTE: &str = "the user is in a restricted-management administrative unit: Entra ID refuses changes to its members from every app and tenant-wide administrator (Global Administrator included); act with a role assigned at that unit's scope, or take the user out of it first. The other rows go on";
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -371,20 +399,118 @@ impl GraphClient {
     /// `.../roleManagement/directory/roleAssignments?$filter=roleDefinitionId eq '{id}'&$expand=principal`:
     /// who holds a directory role (Example 1 of Microsoft's "List unifiedRoleAssignments").
     pub fn role_assignments_url(&self, role_definition_id: &str) -> reqwest::Url {
+        self.filtered(
+            "roleManagement/directory/roleAssignments",
+            "roleDefinitionId",
+            role_definition_id,
+            Some(("$expand", "principal")),
+        )
+    }
+
+    /// `.../roleManagement/directory/roleEligibilityScheduleInstances?$filter=roleDefinitionId eq '{id}'&$expand=principal`:
+    /// who is PIM-eligible for a directory role (issue 20; Microsoft's "List
+    /// roleEligibilityScheduleInstances" documents the filter on `roleDefinitionId` and the
+    /// expansion of `principal`).
+    pub fn role_eligibility_url(&self, role_definition_id: &str) -> reqwest::Url {
+        self.filtered(
+            "roleManagement/directory/roleEligibilityScheduleInstances",
+            "roleDefinitionId",
+            role_definition_id,
+            Some(("$expand", "principal")),
+        )
+    }
+
+    /// `.../groups/{id}/transitiveMembers`: the members of a role-assignable group (issue 20;
+    /// "List group transitive members"). Such groups cannot nest, so this is the whole set.
+    pub fn group_members_url(&self, group_id: &str) -> Result<reqwest::Url, GraphError> {
+        let path = format!(
+            "{}/groups/{}/transitiveMembers",
+            self.version_path(),
+            utf8_percent_encode(group_id, SEGMENT)
+        );
+        self.with_path(&path, group_id)
+    }
+
+    /// `.../identityGovernance/privilegedAccess/group/eligibilityScheduleInstances?$filter=groupId eq '{id}'`:
+    /// who is eligible for a group through PIM for Groups (issue 20; the filter on `groupId` is
+    /// required by "List eligibilityScheduleInstances").
+    pub fn group_eligibility_url(&self, group_id: &str) -> reqwest::Url {
+        self.filtered(
+            "identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+            "groupId",
+            group_id,
+            None,
+        )
+    }
+
+    /// `.../roleManagement/directory/roleDefinitions?$filter=isPrivileged eq true`: the roles
+    /// Microsoft labels privileged, custom ones included (issue 20; beta only, as Entra's
+    /// "Privileged roles and permissions" documents it).
+    pub fn privileged_role_definitions_url(&self) -> reqwest::Url {
         let mut url = self.root.clone();
         url.set_path(&format!(
-            "{}/roleManagement/directory/roleAssignments",
+            "{}/roleManagement/directory/roleDefinitions",
             self.version_path()
         ));
         url.query_pairs_mut()
-            .append_pair(
+            .append_pair("$filter", "isPrivileged eq true");
+        url
+    }
+
+    /// `.../directory/administrativeUnits?$select=id,displayName,isMemberManagementRestricted`:
+    /// every administrative unit, to find the restricted-management ones (issue 20; "List
+    /// administrativeUnits" documents `$select`, not a filter on that property).
+    pub fn administrative_units_url(&self) -> reqwest::Url {
+        let mut url = self.root.clone();
+        url.set_path(&format!(
+            "{}/directory/administrativeUnits",
+            self.version_path()
+        ));
+        url.query_pairs_mut()
+            .append_pair("$select", "id,displayName,isMemberManagementRestricted");
+        url
+    }
+
+    /// `.../directory/administrativeUnits/{id}/members`: who is in an administrative unit
+    /// (issue 20; "List members").
+    pub fn administrative_unit_members_url(
+        &self,
+        unit_id: &str,
+    ) -> Result<reqwest::Url, GraphError> {
+        let path = format!(
+            "{}/directory/administrativeUnits/{}/members",
+            self.version_path(),
+            utf8_percent_encode(unit_id, SEGMENT)
+        );
+        self.with_path(&path, unit_id)
+    }
+
+    /// Whether the reads go to beta, where some properties (`isPrivileged`) exist only.
+    pub fn reads_beta(&self) -> bool {
+        self.version_path().ends_with("/beta")
+    }
+
+    /// `{version}/{collection}?$filter={property} eq '{value}'` (a quote doubled, as OData
+    /// wants), and one more option if given.
+    fn filtered(
+        &self,
+        collection: &str,
+        property: &str,
+        value: &str,
+        more: Option<(&str, &str)>,
+    ) -> reqwest::Url {
+        let mut url = self.root.clone();
+        url.set_path(&format!("{}/{collection}", self.version_path()));
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair(
                 "$filter",
-                &format!(
-                    "roleDefinitionId eq '{}'",
-                    role_definition_id.replace('\'', "''")
-                ),
-            )
-            .append_pair("$expand", "principal");
+                &format!("{property} eq '{}'", value.replace('\'', "''")),
+            );
+            if let Some((name, option)) = more {
+                query.append_pair(name, option);
+            }
+        }
         url
     }
 
@@ -499,6 +625,56 @@ impl WithoutUrlRef for reqwest::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_20_only_a_403_saying_restricted_management_is_the_rows_own_refusal() {
+        let error = |status: u16, message: &str| GraphError::Status {
+            status,
+            code: Some("Authorization_RequestDenied".into()),
+            message: Some(message.into()),
+            retry_after: None,
+            ids: ResponseIds::default(),
+        };
+        let restricted =
+            "Target object is a member of a Restricted Management Administrative Unit.";
+        assert_eq!(
+            error(403, restricted).restricted_management(),
+            Some(RESTRICTED_MANAGEMENT_NOTE)
+        );
+        assert_eq!(
+            error(403, "Insufficient privileges to complete the operation.")
+                .restricted_management(),
+            None
+        );
+        assert_eq!(error(400, restricted).restricted_management(), None);
+    }
+
+    #[test]
+    fn issue_20_the_guard_reads_are_built_as_microsoft_documents_them() {
+        let graph = client("https://graph.microsoft.com");
+        assert_eq!(
+            graph.role_eligibility_url("62e90394").as_str(),
+            "https://graph.microsoft.com/beta/roleManagement/directory/roleEligibilityScheduleInstances?%24filter=roleDefinitionId+eq+%2762e90394%27&%24expand=principal"
+        );
+        assert_eq!(
+            graph.group_eligibility_url("g'1").as_str(),
+            "https://graph.microsoft.com/beta/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances?%24filter=groupId+eq+%27g%27%271%27"
+        );
+        assert_eq!(
+            graph.group_members_url("g/1").unwrap().as_str(),
+            "https://graph.microsoft.com/beta/groups/g%2F1/transitiveMembers"
+        );
+        assert!(graph.group_members_url("..").is_err());
+        assert!(graph.reads_beta());
+        let v1 = GraphClient::new(
+            "https://graph.microsoft.com",
+            ApiVersion::V1,
+            Duration::from_secs(5),
+            4,
+        )
+        .unwrap();
+        assert!(!v1.reads_beta());
+    }
 
     fn client(root: &str) -> GraphClient {
         GraphClient::new(root, ApiVersion::Beta, Duration::from_secs(5), 4).unwrap()

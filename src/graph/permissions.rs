@@ -25,17 +25,43 @@ pub enum Permission {
     /// `GET /users/{upn or object id}`, for rows that name people by UPN or object id.
     #[serde(rename = "User.Read.All")]
     UserReadAll,
-    /// Directory role assignments, for `--protect-privileged`.
+    /// Directory role assignments, for `--protect-privileged` (and, on beta, the roles labelled
+    /// privileged).
     #[serde(rename = "RoleManagement.Read.Directory")]
     RoleManagementRead,
+    /// PIM eligibility for directory roles, for `--protect-privileged` (issue 20).
+    #[serde(rename = "RoleEligibilitySchedule.Read.Directory")]
+    RoleEligibilityRead,
+    /// Members of role-assignable groups, for `--protect-privileged` (issue 20).
+    #[serde(rename = "GroupMember.Read.All")]
+    GroupMemberRead,
+    /// PIM for Groups eligibility, for `--protect-privileged` (issue 20).
+    #[serde(rename = "PrivilegedEligibilitySchedule.Read.AzureADGroup")]
+    GroupEligibilityRead,
+    /// Administrative units and their members, to flag restricted-management ones (issue 20).
+    #[serde(rename = "AdministrativeUnit.Read.All")]
+    AdministrativeUnitRead,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 4] = [
+    pub const ALL: [Permission; 8] = [
         Permission::SecurityIdentitiesActions,
         Permission::SecurityIdentitiesAccount,
         Permission::UserReadAll,
         Permission::RoleManagementRead,
+        Permission::RoleEligibilityRead,
+        Permission::GroupMemberRead,
+        Permission::GroupEligibilityRead,
+        Permission::AdministrativeUnitRead,
+    ];
+
+    /// What `--protect-privileged` reads (issue 20): roles, eligibility, groups and units.
+    pub const PRIVILEGED: [Permission; 5] = [
+        Permission::RoleManagementRead,
+        Permission::RoleEligibilityRead,
+        Permission::GroupMemberRead,
+        Permission::GroupEligibilityRead,
+        Permission::AdministrativeUnitRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +70,10 @@ impl Permission {
             Permission::SecurityIdentitiesAccount => "SecurityIdentitiesAccount.Read.All",
             Permission::UserReadAll => "User.Read.All",
             Permission::RoleManagementRead => "RoleManagement.Read.Directory",
+            Permission::RoleEligibilityRead => "RoleEligibilitySchedule.Read.Directory",
+            Permission::GroupMemberRead => "GroupMember.Read.All",
+            Permission::GroupEligibilityRead => "PrivilegedEligibilitySchedule.Read.AzureADGroup",
+            Permission::AdministrativeUnitRead => "AdministrativeUnit.Read.All",
         }
     }
 
@@ -64,6 +94,33 @@ impl Permission {
                 "Directory.Read.All",
                 "Directory.ReadWrite.All",
             ],
+            // "List roleEligibilityScheduleInstances": no Directory.* permission covers it.
+            Permission::RoleEligibilityRead => &[
+                "RoleEligibilitySchedule.ReadWrite.Directory",
+                "RoleManagement.Read.All",
+                "RoleManagement.Read.Directory",
+                "RoleManagement.ReadWrite.Directory",
+            ],
+            // "List group transitive members".
+            Permission::GroupMemberRead => &[
+                "Group.Read.All",
+                "GroupMember.ReadWrite.All",
+                "Group.ReadWrite.All",
+                "Directory.Read.All",
+                "Directory.ReadWrite.All",
+            ],
+            // PIM for Groups' "List eligibilityScheduleInstances".
+            Permission::GroupEligibilityRead => &[
+                "PrivilegedEligibilitySchedule.ReadWrite.AzureADGroup",
+                "PrivilegedAccess.Read.AzureADGroup",
+                "PrivilegedAccess.ReadWrite.AzureADGroup",
+            ],
+            // "List administrativeUnits" and "List members".
+            Permission::AdministrativeUnitRead => &[
+                "AdministrativeUnit.ReadWrite.All",
+                "Directory.Read.All",
+                "Directory.ReadWrite.All",
+            ],
         }
     }
 
@@ -73,11 +130,20 @@ impl Permission {
             Permission::SecurityIdentitiesActions => "the actions (invokeAction)",
             Permission::SecurityIdentitiesAccount => "looking identities up",
             Permission::UserReadAll => "rows that name people by UPN or object id",
-            Permission::RoleManagementRead => "--protect-privileged",
+            Permission::RoleManagementRead => "--protect-privileged: active role assignments",
+            Permission::RoleEligibilityRead => "--protect-privileged: PIM-eligible roles",
+            Permission::GroupMemberRead => {
+                "--protect-privileged: members of role-assignable groups"
+            }
+            Permission::GroupEligibilityRead => "--protect-privileged: PIM for Groups eligibility",
+            Permission::AdministrativeUnitRead => {
+                "--protect-privileged: restricted-management administrative units"
+            }
         }
     }
 
-    fn held_in(self, granted: &BTreeSet<String>) -> bool {
+    /// Whether `granted` holds this permission or one that covers it.
+    pub fn held_in(self, granted: &BTreeSet<String>) -> bool {
         let held = |name: &str| granted.iter().any(|g| g.eq_ignore_ascii_case(name));
         held(self.name()) || self.covered_by().iter().any(|name| held(name))
     }
@@ -118,7 +184,7 @@ impl Needs {
             needs.insert(Permission::UserReadAll);
         }
         if privileged {
-            needs.insert(Permission::RoleManagementRead);
+            needs.extend(Permission::PRIVILEGED);
         }
         Needs(needs)
     }
@@ -240,7 +306,8 @@ mod tests {
     #[test]
     fn issue_18_a_plan_needs_the_action_and_read_permissions_it_sends() {
         let needs = Needs::of(true, true, true, true);
-        assert_eq!(needs.iter().count(), 4);
+        // Four for the plan's actions and reads, and four more for issue 20's guard reads.
+        assert_eq!(needs.iter().count(), 8);
         let resolve = Needs::of(false, true, false, false);
         assert_eq!(
             resolve.iter().collect::<Vec<_>>(),
@@ -255,14 +322,41 @@ mod tests {
     }
 
     #[test]
+    fn issue_20_protect_privileged_needs_each_guard_read_and_role_management_covers_eligibility() {
+        let privileged = Needs::of(false, false, false, true);
+        let names: Vec<&str> = privileged.iter().map(Permission::name).collect();
+        for name in [
+            "RoleManagement.Read.Directory",
+            "RoleEligibilitySchedule.Read.Directory",
+            "GroupMember.Read.All",
+            "PrivilegedEligibilitySchedule.Read.AzureADGroup",
+            "AdministrativeUnit.Read.All",
+        ] {
+            assert!(names.contains(&name), "{names:?}");
+        }
+        let app = Granted::from_token(&jwt(
+            r#"{"roles":["SecurityIdentitiesAccount.Read.All","RoleManagement.Read.Directory","GroupMember.Read.All","AdministrativeUnit.Read.All"]}"#,
+        ));
+        assert_eq!(app.missing(&privileged), [Permission::GroupEligibilityRead]);
+    }
+
+    #[test]
     fn issue_18_permissions_are_read_from_roles_scp_or_the_scope() {
         let app = Granted::from_token(&jwt(
             r#"{"roles":["SecurityIdentitiesActions.ReadWrite.All","Directory.Read.All"]}"#,
         ));
         assert!(!app.is_delegated());
         let needs = Needs::of(true, true, true, true);
-        // Directory.Read.All covers the user and role reads; the account read is missing.
-        assert_eq!(app.missing(&needs), [Permission::SecurityIdentitiesAccount]);
+        // Directory.Read.All covers the user, role, group and unit reads; the account read and
+        // the PIM reads (issue 20) are missing.
+        assert_eq!(
+            app.missing(&needs),
+            [
+                Permission::SecurityIdentitiesAccount,
+                Permission::RoleEligibilityRead,
+                Permission::GroupEligibilityRead
+            ]
+        );
         let user = Granted::from_token(&jwt(
             r#"{"scp":"SecurityIdentitiesActions.ReadWrite.All openid profile"}"#,
         ));
@@ -283,7 +377,7 @@ mod tests {
             Granted::from_scope("openid profile offline_access")
                 .missing(&needs)
                 .len(),
-            4
+            8
         );
         assert_eq!(Granted::from_scope(" "), Granted::Unreadable);
         assert_eq!(Granted::from_token("opaque"), Granted::Unreadable);

@@ -271,6 +271,12 @@ impl Checker {
         });
     }
 
+    /// Notes something about a row to send that the responder should see first (issue 20: a
+    /// user Graph will refuse).
+    pub fn warn(&mut self, line: u64, message: String) {
+        self.plan.warnings.push(Note { line, message });
+    }
+
     /// Records a row that failed its own checks.
     pub fn reject(&mut self, error: RowError) {
         self.plan.rows += 1;

@@ -7,7 +7,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::graph::identity::{Fetched, Identity, Spoiled, User};
-use crate::input::Row;
+use crate::graph::model::Provider;
+use crate::input::{Job, Row};
 use crate::sanitize::printable;
 
 /// Which identities a key names, as far as the directory knows.
@@ -28,8 +29,8 @@ pub(crate) enum Found<'d> {
 pub(crate) struct Guard {
     /// Name -> the protect entry (`FILE:LINE value`).
     protected: HashMap<String, String>,
-    /// Name -> the privileged roles held.
-    privileged: HashMap<String, BTreeSet<&'static str>>,
+    /// Name -> the privileged access held: each role, and how (eligible, through a group).
+    privileged: HashMap<String, BTreeSet<String>>,
     /// Privileged people a protect file's `[allow]` section lets a run act on.
     allowed: HashSet<String>,
 }
@@ -40,7 +41,7 @@ pub(crate) enum Guarded {
     /// On the protect list: the entry that names them.
     Protected(String),
     /// Holds these privileged roles, and is not allowed.
-    Privileged(Vec<&'static str>),
+    Privileged(Vec<String>),
 }
 
 impl Guard {
@@ -50,8 +51,11 @@ impl Guard {
             .or_insert_with(|| entry.to_owned());
     }
 
-    pub(crate) fn privilege(&mut self, name: &str, role: &'static str) {
-        self.privileged.entry(key(name)).or_default().insert(role);
+    pub(crate) fn privilege(&mut self, name: &str, role: &str) {
+        self.privileged
+            .entry(key(name))
+            .or_default()
+            .insert(role.to_owned());
     }
 
     pub(crate) fn allow(&mut self, name: &str) {
@@ -72,13 +76,12 @@ impl Guard {
         if names.iter().any(|name| self.allowed.contains(name)) {
             return None;
         }
-        let roles: BTreeSet<&'static str> = names
+        let roles: BTreeSet<&String> = names
             .iter()
             .filter_map(|name| self.privileged.get(name))
             .flatten()
-            .copied()
             .collect();
-        (!roles.is_empty()).then(|| Guarded::Privileged(roles.into_iter().collect()))
+        (!roles.is_empty()).then(|| Guarded::Privileged(roles.into_iter().cloned().collect()))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -117,6 +120,9 @@ pub(crate) struct Directory {
     list_spoiled: Option<String>,
     /// Who the guardrails protect (issue 13); empty when none is in force.
     guard: Guard,
+    /// Users in restricted-management administrative units (issue 20), by object id, UPN and
+    /// SID as keys: the unit's display name. Read with `--protect-privileged`.
+    restricted: HashMap<String, String>,
 }
 
 impl Directory {
@@ -168,6 +174,31 @@ impl Directory {
 
     pub(crate) fn guard(&self) -> &Guard {
         &self.guard
+    }
+
+    /// Notes a member of the restricted-management administrative unit `unit` by one name.
+    pub(crate) fn note_restricted(&mut self, name: &str, unit: &str) {
+        if !name.trim().is_empty() {
+            self.restricted
+                .entry(key(name))
+                .or_insert_with(|| unit.to_owned());
+        }
+    }
+
+    /// Why Graph will refuse `job` (issue 20): its Entra ID account is a user in a
+    /// restricted-management administrative unit, which no tenant-wide app or administrator may
+    /// change. The other providers' accounts are changed by their own systems and are not held.
+    pub(crate) fn restricted_note(&self, job: &Job) -> Option<String> {
+        if job.provider != Some(Provider::EntraId) {
+            return None;
+        }
+        let unit = self.restricted.get(&key(&job.account_id))?;
+        Some(format!(
+            "the Entra ID user {} is in the restricted-management administrative unit {:?}: Graph refuses {} on it to this app and to every tenant-wide administrator, so expect this row to fail (act with a role scoped to that unit, or take the user out of it)",
+            printable(&job.account_id),
+            printable(unit),
+            job.action
+        ))
     }
 
     pub(crate) fn note_complete(&mut self) {
@@ -332,5 +363,40 @@ impl Directory {
             Some([one]) => Found::One(&self.identities[*one]),
             Some(many) => Found::Many(many.len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::model::Action;
+
+    #[test]
+    fn issue_20_only_an_entra_id_account_in_a_restricted_unit_is_flagged() {
+        let mut directory = Directory::default();
+        directory.note_restricted("OID-19", "Executives");
+        let job = |account: &str, provider| Job {
+            row: 2,
+            identity_account_id: "ia-19".into(),
+            account_id: account.into(),
+            action: Action::Disable,
+            provider: Some(provider),
+            carry: Vec::new(),
+            resolved_by: None,
+            earlier_attempts: 0,
+        };
+        let note = directory
+            .restricted_note(&job("oid-19", Provider::EntraId))
+            .expect("flagged");
+        assert!(note.contains("\"Executives\""), "{note}");
+        // Active Directory and Okta carry their own actions out.
+        assert_eq!(
+            directory.restricted_note(&job("oid-19", Provider::Okta)),
+            None
+        );
+        assert_eq!(
+            directory.restricted_note(&job("oid-6", Provider::EntraId)),
+            None
+        );
     }
 }

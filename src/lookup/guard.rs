@@ -16,21 +16,22 @@
 //! run before the first action; [`read_guard`] is where it is kept.
 //!
 //! Privileged roles: the built-in Entra directory roles Microsoft labels "Privileged" in its
-//! permissions reference ([`PRIVILEGED_ROLES`]). Their members are read with the documented
-//! `roleAssignments?$filter=roleDefinitionId eq '{id}'&$expand=principal` (permission
-//! `RoleManagement.Read.Directory`), one read per role and page.
+//! permissions reference ([`PRIVILEGED_ROLES`]), and on beta the custom roles it labels so. Their
+//! holders are those assigned the role, those PIM-eligible for it, and the members (and PIM for
+//! Groups eligible members) of the role-assignable groups that hold it (issue 20); the reads,
+//! each with its permission, are in [`privileged`]. Those reads also find the users in
+//! restricted-management administrative units, whom the plan flags: Graph refuses the Entra ID
+//! part of an action on them, whoever asks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::directory::{Directory, Found, Guard, key};
-use super::read::{LookupStop, Reader, Service};
-use super::walk::{Parsed, Walk, WalkStop};
+use super::read::{LookupStop, Reader};
 use super::{Ask, collect, read_one, read_users};
 use crate::sanitize::printable;
 
@@ -501,10 +502,14 @@ pub(crate) async fn read_guard(
         }
     }
     if guardrails.privileged {
-        for (name, roles) in read_privileged(reader).await? {
+        let found = privileged::read_privileged(reader).await?;
+        for (name, roles) in found.holders {
             for role in roles {
-                guard.privilege(&name, role);
+                guard.privilege(&name, &role);
             }
+        }
+        for (name, unit) in found.restricted {
+            directory.note_restricted(&name, &unit);
         }
     }
     let (protected, privileged) = guard.counts();
@@ -634,139 +639,9 @@ fn entry_names(entry: &ProtectEntry, directory: &Directory) -> Vec<String> {
     names
 }
 
-/// Who holds each privileged role: object ids, UPNs and on-premises SIDs, with the roles they
-/// hold.
-async fn read_privileged(
-    reader: &Arc<Reader>,
-) -> Result<HashMap<String, BTreeSet<&'static str>>, LookupStop> {
-    let mut reads = JoinSet::new();
-    for (role, id) in PRIVILEGED_ROLES {
-        let reader = reader.clone();
-        reads.spawn(async move { (role, read_role(&reader, id).await) });
-    }
-    let mut holders: HashMap<String, BTreeSet<&'static str>> = HashMap::new();
-    let mut stop = None;
-    while let Some(joined) = reads.join_next().await {
-        let (role, members) = match joined {
-            Ok((role, Ok(members))) => (role, members),
-            Ok((role, Err(why))) => {
-                stop.get_or_insert(match why {
-                    RoleReadError::Stop(stop) => stop,
-                    RoleReadError::Failed(error) => {
-                        LookupStop::Guard(format!("reading who holds {role} failed ({error})"))
-                    }
-                });
-                continue;
-            }
-            Err(error) => {
-                stop.get_or_insert(LookupStop::Guard(format!(
-                    "a role read stopped unexpectedly: {error}"
-                )));
-                continue;
-            }
-        };
-        for member in members {
-            for name in member {
-                holders.entry(name).or_default().insert(role);
-            }
-        }
-    }
-    match stop {
-        Some(stop) => Err(stop),
-        None => Ok(holders),
-    }
-}
-
-enum RoleReadError {
-    Stop(LookupStop),
-    Failed(String),
-}
-
-/// One role's assignments, every page: for each user principal, its names (object id, UPN,
-/// on-premises SID).
-async fn read_role(reader: &Reader, role_id: &str) -> Result<Vec<Vec<String>>, RoleReadError> {
-    #[derive(Deserialize)]
-    struct Principal {
-        #[serde(rename = "@odata.type")]
-        odata_type: Option<String>,
-        #[serde(rename = "userPrincipalName")]
-        user_principal_name: Option<String>,
-        #[serde(rename = "displayName")]
-        display_name: Option<String>,
-        /// A holder whose identity has no Entra ID account and no UPN is known by it (issue 16).
-        #[serde(rename = "onPremisesSecurityIdentifier")]
-        on_premises_security_identifier: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Assignment {
-        #[serde(rename = "principalId")]
-        principal_id: String,
-        principal: Option<Principal>,
-    }
-    #[derive(Deserialize)]
-    struct RolePage {
-        value: Vec<Assignment>,
-        #[serde(rename = "@odata.nextLink")]
-        next_link: Option<String>,
-    }
-    let _slot = reader.slot().await;
-    let mut members = Vec::new();
-    // Every page, within the bounds of a walk (issue 16): a looping or endless nextLink stops
-    // the guard's read, and so the run, instead of being followed for ever.
-    let mut walk = Walk::new(
-        format!("the assignments of the role {role_id}"),
-        reader.client().role_assignments_url(role_id),
-        reader.walk_limits(),
-    );
-    let parse = |body: &[u8]| {
-        let page: RolePage = serde_json::from_slice(body).map_err(|error| {
-            format!("Graph's answer is not a list of role assignments: {error}")
-        })?;
-        Ok(Parsed {
-            entries: page.value.len() as u64,
-            items: page.value,
-            next_link: page.next_link,
-        })
-    };
-    loop {
-        let assignments = match walk.next(reader, Service::Roles, parse).await {
-            Ok(Some(assignments)) => assignments,
-            Ok(None) => return Ok(members),
-            Err(WalkStop::Stop(stop)) => return Err(RoleReadError::Stop(stop)),
-            Err(WalkStop::Failed(error)) => return Err(RoleReadError::Failed(error.to_string())),
-        };
-        for assignment in assignments {
-            let principal = assignment.principal;
-            let kind = principal
-                .as_ref()
-                .and_then(|p| p.odata_type.as_deref())
-                .unwrap_or("#microsoft.graph.user");
-            if kind.eq_ignore_ascii_case("#microsoft.graph.group") {
-                let name = principal.as_ref().and_then(|p| p.display_name.as_deref());
-                warn!(
-                    role = role_id,
-                    group = %printable(&assignment.principal_id),
-                    name = %printable(name.unwrap_or("")),
-                    "a privileged role is assigned to a group; its members are not read, so add them to a protect file"
-                );
-                continue;
-            }
-            if !kind.eq_ignore_ascii_case("#microsoft.graph.user") {
-                continue;
-            }
-            let mut names = vec![key(&assignment.principal_id)];
-            if let Some(principal) = principal {
-                let more = [
-                    principal.user_principal_name,
-                    principal.on_premises_security_identifier,
-                ];
-                names.extend(more.into_iter().flatten().map(|name| key(&name)));
-            }
-            members.push(names);
-        }
-    }
-}
-
+mod files;
+pub use files::ProtectFiles;
+mod privileged;
 #[cfg(test)]
 mod property_tests;
 
@@ -861,7 +736,9 @@ mod tests {
         assert_eq!(guard.check(&names(&["OID-GA"])), None);
         assert_eq!(
             guard.check(&names(&["oid-pra", "s-1-5-21-9"])),
-            Some(Guarded::Privileged(vec!["Privileged Role Administrator"]))
+            Some(Guarded::Privileged(vec![
+                "Privileged Role Administrator".to_owned()
+            ]))
         );
         assert_eq!(guard.check(&names(&["someone-else"])), None);
     }

@@ -25,8 +25,16 @@ pub(crate) enum Service {
     /// `/users`: a user by UPN or object id.
     Users,
     /// `/roleManagement/directory/roleAssignments`: who holds a directory role. Throttled with
-    /// `/users`, as the directory's other reads are.
+    /// `/users`, as the directory's other reads are (so are the guard's reads below).
     Roles,
+    /// Issue 20's guard reads: the roles Microsoft labels privileged (beta), PIM eligibility for
+    /// a role, members of a role-assignable group, PIM for Groups eligibility, and the
+    /// administrative units (for the restricted-management ones).
+    RoleDefinitions,
+    Eligibility,
+    GroupMembers,
+    GroupEligibility,
+    AdministrativeUnits,
 }
 
 impl Service {
@@ -35,7 +43,11 @@ impl Service {
         match self {
             Service::Security => "SecurityIdentitiesAccount.Read.All",
             Service::Users => "User.Read.All",
-            Service::Roles => "RoleManagement.Read.Directory",
+            Service::Roles | Service::RoleDefinitions => "RoleManagement.Read.Directory",
+            Service::Eligibility => "RoleEligibilitySchedule.Read.Directory",
+            Service::GroupMembers => "GroupMember.Read.All",
+            Service::GroupEligibility => "PrivilegedEligibilitySchedule.Read.AzureADGroup",
+            Service::AdministrativeUnits => "AdministrativeUnit.Read.All",
         }
     }
 
@@ -44,7 +56,16 @@ impl Service {
         match self {
             Service::Security => "the Security Administrator role",
             Service::Users => "a directory role that can read users",
-            Service::Roles => "a role that can read role assignments, such as Global Reader",
+            Service::Roles | Service::RoleDefinitions => {
+                "a role that can read role assignments, such as Global Reader"
+            }
+            Service::Eligibility | Service::GroupEligibility => {
+                "a role that can read PIM eligibility, such as Global Reader or Security Reader"
+            }
+            Service::GroupMembers => "a role that can read group members, such as Global Reader",
+            Service::AdministrativeUnits => {
+                "a role that can read administrative units, such as Global Reader"
+            }
         }
     }
 
@@ -52,7 +73,7 @@ impl Service {
     fn api(self) -> Api {
         match self {
             Service::Security => Api::Security,
-            Service::Users | Service::Roles => Api::Users,
+            _ => Api::Users,
         }
     }
 
@@ -61,6 +82,15 @@ impl Service {
             Service::Security => "/security/identities/identityAccounts",
             Service::Users => "/users",
             Service::Roles => "/roleManagement/directory/roleAssignments",
+            Service::RoleDefinitions => "/roleManagement/directory/roleDefinitions",
+            Service::Eligibility => "/roleManagement/directory/roleEligibilityScheduleInstances",
+            Service::GroupMembers => {
+                "the members of role-assignable groups (/groups/{id}/transitiveMembers)"
+            }
+            Service::GroupEligibility => {
+                "/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances"
+            }
+            Service::AdministrativeUnits => "/directory/administrativeUnits",
         }
     }
 }
@@ -223,7 +253,7 @@ impl Reader {
     fn gate(&self, service: Service) -> &ThrottleGate {
         match service {
             Service::Security => &self.security,
-            Service::Users | Service::Roles => &self.users,
+            _ => &self.users,
         }
     }
 

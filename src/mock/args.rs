@@ -106,6 +106,35 @@ pub struct MockArgs {
     #[arg(long)]
     pub deny_role_reads: bool,
 
+    /// With --identities N: add PIM eligibility, role-assignable groups, custom roles (one
+    /// labelled privileged) and administrative units (one restricted-management) to the
+    /// synthetic tenant, to rehearse --protect-privileged (issue 20).
+    #[arg(long)]
+    pub privileged_access: bool,
+
+    /// With --privileged-access: this many more PIM-eligible assignments (identities 100, ...).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "privileged_access"
+    )]
+    pub eligible: usize,
+
+    /// With --privileged-access: this many more role-assignable groups holding a privileged role.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        requires = "privileged_access"
+    )]
+    pub role_groups: usize,
+
+    /// Answer the reads that need one of these permissions 403 (comma separated), as Graph does
+    /// for an app without it, to rehearse --protect-privileged failing.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub deny_permission: Vec<String>,
+
     /// Issue client-credentials tokens whose `roles` claim holds these permissions (comma
     /// separated), to rehearse `auth` and a run that lacks one; invokeAction answers 403 without
     /// SecurityIdentitiesActions.ReadWrite.All. Default: opaque tokens that say nothing.
@@ -150,6 +179,12 @@ impl MockArgs {
         };
         let tenant = match &self.identities {
             None => None,
+            Some(IdentitySource::Synthetic(n)) if self.privileged_access => Some(
+                Tenant::synthetic(*n).with_privileged_access(super::PrivilegedSeed {
+                    eligible: self.eligible,
+                    groups: self.role_groups,
+                }),
+            ),
             Some(IdentitySource::Synthetic(n)) => Some(Tenant::synthetic(*n)),
             Some(IdentitySource::File(path)) => Some(Tenant::load(path)?),
         };
@@ -173,6 +208,7 @@ impl MockArgs {
             tenant,
             page_size: self.page_size,
             deny_role_reads: self.deny_role_reads,
+            denied_permissions: self.deny_permission,
             sign_in: super::SignInMock {
                 app_roles: self.token_roles,
                 delegated_permissions: self.delegated_permissions,

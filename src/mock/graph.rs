@@ -377,6 +377,15 @@ fn refused(
                 request.provider, request.account_id
             ),
         ),
+        // Graph's words for it (Entra's "Restricted management administrative units").
+        Refusal::RestrictedManagement => exchange.error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Target object is a member of a restricted management administrative unit and can \
+             only be modified by administrators scoped to that administrative unit. Check that \
+             you are assigned a role that has permission to perform the operation for this \
+             restricted management administrative unit.",
+        ),
         Refusal::NotOffered(offered) => exchange.error(
             StatusCode::BAD_REQUEST,
             "BadRequest",

@@ -67,6 +67,7 @@ pub use args::{IdentitySource, MockArgs, run_cli, run_cli_with_output};
 pub use delegated::{AuthorizeScript, DeviceCodeScript, Poll, SignInMock};
 pub use log::LoggedRequest;
 pub use sessions::SignInStats;
+pub use tenant::privileged::PrivilegedSeed;
 pub use tenant::{RoleAssignment, Tenant, TenantError};
 
 /// The identity model a [`Tenant`] holds and [`MockServer::identity`] returns (shared with the
@@ -127,6 +128,11 @@ pub struct MockConfig {
     /// Answer role assignment reads 403, as Graph does for an app without
     /// RoleManagement.Read.Directory.
     pub deny_role_reads: bool,
+    /// Answer the reads of issue 20 that need one of these permissions 403, as Graph does for an
+    /// app without it (`RoleEligibilitySchedule.Read.Directory`, `GroupMember.Read.All`,
+    /// `PrivilegedEligibilitySchedule.Read.AzureADGroup`, `AdministrativeUnit.Read.All`,
+    /// `RoleManagement.Read.Directory` for role definitions).
+    pub denied_permissions: Vec<String>,
     /// Workload identity (issue 18): a `client_assertion` that is not a certificate's must be
     /// this file's content at the time of the token request (it rotates), else AADSTS700024.
     pub federated_token_file: Option<PathBuf>,
@@ -175,6 +181,7 @@ impl Default for MockConfig {
             tenant: None,
             page_size: 100,
             deny_role_reads: false,
+            denied_permissions: Vec::new(),
             federated_token_file: None,
             oidc_request_token: None,
             oidc_lifetime: Duration::from_secs(300),
@@ -222,6 +229,7 @@ impl fmt::Debug for MockConfig {
             )
             .field("page_size", &self.page_size)
             .field("deny_role_reads", &self.deny_role_reads)
+            .field("denied_permissions", &self.denied_permissions)
             .field("federated_token_file", &self.federated_token_file)
             .field("oidc_lifetime", &self.oidc_lifetime)
             .field("arc_key_file", &self.arc_key_file)
@@ -253,6 +261,9 @@ pub struct MockStats {
     pub user_reads: u64,
     /// `GET .../roleManagement/directory/roleAssignments`.
     pub role_reads: u64,
+    /// Issue 20's reads: role eligibility, role definitions, group members, PIM for Groups
+    /// eligibility, administrative units and their members.
+    pub privileged_reads: u64,
     /// Requests to the GitHub OIDC endpoint (issue 18).
     pub oidc_requests: u64,
     /// Requests to the managed-identity endpoints (IMDS, App Service, Cloud Shell, Arc), Arc's
@@ -442,6 +453,30 @@ fn router(shared: Arc<Shared>) -> Router {
             .route(
                 "/{root}/roleManagement/directory/roleAssignments",
                 reads::read_route(reads::Route::RoleAssignments),
+            )
+            .route(
+                "/{root}/roleManagement/directory/roleEligibilityScheduleInstances",
+                reads::read_route(reads::Route::RoleEligibility),
+            )
+            .route(
+                "/{root}/roleManagement/directory/roleDefinitions",
+                reads::read_route(reads::Route::RoleDefinitions),
+            )
+            .route(
+                "/{root}/groups/{id}/transitiveMembers",
+                reads::read_route(reads::Route::GroupMembers),
+            )
+            .route(
+                "/{root}/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+                reads::read_route(reads::Route::GroupEligibility),
+            )
+            .route(
+                "/{root}/directory/administrativeUnits",
+                reads::read_route(reads::Route::Units),
+            )
+            .route(
+                "/{root}/directory/administrativeUnits/{id}/members",
+                reads::read_route(reads::Route::UnitMembers),
             );
     }
     router.fallback(graph::not_found).with_state(shared)

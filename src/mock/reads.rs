@@ -8,7 +8,14 @@
 //! - `GET /{v}/users/{object id | upn}` and `GET /{v}/users('{upn}')`: `id`, `userPrincipalName`,
 //!   `displayName`, and `onPremisesSecurityIdentifier` when `$select` names it.
 //! - `GET /{v}/roleManagement/directory/roleAssignments?$filter=roleDefinitionId eq '{id}'` (or
-//!   `principalId eq '{id}'`, Microsoft's other example), optionally `&$expand=principal`.
+//!   `principalId eq '{id}'`, Microsoft's other example), optionally `&$expand=principal` (a
+//!   role-assignable group comes back as a group).
+//! - Issue 20's guard reads, paged by `page_size` with `$skiptoken` links:
+//!   `roleEligibilityScheduleInstances` (its `roleDefinitionId` filter required,
+//!   `$expand=principal`), `roleDefinitions` (beta's `isPrivileged eq true`; 400 on v1.0, which
+//!   has no such property), `groups/{id}/transitiveMembers`, PIM for Groups
+//!   `eligibilityScheduleInstances` (its `groupId` filter required), `directory/administrativeUnits`
+//!   and `.../{id}/members`; each answered 403 when its permission is in `denied_permissions`.
 //!
 //! Only what Microsoft documents is accepted: any other `$filter`, and query options the resource
 //! does not document (`$top`, `$count`, `$orderby`, ...), are answered 400, so a client that leans
@@ -43,6 +50,7 @@ use super::graph::{
 };
 use super::reply;
 use super::state::{ReadKind, Service, Shared};
+use super::tenant::privileged::{List, ListPage, principal};
 use super::tenant::{Directory, SESSIONS_VALID_FROM_AT_START};
 
 /// The message Graph gives for `/users/$x@y.com` (microsoftgraph/msgraph-sdk-dotnet#2635).
@@ -127,13 +135,22 @@ pub(crate) enum Route {
     /// `users('{key}')`
     UserByKey,
     RoleAssignments,
+    /// Issue 20: `roleEligibilityScheduleInstances`, `roleDefinitions`,
+    /// `groups/{id}/transitiveMembers`, PIM for Groups `eligibilityScheduleInstances`,
+    /// `directory/administrativeUnits` and `.../{id}/members`.
+    RoleEligibility,
+    RoleDefinitions,
+    GroupMembers,
+    GroupEligibility,
+    Units,
+    UnitMembers,
 }
 
 impl Route {
     fn service(self) -> Service {
         match self {
             Route::IdentityList | Route::IdentityGet => Service::Security,
-            Route::User | Route::UserByKey | Route::RoleAssignments => Service::Directory,
+            _ => Service::Directory,
         }
     }
 }
@@ -162,6 +179,11 @@ enum Read {
     RoleAssignments {
         filter: Option<RoleFilter>,
         expand: bool,
+    },
+    /// One of issue 20's lists, from entry `skip`.
+    Privileged {
+        list: List,
+        skip: usize,
     },
 }
 
@@ -195,6 +217,7 @@ impl Read {
             Read::Identity { .. } => ReadKind::IdentityGet,
             Read::User { .. } | Read::UserState { .. } => ReadKind::User,
             Read::RoleAssignments { .. } => ReadKind::RoleAssignments,
+            Read::Privileged { .. } => ReadKind::Privileged,
         }
     }
 
@@ -323,8 +346,86 @@ impl Read {
                 };
                 Ok(Read::RoleAssignments { filter, expand })
             }
+            _ => privileged_read(route, key, query),
         }
     }
+}
+
+/// Issue 20's reads, with what Microsoft documents for each: the filter each requires, the
+/// expansion of `principal` on eligibility, `$select` where the list takes it, and `$skiptoken`
+/// from the mock's own links.
+fn privileged_read(route: Route, key: &str, query: Option<&str>) -> Result<Read, Invalid> {
+    let (allowed, resource): (&[&str], &str) = match route {
+        Route::RoleEligibility => (
+            &["filter", "expand", "select", "skiptoken"],
+            "roleEligibilityScheduleInstances",
+        ),
+        Route::RoleDefinitions => (&["filter", "select", "skiptoken"], "roleDefinitions"),
+        Route::GroupEligibility => (
+            &["filter", "select", "skiptoken"],
+            "eligibilityScheduleInstances",
+        ),
+        _ => (&["select", "skiptoken"], "this list"),
+    };
+    let options = QueryOptions::parse(query, allowed, resource, "see Microsoft's page for it")?;
+    let skip = match options.skiptoken {
+        None => 0,
+        Some(token) => token.trim().parse().map_err(|_| {
+            Invalid::bad_request(format!(
+                "The $skiptoken '{token}' is not valid: follow @odata.nextLink as given."
+            ))
+        })?,
+    };
+    let filtered = |property: &str| -> Result<String, Invalid> {
+        let filter = options.filter.clone().unwrap_or_default();
+        match eq_filter(&filter) {
+            Some((name, value)) if name.eq_ignore_ascii_case(property) => Ok(value),
+            _ => Err(Invalid::bad_request(format!(
+                "The filter '{filter}' is not supported on {resource}: filter by {property} eq                  '{{id}}'."
+            ))),
+        }
+    };
+    let list = match route {
+        Route::RoleEligibility => {
+            let expand = match options.expand.as_deref() {
+                None => false,
+                Some(expand) if expand.trim().eq_ignore_ascii_case("principal") => true,
+                Some(expand) => {
+                    return Err(Invalid::bad_request(format!(
+                        "Expanding '{expand}' is not supported here: use $expand=principal."
+                    )));
+                }
+            };
+            List::Eligibility {
+                role: filtered("roleDefinitionId")?,
+                expand,
+            }
+        }
+        Route::RoleDefinitions => {
+            let privileged_only = match options.filter.as_deref().map(str::trim) {
+                None => false,
+                Some(filter) if filter.eq_ignore_ascii_case("isPrivileged eq true") => true,
+                Some(filter) => {
+                    return Err(Invalid::bad_request(format!(
+                        "The filter '{filter}' is not supported here: use isPrivileged eq true."
+                    )));
+                }
+            };
+            List::RoleDefinitions { privileged_only }
+        }
+        Route::GroupMembers => List::GroupMembers {
+            group: key.to_owned(),
+        },
+        // The filter on groupId (or principalId) is required (Microsoft's page).
+        Route::GroupEligibility => List::GroupEligibility {
+            group: filtered("groupId")?,
+        },
+        Route::Units => List::Units,
+        _ => List::UnitMembers {
+            unit: key.to_owned(),
+        },
+    };
+    Ok(Read::Privileged { list, skip })
 }
 
 /// The query options a resource takes, each at most once.
@@ -473,8 +574,9 @@ async fn serve(
                 .as_ref()
                 .and_then(|p| param(p, super::ROOT))
                 .unwrap_or("v1.0");
-            let base = format!("http://{}/{version}", host(shared, &headers));
-            decide(&mut exchange, route, read, &base)
+            let origin = format!("http://{}", host(shared, &headers));
+            let base = format!("{origin}/{version}");
+            decide(&mut exchange, route, read, &base, &(origin, uri.clone()))
         }
     };
     exchange.finish(answer, &method, &uri, &body)
@@ -530,6 +632,7 @@ fn decide(
     route: Route,
     read: Result<Read, Invalid>,
     base: &str,
+    (origin, uri): &(String, Uri),
 ) -> Answer {
     let (scenario_key, vocabulary) = match &read {
         Ok(Read::Identity { id }) => (Some(format!("identity:{id}")), Vocabulary::Security),
@@ -560,6 +663,19 @@ fn decide(
             "Authorization_RequestDenied",
             "Insufficient privileges to complete the operation.",
         );
+    }
+    if let Ok(Read::Privileged { list, .. }) = &read {
+        let denied = &exchange.shared.config.denied_permissions;
+        if denied
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(list.permission()))
+        {
+            return exchange.error(
+                StatusCode::FORBIDDEN,
+                "Authorization_RequestDenied",
+                "Insufficient privileges to complete the operation.",
+            );
+        }
     }
     let read = match read {
         Ok(read) => read,
@@ -628,6 +744,53 @@ fn decide(
             expand,
             base,
         )),
+        Read::Privileged { list, skip } => {
+            // `isPrivileged` is on beta's unifiedRoleDefinition only.
+            if matches!(
+                list,
+                List::RoleDefinitions {
+                    privileged_only: true
+                }
+            ) && base.ends_with("/v1.0")
+            {
+                return exchange.error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Could not find a property named 'isPrivileged' on type \
+                     'microsoft.graph.unifiedRoleDefinition'.",
+                );
+            }
+            let Some(entries) = list.entries(&directory) else {
+                return exchange.error(
+                    StatusCode::NOT_FOUND,
+                    "Request_ResourceNotFound",
+                    &not_found_message(uri.path()),
+                );
+            };
+            let link = |next: usize| {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                for (name, value) in
+                    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+                {
+                    if !name.eq_ignore_ascii_case("$skiptoken") {
+                        query.append_pair(&name, &value);
+                    }
+                }
+                query.append_pair("$skiptoken", &next.to_string());
+                format!("{origin}{}?{}", uri.path(), query.finish())
+            };
+            let page = ListPage::new(
+                format!(
+                    "{base}/$metadata#{}",
+                    uri.path().rsplit('/').next().unwrap_or_default()
+                ),
+                entries,
+                skip,
+                shared.config.page_size,
+                link,
+            );
+            Answer::ok(reply::to_bytes(&page))
+        }
     }
 }
 
@@ -812,24 +975,15 @@ fn role_assignments_body(
 ) -> Vec<u8> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
-    struct WirePrincipal<'a> {
-        #[serde(rename = "@odata.type")]
-        odata_type: &'static str,
-        id: &'a str,
-        user_principal_name: Option<&'a str>,
-        display_name: Option<&'a str>,
-        on_premises_security_identifier: Option<&'a str>,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
     struct WireAssignment<'a> {
         id: &'a str,
         principal_id: &'a str,
         resource_scope: &'static str,
         directory_scope_id: &'static str,
         role_definition_id: &'a str,
+        /// A user, or a role-assignable group (issue 20).
         #[serde(skip_serializing_if = "Option::is_none")]
-        principal: Option<WirePrincipal<'a>>,
+        principal: Option<serde_json::Value>,
     }
     #[derive(Serialize)]
     struct Body<'a> {
@@ -847,16 +1001,11 @@ fn role_assignments_body(
         })
         .map(|assignment| {
             let principal = expand.then(|| {
-                let identity = directory.user(&assignment.principal_id).map(|u| u.identity);
-                WirePrincipal {
-                    odata_type: "#microsoft.graph.user",
-                    id: &assignment.principal_id,
-                    user_principal_name: identity.and_then(|i| i.user_principal_name.as_deref()),
-                    display_name: identity.and_then(|i| i.display_name.as_deref()),
-                    on_premises_security_identifier: identity
-                        .and_then(|i| i.on_premises_security_identifier.as_deref())
-                        .or(assignment.principal_sid.as_deref()),
-                }
+                principal(
+                    directory,
+                    &assignment.principal_id,
+                    assignment.principal_sid.as_deref(),
+                )
             });
             WireAssignment {
                 id: &assignment.id,

@@ -95,10 +95,11 @@ pub(crate) enum ReadKind {
     SidFilter = 2,
     User = 3,
     RoleAssignments = 4,
+    Privileged = 5,
 }
 
 impl ReadKind {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -507,6 +508,7 @@ impl Shared {
             sid_filter_queries: self.read_count(ReadKind::SidFilter),
             user_reads: self.read_count(ReadKind::User),
             role_reads: self.read_count(ReadKind::RoleAssignments),
+            privileged_reads: self.read_count(ReadKind::Privileged),
             oidc_requests: self.counters.oidc_requests.load(Ordering::Relaxed),
             managed_identity_requests: self.counters.managed_requests.load(Ordering::Relaxed),
         }

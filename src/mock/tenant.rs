@@ -38,6 +38,8 @@
 //! identities 1 and 2 hold Global Administrator, 3 Privileged Role Administrator, 4 Security
 //! Administrator. Nobody else holds a role. [`Tenant::assign_role_to_sid`] adds a holder no
 //! identity holds the Entra ID account of, known to Entra by an on-premises SID.
+//! [`Tenant::with_privileged_access`] adds PIM eligibility, role-assignable groups, custom roles
+//! and administrative units (issue 20; its layout is in [`privileged`]).
 //!
 //! The GUIDs come from a fixed hash of `i` (no randomness): the same on every run and machine.
 //!
@@ -49,6 +51,8 @@
 //!
 //! [`MockServer::identity`]: super::MockServer::identity
 
+pub(crate) mod privileged;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -59,6 +63,7 @@ use uuid::Uuid;
 
 use crate::graph::identity::{Identity, LinkedAccount};
 use crate::graph::model::{Action, Provider};
+use privileged::PrivilegedAccess;
 
 /// The SID prefix of the synthetic on-premises domain.
 const SYNTHETIC_SID_PREFIX: &str = "S-1-5-21-1004336348-1177238915-682003330-";
@@ -101,6 +106,8 @@ pub struct Tenant {
     /// Position of each identity id in `identities`.
     positions: HashMap<String, usize>,
     role_assignments: Vec<RoleAssignment>,
+    /// Eligibility, role-assignable groups, custom roles and administrative units (issue 20).
+    privileged: PrivilegedAccess,
 }
 
 /// A tenant file that cannot be read.
@@ -151,6 +158,7 @@ impl Tenant {
             identities: Vec::with_capacity(n),
             positions: HashMap::with_capacity(n),
             role_assignments: Vec::new(),
+            privileged: PrivilegedAccess::default(),
         };
         for i in 0..n {
             tenant.push(Tenant::synthetic_identity(i));
@@ -282,6 +290,11 @@ impl Tenant {
                 self.role_assignments.push(assignment);
             }
         }
+        self.privileged.extend(other.privileged);
+    }
+
+    pub(crate) fn privileged_mut(&mut self) -> &mut PrivilegedAccess {
+        &mut self.privileged
     }
 
     /// Assigns the role with `role_template_id` to the user with Entra object id
@@ -355,7 +368,7 @@ fn linked(identifier: String, provider: Provider, actions: &[Action]) -> LinkedA
 }
 
 /// A GUID-shaped (version 4) id, a fixed function of `kind` and `i`.
-fn guid(kind: u64, i: usize) -> Uuid {
+pub(crate) fn guid(kind: u64, i: usize) -> Uuid {
     let (hi, lo) = hash128(kind, i);
     uuid::Builder::from_random_bytes((u128::from(hi) << 64 | u128::from(lo)).to_be_bytes())
         .into_uuid()
@@ -503,6 +516,9 @@ pub(crate) enum Refusal {
     NoSuchAccount,
     /// The account does not offer the action; what it offers, in Graph's spelling.
     NotOffered(Vec<String>),
+    /// An Entra ID account whose user is in a restricted-management administrative unit
+    /// (issue 20): Entra refuses every tenant-wide app and administrator.
+    RestrictedManagement,
 }
 
 /// The tenant as the server holds it: the identities, which successful actions change, and
@@ -618,6 +634,10 @@ impl Directory {
         &self.tenant.role_assignments
     }
 
+    pub(crate) fn privileged(&self) -> &PrivilegedAccess {
+        &self.tenant.privileged
+    }
+
     /// Checks an action against the identity's linked accounts: whether the account exists and
     /// offers it. Nothing changes ([`Directory::apply`] carries it out, now or later).
     pub(crate) fn check(
@@ -639,6 +659,9 @@ impl Directory {
             .ok_or(Refusal::NoSuchAccount)?;
         if !account.offers(action) {
             return Err(Refusal::NotOffered(account.offered()));
+        }
+        if provider == Provider::EntraId && self.tenant.privileged.is_restricted(account_id) {
+            return Err(Refusal::RestrictedManagement);
         }
         Ok(())
     }

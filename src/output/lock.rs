@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::journal::{open_private, private_options, restrict};
+pub use crate::graph::client::MOCK_ENDPOINT;
 
 /// What a run records about itself in the lock file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,9 +120,6 @@ pub struct RunAbout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
-
-/// The endpoint recorded for `run --mock`: a rehearsal against the built-in mock.
-pub const MOCK_ENDPOINT: &str = "the built-in mock";
 
 impl RunState {
     /// Whether the results were a rehearsal against the built-in mock.

@@ -1,5 +1,7 @@
-//! What the tool writes for people and scripts: the plan, the results file, the progress bar,
-//! the summary and the report for the ticket. No network.
+//! What the tool writes for people and scripts, and reads back: the plan, the results file (and
+//! reading it for `--resume`, the report, undo and the effects), the progress bar, the summary,
+//! the report for the ticket, the undo file, the identity snapshot, the lock, and the checks of
+//! the paths a run writes. No network.
 
 pub mod effects;
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::journal::InflightLog;
 use super::lock::RunState;
+pub use crate::units::Existing;
 
 /// A file a run uses, with the role that names it in messages.
 #[derive(Debug, Clone)]
@@ -107,16 +108,6 @@ pub fn check_files(reads: &[NamedPath<'_>], writes: &[NamedPath<'_>]) -> Result<
         seen.push((id, file));
     }
     Ok(())
-}
-
-/// Whether a file to write that already exists (and is no run's record) may be replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Existing {
-    /// The default: an existing file is refused, naming `--replace`.
-    #[default]
-    Refuse,
-    /// `--replace`: an existing file that is no run's record is replaced.
-    Replace,
 }
 
 /// The most bytes read from the head of a file to tell what it holds, and from a lock file.

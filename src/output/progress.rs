@@ -18,6 +18,7 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 use tracing_indicatif::style::ProgressStyle;
 
 use crate::outcome::RowStatus;
+pub use crate::units::ProgressMode;
 
 /// How often the bar reads the counters. The terminal is redrawn at most 20 times a second
 /// anyway (tracing-indicatif's default); reading more often would only cost.
@@ -89,14 +90,6 @@ pub fn message(snapshot: &Snapshot) -> String {
         let _ = write!(text, "\n  throttled by Graph: resuming in {seconds}s");
     }
     text
-}
-
-/// Whether to draw the bar (`--no-progress` turns it off).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// On a terminal only.
-    Auto,
-    Off,
 }
 
 /// The bar's look: one line, and a second one while throttled (see [`message`]).

@@ -393,6 +393,11 @@ async fn attempt_until_done(
             }
             Err(error) => error,
         };
+        // Issue 20: a user in a restricted-management administrative unit is refused to every
+        // tenant-wide app; that 403 is this row's, not a permission every row lacks.
+        if let Some(why) = error.restricted_management() {
+            return Ending::Failed(error, Some(why.to_owned()));
+        }
         let event = RowEvent {
             job,
             attempt: *attempts,

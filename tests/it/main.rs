@@ -20,6 +20,7 @@ mod mock_server;
 mod mock_tenant;
 mod operator;
 mod phases;
+mod privileged;
 mod readme;
 mod report;
 mod resolve;
