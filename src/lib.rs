@@ -70,23 +70,97 @@ pub struct Fatal {
 
 /// The exit status for an error returned by [`execute`].
 pub fn status_of(error: &anyhow::Error) -> ExitStatus {
+    if let Some(unsent) = error.downcast_ref::<Unsent>() {
+        return unsent.status;
+    }
     error
         .downcast_ref::<Fatal>()
         .map_or(ExitStatus::InputError, |fatal| fatal.status)
+}
+
+/// Why a command ended before its first action was sent: the exit status that picks (2 usage or
+/// input, 4 stopped early: another run, credentials, a permission, a read refused; 130
+/// interrupted), and the cause. Its message says "nothing was sent" once, here, after the cause's
+/// own first message, so the steps before the first send need not each say it.
+#[derive(Debug)]
+pub struct Unsent {
+    pub status: ExitStatus,
+    cause: anyhow::Error,
+}
+
+impl Unsent {
+    /// A usage or input error (exit 2).
+    pub(crate) fn input(cause: impl Into<anyhow::Error>) -> Unsent {
+        Unsent::with(ExitStatus::InputError, cause)
+    }
+
+    /// Stopped early (exit 4): another run holds the results, credentials, a permission.
+    pub(crate) fn stopped(cause: impl Into<anyhow::Error>) -> Unsent {
+        Unsent::with(ExitStatus::StoppedEarly, cause)
+    }
+
+    /// The first Ctrl-C or SIGTERM (exit 130).
+    pub(crate) fn interrupted(cause: impl Into<anyhow::Error>) -> Unsent {
+        Unsent::with(ExitStatus::Interrupted, cause)
+    }
+
+    fn with(status: ExitStatus, cause: impl Into<anyhow::Error>) -> Unsent {
+        Unsent {
+            status,
+            cause: cause.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Unsent {
+    /// The cause as `{:#}` shows it, with "; nothing was sent" after its first message, unless
+    /// a part it comes from (a protect file, a path check) says so itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let said = self.cause.chain().any(|part| {
+            part.to_string()
+                .to_ascii_lowercase()
+                .contains("nothing was sent")
+        });
+        let mut chain = self.cause.chain();
+        if let Some(first) = chain.next() {
+            write!(f, "{first}")?;
+        }
+        if !said {
+            f.write_str("; nothing was sent")?;
+        }
+        chain.try_for_each(|part| write!(f, ": {part}"))
+    }
+}
+
+// No `source`: the message already holds the whole chain.
+impl std::error::Error for Unsent {}
+
+/// Every error before the first send is one: an [`Unsent`] as it was, a [`Fatal`] with its
+/// status, anything else with the status of what it wraps (exit 2 if nothing says otherwise).
+impl From<anyhow::Error> for Unsent {
+    fn from(error: anyhow::Error) -> Unsent {
+        // Only when outermost: a context around them is part of the message.
+        let outermost = error.chain().next();
+        if outermost.is_some_and(|top| top.is::<Unsent>()) {
+            return match error.downcast::<Unsent>() {
+                Ok(unsent) => unsent,
+                Err(error) => Unsent::with(status_of(&error), error),
+            };
+        }
+        if outermost.is_some_and(|top| top.is::<Fatal>()) {
+            return match error.downcast::<Fatal>() {
+                Ok(fatal) => Unsent::with(fatal.status, fatal.error),
+                Err(error) => Unsent::with(status_of(&error), error),
+            };
+        }
+        Unsent::with(status_of(&error), error)
+    }
 }
 
 impl Fatal {
     pub(crate) fn stopped(error: anyhow::Error) -> anyhow::Error {
         anyhow::Error::new(Fatal {
             status: ExitStatus::StoppedEarly,
-            error,
-        })
-    }
-
-    /// The first Ctrl-C or SIGTERM came before anything was sent.
-    pub(crate) fn interrupted(error: anyhow::Error) -> anyhow::Error {
-        anyhow::Error::new(Fatal {
-            status: ExitStatus::Interrupted,
             error,
         })
     }
@@ -119,5 +193,61 @@ pub async fn execute(
         Command::Auth(args) => {
             commands::auth::auth(config::AuthConfig::try_from(*args)?, shutdown).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsent_says_nothing_was_sent_after_its_own_message_and_before_the_cause() {
+        let cause = anyhow::anyhow!("AADSTS7000215: Invalid client secret provided.")
+            .context("cannot get an access token");
+        let error = anyhow::Error::new(Unsent::stopped(cause));
+        assert_eq!(
+            format!("{error:#}"),
+            "cannot get an access token; nothing was sent: AADSTS7000215: Invalid client secret provided."
+        );
+        assert_eq!(status_of(&error), ExitStatus::StoppedEarly);
+    }
+
+    #[test]
+    fn unsent_says_it_once_when_a_part_already_does() {
+        let cause = anyhow::anyhow!("--auth device-code needs --client-id; nothing was sent")
+            .context("no usable credentials");
+        let message = Unsent::stopped(cause).to_string();
+        assert_eq!(message.matches("nothing was sent").count(), 1, "{message}");
+        let paths = anyhow::anyhow!(
+            "the input and the results file are the same file. Nothing was sent or changed"
+        );
+        assert!(
+            !Unsent::input(paths)
+                .to_string()
+                .contains("; nothing was sent")
+        );
+    }
+
+    #[test]
+    fn every_error_before_the_first_send_keeps_its_status() {
+        let fatal = Fatal::stopped(anyhow::anyhow!("another run holds the lock"));
+        let unsent = Unsent::from(fatal);
+        assert_eq!(unsent.status, ExitStatus::StoppedEarly);
+        assert_eq!(
+            unsent.to_string(),
+            "another run holds the lock; nothing was sent"
+        );
+        let interrupted: anyhow::Error = Unsent::interrupted(anyhow::anyhow!("interrupted")).into();
+        assert_eq!(Unsent::from(interrupted).status, ExitStatus::Interrupted);
+        // A context around one is part of the message, and the status is still the one inside.
+        let wrapped =
+            anyhow::Error::new(Unsent::stopped(anyhow::anyhow!("refused"))).context("looking up");
+        let unsent = Unsent::from(wrapped);
+        assert_eq!(unsent.status, ExitStatus::StoppedEarly);
+        assert_eq!(unsent.to_string(), "looking up: refused; nothing was sent");
+        assert_eq!(
+            Unsent::from(anyhow::anyhow!("bad input")).status,
+            ExitStatus::InputError
+        );
     }
 }

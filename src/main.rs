@@ -1,10 +1,11 @@
 //! The `graph-remediate` binary: parse the command line, start logging and the runtime, run,
-//! map the result to an exit code. Signals are turned into the shutdown future here.
+//! map the result to an exit code. Signals are turned into the shutdown future here, and a
+//! second one ends the process.
 
 use std::process::ExitCode;
 
 use graph_remediate::cli::Cli;
-use graph_remediate::eprint_above;
+use graph_remediate::{ExitStatus, eprint_above};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_env();
@@ -13,7 +14,28 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    let result = runtime.block_on(graph_remediate::execute(cli.command, shutdown_signal()));
+    let (first_signal_tx, first_signal_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        // The sender is only dropped with the signal listener, which outlives the command.
+        let _ = first_signal_rx.await;
+    };
+    let mut command = Box::pin(graph_remediate::execute(cli.command, shutdown));
+    let finished = runtime.block_on(async {
+        tokio::select! {
+            result = &mut command => Some(result),
+            () = signals(first_signal_tx) => None,
+        }
+    });
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            // Aborted: whatever the command holds is left as it is, as if the process had
+            // been killed (its records and in-flight notes are on disk for `--resume`).
+            std::mem::forget(command);
+            runtime.shutdown_background();
+            return ExitCode::from(ExitStatus::Interrupted.code());
+        }
+    };
     // Everything the run started has finished by now, but a blocking read that a signal cut
     // short (a named pipe nobody writes, the confirmation prompt) cannot be: don't wait for it.
     runtime.shutdown_background();
@@ -26,18 +48,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM; the second one aborts at once (exit 130).
-async fn shutdown_signal() {
+/// The first Ctrl-C or SIGTERM tells the command to stop (no new rows start); the second
+/// returns, and `main` then ends the process at once (exit 130) instead of a task calling
+/// `process::exit`.
+async fn signals(first_signal_tx: tokio::sync::oneshot::Sender<()>) {
     signal().await;
     // Above the progress bar, if one is drawn, rather than through it.
     eprint_above(
         "graph-remediate: stopping: no new rows start; requests in flight finish (Ctrl-C again to abort)\n",
     );
-    tokio::spawn(async {
-        signal().await;
-        eprint_above("graph-remediate: aborted\n");
-        std::process::exit(130);
-    });
+    let _ = first_signal_tx.send(());
+    signal().await;
+    eprint_above("graph-remediate: aborted\n");
 }
 
 async fn signal() {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::Fatal;
+use crate::Unsent;
 use crate::config::{GraphAccess, InputConfig, Target};
 use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::graph::client::GraphClient;
@@ -56,6 +56,56 @@ pub(super) async fn connect(
     Ok(connection)
 }
 
+/// The connection `run` makes once, the first time it is needed: before the lookup when rows
+/// need one (its reads go through it), else after the plan is confirmed, so that a run the
+/// operator does not confirm never signs in.
+pub(super) struct Connector<'a> {
+    graph: &'a GraphAccess,
+    input: &'a InputConfig,
+    needs: Needs,
+    interrupt: &'a CancellationToken,
+    made: Option<Connection>,
+}
+
+impl<'a> Connector<'a> {
+    pub(super) fn new(
+        graph: &'a GraphAccess,
+        input: &'a InputConfig,
+        needs: Needs,
+        interrupt: &'a CancellationToken,
+    ) -> Connector<'a> {
+        Connector {
+            graph,
+            input,
+            needs,
+            interrupt,
+            made: None,
+        }
+    }
+
+    /// The connection, made now if it was not yet.
+    pub(super) async fn connection(&mut self) -> anyhow::Result<&Connection> {
+        let connection = match self.made.take() {
+            Some(connection) => connection,
+            None => self.connect().await?,
+        };
+        Ok(self.made.insert(connection))
+    }
+
+    /// The connection, for the batch.
+    pub(super) async fn into_connection(mut self) -> anyhow::Result<Connection> {
+        match self.made.take() {
+            Some(connection) => Ok(connection),
+            None => self.connect().await,
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<Connection> {
+        connect_unless_interrupted(self.interrupt, connect(self.graph, self.input, &self.needs))
+            .await
+    }
+}
+
 /// `connecting` (a [`connect`] or [`sign_in`]) unless the first Ctrl-C or SIGTERM comes first: a
 /// responder's sign-in may wait minutes for them, and a signal then ends it at once (exit 130).
 pub(super) async fn connect_unless_interrupted(
@@ -64,9 +114,9 @@ pub(super) async fn connect_unless_interrupted(
 ) -> anyhow::Result<Connection> {
     tokio::select! {
         biased;
-        () = interrupt.cancelled() => Err(Fatal::interrupted(anyhow::anyhow!(
-            "interrupted while signing in; nothing was sent"
-        ))),
+        () = interrupt.cancelled() => Err(Unsent::interrupted(anyhow::anyhow!(
+            "interrupted while signing in"
+        )).into()),
         connected = connecting => connected,
     }
 }
@@ -113,9 +163,9 @@ pub(super) async fn sign_in(
         graph.pacing.concurrency,
     )?;
     let token = tokens.current().await.map_err(|error| {
-        Fatal::stopped(
-            anyhow::Error::new(error).context("cannot get an access token; nothing was sent"),
-        )
+        anyhow::Error::new(Unsent::stopped(
+            anyhow::Error::new(error).context("cannot get an access token"),
+        ))
     })?;
     let granted = tokens.granted(&token);
     Ok(Connection {
@@ -155,12 +205,13 @@ fn check_permissions(connection: &Connection, needs: &Needs) -> anyhow::Result<(
             )
         })
         .collect();
-    Err(Fatal::stopped(anyhow::anyhow!(
-        "the access token ({}) lacks {} permission(s) this run needs; nothing was sent. {}",
+    Err(Unsent::stopped(anyhow::anyhow!(
+        "the access token ({}) lacks {} permission(s) this run needs. {}",
         connection.tokens.describe(),
         missing.len(),
         lines.join("; ")
-    )))
+    ))
+    .into())
 }
 
 /// The in-process mock behind `--mock`: some latency, an occasional 503 or 504, and a limit a

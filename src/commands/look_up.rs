@@ -8,18 +8,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::Fatal;
+use crate::Unsent;
 use crate::config::GraphAccess;
 use crate::graph::auth::Tokens;
 use crate::graph::client::GraphClient;
 use crate::lookup::guard::{Guardrails, read_guard};
 use crate::lookup::{Directory, LookupStop, ReadCounts, Reader, Strategy, Wanted, look_up};
 use crate::output::progress::{Progress, ProgressMode, Snapshot};
-use crate::output::resume::{Earlier, Prior};
 use crate::runner::rate::{Limiter, ThrottleGate};
 
-use super::prepare::{Input, unless_interrupted};
+use super::prepare::{Input, Resumed, unless_interrupted};
 use super::validate::{Checked, Keep, check_rows};
+use crate::lookup::decide::DoneEarlier;
 
 /// Sends the reads `wanted` needs, then those of the `guardrails`, paced by `--rate`, through
 /// `security` (the `/security` throttle gate, which the actions then share).
@@ -63,12 +63,10 @@ pub(super) async fn find(
     let counts = reader.stats().counts();
     match looked_up {
         Ok((directory, strategy)) => Ok((Arc::new(directory), strategy, counts)),
-        Err(LookupStop::Interrupted) => Err(Fatal::interrupted(anyhow::Error::new(
-            LookupStop::Interrupted,
-        ))),
+        Err(LookupStop::Interrupted) => Err(Unsent::interrupted(LookupStop::Interrupted).into()),
         // The protect file must change, as for a line that names nobody: exit 2 (issue 16).
-        Err(stop @ LookupStop::StaleProtectEntries(_)) => Err(anyhow::Error::new(stop)),
-        Err(stop) => Err(Fatal::stopped(anyhow::Error::new(stop))),
+        Err(stop @ LookupStop::StaleProtectEntries(_)) => Err(Unsent::input(stop).into()),
+        Err(stop) => Err(Unsent::stopped(stop).into()),
     }
 }
 
@@ -77,21 +75,20 @@ pub(super) async fn find(
 pub(super) async fn decide_rows(
     input: &Input,
     directory: &Arc<Directory>,
-    prior: Option<Arc<Prior>>,
-    same_input: bool,
+    resumed: Option<Resumed>,
     verify: bool,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<Checked> {
     let config = input.config.clone();
     let directory = directory.clone();
     unless_interrupted(interrupt, "deciding the rows", move || {
-        let earlier = prior.as_deref().map(|prior| Earlier { prior, same_input });
+        let earlier = resumed.as_ref().map(Resumed::earlier);
         check_rows(
             &config.source,
             &config.options,
             config.unlisted,
             Some(&directory),
-            earlier.as_ref(),
+            earlier.as_ref().map(|earlier| earlier as &dyn DoneEarlier),
             verify,
             Keep::PlanAndDecisions,
         )

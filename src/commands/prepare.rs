@@ -19,9 +19,11 @@ use crate::graph::auth::delegated;
 use crate::graph::auth::{TokenEndpoint, Tokens};
 use crate::graph::permissions::Needs;
 use crate::input::InputSource;
+use crate::input::Row;
 use crate::input::plan::Plan;
+use crate::input::plan::RowKey;
 use crate::lookup::Wanted;
-use crate::lookup::decide::Confirmed;
+use crate::lookup::decide::{Confirmed, DoneEarlier};
 use crate::lookup::guard::Guardrails;
 use crate::output::journal::InflightLog;
 use crate::output::lock::{
@@ -29,7 +31,7 @@ use crate::output::lock::{
 };
 use crate::output::paths::{self, NamedPath};
 use crate::output::resume::{self, Earlier, Prior};
-use crate::{Fatal, logging, output};
+use crate::{Unsent, logging, output};
 
 use super::validate::{Checked, Keep, check_rows};
 
@@ -131,7 +133,7 @@ pub(super) async fn unless_interrupted<T: Send + 'static>(
     let task = tokio::task::spawn_blocking(work);
     tokio::select! {
         biased;
-        () = interrupt.cancelled() => Err(Fatal::interrupted(anyhow!("interrupted while {what}; nothing was sent"))),
+        () = interrupt.cancelled() => Err(Unsent::interrupted(anyhow!("interrupted while {what}")).into()),
         joined = task => joined.with_context(|| format!("{what} stopped unexpectedly"))?,
     }
 }
@@ -208,8 +210,8 @@ pub(super) async fn read_input(
 /// error (exit 2): nothing was sent either way.
 pub(super) fn claim_results(files: &OutputFiles) -> anyhow::Result<Claim> {
     RunLock::claim(&files.results).map_err(|error| match error {
-        LockError::Busy { .. } | LockError::BusyElsewhere { .. } => Fatal::stopped(error.into()),
-        LockError::Io { .. } => anyhow::Error::new(error).context("nothing was sent"),
+        LockError::Busy { .. } | LockError::BusyElsewhere { .. } => Unsent::stopped(error).into(),
+        LockError::Io { .. } => Unsent::input(error).into(),
     })
 }
 
@@ -262,12 +264,12 @@ pub(super) async fn earlier_results(
         }
         if rehearsal {
             bail!(
-                "{} holds results that are not a rehearsal's (a real run's, or of unknown origin); a rehearsal never writes over them. Leave out -o (a rehearsal writes <input>.rehearsal.jsonl) or choose another file. Nothing was sent",
+                "{} holds results that are not a rehearsal's (a real run's, or of unknown origin); a rehearsal never writes over them. Leave out -o (a rehearsal writes <input>.rehearsal.jsonl) or choose another file",
                 results.display()
             );
         }
         bail!(
-            "{} already holds an earlier run's results. Pass --resume to continue that run (rows that succeeded are skipped), or choose another file with -o. Nothing was sent",
+            "{} already holds an earlier run's results. Pass --resume to continue that run (rows that succeeded are skipped), or choose another file with -o",
             results.display()
         );
     };
@@ -281,7 +283,7 @@ pub(super) async fn earlier_results(
                 format!("a run against {earlier}")
             };
             bail!(
-                "{} holds the results of {what}, and this run would send to {}. Resume only against the endpoint the results came from, or run into another file with -o. Nothing was sent",
+                "{} holds the results of {what}, and this run would send to {}. Resume only against the endpoint the results came from, or run into another file with -o",
                 results.display(),
                 if rehearsal {
                     lock::MOCK_ENDPOINT
@@ -292,7 +294,7 @@ pub(super) async fn earlier_results(
         }
         Some(_) => {}
         None if rehearsal => bail!(
-            "cannot tell where the results in {} were sent (the run state beside them is missing); a rehearsal never continues them. Leave out -o, or choose another file. Nothing was sent",
+            "cannot tell where the results in {} were sent (the run state beside them is missing); a rehearsal never continues them. Leave out -o, or choose another file",
             results.display()
         ),
         None => {
@@ -306,19 +308,57 @@ pub(super) async fn earlier_results(
     // The records themselves say who answered them, whatever became of the lock file.
     if config.graph.target.reaches_microsoft() && prior.answered_by_mock > 0 {
         bail!(
-            "{} holds {} record(s) answered by this tool's mock (a rehearsal's results); they never count for a real run. Run into another file with -o. Nothing was sent",
+            "{} holds {} record(s) answered by this tool's mock (a rehearsal's results); they never count for a real run. Run into another file with -o",
             results.display(),
             prior.answered_by_mock
         );
     }
     if rehearsal && prior.answered_by_other > 0 {
         bail!(
-            "{} holds {} record(s) not answered by this tool's mock (a real run's results); a rehearsal never continues them. Leave out -o, or choose another file. Nothing was sent",
+            "{} holds {} record(s) not answered by this tool's mock (a real run's results); a rehearsal never continues them. Leave out -o, or choose another file",
             results.display(),
             prior.answered_by_other
         );
     }
     Ok(Some(Arc::new(prior)))
+}
+
+/// What `--resume` continues: the earlier run's results, and whether the input is the file it
+/// read. Travels as one value from the check to the lookup and the feed.
+#[derive(Clone)]
+pub(super) struct Resumed {
+    pub(super) prior: Arc<Prior>,
+    /// The input's fingerprint is the one the earlier run recorded.
+    pub(super) same_input: bool,
+}
+
+impl Resumed {
+    /// The earlier run, as the row decider asks it.
+    pub(super) fn earlier(&self) -> Earlier<'_> {
+        Earlier {
+            prior: &self.prior,
+            same_input: self.same_input,
+        }
+    }
+}
+
+/// The row decider asks the earlier run's results what they hold.
+impl DoneEarlier for Earlier<'_> {
+    fn record_of_line(&self, row: &Row) -> Option<u64> {
+        Earlier::record_of_line(self, row)
+    }
+
+    fn key_of_line(&self, row: &Row) -> Option<RowKey> {
+        Earlier::key_of_line(self, row)
+    }
+
+    fn succeeded(&self, key: RowKey) -> Option<u64> {
+        self.prior.succeeded.get(&key).copied()
+    }
+
+    fn unanswered_attempts(&self, key: RowKey) -> u32 {
+        self.prior.unknown_attempts.get(&key).copied().unwrap_or(0)
+    }
 }
 
 /// The first read of the input, checked.
@@ -364,14 +404,17 @@ pub(super) async fn check_input(
             &config.options,
             config.unlisted,
             None,
-            earlier.as_ref(),
+            earlier.as_ref().map(|earlier| earlier as &dyn DoneEarlier),
             verify,
             Keep::PlanAndDecisions,
         )?;
+        // The decisions the feed sends when no row needs a lookup; with one, the read after
+        // it decides every row again, and these are let go.
+        let confirmed = confirmed.filter(|_| wanted.is_empty()).unwrap_or_default();
         Ok(CheckedInput {
             plan,
             wanted,
-            confirmed: confirmed.unwrap_or_default(),
+            confirmed,
             fingerprint,
             same_input,
         })
@@ -444,9 +487,9 @@ pub(super) async fn check_resumable(
         if is_yes(&answer) {
             return Ok(());
         }
-        bail!("not resumed; nothing was sent");
+        bail!("not resumed");
     }
-    bail!("{message}; pass --accept-changed-input to resume anyway. Nothing was sent")
+    bail!("{message}; pass --accept-changed-input to resume anyway")
 }
 
 /// What the lock file records of the run's guardrails (issue 16).
@@ -505,7 +548,7 @@ pub(super) fn check_guards_kept(
         return Ok(());
     }
     bail!(
-        "--resume: the earlier run on {} was guarded by what this run lacks: {}. Rows it refused as protected would be sent. Give the same --protect files and --protect-privileged (the default protect file is read from the config directory of the user who runs it, so HOME or XDG_CONFIG_HOME under sudo or cron may differ). Nothing was sent",
+        "--resume: the earlier run on {} was guarded by what this run lacks: {}. Rows it refused as protected would be sent. Give the same --protect files and --protect-privileged (the default protect file is read from the config directory of the user who runs it, so HOME or XDG_CONFIG_HOME under sudo or cron may differ)",
         config.files.results.display(),
         missing.join("; ")
     )
@@ -522,7 +565,7 @@ pub(super) async fn confirm(
         && to_send > max
     {
         bail!(
-            "the plan holds {to_send} actions, more than --max-actions {max}; nothing was sent. Check the input (--dry-run shows the plan), then split it or raise --max-actions"
+            "the plan holds {to_send} actions, more than --max-actions {max}. Check the input (--dry-run shows the plan), then split it or raise --max-actions"
         );
     }
     if config.confirm == Confirm::Yes {
@@ -530,7 +573,7 @@ pub(super) async fn confirm(
     }
     if !is_interactive() {
         bail!(
-            "not on a terminal, so there is no one to confirm {to_send} actions on {} accounts; add --yes to send them (see the plan with --dry-run). Nothing was sent",
+            "not on a terminal, so there is no one to confirm {to_send} actions on {} accounts; add --yes to send them (see the plan with --dry-run)",
             plan.accounts
         );
     }
@@ -562,9 +605,9 @@ pub(super) async fn confirm(
     if confirmed {
         Ok(())
     } else if typed {
-        bail!("not confirmed (the number of accounts in the plan was not typed); nothing was sent")
+        bail!("not confirmed (the number of accounts in the plan was not typed)")
     } else {
-        bail!("not confirmed; nothing was sent")
+        bail!("not confirmed")
     }
 }
 
@@ -752,7 +795,7 @@ pub(super) fn credentials(graph: &GraphAccess, needs: &Needs) -> anyhow::Result<
         None => Tokens::from_sources(graph.credentials.clone(), &endpoint, graph.timeout),
     };
     tokens.map_err(|error| {
-        Fatal::stopped(anyhow::Error::new(error).context("no usable credentials; nothing was sent"))
+        Unsent::stopped(anyhow::Error::new(error).context("no usable credentials")).into()
     })
 }
 

@@ -1,7 +1,9 @@
-//! `run`: the batch from start to end, as its steps. Before the first request ([`super::prepare`]):
-//! the files, the input, the lock, earlier results, the input check, confirmation, connecting.
-//! Then the batch: the reader, the runner, the results writer and the progress bar. After the
-//! last outcome ([`super::finish`]): compaction, the undo file, the summary and the exit status.
+//! `run`: the batch from start to end, as three phases, each taking what the last returned.
+//! `prepare`, before the first request (its steps in [`super::prepare`]): the files, the input,
+//! the lock, earlier results, the input check, the lookup, confirmation, connecting; any error
+//! there is an [`Unsent`]. `act`, the batch: the feed sending the confirmed plan's decisions, the
+//! runner, the results writer and the progress bar. [`super::finish`], after the last outcome:
+//! compaction, the undo file, the summary and the exit status.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -14,44 +16,45 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::ExitStatus;
 use crate::config::{Mode, RunConfig};
 use crate::graph::auth::token_tenant_and_app;
 use crate::graph::permissions::Needs;
 use crate::input::plan::{Checker, Plan, Verdict};
 use crate::input::{Job, RowReader};
 use crate::lookup::confirm::ListLength;
-use crate::lookup::decide::{AccountDecision, Confirmed, Decider, RowDecision};
+use crate::lookup::decide::{AccountDecision, Confirmed, Decider, DoneEarlier, RowDecision};
 use crate::lookup::directory::Found;
-use crate::lookup::{Directory, ReadCounts};
+use crate::lookup::{Directory, ReadCounts, Wanted};
 use crate::outcome::{Entry, Outcome, RowStatus, StopReason};
 use crate::output::journal::rfc3339;
 use crate::output::journal::{
     InflightLog, Journal, JournalStart, SYNC_INTERVAL, Sinks, WriterEnd, write_entries,
 };
-use crate::output::lock::{RunAbout, RunState};
+use crate::output::lock::{RunAbout, RunLock, RunState};
 use crate::output::progress::{Progress, RowCounts, Snapshot};
-use crate::output::resume::{self, Earlier, Prior};
+use crate::output::resume;
 use crate::output::snapshot;
 use crate::output::summary::Tally;
 use crate::output::summary::shell_words;
 use crate::runner::rate::ThrottleGate;
 use crate::runner::shutdown::{self, Stop};
 use crate::runner::{RunSettings, Shared, run_batch};
+use crate::{ExitStatus, Unsent};
 use secrecy::ExposeSecret;
 
-use super::connect::{Connection, connect, connect_unless_interrupted};
+use super::connect::{Connection, Connector};
 use super::finish::{Acted, After, finish, invoked_as};
 use super::look_up::{decide_rows, find};
 use super::prepare::{
-    CheckedInput, CreatedResults, Input, check_files, check_guards_kept, check_input,
-    check_resumable, claim_results, confirm, earlier_results, guards_record, log_guards,
-    print_dry_run, read_input, report_bad_rows,
+    CreatedResults, Input, Resumed, check_files, check_guards_kept, check_input, check_resumable,
+    claim_results, confirm, earlier_results, guards_record, log_guards, print_dry_run, read_input,
+    report_bad_rows,
 };
 use super::validate::Checked;
 
 /// `run`: check every row, then act on each and record every outcome. `shutdown` resolves on the
-/// first Ctrl-C or SIGTERM.
+/// first Ctrl-C or SIGTERM. Every error before the first request is an [`Unsent`], whatever
+/// step it came from: it picks the exit status and says that nothing was sent.
 pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -59,113 +62,137 @@ pub async fn run(
     let interrupt = shutdown::listen(shutdown);
     // The guards first: a protect file that cannot be read stops the run before any other file
     // is touched (the command line's conversion only names them, issue 17).
-    let protect = config.protect_files.read()?;
-    let config = config.guarded_by(protect)?;
-    check_files(&config)?;
+    let protect = config.protect_files.read().map_err(Unsent::input)?;
+    let config = config.guarded_by(protect).map_err(Unsent::input)?;
+    let ready = match prepare(&config, &interrupt).await.map_err(Unsent::from)? {
+        Prepared::Finished(status) => return Ok(status),
+        Prepared::Ready(ready) => *ready,
+    };
+    // The lock is held until the run ends: no other run writes these results meanwhile.
+    let (plan, acted, after, _lock) = ready.act(&config, interrupt).await;
+    Ok(finish(&config, &plan, acted, after).await)
+}
+
+/// What the steps before the first request came to.
+enum Prepared<'c> {
+    /// Everything the batch needs; nothing has been sent.
+    Ready(Box<Ready<'c>>),
+    /// Nothing to send: `--dry-run`, or rows with errors (their report is printed).
+    Finished(ExitStatus),
+}
+
+/// What the batch starts from: the confirmed plan and its decisions, what the lookup found, the
+/// connection and the results file, claimed and open.
+struct Ready<'c> {
+    input: Input,
+    plan: Plan,
+    /// The decisions of the plan the operator confirmed: what the feed sends.
+    confirmed: Confirmed,
+    resumed: Option<Resumed>,
+    lookup: Option<LookedUp>,
+    /// `/security`'s throttle gate, which the lookup's reads may already have closed.
+    security: Arc<ThrottleGate>,
+    connection: Connection,
+    /// The run's lock on its results, taken first and held to the end.
+    lock: RunLock,
+    sinks: Sinks,
+    /// The results file this run created, removed if the run ends before its first request.
+    created: CreatedResults<'c>,
+}
+
+/// Everything before the first request: the files, the input, the lock, earlier results, the
+/// input check, the lookup, confirmation, connecting, and the results file opened.
+async fn prepare<'c>(
+    config: &'c RunConfig,
+    interrupt: &CancellationToken,
+) -> anyhow::Result<Prepared<'c>> {
+    check_files(config)?;
     log_guards(&config.guardrails);
-    let input = read_input(&config.input, &interrupt).await?;
+    let input = read_input(&config.input, interrupt).await?;
     if config.mode == Mode::DryRun {
-        return dry_run(&config, &input, &interrupt).await;
+        return dry_run(config, &input, interrupt)
+            .await
+            .map(Prepared::Finished);
     }
     let mut claim = claim_results(&config.files)?;
-    let mut created = CreatedResults::new(&config.files.results, claim.created);
-    let prior = earlier_results(&config, &claim).await?;
+    let created = CreatedResults::new(&config.files.results, claim.created);
+    let prior = earlier_results(config, &claim).await?;
     let checked = check_input(
         &input,
         prior.clone(),
         claim.previous.as_ref(),
         config.verify,
-        &interrupt,
+        interrupt,
     )
     .await?;
     if !checked.plan.is_clean() {
         report_bad_rows(&checked.plan);
-        return Ok(ExitStatus::InputError);
+        return Ok(Prepared::Finished(ExitStatus::InputError));
     }
-    if let Some(earlier) = &prior {
-        check_resumable(
-            &config,
-            claim.previous.as_ref(),
-            &checked.fingerprint,
-            &interrupt,
-        )
-        .await?;
-        check_guards_kept(&config, claim.previous.as_ref(), earlier)?;
-    }
+    let resumed = match prior {
+        Some(prior) => {
+            check_resumable(
+                config,
+                claim.previous.as_ref(),
+                &checked.fingerprint,
+                interrupt,
+            )
+            .await?;
+            check_guards_kept(config, claim.previous.as_ref(), &prior)?;
+            Some(Resumed {
+                prior,
+                same_input: checked.same_input,
+            })
+        }
+        None => None,
+    };
     let needs = Needs::of(
         true,
         !checked.wanted.is_empty(),
         checked.wanted.reads_users(),
         config.guardrails.privileged,
     );
+    let mut connector = Connector::new(&config.graph, &input.config, needs, interrupt);
     // Identities are looked up before the plan is confirmed, so that it says what will be sent.
     let security = Arc::new(ThrottleGate::new());
-    let (plan, confirmed, connection, lookup) = if checked.wanted.is_empty() {
-        (checked.plan.clone(), checked.confirmed, None, None)
+    let (plan, confirmed, lookup) = if checked.wanted.is_empty() {
+        (checked.plan, checked.confirmed, None)
     } else {
-        let connection =
-            connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
-                .await?;
+        let connection = connector.connection().await?;
         let mut lookup = look_up_rows(
-            &config,
-            &connection,
+            config,
+            connection,
             &security,
             &input,
-            &checked,
-            &prior,
-            &interrupt,
+            &checked.wanted,
+            resumed.as_ref(),
+            interrupt,
         )
         .await?;
         let confirmed = std::mem::take(&mut lookup.confirmed);
-        (
-            lookup.plan.clone(),
-            confirmed,
-            Some(connection),
-            Some(lookup),
-        )
+        (lookup.plan.clone(), confirmed, Some(lookup))
     };
-    confirm(&config, &plan, &interrupt).await?;
-    let connection = match connection {
-        Some(connection) => connection,
-        None => {
-            connect_unless_interrupted(&interrupt, connect(&config.graph, &input.config, &needs))
-                .await?
-        }
-    };
-    let state = run_state(&config, &plan, &checked.fingerprint, &connection).await;
-    claim.lock.record(&state).with_context(|| {
-        format!(
-            "cannot write the lock file {}; nothing was sent",
-            claim.lock.path().display()
-        )
-    })?;
-    let sinks = open_sinks(&config, claim.results, &plan, prior.as_deref())?;
-    created.keep();
-    let lookup_counts = lookup
-        .as_ref()
-        .map_or_else(ReadCounts::default, |looked_up| looked_up.counts);
-    // What the lookup learned of the list's length spares the confirm phase a probe of it.
-    let list = lookup
-        .as_ref()
-        .map_or(ListLength::Unknown, |looked_up| looked_up.list);
-    let batch = Batch {
-        config: &config,
+    confirm(config, &plan, interrupt).await?;
+    // Without a lookup, an unconfirmed run never signs in.
+    let connection = connector.into_connection().await?;
+    let state = run_state(config, &plan, &checked.fingerprint, &connection).await;
+    claim
+        .lock
+        .record(&state)
+        .with_context(|| format!("cannot write the lock file {}", claim.lock.path().display()))?;
+    let sinks = open_sinks(config, claim.results, &plan, resumed.as_ref())?;
+    Ok(Prepared::Ready(Box::new(Ready {
         input,
-        plan: &plan,
-        prior,
-        same_input: checked.same_input,
-        directory: lookup.map(|looked_up| looked_up.directory),
+        plan,
         confirmed,
+        resumed,
+        lookup,
         security,
-        interrupt: interrupt.clone(),
-    };
-    let acted = batch.act(connection, sinks).await;
-    let after = After {
-        lookup: lookup_counts,
-        list,
-        interrupt,
-    };
-    Ok(finish(&config, &plan, acted, after).await)
+        connection,
+        lock: claim.lock,
+        sinks,
+        created,
+    })))
 }
 
 /// The results file (new, or continued after the earlier run's last complete record) and the
@@ -174,10 +201,10 @@ fn open_sinks(
     config: &RunConfig,
     results_file: std::fs::File,
     plan: &Plan,
-    prior: Option<&Prior>,
+    resumed: Option<&Resumed>,
 ) -> anyhow::Result<Sinks> {
     let results = &config.files.results;
-    let start = match prior {
+    let start = match resumed.map(|resumed| &*resumed.prior) {
         Some(prior) => {
             if prior.torn {
                 warn!(results = %results.display(), "the last record was cut short by a crash; it is dropped and that row runs again");
@@ -188,19 +215,10 @@ fn open_sinks(
         }
         None => JournalStart::New,
     };
-    let journal =
-        Journal::start(results, results_file, &plan.carry_columns, start).with_context(|| {
-            format!(
-                "cannot write the results file {}; nothing was sent",
-                results.display()
-            )
-        })?;
-    let inflight = InflightLog::open(results).with_context(|| {
-        format!(
-            "cannot open {}; nothing was sent",
-            InflightLog::path_for(results).display()
-        )
-    })?;
+    let journal = Journal::start(results, results_file, &plan.carry_columns, start)
+        .with_context(|| format!("cannot write the results file {}", results.display()))?;
+    let inflight = InflightLog::open(results)
+        .with_context(|| format!("cannot open {}", InflightLog::path_for(results).display()))?;
     Ok(Sinks {
         journal,
         inflight: Some(inflight),
@@ -278,8 +296,8 @@ async fn look_up_rows(
     connection: &Connection,
     security: &Arc<ThrottleGate>,
     input: &Input,
-    checked: &CheckedInput,
-    prior: &Option<Arc<Prior>>,
+    wanted: &Wanted,
+    resumed: Option<&Resumed>,
     interrupt: &CancellationToken,
 ) -> anyhow::Result<LookedUp> {
     let (directory, strategy, counts) = find(
@@ -289,11 +307,11 @@ async fn look_up_rows(
         &connection.client,
         &connection.tokens,
         security,
-        &checked.wanted,
+        wanted,
         interrupt,
     )
     .await?;
-    let resuming = prior.is_some();
+    let resuming = resumed.is_some();
     let Checked {
         plan,
         identities,
@@ -302,8 +320,7 @@ async fn look_up_rows(
     } = decide_rows(
         input,
         &directory,
-        prior.clone(),
-        checked.same_input,
+        resumed.cloned(),
         config.verify,
         interrupt,
     )
@@ -315,14 +332,10 @@ async fn look_up_rows(
             Found::One(fetched) => Some(fetched),
             _ => None,
         });
-    snapshot::write(&path, fetched, resuming).with_context(|| {
-        format!(
-            "cannot write the snapshot {}; nothing was sent",
-            path.display()
-        )
-    })?;
+    snapshot::write(&path, fetched, resuming)
+        .with_context(|| format!("cannot write the snapshot {}", path.display()))?;
     info!(
-        rows = checked.wanted.rows,
+        rows = wanted.rows,
         reads = counts.reads,
         pages = strategy.pages,
         wholeList = strategy.walked_whole_list,
@@ -363,34 +376,54 @@ async fn dry_run(
     Ok(ExitStatus::Success)
 }
 
-/// The batch itself, from the first request to the last outcome.
-struct Batch<'a> {
-    config: &'a RunConfig,
-    input: Input,
-    plan: &'a Plan,
-    prior: Option<Arc<Prior>>,
-    /// The input is the file the earlier run read (`--resume`).
-    same_input: bool,
-    /// What the lookup found, when rows needed it.
-    directory: Option<Arc<Directory>>,
-    /// The decisions of the plan the operator confirmed: what the feed sends.
-    confirmed: Confirmed,
-    /// `/security`'s throttle gate, which the lookup's reads may already have closed.
-    security: Arc<ThrottleGate>,
-    interrupt: CancellationToken,
-}
-
-impl Batch<'_> {
-    /// Reader -> dispatcher -> workers -> results writer, with the progress bar watching. Nothing
-    /// here returns an error: requests may have left, so whatever goes wrong is reported by the
-    /// finishing steps (exit 4), never as "nothing was sent".
-    async fn act(self, connection: Connection, sinks: Sinks) -> Acted {
-        let config = self.config;
+impl Ready<'_> {
+    /// The batch, from the first request to the last outcome: reader -> dispatcher -> workers
+    /// -> results writer, with the progress bar watching; and what the finishing steps need.
+    /// Nothing here returns an error: requests may have left, so whatever goes wrong is
+    /// reported by the finishing steps (exit 4), never as "nothing was sent".
+    async fn act(
+        self,
+        config: &RunConfig,
+        interrupt: CancellationToken,
+    ) -> (Plan, Acted, After, RunLock) {
+        let Ready {
+            input,
+            plan,
+            confirmed,
+            resumed,
+            lookup,
+            security,
+            connection,
+            lock,
+            sinks,
+            mut created,
+        } = self;
+        created.keep();
+        let (directory, after) = match lookup {
+            Some(looked_up) => (
+                Some(looked_up.directory),
+                After {
+                    lookup: looked_up.counts,
+                    // What the lookup learned of the list's length spares the confirm phase a
+                    // probe of it.
+                    list: looked_up.list,
+                    interrupt: interrupt.clone(),
+                },
+            ),
+            None => (
+                None,
+                After {
+                    lookup: ReadCounts::default(),
+                    list: ListLength::Unknown,
+                    interrupt: interrupt.clone(),
+                },
+            ),
+        };
         info!(
-            input = %self.plan.input,
-            rows = self.plan.rows,
-            actions = self.plan.actions,
-            accounts = self.plan.accounts,
+            input = %plan.input,
+            rows = plan.rows,
+            actions = plan.actions,
+            accounts = plan.accounts,
             rate = %config.graph.pacing.rate,
             concurrency = config.graph.pacing.concurrency,
             graph = %connection.client.service_root(),
@@ -401,7 +434,7 @@ impl Batch<'_> {
         let started = Instant::now();
         let started_at = SystemTime::now();
         let stop = Arc::new(Stop::new());
-        let on_signal = stop_on_signal(&self.interrupt, &stop);
+        let on_signal = stop_on_signal(&interrupt, &stop);
         let (entry_tx, entry_rx) = mpsc::channel(1024);
         let counts = Arc::new(RowCounts::default());
         let writer = start_writer(sinks, entry_rx, counts.clone(), stop.clone());
@@ -409,15 +442,14 @@ impl Batch<'_> {
         let (row_tx, row_rx) = mpsc::channel(8);
         let reader = {
             let feed = Feed {
-                input: self.input,
-                carry_columns: self.plan.carry_columns.clone(),
-                prior: self.prior,
-                same_input: self.same_input,
-                directory: self.directory,
+                input,
+                carry_columns: plan.carry_columns.clone(),
+                resumed,
+                directory,
                 verify: config.verify,
                 results: config.files.results.clone(),
-                accounts: usize::try_from(self.plan.accounts).unwrap_or(0),
-                confirmed: self.confirmed,
+                accounts: usize::try_from(plan.accounts).unwrap_or(0),
+                confirmed,
             };
             let (stop, entry_tx) = (stop.clone(), entry_tx.clone());
             tokio::task::spawn_blocking(move || feed.run(&row_tx, &entry_tx, &stop))
@@ -434,9 +466,9 @@ impl Batch<'_> {
             connection.tokens,
             settings,
             stop.clone(),
-            self.security,
+            security,
         ));
-        let progress = start_progress(self.plan.rows, config, &shared, &counts);
+        let progress = start_progress(plan.rows, config, &shared, &counts);
         run_batch(shared.clone(), row_rx, entry_tx).await;
 
         let mut problems = Vec::new();
@@ -466,7 +498,7 @@ impl Batch<'_> {
             progress.finish().await;
         }
         on_signal.abort();
-        Acted {
+        let acted = Acted {
             // Shut down by the finishing steps: the confirm phase still reads from it.
             mock: connection.mock,
             writer,
@@ -477,7 +509,8 @@ impl Batch<'_> {
             shared,
             started_at,
             elapsed: started.elapsed(),
-        }
+        };
+        (plan, acted, after, lock)
     }
 }
 
@@ -548,8 +581,7 @@ fn start_progress(
 struct Feed {
     input: Input,
     carry_columns: Vec<String>,
-    prior: Option<Arc<Prior>>,
-    same_input: bool,
+    resumed: Option<Resumed>,
     directory: Option<Arc<Directory>>,
     verify: bool,
     results: PathBuf,
@@ -582,14 +614,11 @@ impl Feed {
             config.unlisted,
             self.accounts,
         );
-        let earlier = self.prior.as_deref().map(|prior| Earlier {
-            prior,
-            same_input: self.same_input,
-        });
+        let earlier = self.resumed.as_ref().map(Resumed::earlier);
         let mut decider = Decider::new(
             checker,
             self.directory.as_deref(),
-            earlier.as_ref(),
+            earlier.as_ref().map(|earlier| earlier as &dyn DoneEarlier),
             self.verify,
         );
         // The writer drains until every sender is gone; a failed send means it died.

@@ -9,9 +9,8 @@ use anyhow::Context;
 use crate::config::{PlanFormat, ValidateConfig};
 use crate::input::plan::{Checker, Plan, Unlisted};
 use crate::input::{InputError, InputOptions, InputSource, RowReader};
-use crate::lookup::decide::{AccountDecision, Confirmed, Decider, RowDecision};
+use crate::lookup::decide::{AccountDecision, Confirmed, Decider, DoneEarlier, RowDecision};
 use crate::lookup::{Directory, Wanted};
-use crate::output::resume::Earlier;
 use crate::{ExitStatus, output};
 
 /// `validate`: check every row, print the plan, send nothing.
@@ -74,7 +73,7 @@ pub(crate) fn check_rows(
     options: &InputOptions,
     unlisted: Unlisted,
     directory: Option<&Directory>,
-    earlier: Option<&Earlier<'_>>,
+    earlier: Option<&dyn DoneEarlier>,
     verify: bool,
     keep: Keep,
 ) -> Result<Checked, InputError> {
@@ -93,13 +92,27 @@ pub(crate) fn check_rows(
             RowDecision::Rejected(_) => {}
             RowDecision::ToLookUp(row) => wanted.add(&row, verify),
             RowDecision::Accounts(accounts) => {
-                identities.extend(accounts.iter().filter_map(|account| match account {
-                    AccountDecision::Refused { refusal, .. } => refusal.identity_id.clone(),
-                    other => {
-                        let job = other.job();
-                        job.resolved_by.map(|_| job.identity_account_id.clone())
+                for account in &accounts {
+                    let job = account.job();
+                    match account {
+                        AccountDecision::Refused { refusal, .. } => {
+                            identities.extend(refusal.identity_id.clone());
+                        }
+                        _ => identities
+                            .extend(job.resolved_by.map(|_| job.identity_account_id.clone())),
                     }
-                }))
+                    // Issue 20: flagged, not refused: Graph decides, and if it refuses, the row
+                    // says why.
+                    if let (
+                        AccountDecision::Send(_) | AccountDecision::CarriedOver { .. },
+                        Some(directory),
+                    ) = (account, directory)
+                        && let Some(note) = directory.restricted_note(job)
+                    {
+                        tracing::warn!(row = job.row, note = %note, "flagged in the plan");
+                        decider.warn(job.row, note);
+                    }
+                }
             }
         }
     }

@@ -10,7 +10,6 @@ use std::hash::{DefaultHasher, Hasher};
 use super::{Directory, Settled, settle};
 use crate::input::plan::{Checker, Plan, RowKey, Verdict};
 use crate::input::{AccountScope, Job, Row, RowError};
-use crate::output::resume::Earlier;
 
 use super::resolve::Refusal;
 
@@ -57,13 +56,27 @@ impl AccountDecision {
     }
 }
 
+/// What an earlier run did, as the decider asks it (`--resume`). The results' reader answers it
+/// (`output::resume::Earlier`, joined to this in `commands`), so deciding needs no results format.
+pub(crate) trait DoneEarlier {
+    /// Where the earlier run's succeeded record of the looked-up row on this line starts, when
+    /// the input is the file it read.
+    fn record_of_line(&self, row: &Row) -> Option<u64>;
+    /// The key of that row, so that a later repeat of it is a duplicate.
+    fn key_of_line(&self, row: &Row) -> Option<RowKey>;
+    /// Where the succeeded record of this key starts.
+    fn succeeded(&self, key: RowKey) -> Option<u64>;
+    /// Requests an interrupted earlier run sent for this key without recording an answer.
+    fn unanswered_attempts(&self, key: RowKey) -> u32;
+}
+
 /// Decides rows in input order, folding each decision into the plan.
 pub(crate) struct Decider<'a> {
     checker: Checker,
     /// What the lookup found; `None` before it, when rows it must answer are left to it.
     directory: Option<&'a Directory>,
     /// What an earlier run did (`--resume`).
-    earlier: Option<&'a Earlier<'a>>,
+    earlier: Option<&'a dyn DoneEarlier>,
     /// `--verify` (and `resolve`): every row is looked up, even one that carries all three ids.
     verify: bool,
     already_succeeded: u64,
@@ -73,7 +86,7 @@ impl<'a> Decider<'a> {
     pub(crate) fn new(
         checker: Checker,
         directory: Option<&'a Directory>,
-        earlier: Option<&'a Earlier<'a>>,
+        earlier: Option<&'a dyn DoneEarlier>,
         verify: bool,
     ) -> Decider<'a> {
         Decider {
@@ -126,7 +139,7 @@ impl<'a> Decider<'a> {
                 let earlier = self.earlier;
                 let done_earlier = |job: &Job| {
                     earlier.is_some_and(|earlier| {
-                        earlier.prior.succeeded.contains_key(&RowKey::of(job))
+                        earlier.succeeded(RowKey::of(job)).is_some()
                     })
                 };
                 settle(&row, directory, &done_earlier)
@@ -161,26 +174,19 @@ impl<'a> Decider<'a> {
         }
         if let Some(earlier) = self.earlier {
             let key = RowKey::of(&job);
-            if let Some(offset) = earlier.prior.succeeded.get(&key) {
+            if let Some(offset) = earlier.succeeded(key) {
                 self.already_succeeded += 1;
-                return Ok(AccountDecision::CarriedOver {
-                    job,
-                    offset: *offset,
-                });
+                return Ok(AccountDecision::CarriedOver { job, offset });
             }
-            job.earlier_attempts = earlier
-                .prior
-                .unknown_attempts
-                .get(&key)
-                .copied()
-                .unwrap_or(0);
-        }
-        // Issue 20: flagged, not refused: Graph decides, and if it refuses, the row says why.
-        if let Some(note) = self.directory.and_then(|d| d.restricted_note(&job)) {
-            tracing::warn!(row = job.row, note = %note, "flagged in the plan");
-            self.checker.warn(job.row, note);
+            job.earlier_attempts = earlier.unanswered_attempts(key);
         }
         Ok(AccountDecision::Send(job))
+    }
+
+    /// Notes something about a row to send that the plan shows (issue 20: a user Graph will
+    /// refuse).
+    pub(crate) fn warn(&mut self, line: u64, message: String) {
+        self.checker.warn(line, message);
     }
 
     /// Closes the walk and returns the plan.
@@ -253,7 +259,7 @@ mod tests {
     use super::*;
     use crate::graph::model::{Action, Provider};
     use crate::input::plan::Unlisted;
-    use crate::output::resume::Prior;
+    use crate::output::resume::{Earlier, Prior};
 
     fn row(line: u64, account: &str) -> Row {
         Row {
@@ -270,7 +276,7 @@ mod tests {
         }
     }
 
-    fn decide_all(rows: Vec<Row>, earlier: Option<&Earlier<'_>>) -> (Vec<RowDecision>, Plan) {
+    fn decide_all(rows: Vec<Row>, earlier: Option<&dyn DoneEarlier>) -> (Vec<RowDecision>, Plan) {
         let checker = Checker::new("in.csv", None, Unlisted::Refuse);
         let mut decider = Decider::new(checker, None, earlier, false);
         let decisions = rows

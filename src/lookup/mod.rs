@@ -1,7 +1,8 @@
 //! Looking identities up (SPEC section 8): the reads `run` and `resolve` send before the first
 //! action, for the rows that name a person by UPN, on-premises SID or Entra object id (or, with
 //! `--verify`, for every row). Owns which reads to send and in what order; [`directory`] holds
-//! what they found, and [`resolve`] decides each row from it.
+//! what they found, [`resolve`] settles a looked-up row from it, and [`decide`] decides every
+//! row, looked up or not, for `validate`, `resolve`, the plan `run` confirms and its feed.
 //!
 //! Only documented queries are sent: `GET identityAccounts/{id}`, the list filtered by
 //! `onPremisesSecurityIdentifier eq '{sid}'`, `GET /users/{id | upn}` with `$select`, and the list

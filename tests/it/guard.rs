@@ -609,7 +609,7 @@ async fn issue_16_a_resume_without_the_guards_of_the_earlier_run_stops_and_names
     let error = format!("{:#}", result.unwrap_err());
     assert!(error.contains(protect_arg), "{error}");
     assert!(error.contains("--protect-privileged"), "{error}");
-    assert!(error.contains("Nothing was sent"), "{error}");
+    assert!(error.contains("nothing was sent"), "{error}");
     let result = h.run(&input, &["--resume", "--protect", protect_arg]).await;
     let error = format!("{:#}", result.unwrap_err());
     assert!(

@@ -182,3 +182,46 @@ async fn issue_11_a_summary_that_cannot_be_written_after_sending_is_exit_4_and_l
     assert_eq!(records.len(), 3);
     assert!(records.iter().all(|r| r["status"] == "succeeded"));
 }
+
+/// Issue 17: every error before the first send says "nothing was sent" once, whichever step it
+/// came from, and keeps its exit status: another run holding the results (4, which did not say
+/// it), results of an earlier run (2), a run nobody can confirm (2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_every_error_before_the_first_send_says_nothing_was_sent_once() {
+    let h = Harness::new().await;
+    let input = h.input(&plain_rows(5));
+    let once = |result: anyhow::Result<graph_remediate::ExitStatus>, want| {
+        let error = result.expect_err("the run stops before sending");
+        let message = format!("{error:#}");
+        assert_eq!(graph_remediate::status_of(&error), want, "{message}");
+        assert_eq!(message.matches("nothing was sent").count(), 1, "{message}");
+        assert!(!message.contains("Nothing was sent"), "{message}");
+    };
+
+    // Another process holds the lock: the binary, sending a row a second.
+    let mut holder = h.binary(&input, &["--rate", "1/s"]).spawn().unwrap();
+    let lock = h.path("results.jsonl.lock");
+    wait_until("the other run's lock", Duration::from_secs(30), || {
+        std::fs::read_to_string(&lock).is_ok_and(|state| state.contains("pid"))
+    })
+    .await;
+    once(
+        h.run(&input, &[]).await,
+        graph_remediate::ExitStatus::StoppedEarly,
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let sent_by_the_other_run = h.graph_requests();
+    std::fs::remove_file(h.results()).unwrap();
+
+    once(
+        h.run(&input, &["--no-yes"]).await,
+        graph_remediate::ExitStatus::InputError,
+    );
+    std::fs::write(h.results(), "{}\n").unwrap();
+    once(
+        h.run(&input, &[]).await,
+        graph_remediate::ExitStatus::InputError,
+    );
+    assert_eq!(h.graph_requests(), sent_by_the_other_run);
+}
