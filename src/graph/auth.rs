@@ -43,7 +43,9 @@ use self::refusal::{scrub, transport_reason};
 use super::assertion::{CertificateError, ClientCertificate};
 use super::client::{ClientError, USER_AGENT, check_service_url};
 use super::permissions::Granted;
-use crate::retry::{AttemptKind, Next, RetryPolicy, RowSoFar, decide};
+use crate::attempt::{Attempts, Ended, Failure, Request, Retrying, Unpaced};
+use crate::retry::{AttemptKind, RetryPolicy};
+use std::convert::Infallible;
 
 pub mod credential;
 pub mod delegated;
@@ -54,10 +56,11 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 const MAX_RENEWAL_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Entra's lifetime when a response leaves `expires_in` out (60-90 minutes in practice).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3599);
-/// How a token request is retried when the endpoint is busy (429, 5xx) or unreachable: the same
-/// policy, `Retry-After` reading and backoff as Graph's requests, with tighter bounds, since the
-/// whole run waits on it. A told wait past `max_wait` is not waited out: the request fails.
-const TOKEN_RETRY: RetryPolicy = RetryPolicy {
+/// How a token or sign-in request is retried when the endpoint is busy (429, 503, 504) or
+/// unreachable: the same policy, `Retry-After` reading and backoff as Graph's requests, with
+/// tighter bounds, since the whole run waits on it. A told wait past `max_wait` is not waited
+/// out: the request fails.
+pub(crate) const TOKEN_RETRY: RetryPolicy = RetryPolicy {
     max_retries: 2,
     backoff_base: Duration::from_secs(1),
     backoff_cap: Duration::from_secs(10),
@@ -809,40 +812,101 @@ impl AppTokens {
         Ok(token)
     }
 
-    /// Asks the token endpoint, retrying a busy or unreachable one as [`TOKEN_RETRY`] allows.
+    /// Asks the token endpoint, retrying a busy or unreachable one as the fetcher's policy
+    /// ([`TOKEN_RETRY`]) allows, through the one attempt driver.
     async fn fetch(&self) -> Result<Cached, AuthError> {
-        let mut row = RowSoFar {
-            attempt: 1,
-            // A 401 from the token endpoint is a refusal, never a cue to refresh.
-            refreshed: true,
-            ..RowSoFar::default()
-        };
-        loop {
-            let asked_at = Instant::now();
-            debug!(url = %self.fetcher.target(), attempt = row.attempt, "asking for an access token");
-            let (error, kind) = match self.fetcher.request_once().await {
-                Attempt::Issued { token, lifetime } => {
-                    debug!(lifetime_s = lifetime.as_secs(), "got an access token");
-                    return Ok(Cached::new(token, lifetime, asked_at));
-                }
-                Attempt::Final(error) => return Err(error),
-                Attempt::Transient(error, kind) => (error, kind),
-            };
-            let decision = decide(
-                &kind,
-                &row,
-                &self.fetcher.policy(),
-                SystemTime::now(),
-                fastrand::f64(),
-            );
-            let Next::Retry { wait } = decision.next else {
-                return Err(error);
-            };
-            warn!(error = %error, attempt = row.attempt, wait_ms = wait.as_millis() as u64, "token request failed; retrying");
-            tokio::time::sleep(wait).await;
-            row.waited += wait;
-            row.attempt += 1;
+        let policy = self.fetcher.policy();
+        unpaced(
+            &mut TokenRequest {
+                fetcher: &self.fetcher,
+            },
+            &policy,
+        )
+        .await
+    }
+}
+
+/// Runs a request to a token endpoint (a token or a sign-in request) through the attempt
+/// driver: no pacing, no token of its own, and no stop but its caller dropping it.
+pub(crate) async fn unpaced<R>(
+    request: &mut R,
+    policy: &RetryPolicy,
+) -> Result<R::Answer, AuthError>
+where
+    R: Request<Token = (), Error = AuthError, TokenError = Infallible>,
+{
+    let ended = Attempts {
+        policy,
+        admission: &Unpaced,
+        stop: None,
+    }
+    .run(request)
+    .await;
+    match ended {
+        Ended::Answered(answer) => Ok(answer),
+        Ended::Failed(error, _) => Err(error),
+        Ended::NoToken { error, .. } | Ended::RefreshRefused { refusal: error, .. } => {
+            match error {}
         }
+        // Neither comes without a stop or a `prepare`; were one to, the last error says why.
+        Ended::Stopped { last } | Ended::Unprepared { last, .. } => {
+            Err(last.unwrap_or_else(|| {
+                AuthError::Client("the request to the token endpoint was stopped".to_owned())
+            }))
+        }
+    }
+}
+
+/// Logs a token endpoint's failed attempt that is tried again; `what` names the request.
+pub(crate) fn warn_retrying(event: Retrying<'_, AuthError>, what: &'static str) {
+    let (error, attempt, wait) = match event {
+        Retrying::Throttled {
+            error,
+            attempt,
+            pause,
+            again: true,
+            ..
+        } => (error, attempt, pause),
+        Retrying::Backoff {
+            error,
+            attempt,
+            wait,
+        } => (error, attempt, wait),
+        Retrying::Throttled { .. } | Retrying::Refreshed { .. } => return,
+    };
+    warn!(error = %error, attempt, wait_ms = wait.as_millis() as u64, "{what} failed; retrying");
+}
+
+/// One token request, as the attempt driver sends it: no token of its own, and no pacing.
+struct TokenRequest<'a> {
+    fetcher: &'a Fetcher,
+}
+
+impl Request for TokenRequest<'_> {
+    type Token = ();
+    type Answer = Cached;
+    type Error = AuthError;
+    type TokenError = Infallible;
+
+    async fn token(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    async fn send(&mut self, (): &(), attempt: u32) -> Result<Cached, Failure<AuthError>> {
+        let asked_at = Instant::now();
+        debug!(url = %self.fetcher.target(), attempt, "asking for an access token");
+        match self.fetcher.request_once().await {
+            Attempt::Issued { token, lifetime } => {
+                debug!(lifetime_s = lifetime.as_secs(), "got an access token");
+                Ok(Cached::new(token, lifetime, asked_at))
+            }
+            Attempt::Final(error) => Err(Failure::Final(error)),
+            Attempt::Transient(error, kind) => Err(Failure::Retryable(error, kind)),
+        }
+    }
+
+    fn retrying(&mut self, event: Retrying<'_, AuthError>) {
+        warn_retrying(event, "token request");
     }
 }
 

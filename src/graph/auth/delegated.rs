@@ -18,24 +18,27 @@
 //! verifier. None reaches a log, an error or argv; text from the server is scrubbed of them.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::ffi::OsString;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use reqwest::header::ACCEPT;
+use reqwest::header::{ACCEPT, RETRY_AFTER};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{
-    AuthError, CredentialSources, SourceKind, TokenEndpoint, Tokens, app_ids, refusal,
-    renewal_margin,
+    AuthError, CredentialSources, SourceKind, TOKEN_RETRY, TokenEndpoint, Tokens, app_ids, refusal,
+    renewal_margin, unpaced, warn_retrying,
 };
+use crate::attempt::{Failure, Request, Retrying};
 use crate::graph::client::USER_AGENT;
 use crate::graph::permissions::{Granted, Needs, claims};
+use crate::retry::AttemptKind;
 use crate::sanitize::{printable_owned, redact};
 
 const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -50,8 +53,6 @@ const BROWSER_WAIT: Duration = Duration::from_secs(10 * 60);
 /// Entra's lifetime when a response leaves `expires_in` out.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3599);
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// Transient failures (429, 5xx, no connection) of one token request: retried this often.
-const TOKEN_ATTEMPTS: u32 = 3;
 
 /// Which delegated sign-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -554,58 +555,22 @@ impl DelegatedTokens {
         self.session_from(&reply.body, reply.asked_at, &secrets)
     }
 
-    /// One form POST to `{base}/{path}`, retried a little when the endpoint is busy or
-    /// unreachable. Any status is returned; the caller reads it.
+    /// One form POST to `{base}/{path}`, retried by the one attempt driver (as a token request
+    /// is) when the endpoint is busy or unreachable. Any other status is returned; the caller
+    /// reads it.
     async fn post(
         &self,
         path: &str,
         form: &[(&str, &str)],
         secrets: &[&str],
     ) -> Result<Reply, AuthError> {
-        let url = format!("{}/{path}", self.base);
-        let mut attempt = 1;
-        loop {
-            let asked_at = Instant::now();
-            let sent = self
-                .http
-                .post(&url)
-                .header(ACCEPT, "application/json")
-                .header("client-request-id", uuid::Uuid::new_v4().to_string())
-                .form(form)
-                .send()
-                .await;
-            let error = match sent {
-                Err(error) => cannot_reach(&url, &error, secrets),
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    match response.bytes().await {
-                        Err(error) => cannot_reach(&url, &error, secrets),
-                        Ok(body) if status == 429 || status >= 500 => {
-                            refusal(&url, status, &body, secrets.first().unwrap_or(&""))
-                        }
-                        Ok(body) => {
-                            let error = serde_json::from_slice::<ErrorCode>(&body)
-                                .ok()
-                                .and_then(|e| e.error);
-                            return Ok(Reply {
-                                url,
-                                status,
-                                body: body.to_vec(),
-                                error,
-                                asked_at,
-                            });
-                        }
-                    }
-                }
-            };
-            if attempt >= TOKEN_ATTEMPTS {
-                return Err(error);
-            }
-            let wait = Duration::from_secs(1 << attempt);
-            warn!(error = %error, attempt, wait_s = wait.as_secs(), "sign-in request failed; retrying");
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+        let mut post = SignInPost {
+            http: &self.http,
+            url: format!("{}/{path}", self.base),
+            form,
+            secrets,
+        };
+        unpaced(&mut post, &TOKEN_RETRY).await
     }
 
     fn refused(&self, reply: &Reply, secrets: &[&str]) -> AuthError {
@@ -706,6 +671,81 @@ struct Reply {
     /// Entra's `error` (`authorization_pending`, `invalid_grant`, ...).
     error: Option<String>,
     asked_at: Instant,
+}
+
+/// One sign-in POST, as the attempt driver sends it.
+struct SignInPost<'a> {
+    http: &'a reqwest::Client,
+    url: String,
+    form: &'a [(&'a str, &'a str)],
+    secrets: &'a [&'a str],
+}
+
+impl Request for SignInPost<'_> {
+    type Token = ();
+    type Answer = Reply;
+    type Error = AuthError;
+    type TokenError = Infallible;
+
+    async fn token(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    async fn send(&mut self, (): &(), _attempt: u32) -> Result<Reply, Failure<AuthError>> {
+        let (url, secrets) = (&self.url, self.secrets);
+        let asked_at = Instant::now();
+        let unreachable = |error: &reqwest::Error| {
+            let kind = if error.is_timeout() {
+                AttemptKind::Timeout
+            } else {
+                AttemptKind::Connection
+            };
+            Failure::Retryable(cannot_reach(url, error, secrets), kind)
+        };
+        let response = self
+            .http
+            .post(url)
+            .header(ACCEPT, "application/json")
+            .header("client-request-id", uuid::Uuid::new_v4().to_string())
+            .form(self.form)
+            .send()
+            .await
+            .map_err(|error| unreachable(&error))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| unreachable(&error))?;
+        if status == 429 || status >= 500 {
+            let error = refusal(url, status, &body, secrets.first().unwrap_or(&""));
+            return Err(Failure::Retryable(
+                error,
+                AttemptKind::Status {
+                    status,
+                    retry_after,
+                },
+            ));
+        }
+        let error = serde_json::from_slice::<ErrorCode>(&body)
+            .ok()
+            .and_then(|e| e.error);
+        Ok(Reply {
+            url: url.clone(),
+            status,
+            body: body.to_vec(),
+            error,
+            asked_at,
+        })
+    }
+
+    fn retrying(&mut self, event: Retrying<'_, AuthError>) {
+        warn_retrying(event, "sign-in request");
+    }
 }
 
 #[derive(Deserialize)]
