@@ -381,3 +381,73 @@ impl Default for Limits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::super::hostile_tests::{Hostile, Reply, paced_reader_for, policy};
+    use super::*;
+
+    /// A read that waited out a 429's pause leaves paced, as the actions do (issue 17: the
+    /// reads' own copy of admission did not drain the cells gathered during the pause, so the
+    /// reads parked at the gate all left at once, a burst that re-provokes the 429).
+    #[tokio::test]
+    async fn issue_17_reads_resume_paced_after_a_pause() {
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let server = {
+            let arrivals = arrivals.clone();
+            Hostile::start(move |_, _| {
+                let mut arrivals = arrivals.lock().expect("not poisoned");
+                arrivals.push(Instant::now());
+                if arrivals.len() == 1 {
+                    return Reply {
+                        retry_after: Some("1".into()),
+                        ..Reply::status(429)
+                    };
+                }
+                Reply::json(&serde_json::json!({"id": "u"}))
+            })
+            .await
+        };
+        // 10/s with a burst of 5: the one-second pause gathers the whole burst.
+        let limiter = Limiter::new(
+            crate::units::parse_rate("10/s").expect("a rate"),
+            NonZeroU32::new(5).expect("not zero"),
+        );
+        let reader = paced_reader_for(
+            &server.root,
+            policy(),
+            Limits::default(),
+            CancellationToken::new(),
+            limiter,
+        );
+        let read = |n: usize| {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let url = reader.client().user_url(&format!("u{n}")).expect("a url");
+                reader.read(Service::Users, url).await.map(|_| ())
+            })
+        };
+        let mut reads = vec![read(0)];
+        while server.requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The others come while the gate is closed, and wait at it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reads.extend((1..5).map(read));
+        for read in reads {
+            assert!(read.await.expect("the read ran").is_ok());
+        }
+        let arrivals = arrivals.lock().expect("not poisoned").clone();
+        assert_eq!(arrivals.len(), 6, "a 429, its retry, and four more reads");
+        let after_pause = &arrivals[1..];
+        let spread = after_pause[after_pause.len() - 1].duration_since(after_pause[0]);
+        assert!(
+            spread >= Duration::from_millis(350),
+            "the five reads after the pause left within {spread:?}: a burst, not 100 ms apart"
+        );
+    }
+}
