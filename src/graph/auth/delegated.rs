@@ -29,11 +29,12 @@ use reqwest::header::{ACCEPT, RETRY_AFTER};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use super::cache::{Cached, Holds, SingleFlight};
 use super::{
-    AuthError, CredentialSources, SourceKind, TOKEN_RETRY, TokenEndpoint, Tokens, app_ids, refusal,
-    renewal_margin, unpaced, warn_retrying,
+    AuthError, CredentialSources, DEFAULT_LIFETIME, MAX_LIFETIME, SourceKind, TOKEN_RETRY,
+    TokenEndpoint, Tokens, app_ids, refusal, unpaced, warn_retrying,
 };
 use crate::attempt::{Failure, Request, Retrying};
 use crate::graph::client::USER_AGENT;
@@ -50,9 +51,6 @@ const DEFAULT_INTERVAL: u64 = 5;
 const DEFAULT_CODE_LIFETIME: u64 = 900;
 /// How long the browser flow waits for the redirect (Entra's codes live about 10 minutes).
 const BROWSER_WAIT: Duration = Duration::from_secs(10 * 60);
-/// Entra's lifetime when a response leaves `expires_in` out.
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(3599);
-const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Which delegated sign-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,22 +204,29 @@ pub struct DelegatedTokens {
     settings: SignInSettings,
     /// `{authority}/{tenant}/oauth2/v2.0`
     base: String,
-    /// Read by every worker before every attempt; never held across an await.
-    session: std::sync::Mutex<Option<Session>>,
-    /// Held while a sign-in or a renewal is in flight: the single flight.
-    fetching: tokio::sync::Mutex<()>,
+    /// The session, and the one sign-in or renewal in flight.
+    flight: SingleFlight<Session>,
 }
 
 #[derive(Clone)]
 struct Session {
-    token: Arc<SecretString>,
+    /// The access token, and when it is due.
+    held: Cached,
     /// The newest refresh token: each renewal's answer replaces it. Memory only.
     refresh: Option<Arc<SecretString>>,
-    renew_at: Instant,
-    usable_until: Instant,
     expires_at: SystemTime,
     granted: Granted,
     user: Option<String>,
+}
+
+impl Holds for Session {
+    fn held(&self) -> &Cached {
+        &self.held
+    }
+
+    fn held_mut(&mut self) -> &mut Cached {
+        &mut self.held
+    }
 }
 
 /// What a sign-in tells about itself, for `auth`, the lock file and the report: never a secret.
@@ -250,8 +255,7 @@ impl DelegatedTokens {
             http,
             base: format!("{}/{}/oauth2/v2.0", endpoint.authority(), settings.tenant),
             settings,
-            session: std::sync::Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            flight: SingleFlight::new(),
         })
     }
 
@@ -259,20 +263,9 @@ impl DelegatedTokens {
         self.settings.kind
     }
 
-    fn cached(&self) -> Option<Session> {
-        self.session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn store(&self, session: Session) {
-        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session);
-    }
-
     /// Who signed in and what the token may do; `None` before the sign-in.
     pub fn signed_in(&self) -> Option<SignedIn> {
-        self.cached().map(|session| SignedIn {
+        self.flight.cached().map(|session| SignedIn {
             user: session.user,
             expires_at: session.expires_at,
             granted: session.granted,
@@ -281,68 +274,24 @@ impl DelegatedTokens {
 
     /// The token to send now: signs in on first use, renews when due.
     pub async fn current(&self) -> Result<Arc<SecretString>, AuthError> {
-        let cached = self.cached();
-        let now = Instant::now();
-        if let Some(session) = &cached
-            && now < session.renew_at
-        {
-            return Ok(session.token.clone());
-        }
-        let _fetching = match self.fetching.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                if let Some(session) = &cached
-                    && now < session.usable_until
-                {
-                    return Ok(session.token.clone());
-                }
-                self.fetching.lock().await
-            }
-        };
-        // Another worker may have signed in or renewed while this one waited.
-        let cached = self.cached();
-        if let Some(session) = &cached
-            && Instant::now() < session.renew_at
-        {
-            return Ok(session.token.clone());
-        }
-        let fresh = match &cached {
-            None => self.sign_in().await?,
-            Some(session) => match self.renew(session).await {
-                Ok(fresh) => fresh,
-                Err(error) if Instant::now() < session.usable_until => {
-                    warn!(error = %error, "cannot renew the signed-in token yet; using the current one until it is due");
-                    let retry =
-                        ((session.usable_until - Instant::now()) / 4).min(Duration::from_secs(10));
-                    self.store(Session {
-                        renew_at: Instant::now() + retry,
-                        ..session.clone()
-                    });
-                    return Ok(session.token.clone());
-                }
-                Err(error) => return Err(error),
-            },
-        };
-        let token = fresh.token.clone();
-        self.store(fresh);
-        Ok(token)
+        self.flight
+            .current(|session| self.sign_in_or_renew(session))
+            .await
     }
 
     /// A fresh token after Graph refused `stale` with a 401: one renewal however many report it.
     pub async fn refresh(&self, stale: &Arc<SecretString>) -> Result<Arc<SecretString>, AuthError> {
-        let _fetching = self.fetching.lock().await;
-        let cached = self.cached();
-        let Some(session) = cached else {
-            drop(_fetching);
-            return self.current().await;
-        };
-        if !Arc::ptr_eq(&session.token, stale) && Instant::now() < session.usable_until {
-            return Ok(session.token);
+        self.flight
+            .refresh(stale, |session| self.sign_in_or_renew(session))
+            .await
+    }
+
+    /// A sign-in when there is no session yet, else a renewal of `session`.
+    async fn sign_in_or_renew(&self, session: Option<Session>) -> Result<Session, AuthError> {
+        match session {
+            None => self.sign_in().await,
+            Some(session) => self.renew(&session).await,
         }
-        let fresh = self.renew(&session).await?;
-        let token = fresh.token.clone();
-        self.store(fresh);
-        Ok(token)
     }
 
     async fn sign_in(&self) -> Result<Session, AuthError> {
@@ -646,16 +595,12 @@ impl DelegatedTokens {
             .and_then(user_of)
             .or_else(|| user_of(&token))
             .map(|user| secrets.iter().fold(user, |u, s| redact(&u, s)));
-        let margin = renewal_margin(lifetime);
-        let expires_at = asked_at + lifetime;
         Ok(Session {
-            token: Arc::new(SecretString::from(token)),
+            held: Cached::new(SecretString::from(token), lifetime, asked_at),
             refresh: issued
                 .refresh_token
                 .filter(|t| !t.trim().is_empty())
                 .map(|t| Arc::new(SecretString::from(t.trim().to_owned()))),
-            renew_at: expires_at - margin,
-            usable_until: expires_at - margin / 2,
             expires_at: SystemTime::now() + lifetime.saturating_sub(asked_at.elapsed()),
             granted,
             user,
