@@ -322,3 +322,96 @@ impl Request for TokenRequest<'_> {
         warn_retrying(event, "token request");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CredentialSources, TokenEndpoint, Tokens};
+    use super::*;
+    use crate::mock::{MockConfig, MockServer};
+
+    #[test]
+    fn the_renewal_margin_scales_with_the_lifetime() {
+        assert_eq!(
+            renewal_margin(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            renewal_margin(Duration::from_secs(600)),
+            Duration::from_secs(150)
+        );
+        assert_eq!(
+            renewal_margin(Duration::from_secs(4500)),
+            Duration::from_secs(300)
+        );
+    }
+
+    async fn mock_tokens(lifetime: Duration) -> (MockServer, Tokens) {
+        let mock = MockServer::start(MockConfig {
+            token_lifetime: lifetime,
+            client_id: Some("app".into()),
+            client_secret: Some("right".into()),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let endpoint = TokenEndpoint::new(&mock.base_url(), &mock.base_url()).unwrap();
+        let tokens = Tokens::from_sources(
+            CredentialSources {
+                client_secret: Some(SecretString::from("right")),
+                tenant_id: Some("tenant".into()),
+                client_id: Some("app".into()),
+                ..CredentialSources::default()
+            },
+            &endpoint,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        (mock, tokens)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_waiting_workers_cause_one_token_request() {
+        let (mock, tokens) = mock_tokens(Duration::from_secs(3599)).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let tokens = tokens.clone();
+            tasks.spawn(async move { tokens.current().await.unwrap() });
+        }
+        let mut seen = Vec::new();
+        while let Some(token) = tasks.join_next().await {
+            seen.push(token.unwrap());
+        }
+        assert!(seen.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+        assert_eq!(mock.stats().token_requests, 1);
+
+        // Sixteen workers report the same stale token: one renewal, and all get the new token.
+        let stale = seen[0].clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (tokens, stale) = (tokens.clone(), stale.clone());
+            tasks.spawn(async move { tokens.refresh(&stale).await.unwrap() });
+        }
+        let mut renewed = Vec::new();
+        while let Some(token) = tasks.join_next().await {
+            renewed.push(token.unwrap());
+        }
+        assert!(renewed.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+        assert!(!Arc::ptr_eq(&renewed[0], &stale));
+        assert_eq!(mock.stats().token_requests, 2);
+        mock.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tokens_are_renewed_ahead_of_expiry() {
+        let (mock, tokens) = mock_tokens(Duration::from_secs(2)).await;
+        let first = tokens.current().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(Arc::ptr_eq(&first, &tokens.current().await.unwrap()));
+        // Past 1.5 s (2 s less a quarter): renewed before Graph would refuse it.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let second = tokens.current().await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(mock.stats().token_requests, 2);
+        mock.shutdown().await;
+    }
+}

@@ -161,3 +161,70 @@ pub(crate) fn parse_issued(body: &[u8]) -> Result<(SecretString, Duration), Stri
         .clamp(Duration::from_secs(1), MAX_LIFETIME);
     Ok((token, lifetime))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CredentialSources, TokenEndpoint, Tokens};
+    use super::*;
+    use crate::mock::{MockConfig, MockServer};
+
+    #[test]
+    fn token_responses_give_a_token_and_its_lifetime() {
+        let (token, lifetime) =
+            parse_issued(br#"{"token_type":"Bearer","expires_in":3599,"access_token":"at"}"#)
+                .unwrap();
+        assert_eq!(token.expose_secret(), "at");
+        assert_eq!(lifetime, Duration::from_secs(3599));
+        let (_, lifetime) = parse_issued(br#"{"expires_in":"60","access_token":"at"}"#).unwrap();
+        assert_eq!(lifetime, Duration::from_secs(60));
+        let (_, lifetime) = parse_issued(br#"{"access_token":"at"}"#).unwrap();
+        assert_eq!(lifetime, DEFAULT_LIFETIME);
+        assert!(parse_issued(br#"{"expires_in":5}"#).is_err());
+        assert!(parse_issued(b"<html>").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_is_reported_with_its_aadsts_code_and_never_retried() {
+        let mock = MockServer::start(MockConfig {
+            client_secret: Some("right".into()),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let endpoint = TokenEndpoint::new(&mock.base_url(), &mock.base_url()).unwrap();
+        let tokens = Tokens::from_sources(
+            CredentialSources {
+                client_secret: Some(SecretString::from("wrong-secret-value")),
+                tenant_id: Some("tenant".into()),
+                client_id: Some("app".into()),
+                ..CredentialSources::default()
+            },
+            &endpoint,
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let error = tokens.current().await.unwrap_err().to_string();
+        assert!(error.contains("AADSTS7000215"), "{error}");
+        assert!(!error.contains("wrong-secret-value"), "{error}");
+        assert_eq!(mock.stats().token_requests, 1);
+        mock.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_authority_is_named() {
+        // A port nothing listens on: bind, learn the port, close.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let endpoint = TokenEndpoint::new(&url, &url).unwrap();
+        let tokens = Tokens::for_mock(
+            &endpoint,
+            "app",
+            SecretString::from("s"),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let error = tokens.current().await.unwrap_err().to_string();
+        assert!(error.contains("cannot reach the token endpoint"), "{error}");
+    }
+}

@@ -425,3 +425,171 @@ fn ready_token_expiry(token: &str) -> Option<SystemTime> {
     // An absurd `exp` (u64::MAX) is as good as "no expiry we can tell" (issue 10).
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use tokio::time::Instant;
+
+    use super::super::cache::Cached;
+    use super::super::tests::endpoint_for;
+    use super::super::{MAX_LIFETIME, parse_issued};
+    use super::*;
+    use crate::config::Cloud;
+
+    #[test]
+    fn the_first_source_in_spec_order_wins() {
+        let all = CredentialSources {
+            access_token_file: Some("t".into()),
+            access_token: Some(SecretString::from("x")),
+            certificate: Some("c.pem".into()),
+            client_secret_file: Some("s".into()),
+            client_secret: Some(SecretString::from("y")),
+            ..CredentialSources::default()
+        };
+        assert_eq!(
+            all.given(),
+            vec![
+                SourceKind::TokenFile,
+                SourceKind::TokenEnv,
+                SourceKind::Certificate,
+                SourceKind::SecretFile,
+                SourceKind::SecretEnv
+            ]
+        );
+        let secret_only = CredentialSources {
+            client_secret: Some(SecretString::from("y")),
+            ..CredentialSources::default()
+        };
+        assert_eq!(secret_only.given(), vec![SourceKind::SecretEnv]);
+        assert!(CredentialSources::default().given().is_empty());
+    }
+
+    fn build(sources: CredentialSources) -> Result<Tokens, AuthError> {
+        Tokens::from_sources(
+            sources,
+            &endpoint_for(Cloud::Global),
+            Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn app_credentials_need_a_tenant_and_client_id_that_fit_a_url() {
+        let secret = || Some(SecretString::from("s3cret"));
+        let error = build(CredentialSources {
+            client_secret: secret(),
+            client_id: Some("app".into()),
+            ..CredentialSources::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--tenant-id") && error.contains("AZURE_TENANT_ID"),
+            "{error}"
+        );
+        let error = build(CredentialSources {
+            client_secret: secret(),
+            tenant_id: Some("t".into()),
+            ..CredentialSources::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("--client-id"), "{error}");
+        let error = build(CredentialSources {
+            client_secret: secret(),
+            tenant_id: Some("../evil?x=".into()),
+            client_id: Some("app".into()),
+            ..CredentialSources::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("tenant"), "{error}");
+        assert!(!error.contains("s3cret"));
+        let ok = build(CredentialSources {
+            client_secret: secret(),
+            tenant_id: Some(" 72f988bf-86f1-41af-91ab-2d7cd011db47 ".into()),
+            client_id: Some("app".into()),
+            ..CredentialSources::default()
+        })
+        .unwrap();
+        assert_eq!(ok.describe(), "a client secret (AZURE_CLIENT_SECRET)");
+        assert!(matches!(
+            build(CredentialSources::default()),
+            Err(AuthError::NoCredentials)
+        ));
+    }
+
+    fn jwt_with_exp(exp: u64) -> String {
+        let claims = URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{exp}}}"));
+        format!("eyJhbGciOiJub25lIn0.{claims}.sig")
+    }
+
+    #[tokio::test]
+    async fn ready_tokens_are_trimmed_and_an_expired_jwt_is_refused() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let tokens = Tokens::ready(
+            SourceKind::TokenEnv,
+            &SecretString::from("  Bearer abc.def  \n"),
+            now,
+        )
+        .unwrap();
+        assert_eq!(tokens.current().await.unwrap().expose_secret(), "abc.def");
+        assert!(matches!(
+            tokens.refresh(&tokens.current().await.unwrap()).await,
+            Err(AuthError::CannotRefresh)
+        ));
+        let expired = Tokens::ready(
+            SourceKind::TokenEnv,
+            &SecretString::from(jwt_with_exp(2_000_000_000 - 120)),
+            now,
+        )
+        .unwrap_err();
+        assert!(expired.to_string().contains("expired 2m ago"), "{expired}");
+        let valid = jwt_with_exp(2_000_000_000 + 3600);
+        assert!(Tokens::ready(SourceKind::TokenEnv, &SecretString::from(valid), now).is_ok());
+        assert!(matches!(
+            Tokens::ready(SourceKind::TokenEnv, &SecretString::from(" \n"), now),
+            Err(AuthError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn issue_10_huge_lifetimes_and_expiries_do_not_overflow() {
+        let (_, lifetime) = parse_issued(
+            format!(r#"{{"expires_in":{},"access_token":"at"}}"#, u64::MAX).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(lifetime, MAX_LIFETIME);
+        // The cache's arithmetic takes it.
+        let cached = Cached::new(SecretString::from("at"), lifetime, Instant::now());
+        assert!(cached.renew_at < cached.usable_until);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        assert!(
+            Tokens::ready(
+                SourceKind::TokenEnv,
+                &SecretString::from(jwt_with_exp(u64::MAX)),
+                now
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn issue_10_a_token_with_a_line_break_is_refused_before_anything_is_sent() {
+        let now = SystemTime::UNIX_EPOCH;
+        for (token, found) in [
+            ("abc\r\ndef", "a line break"),
+            ("abc def", "a space"),
+            ("abc\u{7}def", "a control character"),
+            ("abcé", "a character outside ASCII"),
+        ] {
+            let error = Tokens::ready(SourceKind::TokenFile, &SecretString::from(token), now)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(found), "{token:?}: {error}");
+            assert!(!error.contains("abc"), "the token is not echoed: {error}");
+        }
+        assert!(parse_issued(br#"{"access_token":"a\r\nb"}"#).is_err());
+    }
+}
