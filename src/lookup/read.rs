@@ -390,6 +390,7 @@ mod tests {
 
     use super::super::hostile_tests::{Hostile, Reply, paced_reader_for, policy};
     use super::*;
+    use crate::graph::auth::{CredentialSources, TokenEndpoint};
 
     /// A read that waited out a 429's pause leaves paced, as the actions do (issue 17: the
     /// reads' own copy of admission did not drain the cells gathered during the pause, so the
@@ -448,6 +449,81 @@ mod tests {
         assert!(
             spread >= Duration::from_millis(350),
             "the five reads after the pause left within {spread:?}: a burst, not 100 ms apart"
+        );
+    }
+
+    /// A 429's window told while a read waited for its token holds that read back: the reads'
+    /// own admission did not look at the gate again after the token (issue 17), so a read
+    /// whose token came late left inside a window another read was just told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue_17_a_window_told_while_a_read_gets_its_token_holds_the_read_back() {
+        let token_delay = Duration::from_millis(300);
+        let reads_at = Arc::new(Mutex::new(Vec::new()));
+        let server = {
+            let reads_at = reads_at.clone();
+            Hostile::start(move |_, target| {
+                if target.contains("/oauth2/v2.0/token") {
+                    // A slow token endpoint (this blocks one of the runtime's two threads).
+                    std::thread::sleep(token_delay);
+                    return Reply::json(&serde_json::json!({
+                        "access_token": "t", "expires_in": 3599, "token_type": "Bearer"
+                    }));
+                }
+                reads_at.lock().expect("not poisoned").push(Instant::now());
+                Reply::json(&serde_json::json!({"id": "u"}))
+            })
+            .await
+        };
+        let endpoint = TokenEndpoint::new(&server.root, &server.root).expect("an endpoint");
+        let tokens = Tokens::from_sources(
+            CredentialSources {
+                client_secret: Some(SecretString::from("s")),
+                tenant_id: Some("tenant".into()),
+                client_id: Some("app".into()),
+                ..CredentialSources::default()
+            },
+            &endpoint,
+            Duration::from_secs(5),
+        )
+        .expect("app tokens");
+        let client = GraphClient::new(
+            &server.root,
+            crate::graph::client::ApiVersion::V1,
+            Duration::from_secs(5),
+            4,
+        )
+        .expect("a client");
+        let reader = Arc::new(Reader::new(
+            client,
+            tokens,
+            Limiter::new(
+                crate::units::parse_rate("1000/s").expect("a rate"),
+                NonZeroU32::MIN,
+            ),
+            Arc::new(ThrottleGate::new()),
+            policy(),
+            4,
+            CancellationToken::new(),
+        ));
+        let read = {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let url = reader.client().user_url("u").expect("a url");
+                reader.read(Service::Users, url).await.map(|_| ())
+            })
+        };
+        // Admitted at once, the read now waits for its token; another read's 429 comes.
+        tokio::time::sleep(token_delay / 3).await;
+        let window = Duration::from_millis(800);
+        reader.gate(Service::Users).pause_for(window);
+        let told_at = Instant::now();
+        assert!(read.await.expect("the read ran").is_ok());
+        let reads_at = reads_at.lock().expect("not poisoned").clone();
+        assert_eq!(reads_at.len(), 1);
+        let left_after = reads_at[0].duration_since(told_at);
+        assert!(
+            left_after >= window - Duration::from_millis(5),
+            "the read left {left_after:?} into a {window:?} window"
         );
     }
 }
