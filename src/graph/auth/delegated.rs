@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ use super::{
     TokenEndpoint, Tokens, app_ids, refusal, unpaced, warn_retrying,
 };
 use crate::attempt::{Failure, Request, Retrying};
-use crate::graph::client::USER_AGENT;
+use crate::graph::client::{USER_AGENT, retry_after};
 use crate::graph::permissions::{Granted, Needs, claims};
 use crate::retry::AttemptKind;
 use crate::sanitize::{printable_owned, redact};
@@ -657,11 +657,7 @@ impl Request for SignInPost<'_> {
             .await
             .map_err(|error| unreachable(&error))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = retry_after(&response);
         let body = response
             .bytes()
             .await

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use super::credential::federated::Federated;
 use super::refusal::{refusal, scrub, transport_reason};
 use super::{Attempt, AuthError, DEFAULT_LIFETIME, MAX_LIFETIME, unsendable};
 use crate::graph::assertion::ClientCertificate;
+use crate::graph::client::retry_after;
 use crate::retry::AttemptKind;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -96,11 +97,7 @@ impl EntraGrant {
             Err(error) => return unreachable(&error),
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = retry_after(&response);
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(error) => return unreachable(&error),

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION};
 use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::super::refusal::{scrub, transport_reason};
 use super::super::{Attempt, AuthError, CredentialSources};
 use super::AuthKind;
-use crate::graph::client::USER_AGENT;
+use crate::graph::client::{USER_AGENT, retry_after};
 use crate::retry::AttemptKind;
 
 /// The audience Entra's federated credentials expect (research/credentials.md section 1).
@@ -168,11 +168,7 @@ impl GitHubOidc {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = retry_after(&response);
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(error) => {
