@@ -280,13 +280,18 @@ impl<D: Admit> Attempts<'_, D> {
 
     /// `work`'s output, or `None` when the stop comes first.
     async fn unless_stopped<T>(&self, work: impl Future<Output = T>) -> Option<T> {
-        match self.stop {
-            None => Some(work.await),
-            Some(stop) => tokio::select! {
-                biased;
-                () = stop.cancelled() => None,
-                done = work => Some(done),
-            },
+        let Some(stop) = self.stop else {
+            return Some(work.await);
+        };
+        if stop.is_cancelled() {
+            return None;
+        }
+        // The work is polled first: when it is ready at once (an open gate, a cached token), the
+        // stop's waiter is never registered, which takes a lock every request shares.
+        tokio::select! {
+            biased;
+            done = work => Some(done),
+            () = stop.cancelled() => None,
         }
     }
 }
