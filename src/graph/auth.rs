@@ -308,6 +308,19 @@ impl Tokens {
     }
 }
 
+/// An HTTP client for a token endpoint. It follows no redirect: one would carry the form (a
+/// secret, an assertion, a code) somewhere else. `timeout` bounds each request and its
+/// connection.
+pub(crate) fn token_client(timeout: Duration) -> Result<reqwest::Client, AuthError> {
+    reqwest::Client::builder()
+        .user_agent(super::client::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .map_err(|e| AuthError::Client(e.to_string()))
+}
+
 /// The claims of a JWT (unverified: Graph verifies; this reads what the token says of itself);
 /// `None` for opaque tokens.
 pub(crate) fn token_claims(token: &str) -> Option<serde_json::Value> {

@@ -34,10 +34,10 @@ use tracing::{debug, info};
 use super::cache::{Cached, Holds, SingleFlight};
 use super::{
     AuthError, CredentialSources, DEFAULT_LIFETIME, MAX_LIFETIME, SourceKind, TOKEN_RETRY,
-    TokenEndpoint, Tokens, app_ids, refusal, unpaced, warn_retrying,
+    TokenEndpoint, Tokens, app_ids, refusal, token_client, unpaced, warn_retrying,
 };
 use crate::attempt::{Failure, Request, Retrying};
-use crate::graph::client::{USER_AGENT, retry_after};
+use crate::graph::client::retry_after;
 use crate::graph::permissions::{Granted, Needs, claims};
 use crate::retry::AttemptKind;
 use crate::sanitize::{printable_owned, redact};
@@ -243,14 +243,7 @@ impl DelegatedTokens {
         endpoint: &TokenEndpoint,
         timeout: Duration,
     ) -> Result<DelegatedTokens, AuthError> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // A redirect would carry the form (and the codes) somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| AuthError::Client(e.to_string()))?;
+        let http = token_client(timeout)?;
         Ok(DelegatedTokens {
             http,
             base: format!("{}/{}/oauth2/v2.0", endpoint.authority(), settings.tenant),

@@ -17,10 +17,10 @@ use super::credential::{AuthKind, Environment, ManagedHost, ManagedIdentityId};
 use super::delegated::SignInKind;
 use super::entra::{EntraGrant, Proof};
 use super::{
-    AuthError, Fetcher, MAX_TOKEN_TIMEOUT, Source, TokenEndpoint, Tokens, token_claims, unsendable,
+    AuthError, Fetcher, MAX_TOKEN_TIMEOUT, Source, TokenEndpoint, Tokens, token_claims,
+    token_client, unsendable,
 };
 use crate::graph::assertion::ClientCertificate;
-use crate::graph::client::USER_AGENT;
 
 /// A ready token that expires sooner than this gets a warning.
 const READY_TOKEN_WARNING: Duration = Duration::from_secs(15 * 60);
@@ -309,14 +309,7 @@ impl Tokens {
         timeout: Duration,
     ) -> Result<Tokens, AuthError> {
         let timeout = timeout.min(MAX_TOKEN_TIMEOUT);
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // A redirect would carry the form (and the secret) somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| AuthError::Client(e.to_string()))?;
+        let http = token_client(timeout)?;
         let grant = EntraGrant {
             http,
             token_url: endpoint.token_url(tenant),

@@ -17,9 +17,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 use super::super::refusal::{scrub, transport_reason};
-use super::super::{Attempt, AuthError, CredentialSources};
+use super::super::{Attempt, AuthError, CredentialSources, token_client};
 use super::AuthKind;
-use crate::graph::client::{USER_AGENT, retry_after};
+use crate::graph::client::retry_after;
 use crate::retry::AttemptKind;
 
 /// The audience Entra's federated credentials expect (research/credentials.md section 1).
@@ -87,14 +87,7 @@ impl Federated {
         // The URL GitHub gives already holds a query (`?api-version=2.0`).
         url.query_pairs_mut()
             .append_pair("audience", TOKEN_EXCHANGE_AUDIENCE);
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // A redirect would carry the request token somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| AuthError::Client(e.to_string()))?;
+        let http = token_client(timeout)?;
         Ok(Federated::GitHub(GitHubOidc {
             http,
             url,
