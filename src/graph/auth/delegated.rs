@@ -1272,4 +1272,81 @@ mod tests {
         );
         mock.shutdown().await;
     }
+
+    /// A server on 127.0.0.1 answering its requests in turn with `answers` (status,
+    /// `Retry-After`), the last for every request after them; its root and its request count.
+    async fn answering(
+        answers: Vec<(u16, Option<&'static str>)>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let root = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        let app = axum::Router::new().fallback(move || {
+            let at = seen.fetch_add(1, Ordering::SeqCst);
+            let (status, retry_after) = answers[at.min(answers.len() - 1)];
+            async move {
+                let mut response = axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    r#"{"error":"temporarily_unavailable"}"#,
+                ));
+                if let Some(wait) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", wait.parse().unwrap());
+                }
+                response
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (root, count)
+    }
+
+    fn sign_in_at(root: &str) -> DelegatedTokens {
+        let endpoint = TokenEndpoint::new(root, root).unwrap();
+        let settings = SignInSettings::new(
+            SignInKind::DeviceCode,
+            "contoso.onmicrosoft.com".to_owned(),
+            CLIENT_ID.to_owned(),
+            &endpoint,
+            &Needs::of(true, false, false, false),
+            None,
+        );
+        DelegatedTokens::new(settings, &endpoint, Duration::from_secs(5)).unwrap()
+    }
+
+    /// A busy sign-in endpoint is retried as a token request is (issue 17): its `Retry-After`
+    /// is waited, not a fixed 2 s then 4 s, and a 500 is final, as it is from the app token
+    /// endpoint.
+    #[tokio::test]
+    async fn issue_17_sign_in_requests_follow_the_one_retry_policy() {
+        use std::sync::atomic::Ordering;
+        let (root, count) = answering(vec![(429, Some("0.3")), (200, None)]).await;
+        let started = Instant::now();
+        let reply = sign_in_at(&root)
+            .post("devicecode", &[("client_id", CLIENT_ID)], &[])
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(reply.status, 200);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+            "the told 300 ms was waited, not a fixed backoff: {took:?}"
+        );
+
+        let (root, count) = answering(vec![(500, None)]).await;
+        let Err(error) = sign_in_at(&root)
+            .post("devicecode", &[("client_id", CLIENT_ID)], &[])
+            .await
+        else {
+            panic!("a 500 is a failure");
+        };
+        assert!(
+            matches!(error, AuthError::Refused { status: 500, .. }),
+            "{error}"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 1, "a 500 is not retried");
+    }
 }
