@@ -43,18 +43,21 @@ ALLOWED = {
     "logging": ["config", "output::progress"],
     # Reads wait on the runner's admission (the limiter and throttle gate of each Graph service,
     # shared with the actions) and are retried by the same policy; they decide rows' outcomes.
-    "lookup": ["input", "runner", "retry", "graph", "outcome", "units", "sanitize"],
+    "lookup": ["input", "runner", "attempt", "retry", "graph", "outcome", "units", "sanitize"],
     # The workers: jobs from input, requests through graph, decisions from retry.
-    "runner": ["input", "retry", "graph", "outcome", "units"],
+    "runner": ["input", "attempt", "retry", "graph", "outcome", "units"],
     # Records and reports what was done: jobs, models and outcomes; the summary's exit status.
     # Not mock: which requests the mock answered is the mock's to say, not the record's reader's.
     "output": ["crate", "input", "graph", "outcome", "units", "sanitize"],
     # Rows name actions and providers (graph::model).
     "input": ["graph", "sanitize"],
     # One HTTP exchange: a failure says what kind of attempt it was (retry::AttemptKind), and the
-    # token requests are retried by the one policy (issue 17 item 3 may move that loop out);
-    # text from servers made safe.
-    "graph": ["retry", "sanitize"],
+    # token requests run through the one attempt driver; text from servers made safe.
+    "graph": ["attempt", "retry", "sanitize"],
+    # The one attempt driver (issue 17 item 3): admission, token, send, the policy's decision and
+    # its wait, for every request kind. Below graph, so token requests use it too; it asks only
+    # the pure policy.
+    "attempt": ["retry"],
     # The core: a row's outcome names its job's keys, action and provider.
     "outcome": ["input", "graph"],
     # The mock speaks the wire models and parses --rate as run does; never graph::client.

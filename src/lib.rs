@@ -8,6 +8,7 @@
 //! ([`cli`]), the typed configurations ([`config`]), the mock ([`mock`]), logging, and the
 //! few types those name. Everything else is `pub(crate)`, so the compiler finds dead code.
 
+pub(crate) mod attempt;
 pub mod cli;
 pub(crate) mod commands;
 pub mod config;

@@ -1,14 +1,13 @@
-//! The retry policy as pure decisions: what to do after one attempt, how long a `Retry-After`
-//! asks us to wait, and exponential backoff with full jitter. No sleeping here: the worker loop
-//! does the waiting, so these functions are tested without a clock.
+//! The retry policy as pure decisions: what to do after a failed attempt, how long a
+//! `Retry-After` asks us to wait, and exponential backoff with full jitter. No sleeping here: the
+//! attempt driver ([`crate::attempt`]) does the waiting, so these functions are tested without a
+//! clock.
 
 use std::time::{Duration, SystemTime};
 
-/// What one attempt came to, as far as retrying is concerned.
+/// How one attempt failed, as far as retrying is concerned (a success is never asked about).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptKind {
-    /// A 2xx.
-    Success,
     /// An HTTP error status, with the `Retry-After` header's raw value if any.
     Status {
         status: u16,
@@ -69,8 +68,6 @@ pub struct Decision {
 /// What this row does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
-    /// Done: record the success.
-    Succeeded,
     /// A 401 with its refresh left: get a fresh token and try again at once.
     RefreshToken,
     /// Wait this long, then try again.
@@ -102,7 +99,7 @@ pub enum StopCause {
     ThrottledPastBudget { wait: Duration },
 }
 
-/// Decides what follows an attempt. `jitter` is a number in `[0, 1)`, passed in so the decision
+/// Decides what follows a failed attempt. `jitter` is a number in `[0, 1)`, passed in so the decision
 /// stays pure; `now` reads an HTTP-date `Retry-After`.
 pub fn decide(
     kind: &AttemptKind,
@@ -118,7 +115,6 @@ pub fn decide(
             .unwrap_or_else(|| backoff(row.attempt, policy, jitter))
     };
     let (wait, pause_all) = match kind {
-        AttemptKind::Success => return Decision::only(Next::Succeeded),
         AttemptKind::Status { status: 401, .. } if !row.refreshed => {
             return Decision::only(Next::RefreshToken);
         }
@@ -260,13 +256,6 @@ mod tests {
         let secs = Duration::from_secs;
         let retry = |s| Next::Retry { wait: secs(s) };
         let cases: Vec<(&str, AttemptKind, RowSoFar, Next, Option<Duration>)> = vec![
-            (
-                "success",
-                AttemptKind::Success,
-                row(1, 0, false),
-                Next::Succeeded,
-                None,
-            ),
             (
                 "429 told 3 s",
                 status(429, Some("3")),

@@ -31,7 +31,7 @@ use crate::runner::rate::{Limiter, ThrottleGate};
 use crate::runner::shutdown;
 use crate::{ExitStatus, Fatal};
 
-use super::connect::connect;
+use super::connect::{connect, connect_unless_interrupted};
 use crate::graph::permissions::Needs;
 
 /// Where the phase reads from and what it rewrites.
@@ -259,7 +259,9 @@ pub async fn confirm(
     // The reads of identities (and, for Entra ID rows, of users, whose 403 names its permission
     // when it comes); no action.
     let needs = Needs::of(false, true, false, false);
-    let connection = connect(&config.graph, &no_input, &needs).await?;
+    // A responder's sign-in may wait minutes; the first Ctrl-C ends it, as in `run` and `auth`.
+    let connection =
+        connect_unless_interrupted(&interrupt, connect(&config.graph, &no_input, &needs)).await?;
     let checked = check_effects(Phase {
         graph: &config.graph,
         client: &connection.client,

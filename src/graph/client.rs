@@ -550,11 +550,7 @@ impl GraphClient {
             .map_err(|e| self.transport_error(&e))?;
         let status = response.status().as_u16();
         let ids = ResponseIds::from_headers(response.headers());
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = retry_after(&response);
         let body = read_body(response).await;
         if (200..300).contains(&status) {
             return Ok((status, ids, body));
@@ -620,6 +616,16 @@ impl WithoutUrlRef for reqwest::Error {
             None => text,
         }
     }
+}
+
+/// The raw `Retry-After` of an answer (Graph's, or a token endpoint's), for the retry policy
+/// to read.
+pub(crate) fn retry_after(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -123,6 +123,19 @@ pub(super) fn reader_for(
     limits: Limits,
     interrupt: CancellationToken,
 ) -> Arc<Reader> {
+    let rate = crate::units::parse_rate("10000/s").expect("a rate");
+    let limiter = Limiter::new(rate, NonZeroU32::new(50).expect("not zero"));
+    paced_reader_for(root, policy, limits, interrupt, limiter)
+}
+
+/// [`reader_for`], with the limiter given.
+pub(super) fn paced_reader_for(
+    root: &str,
+    policy: RetryPolicy,
+    limits: Limits,
+    interrupt: CancellationToken,
+    limiter: Limiter,
+) -> Arc<Reader> {
     let endpoint = TokenEndpoint::new(root, root).expect("an endpoint");
     let tokens = Tokens::from_sources(
         CredentialSources {
@@ -135,12 +148,11 @@ pub(super) fn reader_for(
     .expect("a token");
     let client =
         GraphClient::new(root, ApiVersion::V1, Duration::from_secs(5), 4).expect("a client");
-    let rate = crate::units::parse_rate("10000/s").expect("a rate");
     Arc::new(
         Reader::new(
             client,
             tokens,
-            Limiter::new(rate, NonZeroU32::new(50).expect("not zero")),
+            limiter,
             Arc::new(ThrottleGate::new()),
             policy,
             4,

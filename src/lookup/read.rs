@@ -1,21 +1,23 @@
-//! One read with its retries: wait for the service's throttle gate and its limiter cell, send,
-//! and let the one retry policy ([`crate::retry::decide`]) say what follows. A 429 pauses the
+//! One read with its retries, run by the one attempt driver ([`crate::attempt`]): wait for the
+//! service's throttle gate and its limiter cell ([`Door`]), send, and let the one retry policy
+//! say what follows. A 429 pauses the
 //! reads of its own service only: Graph throttles `/security` and `/users` apart (research
 //! section 5). A 403 stops the lookup, naming the permission that service needs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::graph::auth::Tokens;
+use crate::attempt::{Attempts, Ended, Failure, Request, Retrying, Spent};
+use crate::graph::auth::{AuthError, Tokens};
 use crate::graph::client::{GraphClient, GraphError};
-use crate::retry::{Next, RetryPolicy, RowSoFar, StopCause, decide};
-use crate::runner::rate::{Api, Limiter, ThrottleGate};
+use crate::retry::{RetryPolicy, StopCause};
+use crate::runner::rate::{Api, Door, Limiter, ThrottleGate};
 
 /// The Graph services a lookup reads from; each has its own throttle gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +173,9 @@ pub(crate) struct Reader {
     retry: RetryPolicy,
     interrupt: CancellationToken,
     /// Cancelled when the lookup must stop (a 403, a throttle past `--max-retry-wait`, no
-    /// token): the reads parked on a gate end at once with the first reason, as the action
-    /// phase stops (issue 16: they waited out the hour they were told, then exited 4).
+    /// token), or with `interrupt`: the reads parked on a gate end at once with the first
+    /// reason, as the action phase stops (issue 16: they waited out the hour they were told,
+    /// then exited 4).
     halt: CancellationToken,
     halted: OnceLock<LookupStop>,
     /// Reads in flight at once (`--concurrency`).
@@ -200,8 +203,8 @@ impl Reader {
             security,
             users: ThrottleGate::new(),
             retry,
+            halt: interrupt.child_token(),
             interrupt,
-            halt: CancellationToken::new(),
             halted: OnceLock::new(),
             slots: Semaphore::new(concurrency.max(1)),
             stats: ReadStats::default(),
@@ -263,98 +266,118 @@ impl Reader {
         service: Service,
         url: reqwest::Url,
     ) -> Result<Option<Vec<u8>>, ReadError> {
-        let client_request_id = uuid::Uuid::new_v4().to_string();
-        let gate = self.gate(service);
-        let mut row = RowSoFar::default();
-        let mut fresh_token: Option<Arc<SecretString>> = None;
-        loop {
-            let admission = tokio::select! {
-                biased;
-                () = self.interrupt.cancelled() => return Err(ReadError::Stop(LookupStop::Interrupted)),
-                () = self.halt.cancelled() => return Err(self.halted()),
-                admission = async {
-                    loop {
-                        gate.wait_open().await;
-                        let admission = self.limiter.until_ready_for(service.api()).await;
-                        if gate.remaining().is_none() {
-                            break admission;
-                        }
-                    }
-                } => admission,
-            };
-            let token = match fresh_token.take() {
-                Some(token) => token,
-                None => self
-                    .tokens
-                    .current()
-                    .await
-                    .map_err(|error| self.halt(LookupStop::Credentials(error.to_string())))?,
-            };
-            row.attempt += 1;
-            self.stats.reads.fetch_add(1, Ordering::Relaxed);
-            let result = self
-                .client
-                .get(url.clone(), &token, &client_request_id)
-                .await;
-            let error = match result {
-                Ok(body) => {
-                    self.limiter.succeeded();
-                    return Ok(Some(body));
-                }
-                Err(error) if error.http_status() == Some(404) => return Ok(None),
-                Err(error) => error,
-            };
-            let decision = decide(
-                &error.attempt_kind(),
-                &row,
-                &self.retry,
-                SystemTime::now(),
-                fastrand::f64(),
-            );
-            if let Some(pause) = decision.pause_all {
-                self.stats.responses_429.fetch_add(1, Ordering::Relaxed);
-                self.limiter.throttled(admission, pause);
-                if gate.pause_for(pause) {
+        let door = Door {
+            gate: self.gate(service),
+            limiter: &self.limiter,
+            api: service.api(),
+        };
+        let mut read = Read {
+            reader: self,
+            service,
+            url,
+            client_request_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let ended = Attempts {
+            policy: &self.retry,
+            admission: &door,
+            stop: Some(&self.halt),
+        }
+        .run(&mut read)
+        .await;
+        match ended {
+            Ended::Answered(body) => Ok(body),
+            // The operator's stop counts before any other (exit 130).
+            Ended::Stopped { .. } if self.interrupt.is_cancelled() => {
+                Err(ReadError::Stop(LookupStop::Interrupted))
+            }
+            Ended::Stopped { .. } | Ended::Unprepared { .. } => Err(self.halted()),
+            Ended::NoToken { error, .. } | Ended::RefreshRefused { refusal: error, .. } => {
+                Err(self.halt(LookupStop::Credentials(error.to_string())))
+            }
+            Ended::Failed(error, Spent::GiveUp(_)) => Err(ReadError::Failed(error)),
+            Ended::Failed(error, Spent::StopRun(StopCause::Forbidden)) => {
+                Err(self.halt(LookupStop::Forbidden {
+                    service,
+                    detail: error.to_string(),
+                }))
+            }
+            Ended::Failed(_, Spent::StopRun(StopCause::ThrottledPastBudget { wait })) => {
+                Err(self.halt(LookupStop::Throttled { wait }))
+            }
+        }
+    }
+}
+
+/// One `GET`, as the attempt driver sends it.
+struct Read<'a> {
+    reader: &'a Reader,
+    service: Service,
+    url: reqwest::Url,
+    client_request_id: String,
+}
+
+impl Request for Read<'_> {
+    type Token = Arc<SecretString>;
+    /// The body, or `None` for a 404.
+    type Answer = Option<Vec<u8>>;
+    type Error = GraphError;
+    type TokenError = AuthError;
+
+    async fn token(&mut self) -> Result<Self::Token, AuthError> {
+        self.reader.tokens.current().await
+    }
+
+    async fn refresh(&mut self, stale: &Self::Token) -> Option<Result<Self::Token, AuthError>> {
+        Some(self.reader.tokens.refresh(stale).await)
+    }
+
+    async fn send(
+        &mut self,
+        token: &Self::Token,
+        _attempt: u32,
+    ) -> Result<Self::Answer, Failure<GraphError>> {
+        self.reader.stats.reads.fetch_add(1, Ordering::Relaxed);
+        match self
+            .reader
+            .client
+            .get(self.url.clone(), token, &self.client_request_id)
+            .await
+        {
+            Ok(body) => Ok(Some(body)),
+            Err(error) if error.http_status() == Some(404) => Ok(None),
+            Err(error) => {
+                let kind = error.attempt_kind();
+                Err(Failure::Retryable(error, kind))
+            }
+        }
+    }
+
+    fn retrying(&mut self, event: Retrying<'_, GraphError>) {
+        let service = self.service.path();
+        match event {
+            Retrying::Throttled {
+                pause, extended, ..
+            } => {
+                self.reader
+                    .stats
+                    .responses_429
+                    .fetch_add(1, Ordering::Relaxed);
+                if extended {
                     warn!(
-                        service = service.path(),
+                        service,
                         waitMs = pause.as_millis() as u64,
                         "throttled by Graph (429): the lookup's reads of this service pause"
                     );
                 }
             }
-            match decision.next {
-                Next::Retry { wait } => {
-                    row.waited += wait;
-                    if decision.pause_all.is_none() {
-                        warn!(service = service.path(), attempt = row.attempt, waitMs = wait.as_millis() as u64, error = %error, "retrying a read");
-                        tokio::select! {
-                            biased;
-                            () = self.interrupt.cancelled() => return Err(ReadError::Stop(LookupStop::Interrupted)),
-                            () = self.halt.cancelled() => return Err(self.halted()),
-                            () = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                }
-                Next::RefreshToken => {
-                    row.refreshed = true;
-                    match self.tokens.refresh(&token).await {
-                        Ok(token) => fresh_token = Some(token),
-                        Err(refusal) => {
-                            return Err(self.halt(LookupStop::Credentials(refusal.to_string())));
-                        }
-                    }
-                }
-                Next::Succeeded | Next::GiveUp(_) => return Err(ReadError::Failed(error)),
-                Next::StopRun(StopCause::Forbidden) => {
-                    return Err(self.halt(LookupStop::Forbidden {
-                        service,
-                        detail: error.to_string(),
-                    }));
-                }
-                Next::StopRun(StopCause::ThrottledPastBudget { wait }) => {
-                    return Err(self.halt(LookupStop::Throttled { wait }));
-                }
+            Retrying::Backoff {
+                error,
+                attempt,
+                wait,
+            } => {
+                warn!(service, attempt, waitMs = wait.as_millis() as u64, error = %error, "retrying a read");
             }
+            Retrying::Refreshed { .. } => {}
         }
     }
 }
@@ -386,5 +409,151 @@ impl Default for Limits {
             entries: MAX_TENANT_OBJECTS,
             empty_pages: MAX_EMPTY_PAGES,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::super::hostile_tests::{Hostile, Reply, paced_reader_for, policy};
+    use super::*;
+    use crate::graph::auth::{CredentialSources, TokenEndpoint};
+
+    /// A read that waited out a 429's pause leaves paced, as the actions do (issue 17: the
+    /// reads' own copy of admission did not drain the cells gathered during the pause, so the
+    /// reads parked at the gate all left at once, a burst that re-provokes the 429).
+    #[tokio::test]
+    async fn issue_17_reads_resume_paced_after_a_pause() {
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let server = {
+            let arrivals = arrivals.clone();
+            Hostile::start(move |_, _| {
+                let mut arrivals = arrivals.lock().expect("not poisoned");
+                arrivals.push(Instant::now());
+                if arrivals.len() == 1 {
+                    return Reply {
+                        retry_after: Some("1".into()),
+                        ..Reply::status(429)
+                    };
+                }
+                Reply::json(&serde_json::json!({"id": "u"}))
+            })
+            .await
+        };
+        // 10/s with a burst of 5: the one-second pause gathers the whole burst.
+        let limiter = Limiter::new(
+            crate::units::parse_rate("10/s").expect("a rate"),
+            NonZeroU32::new(5).expect("not zero"),
+        );
+        let reader = paced_reader_for(
+            &server.root,
+            policy(),
+            Limits::default(),
+            CancellationToken::new(),
+            limiter,
+        );
+        let read = |n: usize| {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let url = reader.client().user_url(&format!("u{n}")).expect("a url");
+                reader.read(Service::Users, url).await.map(|_| ())
+            })
+        };
+        let mut reads = vec![read(0)];
+        while server.requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The others come while the gate is closed, and wait at it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        reads.extend((1..5).map(read));
+        for read in reads {
+            assert!(read.await.expect("the read ran").is_ok());
+        }
+        let arrivals = arrivals.lock().expect("not poisoned").clone();
+        assert_eq!(arrivals.len(), 6, "a 429, its retry, and four more reads");
+        let after_pause = &arrivals[1..];
+        let spread = after_pause[after_pause.len() - 1].duration_since(after_pause[0]);
+        assert!(
+            spread >= Duration::from_millis(350),
+            "the five reads after the pause left within {spread:?}: a burst, not 100 ms apart"
+        );
+    }
+
+    /// A 429's window told while a read waited for its token holds that read back: the reads'
+    /// own admission did not look at the gate again after the token (issue 17), so a read
+    /// whose token came late left inside a window another read was just told.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue_17_a_window_told_while_a_read_gets_its_token_holds_the_read_back() {
+        let token_delay = Duration::from_millis(300);
+        let reads_at = Arc::new(Mutex::new(Vec::new()));
+        let server = {
+            let reads_at = reads_at.clone();
+            Hostile::start(move |_, target| {
+                if target.contains("/oauth2/v2.0/token") {
+                    // A slow token endpoint (this blocks one of the runtime's two threads).
+                    std::thread::sleep(token_delay);
+                    return Reply::json(&serde_json::json!({
+                        "access_token": "t", "expires_in": 3599, "token_type": "Bearer"
+                    }));
+                }
+                reads_at.lock().expect("not poisoned").push(Instant::now());
+                Reply::json(&serde_json::json!({"id": "u"}))
+            })
+            .await
+        };
+        let endpoint = TokenEndpoint::new(&server.root, &server.root).expect("an endpoint");
+        let tokens = Tokens::from_sources(
+            CredentialSources {
+                client_secret: Some(SecretString::from("s")),
+                tenant_id: Some("tenant".into()),
+                client_id: Some("app".into()),
+                ..CredentialSources::default()
+            },
+            &endpoint,
+            Duration::from_secs(5),
+        )
+        .expect("app tokens");
+        let client = GraphClient::new(
+            &server.root,
+            crate::graph::client::ApiVersion::V1,
+            Duration::from_secs(5),
+            4,
+        )
+        .expect("a client");
+        let reader = Arc::new(Reader::new(
+            client,
+            tokens,
+            Limiter::new(
+                crate::units::parse_rate("1000/s").expect("a rate"),
+                NonZeroU32::MIN,
+            ),
+            Arc::new(ThrottleGate::new()),
+            policy(),
+            4,
+            CancellationToken::new(),
+        ));
+        let read = {
+            let reader = reader.clone();
+            tokio::spawn(async move {
+                let url = reader.client().user_url("u").expect("a url");
+                reader.read(Service::Users, url).await.map(|_| ())
+            })
+        };
+        // Admitted at once, the read now waits for its token; another read's 429 comes.
+        tokio::time::sleep(token_delay / 3).await;
+        let window = Duration::from_millis(800);
+        reader.gate(Service::Users).pause_for(window);
+        let told_at = Instant::now();
+        assert!(read.await.expect("the read ran").is_ok());
+        let reads_at = reads_at.lock().expect("not poisoned").clone();
+        assert_eq!(reads_at.len(), 1);
+        let left_after = reads_at[0].duration_since(told_at);
+        assert!(
+            left_after >= window - Duration::from_millis(5),
+            "the read left {left_after:?} into a {window:?} window"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The batch: reader -> bounded queue -> dispatcher (one account at a time, in file order) ->
-//! N workers -> one results writer. Each worker takes a row through its attempts: wait for the
-//! throttle gate and the shared limiter, send, decide, and either record the outcome or wait and
-//! try again. Rate limits, retries and stopping are steps of that one loop.
+//! N workers -> one results writer. Each worker takes a row through its attempts with the one
+//! attempt driver ([`crate::attempt`]): note it, wait for the throttle gate and the shared
+//! limiter ([`rate::Door`]), send, decide, and either record the outcome or wait and try again.
+//! Rate limits, retries and stopping are steps of that one loop.
 
 pub mod queue;
 pub mod rate;
@@ -15,15 +16,16 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
-use crate::graph::auth::Tokens;
+use crate::attempt::{Attempts, Ended, Failure, Request, Retrying, Spent};
+use crate::graph::auth::{AuthError, Tokens};
 use crate::graph::client::{GraphClient, GraphError};
 use crate::graph::model::Provider;
 use crate::input::Job;
 use crate::input::plan::{AccountKey, Verdict};
 use crate::outcome::{Entry, InflightNote, Outcome, RowStatus, StopReason};
-use crate::retry::{AttemptKind, GiveUp, Next, RetryPolicy, RowSoFar, StopCause, decide};
+use crate::retry::{GiveUp, RetryPolicy, StopCause};
 use crate::units::Rate;
-use rate::{Admission, Limiter, ThrottleGate};
+use rate::{Api, Door, Limiter, ThrottleGate};
 use shutdown::Stop;
 
 /// How hard the run pushes, and how long it keeps trying one row.
@@ -98,23 +100,6 @@ impl Shared {
             && failed >= limit
         {
             self.stop.stop(StopReason::TooManyFailures { limit });
-        }
-    }
-}
-
-impl Shared {
-    /// Waits until a request may leave: the throttle gate is open and the limiter grants a cell.
-    async fn clear_to_send(&self) -> Admission {
-        loop {
-            self.gate.wait_open().await;
-            if self.gate.take_resume() {
-                self.limiter.drain();
-            }
-            let admission = self.limiter.until_ready().await;
-            // A 429 may have closed the gate while we waited for the limiter.
-            if self.gate.remaining().is_none() {
-                return admission;
-            }
         }
     }
 }
@@ -280,19 +265,36 @@ async fn attempt_until_done(
     client_request_id: &str,
     started_at: &mut Option<SystemTime>,
     attempts: &mut u32,
-    mut first_note: Option<oneshot::Receiver<Result<(), String>>>,
+    first_note: Option<oneshot::Receiver<Result<(), String>>>,
     entry_tx: &mpsc::Sender<Entry>,
 ) -> Ending {
     let settings = &shared.settings;
-    let mut waited = Duration::ZERO;
-    let mut last_error: Option<GraphError> = None;
-    let mut refreshed = false;
-    let mut fresh_token: Option<Arc<secrecy::SecretString>> = None;
-    // Held while the row waits to be tried again: the progress bar's "retrying" count.
-    let mut retry_wait: Option<RetryWait<'_>> = None;
-    // Set once an in-flight note for this request is on disk.
-    let mut noted = false;
-    let stopped = |last_error: Option<GraphError>, noted: bool| match last_error {
+    let mut action = ActionRequest {
+        shared,
+        job,
+        provider,
+        client_request_id,
+        started_at,
+        attempts,
+        first_note,
+        entry_tx,
+        noted: false,
+        retry_wait: None,
+    };
+    let door = Door {
+        gate: &shared.gate,
+        limiter: &shared.limiter,
+        api: Api::Security,
+    };
+    let ended = Attempts {
+        policy: &settings.retry,
+        admission: &door,
+        stop: Some(shared.stop.token()),
+    }
+    .run(&mut action)
+    .await;
+    let noted = action.noted;
+    let stopped = |last: Option<GraphError>| match last {
         None => Ending::NotSent {
             reason: shared
                 .stop
@@ -306,169 +308,189 @@ async fn attempt_until_done(
             Some("the run stopped before the next retry".to_owned()),
         ),
     };
-    loop {
-        // Noted, and the note on disk, before the request waits for its slot: a crash cannot
-        // hide an attempt from `--resume`, no request leaves whose note could not be written,
-        // and the fsync (which releases every request that waited for it at once) is done
-        // before the limiter spaces the requests out, so it never bunches them on the wire. A
-        // note whose request then does not leave keeps its number for the next attempt. The
-        // first attempt's note was sent by the dispatcher, so its fsync ran while this row
-        // queued (issue 17); a retry's is written here.
-        let on_disk = match first_note.take() {
-            Some(on_disk) => on_disk.await.unwrap_or_else(|_| Err(writer_gone())),
-            None => {
-                let note = InflightNote::new(job, provider, client_request_id, *attempts + 1);
-                note_attempt(entry_tx, note).await
-            }
-        };
-        if let Err(reason) = on_disk {
-            return match last_error {
-                None => Ending::NotSent { reason, noted },
-                Some(error) => Ending::Failed(error, Some(reason)),
-            };
+    match ended {
+        Ended::Answered(accepted) => Ending::Accepted(accepted),
+        Ended::Stopped { last } => stopped(last),
+        Ended::Unprepared { last: None, reason } => Ending::NotSent { reason, noted },
+        Ended::Unprepared {
+            last: Some(error),
+            reason,
+        } => Ending::Failed(error, Some(reason)),
+        Ended::NoToken { last, error } => {
+            shared.stop.stop(StopReason::Credentials {
+                detail: error.to_string(),
+            });
+            stopped(last)
         }
-        noted = true;
-        let admission = tokio::select! {
-            biased;
-            () = shared.stop.stopped() => return stopped(last_error, noted),
-            admission = shared.clear_to_send() => admission,
-        };
-        drop(retry_wait.take());
-
-        let token = match fresh_token.take() {
-            Some(token) => token,
-            None => match shared.tokens.current().await {
-                Ok(token) => token,
-                Err(error) => {
-                    shared.stop.stop(StopReason::Credentials {
-                        detail: error.to_string(),
-                    });
-                    return stopped(last_error, noted);
+        Ended::RefreshRefused { error, refusal } => {
+            Ending::Failed(error, Some(refusal.to_string()))
+        }
+        Ended::Failed(error, Spent::GiveUp(GiveUp::Final))
+            if let Some(why) = error.restricted_management() =>
+        {
+            Ending::Failed(error, Some(why.to_owned()))
+        }
+        Ended::Failed(error, Spent::GiveUp(reason)) => {
+            Ending::Failed(error, give_up_note(reason, settings))
+        }
+        Ended::Failed(error, Spent::StopRun(cause)) => {
+            let reason = match cause {
+                StopCause::Forbidden => {
+                    action.event(&error).error_forbidden();
+                    StopReason::Forbidden {
+                        row: job.row,
+                        detail: forbidden_detail(&error),
+                    }
                 }
-            },
-        };
-        // Waiting for the token took time: a 429 may have closed the gate, or the run
-        // stopped, meanwhile. Checked again as late as possible, so that only requests already
-        // on the wire meet a window another worker was just told (helper's review of issue 10).
-        if shared.stop.is_stopped() {
-            return stopped(last_error, noted);
+                StopCause::ThrottledPastBudget { wait } => StopReason::ThrottledTooLong {
+                    row: job.row,
+                    wait: round_ms(wait),
+                    limit: settings.retry.max_wait,
+                },
+            };
+            shared.stop.stop(reason);
+            let note = match cause {
+                StopCause::Forbidden => None,
+                StopCause::ThrottledPastBudget { wait } => {
+                    give_up_note(GiveUp::WaitBudgetSpent { wait }, settings)
+                }
+            };
+            Ending::Failed(error, note)
         }
-        if shared.gate.remaining().is_some() {
-            continue;
+    }
+}
+
+/// One row's invokeAction, as the attempt driver sends it.
+struct ActionRequest<'a> {
+    shared: &'a Shared,
+    job: &'a Job,
+    provider: Provider,
+    client_request_id: &'a str,
+    started_at: &'a mut Option<SystemTime>,
+    attempts: &'a mut u32,
+    /// The first attempt's note, which the dispatcher sent while the row queued.
+    first_note: Option<oneshot::Receiver<Result<(), String>>>,
+    entry_tx: &'a mpsc::Sender<Entry>,
+    /// Set once an in-flight note for this request is on disk.
+    noted: bool,
+    /// Held while the row waits to be tried again: the progress bar's "retrying" count.
+    retry_wait: Option<RetryWait<'a>>,
+}
+
+impl ActionRequest<'_> {
+    fn event<'e>(&'e self, error: &'e GraphError) -> RowEvent<'e> {
+        RowEvent {
+            job: self.job,
+            attempt: *self.attempts,
+            client_request_id: self.client_request_id,
+            error,
         }
-        *attempts += 1;
-        shared.requests.fetch_add(1, Ordering::Relaxed);
-        started_at.get_or_insert_with(SystemTime::now);
-        let result = shared
+    }
+}
+
+impl Request for ActionRequest<'_> {
+    type Token = Arc<secrecy::SecretString>;
+    type Answer = crate::graph::client::Accepted;
+    type Error = GraphError;
+    type TokenError = AuthError;
+
+    /// Noted, and the note on disk, before the request waits for its slot: a crash cannot hide
+    /// an attempt from `--resume`, no request leaves whose note could not be written, and the
+    /// fsync (which releases every request that waited for it at once) is done before the
+    /// limiter spaces the requests out, so it never bunches them on the wire. A note whose
+    /// request then does not leave keeps its number for the next attempt. The first attempt's
+    /// note was sent by the dispatcher, so its fsync ran while this row queued (issue 17); a
+    /// retry's is written here.
+    async fn prepare(&mut self, attempt: u32) -> Result<(), String> {
+        match self.first_note.take() {
+            Some(on_disk) => on_disk.await.unwrap_or_else(|_| Err(writer_gone()))?,
+            None => {
+                let note =
+                    InflightNote::new(self.job, self.provider, self.client_request_id, attempt);
+                note_attempt(self.entry_tx, note).await?;
+            }
+        }
+        self.noted = true;
+        Ok(())
+    }
+
+    async fn token(&mut self) -> Result<Self::Token, AuthError> {
+        // Admitted: the row is no longer waiting to be tried again.
+        drop(self.retry_wait.take());
+        self.shared.tokens.current().await
+    }
+
+    async fn refresh(&mut self, stale: &Self::Token) -> Option<Result<Self::Token, AuthError>> {
+        Some(self.shared.tokens.refresh(stale).await)
+    }
+
+    async fn send(
+        &mut self,
+        token: &Self::Token,
+        attempt: u32,
+    ) -> Result<Self::Answer, Failure<GraphError>> {
+        *self.attempts = attempt;
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        self.started_at.get_or_insert_with(SystemTime::now);
+        let job = self.job;
+        self.shared
             .client
             .invoke(
                 &job.identity_account_id,
                 &job.account_id,
                 job.action,
-                provider,
-                &token,
-                client_request_id,
+                self.provider,
+                token,
+                self.client_request_id,
             )
-            .await;
-        let kind = match &result {
-            Ok(_) => AttemptKind::Success,
-            Err(error) => error.attempt_kind(),
-        };
-        let row = RowSoFar {
-            attempt: *attempts,
-            waited,
-            refreshed,
-        };
-        let decision = decide(
-            &kind,
-            &row,
-            &settings.retry,
-            SystemTime::now(),
-            fastrand::f64(),
-        );
-        let error = match result {
-            Ok(accepted) => {
-                shared.limiter.succeeded();
-                return Ending::Accepted(accepted);
-            }
-            Err(error) => error,
-        };
-        // Issue 20: a user in a restricted-management administrative unit is refused to every
-        // tenant-wide app; that 403 is this row's, not a permission every row lacks.
-        if let Some(why) = error.restricted_management() {
-            return Ending::Failed(error, Some(why.to_owned()));
-        }
-        let event = RowEvent {
-            job,
-            attempt: *attempts,
-            client_request_id,
-            error: &error,
-        };
-        if let Some(pause) = decision.pause_all {
-            shared.responses_429.fetch_add(1, Ordering::Relaxed);
-            // Graph allows less than we send: slow down (once per throttle event), and hold
-            // every worker for the told window, whatever this row does next.
-            shared.limiter.throttled(admission, pause);
-            if shared.gate.pause_for(pause) {
-                event.warn_paused(pause);
-            } else if matches!(decision.next, Next::Retry { .. }) {
-                event.warn_after_pause(pause);
-            }
-        }
-        let wait = match decision.next {
-            Next::Retry { wait } => wait,
-            Next::RefreshToken => {
-                refreshed = true;
-                match shared.tokens.refresh(&token).await {
-                    Ok(token) => {
-                        warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt = *attempts, httpStatus = 401, clientRequestId = %client_request_id, requestId = error.request_id().map(tracing::field::display), "401 from Graph: retrying once with a fresh token");
-                        fresh_token = Some(token);
-                        last_error = Some(error);
-                        continue;
-                    }
-                    Err(refusal) => return Ending::Failed(error, Some(refusal.to_string())),
+            .await
+            .map_err(|error| {
+                // Issue 20: a user in a restricted-management administrative unit is refused to
+                // every tenant-wide app; that 403 is this row's, not a permission every row lacks.
+                if error.restricted_management().is_some() {
+                    return Failure::Final(error);
+                }
+                let kind = error.attempt_kind();
+                Failure::Retryable(error, kind)
+            })
+    }
+
+    fn retrying(&mut self, event: Retrying<'_, GraphError>) {
+        match event {
+            Retrying::Throttled {
+                error,
+                pause,
+                extended,
+                again,
+                ..
+            } => {
+                self.shared.responses_429.fetch_add(1, Ordering::Relaxed);
+                if extended {
+                    self.event(error).warn_paused(pause);
+                } else if again {
+                    self.event(error).warn_after_pause(pause);
+                }
+                if again {
+                    self.start_retry_wait();
                 }
             }
-            // A 2xx returned above: only it is a success.
-            Next::Succeeded => return Ending::Failed(error, None),
-            Next::GiveUp(reason) => return Ending::Failed(error, give_up_note(reason, settings)),
-            Next::StopRun(cause) => {
-                let reason = match cause {
-                    StopCause::Forbidden => {
-                        event.error_forbidden();
-                        StopReason::Forbidden {
-                            row: job.row,
-                            detail: forbidden_detail(&error),
-                        }
-                    }
-                    StopCause::ThrottledPastBudget { wait } => StopReason::ThrottledTooLong {
-                        row: job.row,
-                        wait: round_ms(wait),
-                        limit: settings.retry.max_wait,
-                    },
-                };
-                shared.stop.stop(reason);
-                let note = match cause {
-                    StopCause::Forbidden => None,
-                    StopCause::ThrottledPastBudget { wait } => {
-                        give_up_note(GiveUp::WaitBudgetSpent { wait }, settings)
-                    }
-                };
-                return Ending::Failed(error, note);
+            Retrying::Backoff { error, wait, .. } => {
+                self.start_retry_wait();
+                self.event(error).warn_retrying(wait);
             }
-        };
-        waited += wait;
-        retry_wait.get_or_insert_with(|| RetryWait::start(&shared.retrying));
-        if decision.pause_all.is_none() {
-            event.warn_retrying(wait);
-            tokio::select! {
-                biased;
-                () = shared.stop.stopped() => return stopped(Some(error), noted),
-                () = tokio::time::sleep(wait) => {}
+            Retrying::Refreshed { error, attempt } => {
+                let job = self.job;
+                warn!(row = job.row, accountId = %job.account_id, action = %job.action, status = %"retrying", attempt, httpStatus = 401, clientRequestId = %self.client_request_id, requestId = error.request_id().map(tracing::field::display), "401 from Graph: retrying once with a fresh token");
             }
         }
-        // A throttled row waits at the gate (in `clear_to_send`) with every other worker.
-        last_error = Some(error);
+    }
+}
+
+impl ActionRequest<'_> {
+    fn start_retry_wait(&mut self) {
+        let retrying = &self.shared.retrying;
+        self.retry_wait
+            .get_or_insert_with(|| RetryWait::start(retrying));
     }
 }
 

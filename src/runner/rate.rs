@@ -21,9 +21,14 @@
 //!   limiter at the new rate, its burst already spent so that the change never releases one.
 //!   The rate falls once per throttle event and rises at most once a second.
 //! - The drain after a pause: the cells the limiter gathered while the gate was closed are
-//!   taken, and only the first is kept for the next request, so requests resume paced.
+//!   taken, and only the first is kept for the next request, so requests resume paced. Each
+//!   limiter drains once after each pause of the gate it passes, whoever passes first.
 //!
 //! The gate only ever extends: a later 429 can lengthen the pause, a success never ends it early.
+//!
+//! [`Door`] is admission for one service, in one copy: gate, limiter, gate again, the drain. The
+//! attempt driver ([`crate::attempt`]) lets every action and read out through it (issue 17: the
+//! reads had a copy of their own, which did not drain).
 
 use std::cell::Cell;
 use std::num::NonZeroU32;
@@ -38,6 +43,7 @@ use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::attempt::Admit;
 use crate::units::Rate;
 
 /// How the adaptive rate moves (SPEC section 4, issue 6). When Graph allows less than `--rate`,
@@ -154,6 +160,10 @@ pub struct Limiter {
     current: Mutex<Current>,
     /// A cell a drain took and kept for the next request of that service.
     kept: [AtomicBool; 2],
+    /// A service's drains so far: the pause count of its gate at the last one. A gate may be
+    /// shared by more than one limiter (the lookup's reads and the actions share `/security`'s),
+    /// and each drains its own cells.
+    drained_at: [AtomicU64; 2],
     /// One waiter a service sleeps on a cell at a time, the others queue behind it in order.
     /// So the next cell is never taken far ahead, and a waiter that woke too late to keep its
     /// cell finds the next one conforming at once instead of queued behind the others' cells:
@@ -177,6 +187,7 @@ impl Limiter {
                 next_rise: None,
             }),
             kept: [AtomicBool::new(false), AtomicBool::new(false)],
+            drained_at: [AtomicU64::new(0), AtomicU64::new(0)],
             heads: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
             ceiling,
             burst,
@@ -194,6 +205,7 @@ impl Limiter {
     }
 
     /// Waits for a cell of `/security`, which the actions go to.
+    #[cfg(test)]
     pub async fn until_ready(&self) -> Admission {
         self.until_ready_for(Api::Security).await
     }
@@ -225,10 +237,13 @@ impl Limiter {
         }
     }
 
-    /// Restarts `/security`'s pacing from now: called when a throttle pause ends, so that the
-    /// cells gathered during the pause are not spent in a burst that re-provokes the 429.
-    pub fn drain(&self) {
-        self.drain_for(Api::Security);
+    /// Restarts `api`'s pacing from now once after each pause (`pauses`: its gate's count so
+    /// far), so that the cells gathered during the pause are not spent in a burst that
+    /// re-provokes the 429.
+    fn drain_after_pause(&self, api: Api, pauses: u64) {
+        if self.drained_at[api.index()].fetch_max(pauses, Ordering::AcqRel) < pauses {
+            self.drain_for(api);
+        }
     }
 
     /// Takes every cell of `api` that conforms now and keeps the first for the next request:
@@ -328,8 +343,6 @@ pub struct ThrottleGate {
     /// Total time spent paused, in microseconds (overlapping windows counted once).
     paused_total_us: AtomicU64,
     pauses: AtomicU64,
-    /// The pause count when the limiter was last drained; see [`ThrottleGate::take_resume`].
-    resumed: AtomicU64,
 }
 
 impl Default for ThrottleGate {
@@ -345,7 +358,6 @@ impl ThrottleGate {
             paused_until_us: AtomicU64::new(0),
             paused_total_us: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
-            resumed: AtomicU64::new(0),
         }
     }
 
@@ -387,13 +399,6 @@ impl ThrottleGate {
         }
     }
 
-    /// True for exactly one caller after each pause: the one that should drain the limiter so
-    /// that requests resume paced.
-    pub fn take_resume(&self) -> bool {
-        let pauses = self.pauses.load(Ordering::Acquire);
-        self.resumed.fetch_max(pauses, Ordering::AcqRel) < pauses
-    }
-
     /// Total time the gate has been closed so far.
     pub fn paused_total(&self) -> Duration {
         let total = Duration::from_micros(self.paused_total_us.load(Ordering::Relaxed));
@@ -403,7 +408,47 @@ impl ThrottleGate {
 
     /// How many times a 429 opened or extended a pause.
     pub fn pauses(&self) -> u64 {
-        self.pauses.load(Ordering::Relaxed)
+        self.pauses.load(Ordering::Acquire)
+    }
+}
+
+/// Admission for one Graph service: its throttle gate, then its cells in the limiter.
+pub struct Door<'a> {
+    pub gate: &'a ThrottleGate,
+    pub limiter: &'a Limiter,
+    pub api: Api,
+}
+
+impl Admit for Door<'_> {
+    type Ticket = Admission;
+
+    async fn admit(&self) -> Admission {
+        loop {
+            self.gate.wait_open().await;
+            self.limiter.drain_after_pause(self.api, self.gate.pauses());
+            let admission = self.limiter.until_ready_for(self.api).await;
+            // A 429 may have closed the gate while we waited for the limiter.
+            if !self.closed() {
+                return admission;
+            }
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.gate.remaining().is_some()
+    }
+
+    fn throttled(&self, admission: Admission, pause: Duration) -> bool {
+        self.limiter.throttled(admission, pause);
+        self.gate.pause_for(pause)
+    }
+
+    fn succeeded(&self) {
+        self.limiter.succeeded();
+    }
+
+    fn holds_pauses(&self) -> bool {
+        true
     }
 }
 
@@ -451,15 +496,47 @@ mod tests {
         assert_eq!(gate.paused_total(), Duration::from_millis(3000));
     }
 
+    /// After each pause, each limiter behind the gate drains once (whoever passes first), and
+    /// only then: two limiters share `/security`'s gate (the lookup's reads and the actions).
     #[tokio::test(start_paused = true)]
-    async fn one_caller_resumes_after_each_pause() {
+    async fn each_limiter_drains_once_after_each_pause() {
         let gate = ThrottleGate::new();
-        assert!(!gate.take_resume(), "no pause yet");
-        gate.pause_for(Duration::from_secs(1));
-        assert!(gate.take_resume());
-        assert!(!gate.take_resume(), "only once per pause");
-        gate.pause_for(Duration::from_secs(2));
-        assert!(gate.take_resume());
+        let every_second = || {
+            Limiter::new(
+                Rate::per_second(NonZeroU32::new(1).unwrap()),
+                NonZeroU32::new(5).unwrap(),
+            )
+        };
+        let (reads, actions) = (every_second(), every_second());
+        let door = |limiter| Door {
+            gate: &gate,
+            limiter,
+            api: Api::Security,
+        };
+        // Idle for a minute with no pause: the burst is there to be spent.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let start = Instant::now();
+        for _ in 0..3 {
+            door(&reads).admit().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "no pause yet: no drain");
+        gate.pause_for(Duration::from_secs(10));
+        for limiter in [&reads, &actions] {
+            door(limiter).admit().await;
+            let start = Instant::now();
+            door(limiter).admit().await;
+            assert_eq!(
+                start.elapsed(),
+                Duration::from_secs(1),
+                "drained after the pause: the second cell is paced"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let start = Instant::now();
+        for _ in 0..3 {
+            door(&reads).admit().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "only once per pause");
     }
 
     #[tokio::test(start_paused = true)]
@@ -477,7 +554,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(60));
         // ...but after a drain, the next request is paced.
         tokio::time::advance(Duration::from_secs(60)).await;
-        limiter.drain();
+        limiter.drain_for(Api::Security);
         let before = Instant::now();
         limiter.until_ready().await;
         limiter.until_ready().await;

@@ -48,9 +48,9 @@ impl Stop {
         self.reason.get()
     }
 
-    /// Completes once the run is told to stop.
-    pub async fn stopped(&self) {
-        self.token.cancelled().await;
+    /// The token every wait of an attempt watches: cancelled once the run is told to stop.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
     }
 }
 

@@ -568,9 +568,17 @@ async fn issue_18_a_signal_ends_a_sign_in_that_is_still_waiting() {
     .await;
     let input = write_csv(dir.path(), "in.csv", &plain_rows(2));
     let results = dir.path().join("out.jsonl");
+    // `confirm` reads results before it signs in: an empty file is results with no row.
+    let to_confirm = dir.path().join("to-confirm.jsonl");
+    std::fs::write(&to_confirm, "").unwrap();
     let base = mock.base_url();
-    for command in ["run", "auth"] {
-        let mut argv = vec!["graph-remediate", command, input.to_str().unwrap()];
+    for command in ["run", "auth", "confirm"] {
+        let first = if command == "confirm" {
+            &to_confirm
+        } else {
+            &input
+        };
+        let mut argv = vec!["graph-remediate", command, first.to_str().unwrap()];
         if command == "run" {
             argv.extend(["-o", results.to_str().unwrap(), "--yes"]);
         }
@@ -588,10 +596,12 @@ async fn issue_18_a_signal_ends_a_sign_in_that_is_still_waiting() {
         ]);
         let cli = graph_remediate::cli::Cli::try_parse_from(argv).unwrap();
         let started = std::time::Instant::now();
-        let error =
-            graph_remediate::execute(cli.command, tokio::time::sleep(Duration::from_millis(1500)))
-                .await
-                .unwrap_err();
+        let signalled =
+            graph_remediate::execute(cli.command, tokio::time::sleep(Duration::from_millis(1500)));
+        let error = tokio::time::timeout(Duration::from_secs(10), signalled)
+            .await
+            .unwrap_or_else(|_| panic!("{command}: the signal did not end the sign-in"))
+            .unwrap_err();
         assert_eq!(
             graph_remediate::status_of(&error),
             graph_remediate::ExitStatus::Interrupted,

@@ -18,6 +18,7 @@
 //! verifier. None reaches a log, an error or argv; text from the server is scrubbed of them.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::ffi::OsString;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -28,14 +29,17 @@ use reqwest::header::ACCEPT;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use super::cache::{Cached, Holds, SingleFlight};
 use super::{
-    AuthError, CredentialSources, SourceKind, TokenEndpoint, Tokens, app_ids, refusal,
-    renewal_margin,
+    AuthError, CredentialSources, DEFAULT_LIFETIME, MAX_LIFETIME, SourceKind, TOKEN_RETRY,
+    TokenEndpoint, Tokens, app_ids, refusal, token_client, unpaced, warn_retrying,
 };
-use crate::graph::client::USER_AGENT;
+use crate::attempt::{Failure, Request, Retrying};
+use crate::graph::client::retry_after;
 use crate::graph::permissions::{Granted, Needs, claims};
+use crate::retry::AttemptKind;
 use crate::sanitize::{printable_owned, redact};
 
 const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -47,11 +51,6 @@ const DEFAULT_INTERVAL: u64 = 5;
 const DEFAULT_CODE_LIFETIME: u64 = 900;
 /// How long the browser flow waits for the redirect (Entra's codes live about 10 minutes).
 const BROWSER_WAIT: Duration = Duration::from_secs(10 * 60);
-/// Entra's lifetime when a response leaves `expires_in` out.
-const DEFAULT_LIFETIME: Duration = Duration::from_secs(3599);
-const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// Transient failures (429, 5xx, no connection) of one token request: retried this often.
-const TOKEN_ATTEMPTS: u32 = 3;
 
 /// Which delegated sign-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -205,22 +204,29 @@ pub struct DelegatedTokens {
     settings: SignInSettings,
     /// `{authority}/{tenant}/oauth2/v2.0`
     base: String,
-    /// Read by every worker before every attempt; never held across an await.
-    session: std::sync::Mutex<Option<Session>>,
-    /// Held while a sign-in or a renewal is in flight: the single flight.
-    fetching: tokio::sync::Mutex<()>,
+    /// The session, and the one sign-in or renewal in flight.
+    flight: SingleFlight<Session>,
 }
 
 #[derive(Clone)]
 struct Session {
-    token: Arc<SecretString>,
+    /// The access token, and when it is due.
+    held: Cached,
     /// The newest refresh token: each renewal's answer replaces it. Memory only.
     refresh: Option<Arc<SecretString>>,
-    renew_at: Instant,
-    usable_until: Instant,
     expires_at: SystemTime,
     granted: Granted,
     user: Option<String>,
+}
+
+impl Holds for Session {
+    fn held(&self) -> &Cached {
+        &self.held
+    }
+
+    fn held_mut(&mut self) -> &mut Cached {
+        &mut self.held
+    }
 }
 
 /// What a sign-in tells about itself, for `auth`, the lock file and the report: never a secret.
@@ -237,20 +243,12 @@ impl DelegatedTokens {
         endpoint: &TokenEndpoint,
         timeout: Duration,
     ) -> Result<DelegatedTokens, AuthError> {
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // A redirect would carry the form (and the codes) somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| AuthError::Client(e.to_string()))?;
+        let http = token_client(timeout)?;
         Ok(DelegatedTokens {
             http,
             base: format!("{}/{}/oauth2/v2.0", endpoint.authority(), settings.tenant),
             settings,
-            session: std::sync::Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
+            flight: SingleFlight::new(),
         })
     }
 
@@ -258,20 +256,9 @@ impl DelegatedTokens {
         self.settings.kind
     }
 
-    fn cached(&self) -> Option<Session> {
-        self.session
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn store(&self, session: Session) {
-        *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(session);
-    }
-
     /// Who signed in and what the token may do; `None` before the sign-in.
     pub fn signed_in(&self) -> Option<SignedIn> {
-        self.cached().map(|session| SignedIn {
+        self.flight.cached().map(|session| SignedIn {
             user: session.user,
             expires_at: session.expires_at,
             granted: session.granted,
@@ -280,68 +267,24 @@ impl DelegatedTokens {
 
     /// The token to send now: signs in on first use, renews when due.
     pub async fn current(&self) -> Result<Arc<SecretString>, AuthError> {
-        let cached = self.cached();
-        let now = Instant::now();
-        if let Some(session) = &cached
-            && now < session.renew_at
-        {
-            return Ok(session.token.clone());
-        }
-        let _fetching = match self.fetching.try_lock() {
-            Ok(guard) => guard,
-            Err(_) => {
-                if let Some(session) = &cached
-                    && now < session.usable_until
-                {
-                    return Ok(session.token.clone());
-                }
-                self.fetching.lock().await
-            }
-        };
-        // Another worker may have signed in or renewed while this one waited.
-        let cached = self.cached();
-        if let Some(session) = &cached
-            && Instant::now() < session.renew_at
-        {
-            return Ok(session.token.clone());
-        }
-        let fresh = match &cached {
-            None => self.sign_in().await?,
-            Some(session) => match self.renew(session).await {
-                Ok(fresh) => fresh,
-                Err(error) if Instant::now() < session.usable_until => {
-                    warn!(error = %error, "cannot renew the signed-in token yet; using the current one until it is due");
-                    let retry =
-                        ((session.usable_until - Instant::now()) / 4).min(Duration::from_secs(10));
-                    self.store(Session {
-                        renew_at: Instant::now() + retry,
-                        ..session.clone()
-                    });
-                    return Ok(session.token.clone());
-                }
-                Err(error) => return Err(error),
-            },
-        };
-        let token = fresh.token.clone();
-        self.store(fresh);
-        Ok(token)
+        self.flight
+            .current(|session| self.sign_in_or_renew(session))
+            .await
     }
 
     /// A fresh token after Graph refused `stale` with a 401: one renewal however many report it.
     pub async fn refresh(&self, stale: &Arc<SecretString>) -> Result<Arc<SecretString>, AuthError> {
-        let _fetching = self.fetching.lock().await;
-        let cached = self.cached();
-        let Some(session) = cached else {
-            drop(_fetching);
-            return self.current().await;
-        };
-        if !Arc::ptr_eq(&session.token, stale) && Instant::now() < session.usable_until {
-            return Ok(session.token);
+        self.flight
+            .refresh(stale, |session| self.sign_in_or_renew(session))
+            .await
+    }
+
+    /// A sign-in when there is no session yet, else a renewal of `session`.
+    async fn sign_in_or_renew(&self, session: Option<Session>) -> Result<Session, AuthError> {
+        match session {
+            None => self.sign_in().await,
+            Some(session) => self.renew(&session).await,
         }
-        let fresh = self.renew(&session).await?;
-        let token = fresh.token.clone();
-        self.store(fresh);
-        Ok(token)
     }
 
     async fn sign_in(&self) -> Result<Session, AuthError> {
@@ -554,58 +497,22 @@ impl DelegatedTokens {
         self.session_from(&reply.body, reply.asked_at, &secrets)
     }
 
-    /// One form POST to `{base}/{path}`, retried a little when the endpoint is busy or
-    /// unreachable. Any status is returned; the caller reads it.
+    /// One form POST to `{base}/{path}`, retried by the one attempt driver (as a token request
+    /// is) when the endpoint is busy or unreachable. Any other status is returned; the caller
+    /// reads it.
     async fn post(
         &self,
         path: &str,
         form: &[(&str, &str)],
         secrets: &[&str],
     ) -> Result<Reply, AuthError> {
-        let url = format!("{}/{path}", self.base);
-        let mut attempt = 1;
-        loop {
-            let asked_at = Instant::now();
-            let sent = self
-                .http
-                .post(&url)
-                .header(ACCEPT, "application/json")
-                .header("client-request-id", uuid::Uuid::new_v4().to_string())
-                .form(form)
-                .send()
-                .await;
-            let error = match sent {
-                Err(error) => cannot_reach(&url, &error, secrets),
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    match response.bytes().await {
-                        Err(error) => cannot_reach(&url, &error, secrets),
-                        Ok(body) if status == 429 || status >= 500 => {
-                            refusal(&url, status, &body, secrets.first().unwrap_or(&""))
-                        }
-                        Ok(body) => {
-                            let error = serde_json::from_slice::<ErrorCode>(&body)
-                                .ok()
-                                .and_then(|e| e.error);
-                            return Ok(Reply {
-                                url,
-                                status,
-                                body: body.to_vec(),
-                                error,
-                                asked_at,
-                            });
-                        }
-                    }
-                }
-            };
-            if attempt >= TOKEN_ATTEMPTS {
-                return Err(error);
-            }
-            let wait = Duration::from_secs(1 << attempt);
-            warn!(error = %error, attempt, wait_s = wait.as_secs(), "sign-in request failed; retrying");
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+        let mut post = SignInPost {
+            http: &self.http,
+            url: format!("{}/{path}", self.base),
+            form,
+            secrets,
+        };
+        unpaced(&mut post, &TOKEN_RETRY).await
     }
 
     fn refused(&self, reply: &Reply, secrets: &[&str]) -> AuthError {
@@ -681,16 +588,12 @@ impl DelegatedTokens {
             .and_then(user_of)
             .or_else(|| user_of(&token))
             .map(|user| secrets.iter().fold(user, |u, s| redact(&u, s)));
-        let margin = renewal_margin(lifetime);
-        let expires_at = asked_at + lifetime;
         Ok(Session {
-            token: Arc::new(SecretString::from(token)),
+            held: Cached::new(SecretString::from(token), lifetime, asked_at),
             refresh: issued
                 .refresh_token
                 .filter(|t| !t.trim().is_empty())
                 .map(|t| Arc::new(SecretString::from(t.trim().to_owned()))),
-            renew_at: expires_at - margin,
-            usable_until: expires_at - margin / 2,
             expires_at: SystemTime::now() + lifetime.saturating_sub(asked_at.elapsed()),
             granted,
             user,
@@ -706,6 +609,77 @@ struct Reply {
     /// Entra's `error` (`authorization_pending`, `invalid_grant`, ...).
     error: Option<String>,
     asked_at: Instant,
+}
+
+/// One sign-in POST, as the attempt driver sends it.
+struct SignInPost<'a> {
+    http: &'a reqwest::Client,
+    url: String,
+    form: &'a [(&'a str, &'a str)],
+    secrets: &'a [&'a str],
+}
+
+impl Request for SignInPost<'_> {
+    type Token = ();
+    type Answer = Reply;
+    type Error = AuthError;
+    type TokenError = Infallible;
+
+    async fn token(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+
+    async fn send(&mut self, (): &(), _attempt: u32) -> Result<Reply, Failure<AuthError>> {
+        let (url, secrets) = (&self.url, self.secrets);
+        let asked_at = Instant::now();
+        let unreachable = |error: &reqwest::Error| {
+            let kind = if error.is_timeout() {
+                AttemptKind::Timeout
+            } else {
+                AttemptKind::Connection
+            };
+            Failure::Retryable(cannot_reach(url, error, secrets), kind)
+        };
+        let response = self
+            .http
+            .post(url)
+            .header(ACCEPT, "application/json")
+            .header("client-request-id", uuid::Uuid::new_v4().to_string())
+            .form(self.form)
+            .send()
+            .await
+            .map_err(|error| unreachable(&error))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after(&response);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| unreachable(&error))?;
+        if status == 429 || status >= 500 {
+            let error = refusal(url, status, &body, secrets.first().unwrap_or(&""));
+            return Err(Failure::Retryable(
+                error,
+                AttemptKind::Status {
+                    status,
+                    retry_after,
+                },
+            ));
+        }
+        let error = serde_json::from_slice::<ErrorCode>(&body)
+            .ok()
+            .and_then(|e| e.error);
+        Ok(Reply {
+            url: url.clone(),
+            status,
+            body: body.to_vec(),
+            error,
+            asked_at,
+        })
+    }
+
+    fn retrying(&mut self, event: Retrying<'_, AuthError>) {
+        warn_retrying(event, "sign-in request");
+    }
 }
 
 #[derive(Deserialize)]
@@ -1297,5 +1271,82 @@ mod tests {
             [Permission::SecurityIdentitiesActions]
         );
         mock.shutdown().await;
+    }
+
+    /// A server on 127.0.0.1 answering its requests in turn with `answers` (status,
+    /// `Retry-After`), the last for every request after them; its root and its request count.
+    async fn answering(
+        answers: Vec<(u16, Option<&'static str>)>,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let root = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        let app = axum::Router::new().fallback(move || {
+            let at = seen.fetch_add(1, Ordering::SeqCst);
+            let (status, retry_after) = answers[at.min(answers.len() - 1)];
+            async move {
+                let mut response = axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    r#"{"error":"temporarily_unavailable"}"#,
+                ));
+                if let Some(wait) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", wait.parse().unwrap());
+                }
+                response
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (root, count)
+    }
+
+    fn sign_in_at(root: &str) -> DelegatedTokens {
+        let endpoint = TokenEndpoint::new(root, root).unwrap();
+        let settings = SignInSettings::new(
+            SignInKind::DeviceCode,
+            "contoso.onmicrosoft.com".to_owned(),
+            CLIENT_ID.to_owned(),
+            &endpoint,
+            &Needs::of(true, false, false, false),
+            None,
+        );
+        DelegatedTokens::new(settings, &endpoint, Duration::from_secs(5)).unwrap()
+    }
+
+    /// A busy sign-in endpoint is retried as a token request is (issue 17): its `Retry-After`
+    /// is waited, not a fixed 2 s then 4 s, and a 500 is final, as it is from the app token
+    /// endpoint.
+    #[tokio::test]
+    async fn issue_17_sign_in_requests_follow_the_one_retry_policy() {
+        use std::sync::atomic::Ordering;
+        let (root, count) = answering(vec![(429, Some("0.3")), (200, None)]).await;
+        let started = Instant::now();
+        let reply = sign_in_at(&root)
+            .post("devicecode", &[("client_id", CLIENT_ID)], &[])
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(reply.status, 200);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+            "the told 300 ms was waited, not a fixed backoff: {took:?}"
+        );
+
+        let (root, count) = answering(vec![(500, None)]).await;
+        let Err(error) = sign_in_at(&root)
+            .post("devicecode", &[("client_id", CLIENT_ID)], &[])
+            .await
+        else {
+            panic!("a 500 is a failure");
+        };
+        assert!(
+            matches!(error, AuthError::Refused { status: 500, .. }),
+            "{error}"
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 1, "a 500 is not retried");
     }
 }

@@ -135,3 +135,52 @@ pub(crate) fn transport_reason(error: &reqwest::Error) -> String {
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entra_errors_give_the_aadsts_code_description_and_a_hint_without_the_secret() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app 'app-1'.\r\nTrace ID: 0000\r\nCorrelation ID: 1111\r\nTimestamp: 2026-01-01 00:00:00Z","error_codes":[7000215],"timestamp":"2026-01-01 00:00:00Z","trace_id":"0000","correlation_id":"1111"}"#;
+        let error = refusal(
+            "https://login.example/t/oauth2/v2.0/token",
+            401,
+            body,
+            "hunter22",
+        )
+        .to_string();
+        assert!(error.contains("HTTP 401 invalid_client"), "{error}");
+        assert!(
+            error.contains("AADSTS7000215: Invalid client secret provided."),
+            "{error}"
+        );
+        assert!(
+            !error.contains("Timestamp: 2026"),
+            "only the first line: {error}"
+        );
+        assert!(
+            error.contains("trace id 0000, correlation id 1111"),
+            "{error}"
+        );
+        assert!(error.contains("not its secret ID"), "{error}");
+        assert!(error.contains("error?code=7000215"), "{error}");
+
+        let echoed = refusal(
+            "u",
+            400,
+            br#"{"error":"x","error_description":"AADSTS1: got hunter22"}"#,
+            "hunter22",
+        )
+        .to_string();
+        assert!(!echoed.contains("hunter22"), "{echoed}");
+        assert!(echoed.contains("[redacted]"));
+
+        let html = refusal("u", 502, b"<html>bad gateway hunter22</html>", "hunter22").to_string();
+        assert!(
+            html.contains("HTTP 502") && !html.contains("hunter22"),
+            "{html}"
+        );
+        assert_eq!(aadsts_code("AADSTS90002: Tenant not found"), Some(90002));
+    }
+}

@@ -11,15 +11,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION};
 use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 use super::super::refusal::{scrub, transport_reason};
-use super::super::{Attempt, AuthError, CredentialSources};
+use super::super::{Attempt, AuthError, CredentialSources, token_client};
 use super::AuthKind;
-use crate::graph::client::USER_AGENT;
+use crate::graph::client::retry_after;
 use crate::retry::AttemptKind;
 
 /// The audience Entra's federated credentials expect (research/credentials.md section 1).
@@ -87,14 +87,7 @@ impl Federated {
         // The URL GitHub gives already holds a query (`?api-version=2.0`).
         url.query_pairs_mut()
             .append_pair("audience", TOKEN_EXCHANGE_AUDIENCE);
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            // A redirect would carry the request token somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| AuthError::Client(e.to_string()))?;
+        let http = token_client(timeout)?;
         Ok(Federated::GitHub(GitHubOidc {
             http,
             url,
@@ -168,11 +161,7 @@ impl GitHubOidc {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = retry_after(&response);
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(error) => {
