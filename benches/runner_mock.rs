@@ -5,8 +5,9 @@
 //!
 //! - `runner_mock/throughput/concurrency/{1,8,32,128}`: rows/s with the rate limit effectively off
 //!   (`--rate 1000000/s --burst 1000`) and no mock latency.
-//! - `runner_mock/latency_bound`: mock latency 50 ms, `--concurrency 64`; the ideal is
-//!   64 / 0.05 s = 1280 rows/s and the ratio to it is printed.
+//! - `runner_mock/latency_bound`: mock latency 100 ms, `--concurrency 64`; the ideal is
+//!   64 / 0.1 s = 640 rows/s and the ratio to it is printed (issue 17 item 8: at least 0.98, with
+//!   every request waiting for its in-flight note to be on disk).
 //! - `runner_mock/rate_accuracy` (not criterion: it measures pacing, not speed): `--burst 1` at
 //!   `--rate 200/s` over 2,000 rows and `20/s` over 300, and `--burst 5` at `200/s` over 2,000, a
 //!   few runs each, with the mock recording every request; prints the achieved rate and the
@@ -185,13 +186,13 @@ fn throughput(c: &mut Criterion, runtime: &Runtime) {
     runtime.block_on(mock.shutdown());
 }
 
-/// Mock latency 50 ms, concurrency 64: how close to 64 / 0.05 s the run gets.
+/// Mock latency 100 ms, concurrency 64: how close to 64 / 0.1 s the run gets.
 fn latency_bound(c: &mut Criterion, runtime: &Runtime) {
-    const LATENCY: Duration = Duration::from_millis(50);
+    const LATENCY: Duration = Duration::from_millis(100);
     const WORKERS: u16 = 64;
     let ideal = f64::from(WORKERS) / LATENCY.as_secs_f64();
     // Two seconds of ideal work per run.
-    let rows = if common::benchmarking() { 2_560 } else { 128 };
+    let rows = if common::benchmarking() { 1_280 } else { 128 };
     let mock = runtime.block_on(start_mock(MockConfig {
         latency: LATENCY,
         ..MockConfig::default()

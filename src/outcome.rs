@@ -63,7 +63,8 @@ pub struct Outcome {
 
 /// What a read after the action showed of it (SPEC section 10). A 200 from invokeAction means
 /// Defender for Identity accepted the action, not that its sensor carried it out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Effect {
     /// The identity's state shows the action.
     Confirmed,
@@ -79,16 +80,6 @@ impl Effect {
             Effect::Confirmed => "confirmed",
             Effect::NotConfirmed => "notConfirmed",
             Effect::NotObservable => "notObservable",
-        }
-    }
-
-    /// The record's spelling back; anything else is no effect recorded.
-    pub fn parse(text: &str) -> Option<Effect> {
-        match text {
-            "confirmed" => Some(Effect::Confirmed),
-            "notConfirmed" => Some(Effect::NotConfirmed),
-            "notObservable" => Some(Effect::NotObservable),
-            _ => None,
         }
     }
 }

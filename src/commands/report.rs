@@ -10,9 +10,9 @@ use anyhow::{Context, anyhow};
 
 use crate::ExitStatus;
 use crate::config::{ReportConfig, ReportFormat};
-use crate::output::journal::FIELDS;
 use crate::output::journal::{open_private, private_options, restrict};
 use crate::output::paths::{self, NamedPath};
+use crate::output::record::FIELDS;
 use crate::output::report::{self, Beside, Report, UndoAdvice};
 use crate::output::undo::write_undo;
 

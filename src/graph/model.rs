@@ -1,5 +1,6 @@
 //! The vocabulary of the invokeAction call: actions, identity providers, the support matrix,
-//! the request body, both response shapes Microsoft documents, and Graph's error body.
+//! the request body, both response shapes Microsoft documents, Graph's error body, and the
+//! `request-id` shape that tells the built-in mock's answers from Microsoft's.
 //!
 //! Pure data and parsing; no I/O. Shared by the client, the input validator and the mock, so the
 //! three can never disagree about what Graph accepts.
@@ -9,6 +10,19 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::sanitize::printable_owned;
+
+/// The last bytes of every `request-id` the built-in mock sends: `mock` in ASCII. Graph's own
+/// request ids are random version-4 UUIDs; results record the request id, so a record the mock
+/// answered can be told apart from one Microsoft answered even when the lock file that names the
+/// endpoint is gone (issue 10: a rehearsal never passes for the real run). A fact of the wire,
+/// here so that the mock (which makes such ids) and `--resume` (which reads them) share it
+/// without `output` importing `mock`.
+pub const MOCK_REQUEST_ID_MARK: [u8; 4] = *b"mock";
+
+/// Whether `request_id` came from this tool's mock ([`MOCK_REQUEST_ID_MARK`]).
+pub fn is_mock_request_id(request_id: &str) -> bool {
+    uuid::Uuid::parse_str(request_id).is_ok_and(|id| id.as_bytes()[12..] == MOCK_REQUEST_ID_MARK)
+}
 
 /// A response action, spelled on the wire exactly as Graph's `microsoft.graph.security.action` enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -256,8 +256,8 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// A JSON object with its keys in file order (serde_json's own map sorts them unless a crate-wide
-/// feature is switched on, which would slow every other map).
+/// A JSON object's entries in file order, a key given twice included: `serde_json::Map` would
+/// keep only the last, and the row check reports the repeat.
 struct OrderedObject(Vec<(String, Value)>);
 
 impl<'de> serde::Deserialize<'de> for OrderedObject {

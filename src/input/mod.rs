@@ -140,7 +140,10 @@ pub struct Row {
 }
 
 /// The column that named a row's identity, in the order SPEC section 8 tries them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
 pub enum IdentityColumn {
     IdentityAccountId,
     Sid,
@@ -156,17 +159,6 @@ impl IdentityColumn {
             IdentityColumn::ObjectId => "objectId",
             IdentityColumn::Upn => "upn",
         }
-    }
-
-    pub fn parse(text: &str) -> Option<IdentityColumn> {
-        [
-            IdentityColumn::IdentityAccountId,
-            IdentityColumn::Sid,
-            IdentityColumn::ObjectId,
-            IdentityColumn::Upn,
-        ]
-        .into_iter()
-        .find(|column| column.as_str() == text)
     }
 }
 

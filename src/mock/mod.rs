@@ -37,7 +37,6 @@ mod log;
 mod reads;
 mod reply;
 mod sessions;
-pub(crate) use reply::is_mock_request_id;
 mod state;
 mod tenant;
 mod throttle;

@@ -6,27 +6,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use uuid::Uuid;
 
+use crate::graph::model::MOCK_REQUEST_ID_MARK;
+
 /// A version-4 UUID from the thread-local fast RNG: no syscall and no lock per request.
 pub(crate) fn new_uuid() -> Uuid {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid()
 }
 
-/// The last bytes of every `request-id` the mock sends: `mock` in ASCII. Results record the
-/// request id, so a record the mock answered can be told apart from one Microsoft answered even
-/// when the lock file that names the endpoint is gone (issue 10: a rehearsal never passes for
-/// the real run).
-const MOCK_MARK: [u8; 4] = *b"mock";
-
-/// A request id the mock sends: a random version-4 UUID ending in [`MOCK_MARK`].
+/// A request id the mock sends: a random version-4 UUID ending in [`MOCK_REQUEST_ID_MARK`].
 pub(crate) fn mock_request_id() -> Uuid {
     let mut bytes = new_uuid().into_bytes();
-    bytes[12..].copy_from_slice(&MOCK_MARK);
+    bytes[12..].copy_from_slice(&MOCK_REQUEST_ID_MARK);
     Uuid::from_bytes(bytes)
-}
-
-/// Whether `request_id` came from this tool's mock.
-pub(crate) fn is_mock_request_id(request_id: &str) -> bool {
-    Uuid::parse_str(request_id).is_ok_and(|id| id.as_bytes()[12..] == MOCK_MARK)
 }
 
 /// The ids a response carries: a fresh `request-id`, and the caller's `client-request-id` echoed

@@ -2,7 +2,10 @@
 //! (read back from the results, for `run --confirm` and `confirm`), and the rewrite that records
 //! what the rounds saw. The rewrite is the compaction's (`Journal::compact`): a temporary file
 //! beside the results, synced, then renamed over them, so a crash leaves the old file or the new
-//! one, never half of each. Every other field of a record is kept as it was, in its order.
+//! one, never half of each. A JSONL record that changes is written again as a [`Record`] (a
+//! record from before SPEC section 10 gains every field it lacked, in the journal's order); CSV
+//! cells are kept as stored, the two columns added to an older header; every other line stays
+//! as it was.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -10,13 +13,12 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use indexmap::IndexMap;
-use serde::Deserialize;
-
-use super::journal::{ResultsFormat, csv_line, rfc3339, sync_parent_dir, unneutralise};
+use super::journal::sync_parent_dir;
+use super::record::{Counting, Record, RecordReader, ResultsFormat, csv_line, rfc3339};
 use super::resume::ResumeError;
 use crate::graph::model::{Action, Provider};
 use crate::outcome::{Effect, RowStatus};
+use crate::sanitize::unquote_formula;
 
 /// A succeeded record: the action that was accepted, and what was seen of it so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,139 +37,36 @@ pub struct ActedRecord {
 /// What the rounds decided for a record, by `clientRequestId`.
 pub type Effects = HashMap<String, (Effect, Option<SystemTime>)>;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Fields {
-    #[serde(default)]
-    row: Option<u64>,
-    #[serde(default)]
-    identity_account_id: String,
-    #[serde(default)]
-    account_id: String,
-    #[serde(default)]
-    action: String,
-    #[serde(default)]
-    identity_provider: Option<String>,
-    status: RowStatus,
-    #[serde(default)]
-    client_request_id: Option<String>,
-    #[serde(default)]
-    started_at: Option<String>,
-    #[serde(default)]
-    effect: Option<String>,
+/// The succeeded records of the results at `path`: of each row the record that counts
+/// ([`Counting`]), when it succeeded and names its request. A line that is not a record stops
+/// the read, naming it.
+pub fn acted_records(path: &Path) -> Result<Vec<ActedRecord>, ResumeError> {
+    let mut reader = RecordReader::open(path)?;
+    let mut counting = Counting::default();
+    while let Some((_, record)) = reader.next_record()? {
+        counting.offer(&record, acted);
+    }
+    // A row carried over to another line by a resumed run is still one request.
+    let mut by_request = indexmap::IndexMap::new();
+    for (_, status, acted) in counting.into_counted() {
+        if let (RowStatus::Succeeded, Some(acted)) = (status, acted) {
+            by_request.insert(acted.client_request_id.clone(), acted);
+        }
+    }
+    Ok(by_request.into_values().collect())
 }
 
-/// The succeeded records of the results at `path`, the latest record of each request. A line
-/// that is not a record stops the read, naming it.
-pub fn acted_records(path: &Path) -> Result<Vec<ActedRecord>, ResumeError> {
-    let not_a_record = |line: u64, reason: String| ResumeError::NotARecord {
-        path: path.to_path_buf(),
-        line,
-        reason,
-    };
-    let io_error = |cause| ResumeError::Io {
-        path: path.to_path_buf(),
-        cause,
-    };
-    let mut fields: Vec<(u64, Fields)> = Vec::new();
-    match ResultsFormat::from_path(path) {
-        ResultsFormat::Jsonl => {
-            let file = File::open(path).map_err(io_error)?;
-            for (number, line) in BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(io_error)?;
-                let number = number as u64 + 1;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let record: Fields = serde_json::from_str(&line)
-                    .map_err(|error| not_a_record(number, error.to_string()))?;
-                fields.push((number, record));
-            }
-        }
-        ResultsFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .flexible(true)
-                .from_path(path)
-                .map_err(|error| not_a_record(1, error.to_string()))?;
-            let headers = reader
-                .headers()
-                .map_err(|error| not_a_record(1, error.to_string()))?
-                .clone();
-            for record in reader.records() {
-                let record = record.map_err(|error| {
-                    let line = error.position().map_or(0, csv::Position::line);
-                    not_a_record(line, error.to_string())
-                })?;
-                let line = record.position().map_or(0, csv::Position::line);
-                let cell = |name: &str| {
-                    headers
-                        .iter()
-                        .position(|h| h == name)
-                        .and_then(|i| record.get(i))
-                        .map(|cell| unneutralise(cell).to_owned())
-                        .filter(|cell| !cell.is_empty())
-                };
-                let status = match cell("status").as_deref() {
-                    Some("succeeded") => RowStatus::Succeeded,
-                    Some("failed") => RowStatus::Failed,
-                    Some("skipped") => RowStatus::Skipped,
-                    Some("not_attempted") => RowStatus::NotAttempted,
-                    other => {
-                        return Err(not_a_record(
-                            line,
-                            format!("unknown status {:?}", other.unwrap_or_default()),
-                        ));
-                    }
-                };
-                fields.push((
-                    line,
-                    Fields {
-                        row: cell("row").and_then(|r| r.parse().ok()),
-                        identity_account_id: cell("identityAccountId").unwrap_or_default(),
-                        account_id: cell("accountId").unwrap_or_default(),
-                        action: cell("action").unwrap_or_default(),
-                        identity_provider: cell("identityProvider"),
-                        status,
-                        client_request_id: cell("clientRequestId"),
-                        started_at: cell("startedAt"),
-                        effect: cell("effect"),
-                    },
-                ));
-            }
-        }
-    }
-    let mut latest: IndexMap<String, ActedRecord> = IndexMap::new();
-    for (line, record) in fields {
-        let Some(client_request_id) = record.client_request_id.filter(|id| !id.is_empty()) else {
-            continue;
-        };
-        if record.status != RowStatus::Succeeded {
-            latest.shift_remove(&client_request_id);
-            continue;
-        }
-        let action = Action::parse(&record.action)
-            .ok_or_else(|| not_a_record(line, format!("unknown action {:?}", record.action)))?;
-        latest.insert(
-            client_request_id.clone(),
-            ActedRecord {
-                client_request_id,
-                row: record.row.unwrap_or_default(),
-                identity_account_id: record.identity_account_id,
-                account_id: record.account_id,
-                provider: record
-                    .identity_provider
-                    .as_deref()
-                    .and_then(Provider::parse),
-                action,
-                started_at: record
-                    .started_at
-                    .as_deref()
-                    .and_then(|t| humantime::parse_rfc3339(t).ok()),
-                effect: record.effect.as_deref().and_then(Effect::parse),
-            },
-        );
-    }
-    Ok(latest.into_values().collect())
+fn acted(record: &Record) -> Option<ActedRecord> {
+    Some(ActedRecord {
+        client_request_id: record.client_request_id.clone()?,
+        row: record.row,
+        identity_account_id: record.identity_account_id.clone(),
+        account_id: record.account_id.clone(),
+        provider: record.identity_provider,
+        action: record.action,
+        started_at: record.started_at,
+        effect: record.effect,
+    })
 }
 
 /// Sets `effect` and `confirmedAt` on every record `effects` names (by `clientRequestId`), in a
@@ -191,15 +90,6 @@ pub fn rewrite(path: &Path, effects: &Effects) -> io::Result<u64> {
     Ok(changed)
 }
 
-fn values(effect: Effect, at: Option<SystemTime>) -> (serde_json::Value, serde_json::Value) {
-    (
-        serde_json::Value::from(effect.as_str()),
-        at.map_or(serde_json::Value::Null, |at| {
-            serde_json::Value::from(rfc3339(at))
-        }),
-    )
-}
-
 fn rewrite_jsonl(path: &Path, effects: &Effects, out: &mut File) -> io::Result<u64> {
     let mut out = io::BufWriter::new(out);
     let mut reader = BufReader::new(File::open(path)?);
@@ -213,47 +103,28 @@ fn rewrite_jsonl(path: &Path, effects: &Effects, out: &mut File) -> io::Result<u
         // A line that is not a whole record (a torn last line) is kept as it is.
         let parsed = line
             .ends_with(b"\n")
-            .then(|| serde_json::from_slice::<IndexMap<String, serde_json::Value>>(&line).ok())
+            .then(|| serde_json::from_slice::<Record>(&line).ok())
             .flatten();
         let Some(mut record) = parsed else {
             out.write_all(&line)?;
             continue;
         };
         let decided = record
-            .get("clientRequestId")
-            .and_then(|id| id.as_str())
+            .client_request_id
+            .as_deref()
             .and_then(|id| effects.get(id));
         let Some((effect, at)) = decided else {
             out.write_all(&line)?;
             continue;
         };
-        let (effect, at) = values(*effect, *at);
-        set_after_resolved_by(&mut record, "effect", effect);
-        set_after_resolved_by(&mut record, "confirmedAt", at);
+        record.effect = Some(*effect);
+        record.confirmed_at = *at;
         serde_json::to_writer(&mut out, &record).map_err(io::Error::other)?;
         out.write_all(b"\n")?;
         changed += 1;
     }
     out.flush()?;
     Ok(changed)
-}
-
-/// Sets `key` in place, or (a record written before the field existed) inserts it after
-/// `resolvedBy` and what follows it of these fields, as the journal orders them.
-fn set_after_resolved_by(
-    record: &mut IndexMap<String, serde_json::Value>,
-    key: &str,
-    value: serde_json::Value,
-) {
-    if let Some(slot) = record.get_mut(key) {
-        *slot = value;
-        return;
-    }
-    let after = ["confirmedAt", "effect", "resolvedBy", "finishedAt"]
-        .iter()
-        .find_map(|name| record.get_index_of(*name))
-        .map_or(record.len(), |at| at + 1);
-    record.shift_insert(after, key.to_owned(), value);
 }
 
 fn rewrite_csv(path: &Path, effects: &Effects, out: &mut File) -> io::Result<u64> {
@@ -297,7 +168,7 @@ fn rewrite_csv(path: &Path, effects: &Effects, out: &mut File) -> io::Result<u64
         }
         let decided = request_at
             .and_then(|at| cells.get(at))
-            .and_then(|id| effects.get(unneutralise(id)));
+            .and_then(|id| effects.get(unquote_formula(id)));
         if let (Some((effect, at)), Some(effect_at), Some(confirmed_at)) =
             (decided, effect_at, confirmed_at)
         {

@@ -4,58 +4,15 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
-
-use serde::ser::{SerializeMap, Serializer};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::graph::model::Provider;
-use crate::input::IdentityColumn;
-use crate::outcome::{Effect, Entry, InflightNote, Outcome};
-use crate::sanitize::{quote_formula, unquote_formula};
+use super::record::{FIELDS, Record, ResultsFormat, carry_names, csv_line};
+use crate::outcome::{Entry, InflightNote, Outcome};
 
-/// The fixed fields, in the order SPEC section 5 gives; carried columns follow.
-pub const FIELDS: [&str; 18] = [
-    "correlationId",
-    "row",
-    "identityAccountId",
-    "accountId",
-    "action",
-    "identityProvider",
-    "status",
-    "httpStatus",
-    "attempts",
-    "errorCode",
-    "errorMessage",
-    "requestId",
-    "clientRequestId",
-    "startedAt",
-    "finishedAt",
-    "resolvedBy",
-    "effect",
-    "confirmedAt",
-];
-
-/// The fields every results file holds: those after them came later (`resolvedBy` with the
-/// lookup, `effect` and `confirmedAt` with SPEC section 10), and older files lack them.
-pub const REQUIRED_FIELDS: usize = 15;
-
-/// The results file's format, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResultsFormat {
-    Jsonl,
-    Csv,
-}
-
-impl ResultsFormat {
-    pub fn from_path(path: &Path) -> ResultsFormat {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(ext) if ext.eq_ignore_ascii_case("csv") => ResultsFormat::Csv,
-            _ => ResultsFormat::Jsonl,
-        }
-    }
-}
+// Where the commands have always found them.
+pub(crate) use super::record::{carry_names_besides, rfc3339};
 
 /// Where a run's records go in the results file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,22 +120,16 @@ impl Journal {
 
     /// Appends one record (buffered; call [`Journal::flush`] to push it to the file).
     pub fn append(&mut self, outcome: &Outcome) -> io::Result<()> {
+        let record = Record::of(outcome, &self.carry_names);
         match self.format {
             ResultsFormat::Jsonl => {
-                let record = JsonRecord {
-                    outcome,
-                    carry_names: &self.carry_names,
-                };
                 serde_json::to_writer(&mut self.out, &record).map_err(io::Error::other)?;
                 self.out.write_all(b"\n")
             }
             ResultsFormat::Csv => {
-                let cells = csv_cells(outcome);
-                let cells = cells
-                    .iter()
-                    .map(String::as_str)
-                    .chain(outcome.job.carry.iter().map(String::as_str));
-                self.out.write_all(&csv_line(cells)?)
+                let cells = record.csv_cells()?;
+                self.out
+                    .write_all(&csv_line(cells.iter().map(String::as_str))?)
             }
         }
     }
@@ -265,23 +216,29 @@ pub fn write_entries(
                 // The notes reach the disk before their requests leave.
                 result = sinks.sync_inflight();
             }
-            let due = oldest_unsynced.is_some_and(|t| t.elapsed() >= SYNC_INTERVAL);
-            if result.is_ok() && (unsynced >= SYNC_EVERY || due) {
-                result = sinks.sync();
-                unsynced = 0;
-                oldest_unsynced = None;
-            }
             if let Err(error) = result {
                 on_failure(&error);
                 failure = Some(error);
             }
         }
+        // The requests go as soon as their notes are on disk: the records' group sync below
+        // is no business of theirs, and waiting for it too cost every noted request a second
+        // fdatasync (issue 17 item 8).
         for ack in acks.drain(..) {
             let answer = match &failure {
                 None => Ok(()),
                 Some(error) => Err(refused_note(Some(error))),
             };
             let _ = ack.send(answer);
+        }
+        let due = oldest_unsynced.is_some_and(|t| t.elapsed() >= SYNC_INTERVAL);
+        if failure.is_none() && (unsynced >= SYNC_EVERY || due) {
+            unsynced = 0;
+            oldest_unsynced = None;
+            if let Err(error) = sinks.sync() {
+                on_failure(&error);
+                failure = Some(error);
+            }
         }
     }
     if failure.is_none()
@@ -329,6 +286,9 @@ impl Sinks {
 pub struct InflightLog {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Notes written since the last sync: a sync with none to cover is skipped, since the
+    /// records' group sync follows the notes' own (issue 17 item 8).
+    unsynced: bool,
 }
 
 impl InflightLog {
@@ -346,10 +306,12 @@ impl InflightLog {
         Ok(InflightLog {
             path,
             out: BufWriter::new(file),
+            unsynced: false,
         })
     }
 
     fn append(&mut self, note: &InflightNote) -> io::Result<()> {
+        self.unsynced = true;
         serde_json::to_writer(&mut self.out, note).map_err(io::Error::other)?;
         self.out.write_all(b"\n")
     }
@@ -359,8 +321,13 @@ impl InflightLog {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
         self.out.flush()?;
-        self.out.get_ref().sync_data()
+        self.out.get_ref().sync_data()?;
+        self.unsynced = false;
+        Ok(())
     }
 
     /// Called once every row has its record: nothing is in flight any more.
@@ -430,193 +397,4 @@ pub fn sync_parent_dir(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
-}
-
-/// Formats CSV lines with the csv crate (quoting, CRLF). A cell that a spreadsheet would run as a
-/// formula (it starts with `=`, `+`, `-`, `@`, tab or CR: OWASP's CSV-injection guidance) gets a
-/// `'` first, since identity fields and notes are attacker-influenced; the csv crate only quotes.
-/// The tool's CSV input reader takes the `'` off again ([`unquote_formula`]), so a file it wrote
-/// runs as it is (issue 16).
-pub(crate) fn csv_line<'c>(cells: impl Iterator<Item = &'c str>) -> io::Result<Vec<u8>> {
-    let mut writer = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .buffer_capacity(512)
-        .from_writer(Vec::with_capacity(512));
-    for cell in cells {
-        writer.write_field(quote_formula(cell).as_ref())?;
-    }
-    writer.write_record(None::<&[u8]>)?;
-    writer.into_inner().map_err(|e| e.into_error())
-}
-
-/// Undoes the `'` the CSV writer puts before formula-like cells.
-pub(crate) fn unneutralise(cell: &str) -> &str {
-    unquote_formula(cell)
-}
-
-/// Carried column names as the results write them: a name that clashes with a fixed field, or
-/// with an earlier column, is renamed `input.<name>` (then `input.<name>.2`, ...), so that no
-/// JSON record holds a key twice (issue 10).
-pub(crate) fn carry_names(columns: &[String]) -> Vec<String> {
-    carry_names_besides(columns, &FIELDS)
-}
-
-/// [`carry_names`] beside other fixed columns than the results' (`resolve`'s output).
-pub(crate) fn carry_names_besides(columns: &[String], fixed: &[&str]) -> Vec<String> {
-    let mut taken: std::collections::HashSet<String> =
-        fixed.iter().map(|field| (*field).to_owned()).collect();
-    columns
-        .iter()
-        .map(|name| {
-            let mut candidate = if taken.contains(name) {
-                format!("input.{name}")
-            } else {
-                name.clone()
-            };
-            let mut n = 2;
-            while taken.contains(&candidate) {
-                candidate = format!("input.{name}.{n}");
-                n += 1;
-            }
-            taken.insert(candidate.clone());
-            candidate
-        })
-        .collect()
-}
-
-pub fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
-struct JsonRecord<'a> {
-    outcome: &'a Outcome,
-    carry_names: &'a [String],
-}
-
-impl serde::Serialize for JsonRecord<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let o = self.outcome;
-        let mut map = serializer.serialize_map(Some(FIELDS.len() + self.carry_names.len()))?;
-        map.serialize_entry("correlationId", &o.correlation_id)?;
-        map.serialize_entry("row", &o.job.row)?;
-        map.serialize_entry("identityAccountId", &o.job.identity_account_id)?;
-        map.serialize_entry("accountId", &o.job.account_id)?;
-        map.serialize_entry("action", o.job.action.as_str())?;
-        map.serialize_entry("identityProvider", &o.job.provider.map(Provider::as_str))?;
-        map.serialize_entry("status", o.status.as_str())?;
-        map.serialize_entry("httpStatus", &o.http_status)?;
-        map.serialize_entry("attempts", &o.attempts)?;
-        map.serialize_entry("errorCode", &o.error_code)?;
-        map.serialize_entry("errorMessage", &o.error_message)?;
-        map.serialize_entry("requestId", &o.request_id)?;
-        map.serialize_entry("clientRequestId", &o.client_request_id)?;
-        map.serialize_entry("startedAt", &o.started_at.map(rfc3339))?;
-        map.serialize_entry("finishedAt", &o.finished_at.map(rfc3339))?;
-        map.serialize_entry("resolvedBy", &o.job.resolved_by.map(IdentityColumn::as_str))?;
-        map.serialize_entry("effect", &o.effect.map(Effect::as_str))?;
-        map.serialize_entry("confirmedAt", &o.confirmed_at.map(rfc3339))?;
-        for (name, value) in self.carry_names.iter().zip(&o.job.carry) {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
-fn csv_cells(o: &Outcome) -> [String; 18] {
-    let text = |value: &Option<String>| value.clone().unwrap_or_default();
-    [
-        text(&o.correlation_id),
-        o.job.row.to_string(),
-        o.job.identity_account_id.clone(),
-        o.job.account_id.clone(),
-        o.job.action.as_str().to_owned(),
-        o.job
-            .provider
-            .map(Provider::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        o.status.as_str().to_owned(),
-        o.http_status.map(|s| s.to_string()).unwrap_or_default(),
-        o.attempts.to_string(),
-        text(&o.error_code),
-        text(&o.error_message),
-        text(&o.request_id),
-        text(&o.client_request_id),
-        o.started_at.map(rfc3339).unwrap_or_default(),
-        o.finished_at.map(rfc3339).unwrap_or_default(),
-        o.job
-            .resolved_by
-            .map(IdentityColumn::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        o.effect.map(Effect::as_str).unwrap_or_default().to_owned(),
-        o.confirmed_at.map(rfc3339).unwrap_or_default(),
-    ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cell(text: &str) -> String {
-        let line = csv_line([text].into_iter()).unwrap();
-        String::from_utf8(line)
-            .unwrap()
-            .trim_end_matches("\r\n")
-            .to_owned()
-    }
-
-    #[test]
-    fn csv_cells_that_look_like_formulas_are_neutralised() {
-        assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(cell("+1"), "'+1");
-        assert_eq!(cell("-2"), "'-2");
-        assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(cell("\tx"), "'\tx");
-        assert_eq!(cell("plain"), "plain");
-        assert_eq!(cell("a,b"), "\"a,b\"");
-        assert_eq!(cell("S-1-5-21"), "S-1-5-21", "a dash inside is harmless");
-        for text in ["=1", "-id5", "a\"b", "x\r\ny"] {
-            assert_eq!(unneutralise(&read_back(&cell(text))), text, "{text:?}");
-        }
-    }
-
-    /// The one cell of a CSV line, as a reader sees it.
-    fn read_back(line: &str) -> String {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_reader(line.as_bytes());
-        reader.records().next().unwrap().unwrap()[0].to_owned()
-    }
-
-    #[test]
-    fn clashing_carry_columns_are_renamed() {
-        assert_eq!(
-            carry_names(&["status".into(), "upn".into()]),
-            vec!["input.status".to_owned(), "upn".to_owned()]
-        );
-    }
-
-    #[test]
-    fn issue_10_no_two_carried_columns_share_a_name() {
-        let names = carry_names(&[
-            "ticket".into(),
-            "ticket".into(),
-            "status".into(),
-            "input.status".into(),
-            "input.ticket".into(),
-        ]);
-        assert_eq!(
-            names,
-            vec![
-                "ticket",
-                "input.ticket",
-                "input.status",
-                "input.input.status",
-                "input.input.ticket"
-            ]
-        );
-        let unique: std::collections::HashSet<&String> = names.iter().collect();
-        assert_eq!(unique.len(), names.len());
-    }
 }

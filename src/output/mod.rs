@@ -11,6 +11,7 @@ pub mod lock;
 pub mod paths;
 pub mod plan;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod resume;
 pub(crate) mod sheet;

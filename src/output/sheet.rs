@@ -14,7 +14,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::journal::{ResultsFormat, csv_line, sync_parent_dir};
+use super::journal::sync_parent_dir;
+use super::record::{ResultsFormat, csv_line};
 use crate::sanitize::escape_controls;
 
 /// Writes `rows` (cells aligned with `columns`) to `target`.

@@ -9,16 +9,16 @@
 //! takes the `'` off again, so the undo file replays the ids exactly (issues 10 and 16).
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::Path;
 
 use serde_json::Value;
 
-use super::journal::{FIELDS, ResultsFormat, carry_names, unneutralise};
+use super::record::{Counting, FIELDS, Record, RecordReader, carry_names};
 use super::sheet::write_sheet;
 use crate::graph::model::{Action, Provider};
-use crate::input::plan::{AccountKey, RowKey};
+use crate::input::plan::RowKey;
+use crate::outcome::{Effect, RowStatus};
 
 /// One undo row: the ids, the opposite action, and the carried cells (by the input's names).
 struct UndoRow {
@@ -30,77 +30,43 @@ struct UndoRow {
 }
 
 /// Writes the undo file for the results at `results` to `target`; returns how many rows it holds.
-/// `carry_columns` are the input's carried columns (the results may have renamed some).
+/// `carry_columns` are the input's carried columns (the results may have renamed some). Which
+/// record of a row counts is [`Counting`]'s rule; a line that is no record is left out (the
+/// results were checked when the run read them).
 pub fn write_undo(results: &Path, target: &Path, carry_columns: &[String]) -> io::Result<u64> {
     let results_names = carry_names(carry_columns);
-    let mut rows = Vec::new();
-    let mut seen: HashSet<RowKey> = HashSet::new();
-    let mut keep = |row: UndoRow| {
-        let key = RowKey::new(
-            AccountKey::new(&row.identity_account_id, &row.account_id),
-            row.action,
-            Some(row.provider),
-        );
-        if seen.insert(key) {
-            rows.push(row);
-        }
-    };
-    match ResultsFormat::from_path(results) {
-        ResultsFormat::Jsonl => {
-            for line in BufReader::new(File::open(results)?).lines() {
-                let line = line?;
-                let Ok(record) =
-                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line)
-                else {
-                    continue;
-                };
-                let text = |name: &str| record.get(name).and_then(|v| v.as_str()).unwrap_or("");
-                if let Some(row) = undo_row(&text, &results_names) {
-                    keep(row);
-                }
-            }
-        }
-        ResultsFormat::Csv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .flexible(true)
-                .from_path(results)
-                .map_err(io::Error::other)?;
-            let headers = reader.headers().map_err(io::Error::other)?.clone();
-            for record in reader.records() {
-                let Ok(record) = record else { continue };
-                let text = |name: &str| {
-                    headers
-                        .iter()
-                        .position(|h| h == name)
-                        .and_then(|i| record.get(i))
-                        .map(unneutralise)
-                        .unwrap_or("")
-                };
-                if let Some(row) = undo_row(&text, &results_names) {
-                    keep(row);
-                }
-            }
+    let mut reader = RecordReader::open(results).map_err(io::Error::other)?;
+    let mut counting = Counting::default();
+    while let Some(line) = reader.next_line().map_err(io::Error::other)? {
+        if let Ok(record) = line.record {
+            counting.offer(&record, |record| undo_row(record, &results_names));
         }
     }
+    // One undo row for each action, however many rows asked for it.
+    let mut seen: HashSet<RowKey> = HashSet::new();
+    let rows: Vec<UndoRow> = counting
+        .into_counted()
+        .filter(|(name, status, _)| *status == RowStatus::Succeeded && seen.insert(name.key))
+        .filter_map(|(_, _, row)| row)
+        .collect();
     write_rows(target, carry_columns, &rows)?;
     Ok(rows.len() as u64)
 }
 
 /// The undo row for one record, if it succeeded with an action that has an opposite.
-fn undo_row<'r>(text: &impl Fn(&str) -> &'r str, results_names: &[String]) -> Option<UndoRow> {
+fn undo_row(record: &Record, results_names: &[String]) -> Option<UndoRow> {
     // An action that never took effect (SPEC section 10) needs no undo.
-    if text("status") != "succeeded" || text("effect") == "notConfirmed" {
+    if record.status != RowStatus::Succeeded || record.effect == Some(Effect::NotConfirmed) {
         return None;
     }
-    let action = Action::parse(text("action"))?.opposite()?;
     Some(UndoRow {
-        identity_account_id: text("identityAccountId").to_owned(),
-        account_id: text("accountId").to_owned(),
-        action,
-        provider: Provider::parse(text("identityProvider"))?,
+        identity_account_id: record.identity_account_id.clone(),
+        account_id: record.account_id.clone(),
+        action: record.action.opposite()?,
+        provider: record.identity_provider?,
         carry: results_names
             .iter()
-            .map(|name| text(name).to_owned())
+            .map(|name| record.carried.get(name).cloned().unwrap_or_default())
             .collect(),
     })
 }
@@ -124,4 +90,43 @@ fn write_rows(target: &Path, carry_columns: &[String], rows: &[UndoRow]) -> io::
         .collect()
     });
     write_sheet(target, &columns, cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jsonl_undo_file_keeps_the_inputs_column_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.jsonl");
+        let record = |row: u64, status: &str| {
+            format!(
+                r#"{{"correlationId":null,"row":{row},"identityAccountId":"ia-{row}","accountId":"acc-{row}","action":"disable","identityProvider":"okta","status":"{status}","httpStatus":null,"attempts":1,"errorCode":null,"errorMessage":null,"requestId":null,"clientRequestId":"k{row}","startedAt":null,"finishedAt":null,"zeta":"z{row}","alpha":"a{row}"}}"#
+            )
+        };
+        let lines = [
+            record(2, "failed"),
+            record(3, "succeeded"),
+            record(2, "succeeded"),
+            record(3, "failed"),
+        ];
+        std::fs::write(&results, lines.join("\n") + "\n").unwrap();
+        let target = dir.path().join("undo.jsonl");
+        let columns = ["zeta".to_owned(), "alpha".to_owned()];
+        assert_eq!(write_undo(&results, &target, &columns).unwrap(), 2);
+        let text = std::fs::read_to_string(&target).unwrap();
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            r#"{"identityAccountId":"ia-2","accountId":"acc-2","action":"enable","identityProvider":"okta","zeta":"z2","alpha":"a2"}"#,
+            "the undo rows keep the results' order of rows and the input's order of columns"
+        );
+        assert!(
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .contains(r#""identityAccountId":"ia-3""#)
+        );
+    }
 }

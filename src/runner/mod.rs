@@ -104,6 +104,9 @@ impl Shared {
     }
 }
 
+/// How many rows may wait for a worker, per worker, each with its first in-flight note sent.
+pub(crate) const NOTE_LOOKAHEAD: usize = 4;
+
 /// Runs every row from `rows` and sends one outcome per row to `outcome_tx`. Returns when every
 /// row has been accounted for.
 pub async fn run_batch(
@@ -112,7 +115,12 @@ pub async fn run_batch(
     entry_tx: mpsc::Sender<Entry>,
 ) {
     let concurrency = shared.settings.concurrency.max(1);
-    let (work_tx, work_rx) = async_channel::bounded::<queue::Dispatched>(concurrency);
+    // Rows wait here with their first in-flight note already on its way to disk. Four rows
+    // queued for each in flight give the writer's fdatasync (about 3 ms on the project's machine)
+    // time to finish while the rows ahead of them are sent, so at unlimited rate a worker seldom
+    // waits for its note (issue 17 item 8); at Graph's own rates the queue is never that full.
+    let (work_tx, work_rx) =
+        async_channel::bounded::<queue::Dispatched>(concurrency.saturating_mul(NOTE_LOOKAHEAD));
     let (done_tx, done_rx) = mpsc::unbounded_channel::<AccountKey>();
     let dispatcher = queue::Dispatcher {
         input: rows,
@@ -816,6 +824,57 @@ mod tests {
             took < sync * 8,
             "40 rows took {took:?} with a {sync:?} fsync: each note waited on its row's path"
         );
+    }
+
+    /// While the notes' fsync runs, the dispatcher hands on as many rows as [`NOTE_LOOKAHEAD`]
+    /// allows for each worker, each with its note sent: four workers, 4 + 16 notes (and the
+    /// dispatcher's next) in one fsync's batch, not 4 + 4 (issue 17 item 8).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue_17_rows_queue_four_deep_per_worker_with_their_notes_sent() {
+        let mock = mock(false).await;
+        let settings = RunSettings {
+            concurrency: 4,
+            rate: crate::units::parse_rate("1000000/s").unwrap(),
+            burst: NonZeroU32::new(1000).unwrap(),
+            retry: RetryPolicy::default(),
+            max_failures: None,
+        };
+        let shared = shared_with(&mock, settings);
+        let (row_tx, row_rx) = mpsc::channel(8);
+        let (entry_tx, mut entry_rx) = mpsc::channel(256);
+        let writer = tokio::spawn(async move {
+            let mut waiting = Vec::new();
+            // The first fsync takes 300 ms; whatever is noted by then is its batch.
+            let first_sync = tokio::time::sleep(Duration::from_millis(300));
+            tokio::pin!(first_sync);
+            loop {
+                tokio::select! {
+                    () = &mut first_sync => break,
+                    entry = entry_rx.recv() => match entry {
+                        Some(Entry::Started { ack, .. }) => waiting.push(ack),
+                        Some(_) => {}
+                        None => break,
+                    },
+                }
+            }
+            let batch = waiting.len();
+            for ack in waiting.drain(..) {
+                let _ = ack.send(Ok(()));
+            }
+            while let Some(entry) = entry_rx.recv().await {
+                if let Entry::Started { ack, .. } = entry {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            batch
+        });
+        let rows = (0..40).map(|row| (job(row), Verdict::Send)).collect();
+        row_tx.send(rows).await.unwrap();
+        drop(row_tx);
+        run_batch(shared, row_rx, entry_tx).await;
+        // The rows the workers hold, those queued, and the one the dispatcher waits to queue.
+        assert_eq!(writer.await.unwrap(), 4 * (1 + NOTE_LOOKAHEAD) + 1);
+        assert_eq!(mock.stats().graph_requests, 40);
     }
 
     /// A row the dispatcher noted that reaches a worker after the run stopped is recorded

@@ -94,6 +94,16 @@ async fn issue_12_resolve_writes_the_ids_back_and_lists_what_it_cannot_resolve()
     }
     assert_eq!(rows[3]["resolvedBy"], "", "unresolved rows say so");
     assert_eq!(rows[3]["AccountUpn"], "nobody@contoso.com");
+    // The input's columns keep their order (issue 17: serde_json's map sorted them).
+    let text = std::fs::read_to_string(h.path("resolved.jsonl")).unwrap();
+    let first = text.lines().next().unwrap();
+    let at = |key: &str| first.find(&format!("\"{key}\":")).unwrap();
+    assert!(
+        at("AccountUpn") < at("OnPremSid")
+            && at("OnPremSid") < at("AccountObjectId")
+            && at("AccountObjectId") < at("ticket"),
+        "{first}"
+    );
 
     let posts = h
         .mock

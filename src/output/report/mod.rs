@@ -18,9 +18,10 @@
 //! hash, and the listed ones among them are named by a second read (issue 16).
 //! The snapshot is streamed after the results, keeping only the identities of the listed rows.
 //!
-//! A results file from an interrupted `--resume` may hold two records for one row's account: the
-//! last one counts, as it does for `--resume` and the undo file. A row that acted on all of a
-//! person's accounts (issue 20) holds one record for each, and each counts.
+//! A results file from an interrupted `--resume` may hold two records for one row: the one that
+//! counts is [`Counting`]'s, as for `--resume`, the undo file and `confirm`. A row that acted on
+//! all of a person's accounts (issue 20) holds one record for each account, and each counts: the
+//! account is part of the row's key.
 //!
 //! When the records say what was seen of each action (`effect`, SPEC section 10), the counts and
 //! the per-row table show it, and the undo advice leaves out actions that never took effect.
@@ -30,22 +31,20 @@ pub mod markdown;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::{self, Write as _};
-use std::fs::File;
+use std::fmt::Write as _;
 use std::hash::Hasher;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::effects::EffectCounts;
-use super::journal::{FIELDS, ResultsFormat, unneutralise};
 use super::lock::{RunLock, RunState};
+use super::record::{Counting, FIELDS, ReadError, Record, RecordReader, ResultsFormat, rfc3339};
 use super::summary::{People, Tally, code_hint, resume_command, shell_words};
 use crate::graph::identity::Identity;
-use crate::graph::model::{Action, Provider, fold_name};
+use crate::graph::model::{Provider, fold_name};
 use crate::input::Field;
 use crate::outcome::{Effect, RowStatus};
 use crate::sanitize::printable;
@@ -764,97 +763,47 @@ fn bearer_end(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
 
 // --- reading the results ------------------------------------------------------------------------
 
-/// One results record's fields by name, whichever the file's format.
-enum Fields<'r> {
-    Json(&'r serde_json::Map<String, Value>),
-    Csv {
-        columns: &'r HashMap<String, usize>,
-        record: &'r csv::StringRecord,
-    },
-}
-
-impl Fields<'_> {
-    /// The field as text: empty when absent or null; CSV cells with the spreadsheet-safety
-    /// quote taken off.
-    fn text(&self, name: &str) -> Cow<'_, str> {
-        match self {
-            Fields::Json(map) => match map.get(name) {
-                Some(Value::String(text)) => Cow::Borrowed(text),
-                None | Some(Value::Null) => Cow::Borrowed(""),
-                Some(other) => Cow::Owned(other.to_string()),
+impl From<ReadError> for ReportError {
+    fn from(error: ReadError) -> ReportError {
+        match error {
+            ReadError::Io { path, cause } => ReportError::Unreadable { path, cause },
+            ReadError::NotARecord { path, line, reason } => ReportError::NotResults {
+                path,
+                line: Some(line),
+                reason,
             },
-            Fields::Csv { columns, record } => Cow::Borrowed(
-                columns
-                    .get(name)
-                    .and_then(|at| record.get(*at))
-                    .map(unneutralise)
-                    .unwrap_or(""),
-            ),
         }
-    }
-}
-
-/// The keys of a JSON object in the order they are written (serde_json's map sorts them).
-struct KeysInOrder(Vec<String>);
-
-impl<'de> Deserialize<'de> for KeysInOrder {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<KeysInOrder, D::Error> {
-        struct Keys;
-        impl<'de> Visitor<'de> for Keys {
-            type Value = KeysInOrder;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeysInOrder, A::Error> {
-                let mut keys = Vec::new();
-                while let Some((key, IgnoredAny)) = map.next_entry::<String, IgnoredAny>()? {
-                    keys.push(key);
-                }
-                Ok(KeysInOrder(keys))
-            }
-        }
-        deserializer.deserialize_map(Keys)
     }
 }
 
 /// The results' carried columns (the input's own columns, as the results name them), in order:
 /// from the CSV header, or the first JSONL record.
 pub fn carried_columns(results: &Path) -> Result<Vec<String>, ReportError> {
-    let unreadable = |cause| ReportError::Unreadable {
-        path: results.to_path_buf(),
-        cause,
-    };
-    let names = match ResultsFormat::from_path(results) {
-        ResultsFormat::Csv => {
-            let mut reader = csv_reader(results)?;
-            let headers = reader.headers().map_err(|e| unreadable(e.into()))?;
-            headers.iter().map(str::to_owned).collect()
+    if ResultsFormat::from_path(results) == ResultsFormat::Csv {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_path(results)
+            .map_err(|e| ReportError::Unreadable {
+                path: results.to_path_buf(),
+                cause: e.into(),
+            })?;
+        let headers = reader.headers().map_err(|e| ReportError::Unreadable {
+            path: results.to_path_buf(),
+            cause: e.into(),
+        })?;
+        return Ok(headers
+            .iter()
+            .filter(|name| !FIELDS.contains(name))
+            .map(str::to_owned)
+            .collect());
+    }
+    let mut reader = RecordReader::open(results)?;
+    while let Some(line) = reader.next_line()? {
+        if let Ok(record) = line.record {
+            return Ok(record.carried.into_keys().collect());
         }
-        ResultsFormat::Jsonl => {
-            let file = File::open(results).map_err(unreadable)?;
-            let mut names = Vec::new();
-            for line in BufReader::new(file).split(b'\n') {
-                let line = line.map_err(unreadable)?;
-                if let Ok(KeysInOrder(keys)) = serde_json::from_slice(&line) {
-                    names = keys;
-                    break;
-                }
-            }
-            names
-        }
-    };
-    Ok(names
-        .into_iter()
-        .filter(|name| !FIELDS.contains(&name.as_str()))
-        .collect())
-}
-
-fn csv_reader(results: &Path) -> Result<csv::Reader<File>, ReportError> {
-    let file = File::open(results).map_err(|cause| ReportError::Unreadable {
-        path: results.to_path_buf(),
-        cause,
-    })?;
-    Ok(csv::ReaderBuilder::new().flexible(true).from_reader(file))
+    }
+    Ok(Vec::new())
 }
 
 /// Calls `take` with every line of the results, in file order: its line number, and its record
@@ -862,82 +811,21 @@ fn csv_reader(results: &Path) -> Result<csv::Reader<File>, ReportError> {
 /// short); a file with lines but no record is refused, naming its first line.
 fn for_each_record(
     results: &Path,
-    take: &mut dyn FnMut(u64, Result<&Fields<'_>, &str>),
+    take: &mut dyn FnMut(u64, Result<&Record, &str>),
 ) -> Result<(), ReportError> {
-    let unreadable = |cause| ReportError::Unreadable {
-        path: results.to_path_buf(),
-        cause,
-    };
+    let mut reader = RecordReader::open(results)?;
     let mut records = 0u64;
     let mut first_bad: Option<(u64, String)> = None;
-    let mut bad =
-        |line: u64, reason: String, take: &mut dyn FnMut(u64, Result<&Fields<'_>, &str>)| {
-            take(line, Err(&reason));
-            if first_bad.is_none() {
-                first_bad = Some((line, reason));
+    while let Some(line) = reader.next_line()? {
+        match &line.record {
+            Ok(record) => {
+                records += 1;
+                take(line.number, Ok(record));
             }
-        };
-    match ResultsFormat::from_path(results) {
-        ResultsFormat::Jsonl => {
-            let file = File::open(results).map_err(unreadable)?;
-            for (at, line) in BufReader::new(file).split(b'\n').enumerate() {
-                let number = at as u64 + 1;
-                let line = line.map_err(unreadable)?;
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                match serde_json::from_slice::<serde_json::Map<String, Value>>(&line) {
-                    Ok(map) if map.contains_key("row") && map.contains_key("status") => {
-                        records += 1;
-                        take(number, Ok(&Fields::Json(&map)));
-                    }
-                    Ok(_) => bad(
-                        number,
-                        "a JSON object without row and status".to_owned(),
-                        take,
-                    ),
-                    Err(error) => bad(number, format!("not JSON: {error}"), take),
-                }
-            }
-        }
-        ResultsFormat::Csv => {
-            let mut reader = csv_reader(results)?;
-            let headers = reader.headers().map_err(|e| unreadable(e.into()))?.clone();
-            let columns: HashMap<String, usize> = headers
-                .iter()
-                .enumerate()
-                .map(|(at, name)| (name.to_owned(), at))
-                .collect();
-            if !columns.contains_key("row") || !columns.contains_key("status") {
-                return Err(ReportError::NotResults {
-                    path: results.to_path_buf(),
-                    line: Some(1),
-                    reason: "the header has no row and status columns".to_owned(),
-                });
-            }
-            let mut record = csv::StringRecord::new();
-            loop {
-                let number = reader.position().line();
-                match reader.read_record(&mut record) {
-                    Ok(false) => break,
-                    Ok(true) => {
-                        records += 1;
-                        let number = record.position().map_or(number, csv::Position::line);
-                        take(
-                            number,
-                            Ok(&Fields::Csv {
-                                columns: &columns,
-                                record: &record,
-                            }),
-                        );
-                    }
-                    Err(error) if matches!(error.kind(), csv::ErrorKind::Io(_)) => {
-                        return Err(unreadable(error.into()));
-                    }
-                    Err(error) => {
-                        let number = error.position().map_or(number, csv::Position::line);
-                        bad(number, csv_reason(&error), take);
-                    }
+            Err(reason) => {
+                take(line.number, Err(reason));
+                if first_bad.is_none() {
+                    first_bad = Some((line.number, reason.clone()));
                 }
             }
         }
@@ -952,21 +840,10 @@ fn for_each_record(
     }
 }
 
-/// Why a CSV line is not a record, without the position (the report names the line itself).
-fn csv_reason(error: &csv::Error) -> String {
-    match error.kind() {
-        csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_owned(),
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("{len} fields where the header has {expected_len}"),
-        _ => error.to_string(),
-    }
-}
-
 /// A row's latest status, kept for every row.
 #[derive(Debug, Clone, Copy)]
 struct RowDigest {
-    status: RowStatus,
+    line: u64,
     /// The hash of the error code ([`Gathering::hash_code`]), for failed rows.
     code: Option<u64>,
     undoable: bool,
@@ -980,13 +857,14 @@ struct RowDigest {
 /// account is a hash of its identity account, account and provider.
 type RecordAt = (u64, u64);
 
-fn record_at(line: u64, fields: &Fields<'_>) -> RecordAt {
+fn record_at(record: &Record) -> RecordAt {
     let mut hasher = std::hash::DefaultHasher::new();
-    for name in ["identityAccountId", "accountId", "identityProvider"] {
-        hasher.write(fields.text(name).as_bytes());
+    let provider = record.identity_provider.map(Provider::as_str).unwrap_or_default();
+    for text in [&*record.identity_account_id, &*record.account_id, provider] {
+        hasher.write(text.as_bytes());
         hasher.write_u8(0xff);
     }
-    (line, hasher.finish())
+    (record.row, hasher.finish())
 }
 
 /// The most error codes whose text and example message are kept while the results stream by
@@ -1032,7 +910,8 @@ impl PersonColumns {
 #[derive(Default)]
 struct Gathering {
     person: PersonColumns,
-    latest: HashMap<RecordAt, RowDigest>,
+    /// Every row's counting record ([`Counting`]'s rule, as for `--resume`).
+    latest: Counting<RowDigest>,
     listed: BTreeMap<RecordAt, ReportRow>,
     /// Every code seen, by hash: the order it was first seen in (ties are listed in it when
     /// not every code's text was kept).
@@ -1040,108 +919,82 @@ struct Gathering {
     /// The text of the first [`MAX_KEPT_CODES`] codes seen, by hash.
     code_texts: HashMap<u64, CodeText>,
     hasher: std::hash::RandomState,
-    first_started_at: Option<String>,
-    last_finished_at: Option<String>,
+    first_started_at: Option<SystemTime>,
+    last_finished_at: Option<SystemTime>,
     bad: BadLines,
-    superseded: u64,
-}
-
-fn parse_status(text: &str) -> Option<RowStatus> {
-    match text {
-        "succeeded" => Some(RowStatus::Succeeded),
-        "failed" => Some(RowStatus::Failed),
-        "skipped" => Some(RowStatus::Skipped),
-        "not_attempted" => Some(RowStatus::NotAttempted),
-        _ => None,
-    }
 }
 
 impl Gathering {
-    fn take(&mut self, at: u64, fields: Result<&Fields<'_>, &str>) {
-        let fields = match fields {
-            Ok(fields) => fields,
+    fn take(&mut self, at: u64, record: Result<&Record, &str>) {
+        let record = match record {
+            Ok(record) => record,
             Err(reason) => {
                 self.bad.push(at, reason);
                 return;
             }
         };
-        let Ok(line) = fields.text("row").parse::<u64>() else {
-            self.bad.push(at, "row is not a line number");
-            return;
-        };
-        let Some(status) = parse_status(&fields.text("status")) else {
-            self.bad.push(
-                at,
-                "status is none of succeeded, failed, skipped, not_attempted",
-            );
-            return;
-        };
-        // Times are RFC 3339 in UTC with milliseconds: their text sorts as they do.
-        let started = fields.text("startedAt");
-        if !started.is_empty()
-            && self
-                .first_started_at
-                .as_deref()
-                .is_none_or(|t| *started < *t)
-        {
-            self.first_started_at = Some(started.into_owned());
+        if let Some(started) = record.started_at {
+            self.first_started_at = Some(self.first_started_at.map_or(started, |t| t.min(started)));
         }
-        let finished = fields.text("finishedAt");
-        if !finished.is_empty()
-            && self
-                .last_finished_at
-                .as_deref()
-                .is_none_or(|t| *finished > *t)
-        {
-            self.last_finished_at = Some(finished.into_owned());
+        if let Some(finished) = record.finished_at {
+            self.last_finished_at =
+                Some(self.last_finished_at.map_or(finished, |t| t.max(finished)));
         }
-        let code = (status == RowStatus::Failed).then(|| self.code_of(fields));
-        let action = fields.text("action");
-        let provider = fields.text("identityProvider");
-        let effect = Effect::parse(&fields.text("effect"));
+        let status = record.status;
+        let code = (status == RowStatus::Failed).then(|| self.code_of(record));
         // An action that never took effect needs no undo (SPEC section 10).
         let undoable = status == RowStatus::Succeeded
-            && Action::parse(&action).and_then(Action::opposite).is_some()
-            && Provider::parse(&provider).is_some()
-            && effect != Some(Effect::NotConfirmed);
-        let identity = fields.text("identityAccountId");
+            && record.action.opposite().is_some()
+            && record.identity_provider.is_some()
+            && record.effect != Some(Effect::NotConfirmed);
+        let line = record.row;
         let digest = RowDigest {
-            status,
+            line,
             code,
             undoable,
-            effect,
-            person: People::key_of(&identity),
+            effect: record.effect,
+            person: People::key_of(&record.identity_account_id),
         };
-        let at = record_at(line, fields);
-        if self.latest.insert(at, digest).is_some() {
-            self.superseded += 1;
+        if !self.latest.offer(record, |_| digest) {
+            return;
         }
-        let listed_already = self.listed.contains_key(&at);
+        let key = record_at(record);
+        let listed_already = self.listed.contains_key(&key);
         let room = self.listed.len() < MAX_LISTED_ROWS;
-        let earlier_than_listed = self.listed.last_key_value().is_some_and(|(l, _)| at < *l);
+        let earlier_than_listed = self.listed.last_key_value().is_some_and(|(l, _)| key < *l);
         if listed_already || room || earlier_than_listed {
             let carried = |column: &Option<String>| {
                 column
-                    .as_deref()
-                    .map(|name| fields.text(name).into_owned())
+                    .as_ref()
+                    .and_then(|name| record.carried.get(name))
+                    .cloned()
                     .unwrap_or_default()
             };
+            let text = |value: &Option<String>| value.clone().unwrap_or_default();
             let row = ReportRow {
                 line,
                 display_name: carried(&self.person.display_name),
                 upn: carried(&self.person.upn),
-                identity_account_id: fields.text("identityAccountId").into_owned(),
-                account_id: fields.text("accountId").into_owned(),
-                action: action.into_owned(),
-                provider: provider.into_owned(),
+                identity_account_id: record.identity_account_id.clone(),
+                account_id: record.account_id.clone(),
+                action: record.action.as_str().to_owned(),
+                provider: record
+                    .identity_provider
+                    .map(Provider::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 status,
-                error_code: fields.text("errorCode").into_owned(),
-                correlation_id: fields.text("correlationId").into_owned(),
-                request_id: fields.text("requestId").into_owned(),
-                effect: fields.text("effect").into_owned(),
+                error_code: text(&record.error_code),
+                correlation_id: text(&record.correlation_id),
+                request_id: text(&record.request_id),
+                effect: record
+                    .effect
+                    .map(Effect::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
                 before: None,
             };
-            self.listed.insert(at, row);
+            self.listed.insert(key, row);
             if self.listed.len() > MAX_LISTED_ROWS {
                 self.listed.pop_last();
             }
@@ -1150,15 +1003,11 @@ impl Gathering {
 
     /// The failure's code as the summary tallies it: errorCode, else the HTTP status, else
     /// `unknown`.
-    fn code_text(fields: &Fields<'_>) -> String {
-        let code = fields.text("errorCode");
-        let http = fields.text("httpStatus");
-        if !code.is_empty() {
-            code.into_owned()
-        } else if !http.is_empty() {
-            format!("HTTP {http}")
-        } else {
-            "unknown".to_owned()
+    fn code_text(record: &Record) -> String {
+        match (&record.error_code, record.http_status) {
+            (Some(code), _) => code.clone(),
+            (None, Some(http)) => format!("HTTP {http}"),
+            (None, None) => "unknown".to_owned(),
         }
     }
 
@@ -1169,14 +1018,14 @@ impl Gathering {
 
     /// The failure's code, by hash; its text (with the first message as the group's example)
     /// kept for the first [`MAX_KEPT_CODES`] codes.
-    fn code_of(&mut self, fields: &Fields<'_>) -> u64 {
-        let code = Gathering::code_text(fields);
+    fn code_of(&mut self, record: &Record) -> u64 {
+        let code = Gathering::code_text(record);
         let hash = self.hash_code(&code);
         let order = u32::try_from(self.code_order.len()).unwrap_or(u32::MAX);
         if let std::collections::hash_map::Entry::Vacant(entry) = self.code_order.entry(hash) {
             entry.insert(order);
             if self.code_texts.len() < MAX_KEPT_CODES {
-                let example = fields.text("errorMessage").into_owned();
+                let example = record.error_message.clone().unwrap_or_default();
                 self.code_texts.insert(hash, CodeText { code, example });
             }
         }
@@ -1190,19 +1039,24 @@ impl Gathering {
         let mut undoable = 0;
         let mut effects = EffectCounts::default();
         let mut any_effect = false;
-        for ((line, _), digest) in &self.latest {
-            counts.people.push_key(digest.person, digest.status);
-            if digest.status == RowStatus::Succeeded {
+        let superseded = self.latest.not_counted();
+        let latest: Vec<(RowStatus, RowDigest)> = std::mem::take(&mut self.latest)
+            .into_counted()
+            .map(|(_, status, digest)| (status, digest))
+            .collect();
+        for (status, digest) in &latest {
+            counts.people.push_key(digest.person, *status);
+            if *status == RowStatus::Succeeded {
                 effects.push(digest.effect);
                 any_effect |= digest.effect.is_some();
             }
-            match digest.status {
+            match status {
                 RowStatus::Succeeded => counts.succeeded += 1,
                 RowStatus::Failed => counts.failed += 1,
                 RowStatus::Skipped => counts.skipped += 1,
                 RowStatus::NotAttempted => {
                     counts.not_attempted += 1;
-                    not_attempted.push(*line);
+                    not_attempted.push(digest.line);
                 }
             }
             if let Some(code) = digest.code {
@@ -1232,9 +1086,9 @@ impl Gathering {
         self.name_listed_codes(results, &ranked)?;
         let mut lines: HashMap<u64, Vec<u64>> =
             ranked.iter().map(|(hash, _)| (*hash, Vec::new())).collect();
-        for ((line, _), digest) in &self.latest {
+        for (_, digest) in &latest {
             if let Some(list) = digest.code.and_then(|code| lines.get_mut(&code)) {
-                list.push(*line);
+                list.push(digest.line);
             }
         }
         let failures: Vec<FailureGroup> = ranked
@@ -1262,8 +1116,8 @@ impl Gathering {
             lock,
             snapshot: Found::Missing,
             snapshot_path: PathBuf::new(),
-            first_started_at: self.first_started_at,
-            last_finished_at: self.last_finished_at,
+            first_started_at: self.first_started_at.map(rfc3339),
+            last_finished_at: self.last_finished_at.map(rfc3339),
             counts,
             rows: self.listed.into_values().collect(),
             failures,
@@ -1276,7 +1130,7 @@ impl Gathering {
             },
             bad_records: self.bad,
             bad_snapshot_lines: BadLines::default(),
-            superseded_records: self.superseded,
+            superseded_records: superseded,
         })
     }
 
@@ -1296,15 +1150,15 @@ impl Gathering {
             return Ok(());
         }
         let mut found: Vec<(u64, CodeText)> = Vec::new();
-        for_each_record(results, &mut |_, fields| {
-            let Ok(fields) = fields else { return };
-            if unnamed.is_empty() || fields.text("status") != "failed" {
+        for_each_record(results, &mut |_, record| {
+            let Ok(record) = record else { return };
+            if unnamed.is_empty() || record.status != RowStatus::Failed {
                 return;
             }
-            let code = Gathering::code_text(fields);
+            let code = Gathering::code_text(record);
             let hash = self.hash_code(&code);
             if unnamed.remove(&hash) {
-                let example = fields.text("errorMessage").into_owned();
+                let example = record.error_message.clone().unwrap_or_default();
                 found.push((hash, CodeText { code, example }));
             }
         })?;

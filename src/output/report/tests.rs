@@ -197,6 +197,25 @@ fn a_row_counts_by_its_last_record() {
 }
 
 #[test]
+fn a_later_record_that_sent_nothing_does_not_take_back_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = write_jsonl(
+        dir.path(),
+        "r.jsonl",
+        &[
+            record(2, "succeeded", None),
+            // A resumed run whose lookup refused the now-disabled account.
+            record(2, "failed", Some("actionNotOffered")),
+        ],
+    );
+    let report = gather(&results).unwrap();
+    assert_eq!((report.counts.succeeded, report.counts.failed), (1, 0));
+    assert_eq!(report.undoable, 1);
+    assert_eq!(report.rows[0].status, RowStatus::Succeeded);
+    assert_eq!(report.superseded_records, 1);
+}
+
+#[test]
 fn bad_lines_are_named_by_file_and_line_and_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.jsonl");
@@ -213,7 +232,10 @@ fn bad_lines_are_named_by_file_and_line_and_left_out() {
     let lines: Vec<u64> = report.bad_records.named.iter().map(|b| b.line).collect();
     assert_eq!(lines, [2, 4]);
     let notes = report.missing().join("\n");
-    assert!(notes.contains("r.jsonl:2 (status is none of"), "{notes}");
+    assert!(
+        notes.contains("r.jsonl:2 (unknown variant `perhaps`, expected one of `succeeded`"),
+        "{notes}"
+    );
     assert!(notes.contains("r.jsonl:4 (not JSON"), "{notes}");
 
     // Nothing but bad lines: no report, and the message names the first line.
@@ -233,7 +255,7 @@ fn bad_lines_are_named_by_file_and_line_and_left_out() {
 fn csv_results_are_read_with_the_spreadsheet_quote_taken_off() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.csv");
-    let header = crate::output::journal::FIELDS.join(",");
+    let header = crate::output::record::FIELDS.join(",");
     std::fs::write(
         &path,
         format!(
