@@ -138,9 +138,7 @@ impl<'a> Decider<'a> {
             (None, Some(directory)) => {
                 let earlier = self.earlier;
                 let done_earlier = |job: &Job| {
-                    earlier.is_some_and(|earlier| {
-                        earlier.succeeded(RowKey::of(job)).is_some()
-                    })
+                    earlier.is_some_and(|earlier| earlier.succeeded(RowKey::of(job)).is_some())
                 };
                 settle(&row, directory, &done_earlier)
             }

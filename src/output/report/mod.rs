@@ -859,7 +859,10 @@ type RecordAt = (u64, u64);
 
 fn record_at(record: &Record) -> RecordAt {
     let mut hasher = std::hash::DefaultHasher::new();
-    let provider = record.identity_provider.map(Provider::as_str).unwrap_or_default();
+    let provider = record
+        .identity_provider
+        .map(Provider::as_str)
+        .unwrap_or_default();
     for text in [&*record.identity_account_id, &*record.account_id, provider] {
         hasher.write(text.as_bytes());
         hasher.write_u8(0xff);
