@@ -487,14 +487,24 @@ mod tests {
     /// whose token came late left inside a window another read was just told.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn issue_17_a_window_told_while_a_read_gets_its_token_holds_the_read_back() {
-        let token_delay = Duration::from_millis(300);
+        // The token endpoint says when it is asked, then answers only once the test has told
+        // the window: the order is fixed by the handshake, not by sleeps a loaded machine may
+        // stretch.
+        let (asked_tx, asked_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (asked_tx, go_rx) = (Mutex::new(asked_tx), Mutex::new(go_rx));
         let reads_at = Arc::new(Mutex::new(Vec::new()));
         let server = {
             let reads_at = reads_at.clone();
             Hostile::start(move |_, target| {
                 if target.contains("/oauth2/v2.0/token") {
-                    // A slow token endpoint (this blocks one of the runtime's two threads).
-                    std::thread::sleep(token_delay);
+                    // Blocks one of the runtime's two threads until the window is told; the
+                    // test is woken from a blocking thread, so the other worker runs it.
+                    let _ = asked_tx.lock().expect("not poisoned").send(());
+                    let _ = go_rx
+                        .lock()
+                        .expect("not poisoned")
+                        .recv_timeout(Duration::from_secs(10));
                     return Reply::json(&serde_json::json!({
                         "access_token": "t", "expires_in": 3599, "token_type": "Bearer"
                     }));
@@ -543,10 +553,14 @@ mod tests {
             })
         };
         // Admitted at once, the read now waits for its token; another read's 429 comes.
-        tokio::time::sleep(token_delay / 3).await;
+        tokio::task::spawn_blocking(move || asked_rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .expect("the wait ran")
+            .expect("the read asked for its token");
         let window = Duration::from_millis(800);
         reader.gate(Service::Users).pause_for(window);
         let told_at = Instant::now();
+        go_tx.send(()).expect("the token endpoint waits");
         assert!(read.await.expect("the read ran").is_ok());
         let reads_at = reads_at.lock().expect("not poisoned").clone();
         assert_eq!(reads_at.len(), 1);
