@@ -893,17 +893,45 @@ mod tests {
         let shared = shared_with(&mock, settings);
         let (row_tx, row_rx) = mpsc::channel(8);
         let (entry_tx, mut entry_rx) = mpsc::channel(64);
-        // The run stops at the first note; every note is on disk all the same.
+        // The run stops once two rows are noted, before either note is acknowledged (so
+        // neither row may leave); every note is on disk all the same. Stopping at the first note
+        // raced the dispatcher, which may see the stop before it notes the second row. If no
+        // second note comes within two seconds, the stop comes anyway and the assertion below
+        // says so.
         let writer = {
             let stop = shared.stop.clone();
             tokio::spawn(async move {
-                let (mut noted, mut named) = (Vec::new(), Vec::new());
-                while let Some(entry) = entry_rx.recv().await {
+                let (mut noted, mut named, mut held) = (Vec::new(), Vec::new(), Vec::new());
+                loop {
+                    let entry = if held.is_empty() {
+                        entry_rx.recv().await
+                    } else {
+                        match tokio::time::timeout(Duration::from_secs(2), entry_rx.recv()).await {
+                            Ok(entry) => entry,
+                            Err(_) => {
+                                stop.stop(StopReason::Interrupted);
+                                held.drain(..).for_each(|ack: oneshot::Sender<_>| {
+                                    let _ = ack.send(Ok(()));
+                                });
+                                continue;
+                            }
+                        }
+                    };
+                    let Some(entry) = entry else { break };
                     match entry {
                         Entry::Started { note, ack } => {
-                            stop.stop(StopReason::Interrupted);
                             noted.push(note.client_request_id);
-                            let _ = ack.send(Ok(()));
+                            if stop.is_stopped() {
+                                let _ = ack.send(Ok(()));
+                                continue;
+                            }
+                            held.push(ack);
+                            if noted.len() >= 2 {
+                                stop.stop(StopReason::Interrupted);
+                                for ack in held.drain(..) {
+                                    let _ = ack.send(Ok(()));
+                                }
+                            }
                         }
                         Entry::Outcome(outcome) => named.extend(outcome.client_request_id),
                         Entry::Tick => {}
