@@ -137,10 +137,16 @@ impl<'a> Decider<'a> {
             }
             (None, Some(directory)) => {
                 let earlier = self.earlier;
-                let done_earlier = |job: &Job| {
-                    earlier.is_some_and(|earlier| earlier.succeeded(RowKey::of(job)).is_some())
+                // Sent by the earlier run: done, or left unanswered by its crash. A disabled
+                // account no longer offers `disable`, yet its record must be carried over or
+                // its unanswered request settled (issue 20).
+                let sent_earlier = |job: &Job| {
+                    earlier.is_some_and(|earlier| {
+                        let key = RowKey::of(job);
+                        earlier.succeeded(key).is_some() || earlier.unanswered_attempts(key) > 0
+                    })
                 };
-                settle(&row, directory, &done_earlier)
+                settle(&row, directory, &sent_earlier)
             }
         };
         // One input row, however many accounts it reaches.
@@ -387,6 +393,68 @@ mod tests {
             ),
             (2, 2, 2, 2)
         );
+    }
+
+    /// A crash left one account's request unanswered and carried out: that account no longer
+    /// offers the action, yet the resumed fan-out still reaches it (sent again, counting the
+    /// earlier attempt), so it gets a record instead of vanishing from the results.
+    #[test]
+    fn issue_20_an_account_left_unanswered_by_a_crash_is_still_reached_on_resume() {
+        use crate::graph::identity::{Fetched, Identity, LinkedAccount};
+        struct Unanswered;
+        impl DoneEarlier for Unanswered {
+            fn record_of_line(&self, _: &Row) -> Option<u64> {
+                None
+            }
+            fn key_of_line(&self, _: &Row) -> Option<RowKey> {
+                None
+            }
+            fn succeeded(&self, _: RowKey) -> Option<u64> {
+                None
+            }
+            fn unanswered_attempts(&self, _: RowKey) -> u32 {
+                1
+            }
+        }
+        let linked = |provider: &str, identifier: &str, actions: &[&str]| LinkedAccount {
+            identifier: identifier.to_owned(),
+            identity_provider: provider.to_owned(),
+            actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        // The Okta account was disabled by the crashed run: it offers `disable` no more.
+        let identity = Identity {
+            id: "id-1".into(),
+            accounts: vec![
+                linked("activeDirectory", "ad-1", &["disable"]),
+                linked("okta", "00uA", &[]),
+            ],
+            ..Identity::default()
+        };
+        let mut directory = Directory::default();
+        directory.add(Fetched {
+            raw: serde_json::to_value(&identity).unwrap(),
+            identity,
+        });
+        let fan_out = Row {
+            account_id: None,
+            provider: None,
+            accounts: AccountScope::All,
+            ..row(2, "")
+        };
+        let checker = Checker::new("in.csv", None, Unlisted::Refuse);
+        let mut decider = Decider::new(checker, Some(&directory), Some(&Unanswered), false);
+        let decision = decider.decide(Ok(fan_out));
+        let RowDecision::Accounts(accounts) = &decision else {
+            panic!("{decision:?}");
+        };
+        let sent: Vec<(&str, u32)> = accounts
+            .iter()
+            .map(|account| match account {
+                AccountDecision::Send(job) => (job.account_id.as_str(), job.earlier_attempts),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, [("ad-1", 1), ("00uA", 1)]);
     }
 
     #[test]

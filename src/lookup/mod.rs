@@ -127,12 +127,12 @@ pub(crate) enum Settled {
 
 /// Settles a row the lookup answered, account by account: its ids as found, or refused (SPEC
 /// section 8). One account, unless the row acts on all of the person's (issue 20), where
-/// `done_earlier` names the accounts an earlier run did. Whether a row is looked up at all is
+/// `sent_earlier` names the accounts an earlier run sent. Whether a row is looked up at all is
 /// for [`decide::Decider`].
 pub(crate) fn settle(
     row: &Row,
     directory: &Directory,
-    done_earlier: &dyn Fn(&Job) -> bool,
+    sent_earlier: &dyn Fn(&Job) -> bool,
 ) -> Vec<Settled> {
     let refused = |refusal: Refusal| vec![Settled::Refused(refusal.record(row), refusal)];
     match row.accounts {
@@ -140,7 +140,7 @@ pub(crate) fn settle(
             Ok(resolved) => vec![Settled::Send(resolved.job)],
             Err(refusal) => refused(refusal),
         },
-        AccountScope::All => match resolve::resolve_all(row, directory, done_earlier) {
+        AccountScope::All => match resolve::resolve_all(row, directory, sent_earlier) {
             Ok(reached) => reached
                 .into_iter()
                 .map(|reached| match reached {

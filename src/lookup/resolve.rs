@@ -87,14 +87,15 @@ pub(crate) enum Reached {
 
 /// Resolves a row that acts on every account of the person it names (`--all-accounts`, issue
 /// 20): each linked account whose `actions` offer the row's action, narrowed by the row's
-/// `accountId` and provider, and each account `done_earlier` says an earlier run did (it no
-/// longer offers a `disable` it carried out, and its record is carried over). The identity's
+/// `accountId` and provider, and each account `sent_earlier` says an earlier run sent (it no
+/// longer offers a `disable` it carried out: its record is carried over, or, when a crash left
+/// its request unanswered, it is sent again, as any unanswered row is, and gets its record). The identity's
 /// refusals are the row's, as for [`resolve`]; the privileged guard runs per account, since
 /// analysts link a person's personal and admin accounts to one identity by hand.
 pub(crate) fn resolve_all(
     row: &Row,
     directory: &Directory,
-    done_earlier: &dyn Fn(&Job) -> bool,
+    sent_earlier: &dyn Fn(&Job) -> bool,
 ) -> Result<Vec<Reached>, Refusal> {
     let (fetched, column) = identity_of(row, directory)?;
     let identity = &fetched.identity;
@@ -118,7 +119,7 @@ pub(crate) fn resolve_all(
         .filter(|account| row.provider.is_none_or(|p| account.provider() == Some(p)))
         .filter(|account| account.provider().is_some())
         .map(|account| (account, job_for(row, identity, account, column)))
-        .filter(|(account, job)| account.offers(row.action) || done_earlier(job))
+        .filter(|(account, job)| account.offers(row.action) || sent_earlier(job))
         .collect();
     if jobs.is_empty() {
         return match choose_account(row, identity) {
@@ -665,8 +666,8 @@ mod tests {
     }
 
     /// The (provider, account) each account a fan-out reaches is sent to.
-    fn fanned_out(row: &Row, done_earlier: &dyn Fn(&Job) -> bool) -> Vec<(Provider, String)> {
-        resolve_all(row, &directory(), done_earlier)
+    fn fanned_out(row: &Row, sent_earlier: &dyn Fn(&Job) -> bool) -> Vec<(Provider, String)> {
+        resolve_all(row, &directory(), sent_earlier)
             .unwrap()
             .into_iter()
             .map(|reached| match reached {
