@@ -166,6 +166,7 @@ pub(super) async fn finish(
             paused: acted.shared.gate.paused_total(),
             rate: config.graph.pacing.rate,
             already_succeeded: plan.already_succeeded,
+            input_rows: plan.rows,
             results,
             stop,
             exit: status,

@@ -159,6 +159,9 @@ pub struct RunFacts<'a> {
     pub rate: Rate,
     /// Rows an earlier run had already done (`--resume`): counted as succeeded, not sent again.
     pub already_succeeded: u64,
+    /// Rows the input holds. Fewer than the records when a row acted on every account of a
+    /// person (`--all-accounts`, issue 20).
+    pub input_rows: u64,
     pub results: &'a Path,
     pub stop: Option<&'a StopReason>,
     pub exit: ExitStatus,
@@ -201,6 +204,10 @@ pub struct Summary {
     pub not_attempted: u64,
     /// Of `succeeded`, rows an earlier run had done (`--resume`).
     pub already_succeeded: u64,
+    /// The input's rows, when fewer than `rows` (the records: one an account, with
+    /// `--all-accounts`, issue 20); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_rows: Option<u64>,
     /// People with records for several accounts, and how many of them were acted on partly
     /// (issue 20); absent when no person has more than one record.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -270,6 +277,7 @@ impl Summary {
                 .filter(|reason| **reason != StopReason::Interrupted)
                 .map(ToString::to_string),
             rows: tally.rows(),
+            input_rows: (facts.input_rows < tally.rows()).then_some(facts.input_rows),
             succeeded: tally.succeeded,
             failed: tally.failed,
             skipped: tally.skipped,
@@ -335,10 +343,16 @@ impl Summary {
         };
         let _ = writeln!(out);
         let _ = writeln!(out, "Summary: {headline} (exit {})", self.exit_code);
+        // With --all-accounts a row writes a record for each account it reached: say so, or
+        // "8 rows" of a 3-row spreadsheet reads as rows nobody wrote.
+        let counted = match self.input_rows {
+            Some(input_rows) => format!("{} accounts from {input_rows} rows", self.rows),
+            None => format!("{} rows", self.rows),
+        };
         let _ = writeln!(
             out,
-            "  {} rows: {} succeeded, {} failed, {} skipped, {} not attempted",
-            self.rows, self.succeeded, self.failed, self.skipped, self.not_attempted
+            "  {counted}: {} succeeded, {} failed, {} skipped, {} not attempted",
+            self.succeeded, self.failed, self.skipped, self.not_attempted
         );
         if self.already_succeeded > 0 {
             let _ = writeln!(
@@ -759,6 +773,7 @@ mod tests {
             paused: Duration::from_millis(responses_429 * 4_000),
             rate: Rate::per_second(NonZeroU32::new(2).unwrap()),
             already_succeeded: 0,
+            input_rows: 837,
             results: Path::new("incident-4711.results.jsonl"),
             stop,
             exit,
@@ -810,6 +825,37 @@ mod tests {
         let plain = Summary::new(&tally, &facts(None, ExitStatus::Success, 0));
         assert!(!plain.to_json().contains("effects"));
         assert!(!plain.render_text().contains("effect "));
+    }
+
+    /// Issue 20: a 3-row spreadsheet whose rows acted on 8 accounts says so, in the text and in
+    /// the JSON; a run of one record a row keeps its old line and has no `inputRows`.
+    #[test]
+    fn issue_20_a_fan_out_says_how_many_accounts_came_from_how_many_rows() {
+        let tally = Tally {
+            succeeded: 4,
+            failed: 4,
+            ..Tally::default()
+        };
+        let fanned = RunFacts {
+            input_rows: 3,
+            ..facts(None, ExitStatus::RowsFailed, 0)
+        };
+        let summary = Summary::new(&tally, &fanned);
+        let text = summary.render_text();
+        assert!(
+            text.contains("  8 accounts from 3 rows: 4 succeeded, 4 failed, 0 skipped"),
+            "{text}"
+        );
+        assert!(summary.to_json().contains(r#""inputRows":3"#));
+        let plain = Summary::new(
+            &tally,
+            &RunFacts {
+                input_rows: 8,
+                ..facts(None, ExitStatus::RowsFailed, 0)
+            },
+        );
+        assert!(plain.render_text().contains("  8 rows: 4 succeeded"));
+        assert!(!plain.to_json().contains("inputRows"));
     }
 
     #[test]
