@@ -703,15 +703,23 @@ pub(super) fn print_dry_run(config: &RunConfig, plan: &Plan) {
             plan.already_succeeded
         );
     }
-    // Rows still to be looked up may each become an action: count them as the upper bound.
+    // Rows still to be looked up may each become an action: count them as the upper bound,
+    // unless some act on every account of a person (issue 20), whose count only the lookup knows.
     let at_most = to_send + plan.lookups;
     let seconds = at_most as f64 / pacing.rate.per_second_f64();
-    let _ = writeln!(
-        text,
-        "  expected      up to {at_most} actions take at least {} at {} (more if Graph throttles, and lookups come first)",
-        humantime::format_duration(Duration::from_secs(seconds.ceil() as u64)),
-        pacing.rate
-    );
+    let took = humantime::format_duration(Duration::from_secs(seconds.ceil() as u64));
+    let _ = match plan.lookups_on_all_accounts {
+        0 => writeln!(
+            text,
+            "  expected      up to {at_most} actions take at least {took} at {} (more if Graph throttles, and lookups come first)",
+            pacing.rate
+        ),
+        fanned => writeln!(
+            text,
+            "  expected      {at_most} actions or more take at least {took} at {} ({fanned} row(s) act on every linked account of the person they name, an action each; more if Graph throttles, and lookups come first)",
+            pacing.rate
+        ),
+    };
     let rails = &config.guardrails;
     if let Some(list) = &rails.protect {
         let _ = writeln!(

@@ -499,3 +499,34 @@ fn issue_20_validate_says_how_many_looked_up_rows_act_on_every_account() {
         "{stdout}"
     );
 }
+
+/// A dry run cannot know how many accounts a person has before the lookup: it gives the count as
+/// a floor, not "up to", when rows act on every account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_the_dry_run_counts_fan_out_rows_as_a_floor() {
+    let h = Harness::new().await;
+    let input = h.write(
+        "people.csv",
+        &[
+            "upn,action,allAccounts",
+            "ann@contoso.com,disable,true",
+            "bob@contoso.com,disable,",
+        ],
+    );
+    let out = h.binary(&input, &["--dry-run"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("expected      2 actions or more take at least")
+            && stdout.contains("(1 row(s) act on every linked account of the person they name"),
+        "{stdout}"
+    );
+    let plain = h.write("plain.csv", &["upn,action", "ann@contoso.com,disable"]);
+    let out = h.binary(&plain, &["--dry-run"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("expected      up to 1 actions take"),
+        "{stdout}"
+    );
+    assert_eq!(h.graph_requests(), 0);
+}
